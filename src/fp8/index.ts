@@ -5,3 +5,4 @@
  * the win is memory and bandwidth (one byte per value), not FP8 arithmetic.
  */
 export * from './codec.js';
+export * from './quant.js';
