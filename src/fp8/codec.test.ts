@@ -119,6 +119,21 @@ test('e4m3 reference cast cases (satfinite and nan_on_overflow), bit-exact', () 
   assert.equal(encodeFp8(464.0001, 'e4m3', false), 0x7f);
 });
 
+test('encode (float32 bit path) agrees with encodeFp8 on random values, both formats and modes', () => {
+  let seed = 12345;
+  const rand = (): number => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  const xs = new Float32Array(20000).map(() => (rand() - 0.5) * 2 ** (rand() * 50 - 25));
+  xs.set([NaN, Infinity, -Infinity, 0, -0, 464, -464, 57344, 61440, 2 ** -10, 2 ** -17, 1e-45]);
+  for (const format of ['e4m3', 'e5m2'] as Fp8Format[]) {
+    for (const saturate of [true, false]) {
+      const codes = encode(xs, format, { saturate });
+      for (let i = 0; i < xs.length; i++) {
+        assert.equal(codes[i], encodeFp8(xs[i]!, format, saturate), `${format} sat=${saturate} x=${xs[i]}`);
+      }
+    }
+  }
+});
+
 test('bf16: round to nearest even, NaN preserved, round trip', () => {
   assert.equal(f32ToBf16(1), 0x3f80);
   assert.equal(f32ToBf16(-2), 0xc000);

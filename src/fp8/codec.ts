@@ -80,6 +80,8 @@ const f32u = new Uint32Array(f32.buffer);
 const POW2 = new Float64Array(129);
 for (let k = -64; k <= 64; k++) POW2[k + 64] = 2 ** k;
 
+const RINT = 2 ** 52; // (t + 2^52) - 2^52 rounds 0 <= t < 2^52 to an integer, ties to even
+
 function encodeWith(x: number, p: FormatParams, saturate: boolean): number {
   if (x !== x) return NAN_CODE;
   f64[0] = x;
@@ -90,15 +92,55 @@ function encodeWith(x: number, p: FormatParams, saturate: boolean): number {
   if (e > 20) return sign | (saturate ? p.maxCode : p.overflowCode); // incl. ±inf
   if (e < p.emin) e = p.emin;
   // Scaled significand: exact (multiplication by a power of two), t < 2^(mbits+1).
-  const t = a * (POW2[p.mbits - e + 64] as number);
-  let n = Math.floor(t);
-  const d = t - n;
-  if (d > 0.5 || (d === 0.5 && (n & 1) === 1)) n++;
+  const n = a * (POW2[p.mbits - e + 64] as number) + RINT - RINT;
   // Normal: ((e - emin) << mbits) + n with n in [2^mbits, 2^(mbits+1)]; subnormal: n itself.
   // A carry out of the mantissa rolls into the exponent field naturally.
   const code = ((e - p.emin) << p.mbits) + n;
   if (code > p.maxCode) return sign | (saturate ? p.maxCode : p.overflowCode);
   return sign | code;
+}
+
+/**
+ * Encode float32 values into `out[offset..]` (integer fast path on the float32 bits).
+ * Same results as `encodeFp8` on each element.
+ */
+export function encodeInto(
+  values: Float32Array,
+  format: Fp8Format,
+  out: Uint8Array,
+  offset = 0,
+  saturate = true,
+): Uint8Array {
+  const p = params(format);
+  const len = values.length;
+  if (offset < 0 || offset + len > out.length) {
+    throw new Error(`fp8.encodeInto: ${len} values at offset ${offset} do not fit in out (${out.length})`);
+  }
+  const bits = new Uint32Array(values.buffer, values.byteOffset, len);
+  const shift = 23 - p.mbits;
+  const half = (1 << (shift - 1)) - 1;
+  const minNormal = (p.emin + 127) << 23;
+  const rebias = (127 + p.emin - 1) << p.mbits;
+  const subScale = 2 ** (p.mbits - p.emin);
+  const over = saturate ? p.maxCode : p.overflowCode;
+  const maxCode = p.maxCode;
+  for (let i = 0; i < len; i++) {
+    const u = bits[i] as number;
+    const a = u & 0x7fffffff;
+    let code: number;
+    if (a >= minNormal) {
+      if (a > 0x7f800000) {
+        out[offset + i] = NAN_CODE;
+        continue;
+      }
+      code = ((a + half + ((a >>> shift) & 1)) >>> shift) - rebias;
+      if (code > maxCode) code = over;
+    } else {
+      code = Math.abs(values[i] as number) * subScale + RINT - RINT;
+    }
+    out[offset + i] = ((u >>> 24) & 0x80) | code;
+  }
+  return out;
 }
 
 /**
@@ -121,11 +163,7 @@ export function encode(
   format: Fp8Format,
   opts: { saturate?: boolean | undefined } = {},
 ): Uint8Array {
-  const p = params(format);
-  const sat = opts.saturate ?? true;
-  const out = new Uint8Array(values.length);
-  for (let i = 0; i < values.length; i++) out[i] = encodeWith(values[i] as number, p, sat);
-  return out;
+  return encodeInto(values, format, new Uint8Array(values.length), 0, opts.saturate ?? true);
 }
 
 /** Decode FP8 codes to float32 (into `out` when given; it must be at least as long). */

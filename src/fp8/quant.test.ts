@@ -78,17 +78,18 @@ test('fp8_gemm: quantised inputs bit-exact, product within 1e-6 relative of refe
 });
 
 test('fp8Gemm handles ragged N and K and rejects wrong scale shapes', () => {
-  const M = 2, N = 130, K = 200;
+  const M = 6, N = 130, K = 200; // M = 6: one 4-row group plus a remainder
   const x = new Float32Array(M * K).map((_, i) => Math.sin(i * 0.37));
   const w = new Float32Array(N * K).map((_, i) => Math.cos(i * 0.11) * 0.05);
   const a = quantizeTiles(x, M, K);
   const b = quantizeBlocks(w, N, K);
   assert.equal(a.scales.length, M * 2);
+  assert.ok(a.codes.some((c) => c !== 0));
   assert.equal(b.scales.length, 2 * 2);
   const c = fp8Gemm(a, b, M, N, K);
   const ad = dequantizeTiles(a.codes, a.scales, M, K);
   const bd = dequantizeBlocks(b.codes, b.scales, N, K);
-  for (const [m, n] of [[0, 0], [1, 129], [1, 64]] as const) {
+  for (const [m, n] of [[0, 0], [1, 129], [3, 64], [4, 1], [5, 128]] as const) {
     let dot = 0;
     for (let k = 0; k < K; k++) dot += ad[m * K + k]! * bd[n * K + k]!;
     assert.ok(Math.abs(dot - c[m * N + n]!) <= 1e-5 * Math.abs(dot) + 1e-6, `C[${m},${n}]`);

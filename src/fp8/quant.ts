@@ -16,7 +16,7 @@
  *   within ~1e-7 relative.
  * Ragged edges (cols not a multiple of 128) are handled as partial tiles/blocks.
  */
-import { type Fp8Format, fp8Encoder, fp8Max, fp8Table } from './codec.js';
+import { type Fp8Format, encodeInto, fp8Max, fp8Table } from './codec.js';
 
 /** Scale format: plain fp32 `amax/max`, or a power of two rounded up (`ue8m0`, V3.1). */
 export type ScaleFormat = 'fp32' | 'ue8m0';
@@ -89,10 +89,11 @@ export function quantizeTiles(
   const tile = opts.tile ?? FP8_BLOCK;
   checkShape('quantizeTiles', x.length, rows, cols);
   checkBlock('quantizeTiles', tile);
-  const enc = fp8Encoder(format, opts.saturate ?? true);
+  const sat = opts.saturate ?? true;
   const max = fp8Max(format);
   const scaleFmt = opts.scaleFmt ?? 'fp32';
   const nt = Math.ceil(cols / tile);
+  const scratch = new Float32Array(Math.min(tile, cols));
   const codes = new Uint8Array(rows * cols);
   const scales = new Float32Array(rows * nt);
   for (let r = 0; r < rows; r++) {
@@ -103,7 +104,9 @@ export function quantizeTiles(
       for (let i = start; i < end; i++) amax = Math.max(amax, Math.abs(x[i] as number));
       const s = scaleOf(amax, max, scaleFmt);
       scales[r * nt + t] = s;
-      for (let i = start; i < end; i++) codes[i] = enc(Math.fround((x[i] as number) / s));
+      const y = scratch.subarray(0, end - start);
+      for (let i = start; i < end; i++) y[i - start] = (x[i] as number) / s;
+      encodeInto(y, format, codes, start, sat);
     }
   }
   return { codes, scales };
@@ -123,9 +126,10 @@ export function quantizeBlocks(
   const block = opts.block ?? FP8_BLOCK;
   checkShape('quantizeBlocks', w.length, rows, cols);
   checkBlock('quantizeBlocks', block);
-  const enc = fp8Encoder(format, opts.saturate ?? true);
+  const sat = opts.saturate ?? true;
   const max = fp8Max(format);
   const scaleFmt = opts.scaleFmt ?? 'fp32';
+  const scratch = new Float32Array(Math.min(block, cols));
   const nbr = Math.ceil(rows / block);
   const nbc = Math.ceil(cols / block);
   const codes = new Uint8Array(rows * cols);
@@ -142,8 +146,11 @@ export function quantizeBlocks(
       }
       const s = scaleOf(amax, max, scaleFmt);
       scales[br * nbc + bc] = s;
+      const y = scratch.subarray(0, c1 - c0);
       for (let r = r0; r < r1; r++) {
-        for (let i = r * cols + c0, e = r * cols + c1; i < e; i++) codes[i] = enc(Math.fround((w[i] as number) / s));
+        const off = r * cols + c0;
+        for (let j = 0; j < y.length; j++) y[j] = (w[off + j] as number) / s;
+        encodeInto(y, format, codes, off, sat);
       }
     }
   }
@@ -253,7 +260,34 @@ export function fp8Gemm(
     const bOff = n * K;
     for (let k = 0; k < K; k++) bRow[k] = bTable[b.codes[bOff + k] as number] as number;
     const bsOff = ((n / B) | 0) * KB;
-    for (let m = 0; m < M; m++) {
+    let m = 0;
+    // Four activation rows at a time share each load of the weight row.
+    for (; m + 4 <= M; m += 4) {
+      const o0 = m * K, o1 = o0 + K, o2 = o1 + K, o3 = o2 + K;
+      let acc0 = 0, acc1 = 0, acc2 = 0, acc3 = 0;
+      for (let kb = 0; kb < KB; kb++) {
+        const k0 = kb * B;
+        const k1 = Math.min(K, k0 + B);
+        let p0 = 0, p1 = 0, p2 = 0, p3 = 0;
+        for (let k = k0; k < k1; k++) {
+          const bv = bRow[k] as number;
+          p0 += (aDec[o0 + k] as number) * bv;
+          p1 += (aDec[o1 + k] as number) * bv;
+          p2 += (aDec[o2 + k] as number) * bv;
+          p3 += (aDec[o3 + k] as number) * bv;
+        }
+        const bs = bS[bsOff + kb] as number;
+        acc0 += (aS[m * KB + kb] as number) * bs * p0;
+        acc1 += (aS[(m + 1) * KB + kb] as number) * bs * p1;
+        acc2 += (aS[(m + 2) * KB + kb] as number) * bs * p2;
+        acc3 += (aS[(m + 3) * KB + kb] as number) * bs * p3;
+      }
+      res[m * N + n] = acc0;
+      res[(m + 1) * N + n] = acc1;
+      res[(m + 2) * N + n] = acc2;
+      res[(m + 3) * N + n] = acc3;
+    }
+    for (; m < M; m++) {
       const aOff = m * K;
       let acc = 0;
       for (let kb = 0; kb < KB; kb++) {
