@@ -1,0 +1,169 @@
+/**
+ * Tokenizer: any Hugging Face `tokenizer.json` (+ optional `tokenizer_config.json`) through
+ * `@huggingface/tokenizers`, with a small id-based API and a streaming detokenizer (browser-safe).
+ *
+ * Contract:
+ * - `encode(text)` adds special tokens the way `transformers` does by default: whatever the
+ *   post-processor adds, plus BOS/EOS when the config says `add_bos_token` / `add_eos_token`
+ *   (DeepSeek-V3: `encode('Hello world')` = [0, 19923, 2058]). Pass `{ addSpecialTokens: false }`
+ *   for raw text ids (what training data uses).
+ * - `decode(ids)` is exact for byte-level tokenizers: `decode(encode(s, {addSpecialTokens:false}))
+ *   === s`. Tokenization-space clean-up is off unless the config sets it to true.
+ * - Ids outside [0, vocabSize) are refused with a RangeError naming the id.
+ */
+import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+
+/** Reads a special-token entry of tokenizer_config.json: a string or `{ content }`. */
+function configToken(v: unknown): string | null {
+  if (typeof v === 'string') return v;
+  if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string') return (v as { content: string }).content;
+  return null;
+}
+
+const EOS_CANDIDATES = ['<|endoftext|>', '<｜end▁of▁sentence｜>', '</s>', '<|end_of_text|>', '<eos>'];
+const BOS_CANDIDATES = ['<｜begin▁of▁sentence｜>', '<s>', '<|begin_of_text|>', '<bos>'];
+
+/** A loaded tokenizer with id-level encode/decode. */
+export class Tokenizer {
+  /** Number of ids: one more than the largest id in the vocabulary or the added tokens. */
+  readonly vocabSize: number;
+  /** End-of-text id (config `eos_token`, else a well-known name), or null. */
+  readonly eosId: number | null;
+  /** Beginning-of-text id (config `bos_token`, else a well-known name), or null. */
+  readonly bosId: number | null;
+  private readonly hf: HfTokenizer;
+  private readonly addBos: boolean;
+  private readonly addEos: boolean;
+  private readonly cleanUpSpaces: boolean;
+  private readonly specialIds: Set<number>;
+
+  private constructor(hf: HfTokenizer, config: Record<string, unknown>) {
+    this.hf = hf;
+    const vocab = hf.get_vocab(true);
+    let max = -1;
+    for (const id of vocab.values()) if (id > max) max = id;
+    this.vocabSize = max + 1;
+    const find = (name: string | null, fallbacks: string[]): number | null => {
+      if (name !== null) return hf.token_to_id(name) ?? null;
+      for (const c of fallbacks) { const id = hf.token_to_id(c); if (id !== undefined) return id; }
+      return null;
+    };
+    this.eosId = find(configToken(config.eos_token), EOS_CANDIDATES);
+    this.bosId = find(configToken(config.bos_token), BOS_CANDIDATES);
+    this.addBos = config.add_bos_token === true && this.bosId !== null;
+    this.addEos = config.add_eos_token === true && this.eosId !== null;
+    this.cleanUpSpaces = config.clean_up_tokenization_spaces === true;
+    this.specialIds = new Set(hf.get_added_tokens_decoder().keys());
+  }
+
+  /**
+   * Builds a tokenizer from parsed `tokenizer.json` and optional `tokenizer_config.json` objects.
+   * Throws an Error naming the problem when the JSON is not a tokenizer the library understands.
+   */
+  static fromJSON(tokenizerJson: object, tokenizerConfig: object = {}): Tokenizer {
+    const j = tokenizerJson as { model?: { type?: unknown; vocab?: unknown }; added_tokens?: unknown };
+    if (!j || typeof j !== 'object' || !j.model || typeof j.model !== 'object') {
+      throw new Error('tokenizer.json: missing "model" object (is this a Hugging Face tokenizer.json?)');
+    }
+    if (!j.model.vocab || typeof j.model.vocab !== 'object') throw new Error('tokenizer.json: model.vocab is missing');
+    const json = Array.isArray(j.added_tokens) ? tokenizerJson : { ...tokenizerJson, added_tokens: [] };
+    let hf: HfTokenizer;
+    try {
+      hf = new HfTokenizer(json, tokenizerConfig);
+    } catch (e) {
+      throw new Error(`tokenizer.json: cannot load (model type ${String(j.model.type)}): ${(e as Error).message}`);
+    }
+    return new Tokenizer(hf, tokenizerConfig as Record<string, unknown>);
+  }
+
+  /** Text -> ids. `addSpecialTokens` (default true) adds what the tokenizer's config asks for. */
+  encode(text: string, opts: { addSpecialTokens?: boolean } = {}): number[] {
+    const add = opts.addSpecialTokens ?? true;
+    const ids = text.length === 0 ? [] : this.hf.encode(text, { add_special_tokens: add }).ids;
+    if (add && this.addBos && ids[0] !== this.bosId) ids.unshift(this.bosId!);
+    if (add && this.addEos && ids[ids.length - 1] !== this.eosId) ids.push(this.eosId!);
+    return ids;
+  }
+
+  /** Ids -> text. `skipSpecialTokens` drops special tokens (EOS, BOS, ...) from the output. */
+  decode(ids: ArrayLike<number>, opts: { skipSpecialTokens?: boolean } = {}): string {
+    const list = Array.from(ids);
+    for (const id of list) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
+        throw new RangeError(`tokenizer: id ${id} is out of range [0, ${this.vocabSize})`);
+      }
+      if (this.hf.id_to_token(id) === undefined) throw new RangeError(`tokenizer: id ${id} has no token in this vocabulary`);
+    }
+    const kept = opts.skipSpecialTokens ? list.filter((id) => !this.specialIds.has(id)) : list;
+    if (kept.length === 0) return '';
+    return this.hf.decode(kept, { clean_up_tokenization_spaces: this.cleanUpSpaces });
+  }
+
+  /** Id of a token string (as stored in the vocabulary, e.g. 'Ġthe'), or undefined. */
+  tokenToId(token: string): number | undefined {
+    return this.hf.token_to_id(token);
+  }
+
+  /** Token string of an id, or undefined. */
+  idToToken(id: number): string | undefined {
+    return this.hf.id_to_token(id);
+  }
+
+  /** True when id is an added special token (EOS, BOS, pad, ...). */
+  isSpecial(id: number): boolean {
+    return this.specialIds.has(id);
+  }
+}
+
+/**
+ * Incremental detokenizer for streaming generation: push ids one at a time and get back only the
+ * text that is complete, holding back a partial UTF-8 sequence (shown as U+FFFD by a plain decode)
+ * until the ids that finish it arrive. Decodes a short window, so each push costs O(window).
+ */
+export class StreamDecoder {
+  private readonly tok: Tokenizer;
+  private readonly skipSpecial: boolean;
+  private ids: number[] = [];
+  private prefixOffset = 0;
+  private readOffset = 0;
+
+  constructor(tok: Tokenizer, opts: { skipSpecialTokens?: boolean } = {}) {
+    this.tok = tok;
+    this.skipSpecial = opts.skipSpecialTokens ?? false;
+  }
+
+  /** Adds one id; returns the newly complete text ('' while a character is still incomplete). */
+  push(id: number): string {
+    this.ids.push(id);
+    const opts = { skipSpecialTokens: this.skipSpecial };
+    const prefix = this.tok.decode(this.ids.slice(this.prefixOffset, this.readOffset), opts);
+    const full = this.tok.decode(this.ids.slice(this.prefixOffset), opts);
+    if (full.length > prefix.length && !full.endsWith('\uFFFD')) {
+      const fresh = full.slice(prefix.length);
+      this.prefixOffset = this.readOffset;
+      this.readOffset = this.ids.length;
+      this.compact();
+      return fresh;
+    }
+    return '';
+  }
+
+  /** Returns whatever is held back (an incomplete character decodes as U+FFFD) and resets. */
+  flush(): string {
+    const opts = { skipSpecialTokens: this.skipSpecial };
+    const prefix = this.tok.decode(this.ids.slice(this.prefixOffset, this.readOffset), opts);
+    const full = this.tok.decode(this.ids.slice(this.prefixOffset), opts);
+    this.ids = [];
+    this.prefixOffset = this.readOffset = 0;
+    return full.slice(prefix.length);
+  }
+
+  /** Drops ids before the window so memory stays bounded on long generations. */
+  private compact(): void {
+    if (this.prefixOffset > 1024) {
+      this.ids = this.ids.slice(this.prefixOffset);
+      this.readOffset -= this.prefixOffset;
+      this.prefixOffset = 0;
+    }
+  }
+}
