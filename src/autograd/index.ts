@@ -1,0 +1,3 @@
+/** Tensors and reverse-mode autograd. */
+export * from './tensor.js';
+export * from './tape.js';

@@ -1,0 +1,119 @@
+/**
+ * Reverse-mode autograd. Ops call `record()` with their inputs and a backward closure; the
+ * node hangs off the output tensor. `backward(loss)` walks the graph in reverse topological order,
+ * accumulates gradients of leaves into `tensor.grad` (so calling it once per micro-batch
+ * accumulates), and releases every node (freeing saved activations). `noGrad(fn)` turns
+ * recording off; `recompute(fn, inputs)` stores only the inputs and re-runs `fn` in backward
+ * ("recompute instead of store", used for RMSNorm and MLA up-projections).
+ */
+import { Tensor, type Node } from './tensor.js';
+
+let gradEnabled = true;
+
+export function isGradEnabled(): boolean { return gradEnabled; }
+
+/** Runs fn with gradient recording off. */
+export function noGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try { return fn(); } finally { gradEnabled = prev; }
+}
+
+/** Runs fn with gradient recording on (inside a noGrad scope too). */
+export function withGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = true;
+  try { return fn(); } finally { gradEnabled = prev; }
+}
+
+/** True when an op on these inputs must be recorded. */
+export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
+  if (!gradEnabled) return false;
+  for (const t of inputs) if (t && t.requiresGrad) return true;
+  return false;
+}
+
+/** Attaches a backward node to `out` if any input requires grad. Returns out. */
+export function record(out: Tensor, op: string, inputs: Tensor[], backward: Node['backward'], release?: () => void): Tensor {
+  if (!needsGrad(...inputs)) return out;
+  out.requiresGrad = true;
+  const node: Node = { op, inputs, backward };
+  if (release) node.release = release;
+  out.node = node;
+  return out;
+}
+
+/**
+ * Backpropagates from `loss` (a scalar, or any tensor with an explicit seed gradient).
+ * Leaf gradients are added to `.grad`; intermediate gradients are dropped as soon as used.
+ */
+export function backward(loss: Tensor, seed?: Float32Array): void {
+  if (!loss.requiresGrad) throw new Error('backward: the loss does not depend on any parameter (all inputs detached or under noGrad?)');
+  // Topological order by iterative DFS.
+  const order: Tensor[] = [];
+  const visited = new Set<number>();
+  const stack: Array<[Tensor, boolean]> = [[loss, false]];
+  while (stack.length) {
+    const [t, done] = stack.pop()!;
+    if (done) { order.push(t); continue; }
+    if (visited.has(t.id)) continue;
+    visited.add(t.id);
+    stack.push([t, true]);
+    if (t.node) for (const i of t.node.inputs) if (i.requiresGrad && !visited.has(i.id)) stack.push([i, false]);
+  }
+  const grads = new Map<number, Float32Array>();
+  grads.set(loss.id, seed ?? new Float32Array(loss.size).fill(1));
+  for (let idx = order.length - 1; idx >= 0; idx--) {
+    const t = order[idx]!;
+    const g = grads.get(t.id);
+    grads.delete(t.id);
+    if (!g) continue;
+    if (!t.node) {
+      if (!t.grad) t.grad = new Float32Array(t.size);
+      const tg = t.grad;
+      for (let i = 0; i < g.length; i++) tg[i]! += g[i]!;
+      continue;
+    }
+    const node = t.node;
+    const ins = node.backward(g);
+    node.release?.();
+    t.node = null;
+    for (let i = 0; i < node.inputs.length; i++) {
+      const inp = node.inputs[i]!;
+      const gi = ins[i];
+      if (!gi || !inp.requiresGrad) continue;
+      if (gi.length !== inp.size) throw new Error(`backward: op ${node.op} returned a gradient of ${gi.length} elements for an input of ${inp.size}`);
+      const prev = grads.get(inp.id);
+      if (!prev) grads.set(inp.id, gi === g ? gi.slice() : gi);
+      else for (let j = 0; j < gi.length; j++) prev[j]! += gi[j]!;
+    }
+  }
+}
+
+/** Zeroes (drops) the gradients of the given parameters. */
+export function zeroGrad(params: Iterable<Tensor>): void {
+  for (const p of params) if (p.grad) p.grad.fill(0);
+}
+
+/**
+ * Activation checkpointing: runs fn(inputs) without recording, keeps only the inputs, and in
+ * backward re-runs fn with recording on to get the input gradients. Parameters used inside fn
+ * (closed over) get their gradients accumulated by the inner backward.
+ */
+export function recompute(fn: (...xs: Tensor[]) => Tensor, ...inputs: Tensor[]): Tensor {
+  if (!needsGrad(...inputs) && !gradEnabled) return fn(...inputs);
+  const out = noGrad(() => fn(...inputs));
+  if (!gradEnabled) return out;
+  out.requiresGrad = true;
+  out.node = {
+    op: 'Recompute',
+    inputs,
+    backward: (g) => {
+      const copies = inputs.map((t) => { const c = t.detach(); c.requiresGrad = t.requiresGrad; return c; });
+      const again = withGrad(() => fn(...copies));
+      if (again.requiresGrad) backward(again, g);
+      return copies.map((c) => c.grad);
+    },
+  };
+  return out;
+}

@@ -1,0 +1,108 @@
+/**
+ * Kernel registry: ops validate shapes and dtypes, then call a named kernel from the active
+ * backend. A backend registers the kernels it implements and may name a fallback backend for the
+ * rest (wasm falls back to ts for the kernels it does not accelerate). A kernel missing from the
+ * whole chain is an error naming kernel and backend. Every call is counted so a run can report
+ * which backend and kernels actually ran.
+ */
+
+/** Batched GEMM: C[b] = op(A[b]) · op(B[b]) (+ C[b] if accumulate), row-major, op = transpose when flagged.
+ *  A is [M,K] (or [K,M] when transA), B is [K,N] (or [N,K] when transB), C is [M,N].
+ *  Batch strides in elements; a stride of 0 broadcasts that operand. */
+export interface MatMulArgs {
+  a: Float32Array; b: Float32Array; c: Float32Array;
+  batch: number; m: number; n: number; k: number;
+  transA: boolean; transB: boolean;
+  strideA: number; strideB: number; strideC: number;
+  accumulate: boolean;
+}
+
+/** The kernels a backend may provide. Signatures are over flat typed arrays; callers allocate outputs. */
+export interface Kernels {
+  MatMul(args: MatMulArgs): void;
+  /** out[r,:] = x[r,:] * rsqrt(mean(x[r,:]^2) + eps) * w ; also writes rstd[r] when given. */
+  RMSNorm(x: Float32Array, w: Float32Array, out: Float32Array, rows: number, cols: number, eps: number, rstd?: Float32Array): void;
+  /** Row-wise softmax over the last axis, in place allowed. */
+  Softmax(x: Float32Array, out: Float32Array, rows: number, cols: number): void;
+  /** out = silu(g) * u elementwise. */
+  SiluMul(g: Float32Array, u: Float32Array, out: Float32Array): void;
+}
+export type KernelName = keyof Kernels;
+
+export interface Backend {
+  name: string;
+  /** Backend to ask for kernels this one lacks (null = none). */
+  fallback: string | null;
+  kernels: Partial<Kernels>;
+  /** Number of worker threads this backend uses (1 when single-threaded). */
+  threads: number;
+  /** Free workers/memory so the process can exit. */
+  dispose?: () => void | Promise<void>;
+  /** Human-readable description for reports (SIMD width, threads, CPU features). */
+  describe?: () => string;
+}
+
+const backends = new Map<string, Backend>();
+let active: Backend | null = null;
+const resolved = new Map<string, { fn: (...a: never[]) => void; backend: string }>();
+const counts = new Map<string, number>();
+
+export function registerBackend(b: Backend): void {
+  backends.set(b.name, b);
+  resolved.clear();
+  if (!active) active = b;
+}
+
+export function listBackends(): string[] { return [...backends.keys()]; }
+
+export function setBackend(name: string): Backend {
+  const b = backends.get(name);
+  if (!b) throw new Error(`backend '${name}' is not available (available: ${listBackends().join(', ') || 'none'})`);
+  active = b;
+  resolved.clear();
+  return b;
+}
+
+export function getBackend(): Backend {
+  if (!active) throw new Error('no backend registered (import frugal-lm, which registers the ts backend)');
+  return active;
+}
+
+export function getBackendByName(name: string): Backend | undefined { return backends.get(name); }
+
+/** Returns the kernel `name` of the active backend (or its fallback chain). */
+export function kernel<K extends KernelName>(name: K): Kernels[K] {
+  const hit = resolved.get(name);
+  if (hit) {
+    const key = hit.backend + ':' + name;
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+    return hit.fn as unknown as Kernels[K];
+  }
+  let b: Backend | undefined = getBackend();
+  const tried: string[] = [];
+  while (b) {
+    tried.push(b.name);
+    const fn = b.kernels[name];
+    if (fn) {
+      resolved.set(name, { fn: fn as unknown as (...a: never[]) => void, backend: b.name });
+      return kernel(name);
+    }
+    b = b.fallback ? backends.get(b.fallback) : undefined;
+  }
+  throw new Error(`kernel '${name}' is not implemented by backend '${tried.join("' or '")}'`);
+}
+
+/** Which backend serves each kernel now (after fallbacks). */
+export function kernelTable(): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of ['MatMul', 'RMSNorm', 'Softmax', 'SiluMul'] as KernelName[]) {
+    let b: Backend | undefined = active ?? undefined;
+    while (b && !b.kernels[name]) b = b.fallback ? backends.get(b.fallback) : undefined;
+    out[name] = b ? b.name : 'missing';
+  }
+  return out;
+}
+
+/** Calls per `backend:kernel` since the last reset. */
+export function kernelCounts(): Record<string, number> { return Object.fromEntries(counts); }
+export function resetKernelCounts(): void { counts.clear(); }

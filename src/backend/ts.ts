@@ -1,0 +1,80 @@
+/**
+ * The `ts` backend: plain TypeScript loops over typed arrays. It is the reference every other
+ * backend is tested against, and the fallback for kernels a faster backend does not provide.
+ */
+import type { Backend, MatMulArgs } from './registry.js';
+
+/** C = op(A)·op(B) for one batch entry; i-k-j loop order so the inner loop streams rows of B. */
+function gemm1(a: Float32Array, ao: number, b: Float32Array, bo: number, c: Float32Array, co: number,
+  m: number, n: number, k: number, transA: boolean, transB: boolean, accumulate: boolean): void {
+  if (!accumulate) c.fill(0, co, co + m * n);
+  if (!transB) {
+    for (let i = 0; i < m; i++) {
+      const crow = co + i * n;
+      for (let p = 0; p < k; p++) {
+        const av = transA ? a[ao + p * m + i]! : a[ao + i * k + p]!;
+        if (av === 0) continue;
+        const brow = bo + p * n;
+        for (let j = 0; j < n; j++) c[crow + j]! += av * b[brow + j]!;
+      }
+    }
+  } else {
+    // B is [N,K]: dot products of A rows with B rows.
+    for (let i = 0; i < m; i++) {
+      const crow = co + i * n;
+      for (let j = 0; j < n; j++) {
+        const brow = bo + j * k;
+        let s = 0;
+        if (!transA) {
+          const arow = ao + i * k;
+          for (let p = 0; p < k; p++) s += a[arow + p]! * b[brow + p]!;
+        } else {
+          for (let p = 0; p < k; p++) s += a[ao + p * m + i]! * b[brow + p]!;
+        }
+        c[crow + j]! += s;
+      }
+    }
+  }
+}
+
+export function tsMatMul(x: MatMulArgs): void {
+  for (let bi = 0; bi < x.batch; bi++) {
+    gemm1(x.a, bi * x.strideA, x.b, bi * x.strideB, x.c, bi * x.strideC, x.m, x.n, x.k, x.transA, x.transB, x.accumulate);
+  }
+}
+
+export function tsRMSNorm(x: Float32Array, w: Float32Array, out: Float32Array, rows: number, cols: number, eps: number, rstd?: Float32Array): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    let ss = 0;
+    for (let j = 0; j < cols; j++) { const v = x[o + j]!; ss += v * v; }
+    const rs = 1 / Math.sqrt(ss / cols + eps);
+    if (rstd) rstd[r] = rs;
+    for (let j = 0; j < cols; j++) out[o + j] = x[o + j]! * rs * w[j]!;
+  }
+}
+
+export function tsSoftmax(x: Float32Array, out: Float32Array, rows: number, cols: number): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    let mx = -Infinity;
+    for (let j = 0; j < cols; j++) if (x[o + j]! > mx) mx = x[o + j]!;
+    if (mx === -Infinity) { out.fill(0, o, o + cols); continue; }
+    let s = 0;
+    for (let j = 0; j < cols; j++) { const e = Math.exp(x[o + j]! - mx); out[o + j] = e; s += e; }
+    const inv = 1 / s;
+    for (let j = 0; j < cols; j++) out[o + j]! *= inv;
+  }
+}
+
+export function tsSiluMul(g: Float32Array, u: Float32Array, out: Float32Array): void {
+  for (let i = 0; i < out.length; i++) { const z = g[i]!; out[i] = (z / (1 + Math.exp(-z))) * u[i]!; }
+}
+
+export const tsBackend: Backend = {
+  name: 'ts',
+  fallback: null,
+  threads: 1,
+  kernels: { MatMul: tsMatMul, RMSNorm: tsRMSNorm, Softmax: tsSoftmax, SiluMul: tsSiluMul },
+  describe: () => 'ts (plain TypeScript loops, reference)',
+};

@@ -1,0 +1,87 @@
+/**
+ * Index ops for MoE routing: top-k along the last axis, gather along the last axis, index-select of
+ * rows (dispatch) and index-add of rows (combine), each with its gradient.
+ */
+import { Tensor, fmtShape } from '../autograd/tensor.js';
+import { record } from '../autograd/tape.js';
+
+/** The k largest entries of each row (descending; ties keep the lower index first). */
+export function topk(x: Tensor, k: number): { values: Tensor; indices: Tensor } {
+  const d = x.shape[x.rank - 1]!;
+  if (k < 1 || k > d) throw new Error(`topk: k=${k} outside [1, ${d}]`);
+  const idx = new Int32Array((x.size / d) * k);
+  const X = x.f32, rows = X.length / d;
+  const order = new Int32Array(d);
+  for (let r = 0; r < rows; r++) {
+    for (let j = 0; j < d; j++) order[j] = j;
+    // Partial selection sort: k is small for routing.
+    for (let i = 0; i < k; i++) {
+      let best = i;
+      for (let j = i + 1; j < d; j++) {
+        const a = X[r * d + order[j]!]!, b = X[r * d + order[best]!]!;
+        if (a > b || (a === b && order[j]! < order[best]!)) best = j;
+      }
+      const tmp = order[i]!; order[i] = order[best]!; order[best] = tmp;
+      idx[r * k + i] = order[i]!;
+    }
+  }
+  const indices = new Tensor(idx, [...x.shape.slice(0, -1), k], 'i32');
+  return { values: gather(x, indices), indices };
+}
+
+/** out[..., j] = x[..., idx[..., j]] (idx i32 with x's leading dims). */
+export function gather(x: Tensor, idx: Tensor): Tensor {
+  const d = x.shape[x.rank - 1]!, k = idx.shape[idx.rank - 1]!;
+  const rows = x.size / d;
+  if (idx.size / k !== rows) throw new Error(`gather: index ${fmtShape(idx.shape)} does not match ${fmtShape(x.shape)}`);
+  const X = x.f32, I = idx.data;
+  const out = new Float32Array(rows * k);
+  for (let r = 0; r < rows; r++) for (let j = 0; j < k; j++) {
+    const c = I[r * k + j]!;
+    if (!(c >= 0 && c < d)) throw new Error(`gather: index ${c} out of range [0, ${d})`);
+    out[r * k + j] = X[r * d + c]!;
+  }
+  return record(new Tensor(out, idx.shape), 'Gather', [x], (g) => {
+    const gx = new Float32Array(X.length);
+    for (let r = 0; r < rows; r++) for (let j = 0; j < k; j++) gx[r * d + I[r * k + j]!]! += g[r * k + j]!;
+    return [gx];
+  });
+}
+
+/** Rows of x [N, D] picked by idx [M] -> [M, D]. */
+export function indexSelect(x: Tensor, idx: Int32Array): Tensor {
+  const [N, D] = x.shape as [number, number];
+  const X = x.f32;
+  const out = new Float32Array(idx.length * D);
+  for (let i = 0; i < idx.length; i++) {
+    const r = idx[i]!;
+    if (!(r >= 0 && r < N)) throw new Error(`indexSelect: row ${r} out of range [0, ${N})`);
+    out.set(X.subarray(r * D, r * D + D), i * D);
+  }
+  return record(new Tensor(out, [idx.length, D]), 'IndexSelect', [x], (g) => {
+    const gx = new Float32Array(X.length);
+    for (let i = 0; i < idx.length; i++) {
+      const o = idx[i]! * D;
+      for (let j = 0; j < D; j++) gx[o + j]! += g[i * D + j]!;
+    }
+    return [gx];
+  });
+}
+
+/** base [N, D] with src [M, D] added into rows idx [M] (repeats accumulate). */
+export function indexAdd(base: Tensor, idx: Int32Array, src: Tensor): Tensor {
+  const [N, D] = base.shape as [number, number];
+  if (src.shape[0] !== idx.length || src.shape[1] !== D) throw new Error(`indexAdd: src ${fmtShape(src.shape)} does not fit ${idx.length} rows of ${D}`);
+  const out = base.f32.slice();
+  const S = src.f32;
+  for (let i = 0; i < idx.length; i++) {
+    const r = idx[i]!;
+    if (!(r >= 0 && r < N)) throw new Error(`indexAdd: row ${r} out of range [0, ${N})`);
+    for (let j = 0; j < D; j++) out[r * D + j]! += S[i * D + j]!;
+  }
+  return record(new Tensor(out, base.shape), 'IndexAdd', [base, src], (g) => {
+    const gs = new Float32Array(S.length);
+    for (let i = 0; i < idx.length; i++) gs.set(g.subarray(idx[i]! * D, idx[i]! * D + D), i * D);
+    return [g, gs];
+  });
+}

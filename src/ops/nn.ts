@@ -1,0 +1,186 @@
+/**
+ * Neural-network ops with fused gradients: RMSNorm, rotary embedding on interleaved pairs
+ * (DeepSeek's official layout, SPEC §5.2), embedding lookup (scatter-add backward), cross-entropy
+ * with an ignore index, and causal attention that keeps only one score row at a time (forward
+ * saves the per-row log-sum-exp; backward recomputes probabilities row by row).
+ */
+import { Tensor, fmtShape } from '../autograd/tensor.js';
+import { record } from '../autograd/tape.js';
+import { kernel } from '../backend/registry.js';
+
+/** x / sqrt(mean(x²) + eps) ⊙ w over the last axis. */
+export function rmsNorm(x: Tensor, w: Tensor, eps = 1e-6): Tensor {
+  const d = x.shape[x.rank - 1]!;
+  if (w.size !== d) throw new Error(`rmsNorm: weight has ${w.size} elements, input ends in ${d}${w.name ? ` (${w.name})` : ''}`);
+  const X = x.f32, W = w.f32;
+  const rows = X.length / d;
+  const out = new Float32Array(X.length);
+  const rstd = new Float32Array(rows);
+  kernel('RMSNorm')(X, W, out, rows, d, eps, rstd);
+  return record(new Tensor(out, x.shape), 'RMSNorm', [x, w], (g) => {
+    const gx = x.requiresGrad ? new Float32Array(X.length) : null;
+    const gw = w.requiresGrad ? new Float32Array(d) : null;
+    for (let r = 0; r < rows; r++) {
+      const o = r * d, rs = rstd[r]!;
+      let dot = 0;
+      for (let j = 0; j < d; j++) dot += g[o + j]! * W[j]! * X[o + j]!;
+      const c = dot * rs * rs / d;
+      for (let j = 0; j < d; j++) {
+        if (gx) gx[o + j] = rs * (g[o + j]! * W[j]! - X[o + j]! * c);
+        if (gw) gw[j]! += g[o + j]! * X[o + j]! * rs;
+      }
+    }
+    return [gx, gw];
+  });
+}
+
+/**
+ * Rotary embedding on interleaved pairs: x [B, T, H, dr], cos/sin [T, dr/2] (row t = position of
+ * token t). y[2i] = x[2i]cos − x[2i+1]sin, y[2i+1] = x[2i]sin + x[2i+1]cos.
+ */
+export function rope(x: Tensor, cos: Float32Array, sin: Float32Array): Tensor {
+  if (x.rank !== 4) throw new Error(`rope: expected [B, T, H, dr], got ${fmtShape(x.shape)}`);
+  const [B, T, H, dr] = x.shape as [number, number, number, number];
+  const half = dr / 2;
+  if (dr % 2 !== 0 || cos.length < T * half || sin.length < T * half) throw new Error(`rope: tables of ${cos.length} values do not cover T=${T} × dr/2=${half}`);
+  const X = x.f32;
+  const out = new Float32Array(X.length);
+  const apply = (src: Float32Array, dst: Float32Array, sign: number): void => {
+    for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (let h = 0; h < H; h++) {
+      const o = ((b * T + t) * H + h) * dr;
+      for (let i = 0; i < half; i++) {
+        const c = cos[t * half + i]!, s = sign * sin[t * half + i]!;
+        const x0 = src[o + 2 * i]!, x1 = src[o + 2 * i + 1]!;
+        dst[o + 2 * i] = x0 * c - x1 * s;
+        dst[o + 2 * i + 1] = x0 * s + x1 * c;
+      }
+    }
+  };
+  apply(X, out, 1);
+  return record(new Tensor(out, x.shape), 'Rope', [x], (g) => {
+    const gi = new Float32Array(g.length);
+    apply(g, gi, -1);
+    return [gi];
+  });
+}
+
+/** Rows of `table` [V, D] picked by integer ids (any shape) -> [...ids.shape, D]. */
+export function embedding(table: Tensor, ids: Tensor): Tensor {
+  const [V, D] = table.shape as [number, number];
+  const I = ids.data;
+  const T = table.f32;
+  const out = new Float32Array(I.length * D);
+  for (let i = 0; i < I.length; i++) {
+    const id = I[i]!;
+    if (!(id >= 0 && id < V)) throw new Error(`embedding: token id ${id} out of range [0, ${V})`);
+    out.set(T.subarray(id * D, id * D + D), i * D);
+  }
+  return record(new Tensor(out, [...ids.shape, D]), 'Embedding', [table], (g) => {
+    const gt = new Float32Array(T.length);
+    for (let i = 0; i < I.length; i++) {
+      const o = I[i]! * D;
+      for (let j = 0; j < D; j++) gt[o + j]! += g[i * D + j]!;
+    }
+    return [gt];
+  });
+}
+
+/**
+ * Mean cross-entropy of logits [N, V] against targets [N] (i32); rows whose target equals
+ * `ignoreIndex` count neither in the sum nor in the mean. Returns a scalar.
+ */
+export function crossEntropy(logits: Tensor, targets: Tensor, ignoreIndex = -100): Tensor {
+  const V = logits.shape[logits.rank - 1]!;
+  const N = logits.size / V;
+  if (targets.size !== N) throw new Error(`crossEntropy: ${N} rows of logits but ${targets.size} targets`);
+  const L = logits.f32, Y = targets.data;
+  let total = 0, count = 0;
+  const lse = new Float32Array(N);
+  for (let r = 0; r < N; r++) {
+    const y = Y[r]!;
+    if (y === ignoreIndex) continue;
+    if (!(y >= 0 && y < V)) throw new Error(`crossEntropy: target ${y} out of range [0, ${V})`);
+    let mx = -Infinity;
+    for (let j = 0; j < V; j++) mx = Math.max(mx, L[r * V + j]!);
+    let s = 0;
+    for (let j = 0; j < V; j++) s += Math.exp(L[r * V + j]! - mx);
+    lse[r] = mx + Math.log(s);
+    total += lse[r]! - L[r * V + y]!;
+    count++;
+  }
+  const loss = count ? total / count : 0;
+  return record(new Tensor(Float32Array.of(loss), []), 'CrossEntropy', [logits], (g) => {
+    const gl = new Float32Array(L.length);
+    if (!count) return [gl];
+    const scale = g[0]! / count;
+    for (let r = 0; r < N; r++) {
+      const y = Y[r]!;
+      if (y === ignoreIndex) continue;
+      for (let j = 0; j < V; j++) gl[r * V + j] = Math.exp(L[r * V + j]! - lse[r]!) * scale;
+      gl[r * V + y]! -= scale;
+    }
+    return [gl];
+  });
+}
+
+/**
+ * Causal attention. q [B, T, H, Dk], k [B, S, H, Dk], v [B, S, H, Dv] with S ≥ T: query t sits at
+ * position t + (S − T) and attends to keys 0..t+(S−T). Returns [B, T, H, Dv].
+ */
+export function causalAttention(q: Tensor, k: Tensor, v: Tensor, scale: number): Tensor {
+  if (q.rank !== 4 || k.rank !== 4 || v.rank !== 4) throw new Error('causalAttention: q, k, v must be [B, T, H, D]');
+  const [B, T, H, Dk] = q.shape as [number, number, number, number];
+  const S = k.shape[1]!, Dv = v.shape[3]!;
+  if (k.shape[0] !== B || v.shape[0] !== B || k.shape[2] !== H || v.shape[2] !== H || k.shape[3] !== Dk || v.shape[1] !== S || S < T) {
+    throw new Error(`causalAttention: shapes q ${fmtShape(q.shape)} k ${fmtShape(k.shape)} v ${fmtShape(v.shape)} do not fit`);
+  }
+  const Q = q.f32, K = k.f32, Vv = v.f32;
+  const out = new Float32Array(B * T * H * Dv);
+  const lse = new Float32Array(B * H * T);
+  const p = new Float32Array(S);
+  const off = S - T;
+  for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let t = 0; t < T; t++) {
+    const qo = ((b * T + t) * H + h) * Dk;
+    const n = t + off + 1;
+    let mx = -Infinity;
+    for (let s = 0; s < n; s++) {
+      const ko = ((b * S + s) * H + h) * Dk;
+      let dot = 0;
+      for (let d = 0; d < Dk; d++) dot += Q[qo + d]! * K[ko + d]!;
+      dot *= scale;
+      p[s] = dot;
+      if (dot > mx) mx = dot;
+    }
+    let sum = 0;
+    for (let s = 0; s < n; s++) { const e = Math.exp(p[s]! - mx); p[s] = e; sum += e; }
+    const inv = 1 / sum;
+    lse[(b * H + h) * T + t] = mx + Math.log(sum);
+    const oo = ((b * T + t) * H + h) * Dv;
+    for (let s = 0; s < n; s++) {
+      const w = p[s]! * inv;
+      const vo = ((b * S + s) * H + h) * Dv;
+      for (let d = 0; d < Dv; d++) out[oo + d]! += w * Vv[vo + d]!;
+    }
+  }
+  return record(new Tensor(out, [B, T, H, Dv]), 'CausalAttention', [q, k, v], (g) => {
+    const gq = new Float32Array(Q.length), gk = new Float32Array(K.length), gv = new Float32Array(Vv.length);
+    for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let t = 0; t < T; t++) {
+      const qo = ((b * T + t) * H + h) * Dk, oo = ((b * T + t) * H + h) * Dv;
+      const n = t + off + 1;
+      const l = lse[(b * H + h) * T + t]!;
+      let dsum = 0; // D = Σ_d g·o
+      for (let d = 0; d < Dv; d++) dsum += g[oo + d]! * out[oo + d]!;
+      for (let s = 0; s < n; s++) {
+        const ko = ((b * S + s) * H + h) * Dk, vo = ((b * S + s) * H + h) * Dv;
+        let dot = 0;
+        for (let d = 0; d < Dk; d++) dot += Q[qo + d]! * K[ko + d]!;
+        const pr = Math.exp(dot * scale - l);
+        let dp = 0;
+        for (let d = 0; d < Dv; d++) { dp += g[oo + d]! * Vv[vo + d]!; gv[vo + d]! += pr * g[oo + d]!; }
+        const ds = pr * (dp - dsum) * scale;
+        for (let d = 0; d < Dk; d++) { gq[qo + d]! += ds * K[ko + d]!; gk[ko + d]! += ds * Q[qo + d]!; }
+      }
+    }
+    return [gq, gk, gv];
+  });
+}
