@@ -18,7 +18,7 @@
  * - `SafetensorsFile` reads lazily through a `ByteSource` (`memorySource` here, `fileSource` in
  *   safetensors-node.ts): the header once, then each tensor's bytes on demand.
  */
-import { E4M3_TO_F32, E5M2_TO_F32, bf16ToF32, f16ToF32 } from '../fp8/codec.js';
+import { E4M3_TO_F32, E5M2_TO_F32, decodeBf16, f16ToF32 } from '../fp8/codec.js';
 
 /** safetensors dtype names (the subset Frugal reads and writes). */
 export type StDtype =
@@ -177,17 +177,17 @@ export function toFloat32(info: StTensorInfo, bytes: Uint8Array): Float32Array {
   const out = new Float32Array(n);
   if (!HOST_LE && size > 1) bytes = byteSwapped(bytes, size); // views below read host order
   switch (info.dtype) {
-    case 'F32': { const b = aligned(bytes, 4); out.set(new Float32Array(b.buffer, b.byteOffset, n)); break; }
+    case 'F32': new Uint8Array(out.buffer).set(bytes); break; // one copy, any alignment
     case 'F64': { const b = aligned(bytes, 8); out.set(new Float64Array(b.buffer, b.byteOffset, n)); break; }
     case 'I32': { const b = aligned(bytes, 4); out.set(new Int32Array(b.buffer, b.byteOffset, n)); break; }
     case 'I16': { const b = aligned(bytes, 2); out.set(new Int16Array(b.buffer, b.byteOffset, n)); break; }
     case 'I8': out.set(new Int8Array(bytes.buffer, bytes.byteOffset, n)); break;
     case 'U8': case 'BOOL': out.set(bytes); break;
-    case 'F16': case 'BF16': {
+    case 'BF16': { const b = aligned(bytes, 2); decodeBf16(new Uint16Array(b.buffer, b.byteOffset, n), out); break; }
+    case 'F16': {
       const b = aligned(bytes, 2);
       const u = new Uint16Array(b.buffer, b.byteOffset, n);
-      const dec = info.dtype === 'F16' ? f16ToF32 : bf16ToF32;
-      for (let i = 0; i < n; i++) out[i] = dec(u[i] as number);
+      for (let i = 0; i < n; i++) out[i] = f16ToF32(u[i] as number);
       break;
     }
     case 'F8_E4M3': case 'F8_E5M2': {
@@ -230,8 +230,10 @@ export function dequantizeFp8Weight(
   for (let i = 0; i < rows; i++) {
     const srow = Math.floor(i / block) * sc;
     const base = i * cols;
-    for (let j = 0; j < cols; j++) {
-      out[base + j] = (E4M3_TO_F32[codes[base + j] as number] as number) * (scaleInv[srow + Math.floor(j / blockCols)] as number);
+    for (let jb = 0; jb < sc; jb++) {
+      const s = scaleInv[srow + jb] as number;
+      const end = base + Math.min(cols, (jb + 1) * blockCols);
+      for (let k = base + jb * blockCols; k < end; k++) out[k] = (E4M3_TO_F32[codes[k] as number] as number) * s;
     }
   }
   return out;
