@@ -173,6 +173,9 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       if (!(Number.isInteger(length) && length >= 0)) throw new Error(`wasm backend: allocF32 length must be a non-negative integer, got ${length}`);
       const off = heap.alloc(length * 4);
       const arr = new Float32Array(memory.buffer, off, length);
+      // memory.buffer's identity can change (V8 renews it when any shared memory goes to a worker),
+      // so residency is keyed by the buffer object each handed-out view was made on.
+      buffers.add(arr.buffer);
       arr.fill(0);
       return arr;
     },
