@@ -125,13 +125,15 @@ export function crossEntropy(logits: Tensor, targets: Tensor, ignoreIndex = -100
 
 /**
  * Causal attention. q [B, T, H, Dk], k [B, S, H, Dk], v [B, S, H, Dv] with S ≥ T: query t sits at
- * position t + (S − T) and attends to keys 0..t+(S−T). Returns [B, T, H, Dv].
+ * position t + (S − T) and attends to keys 0..t+(S−T). k/v may have 1 head (shared by all query
+ * heads, as in MLA's absorbed form). Returns [B, T, H, Dv].
  */
 export function causalAttention(q: Tensor, k: Tensor, v: Tensor, scale: number): Tensor {
   if (q.rank !== 4 || k.rank !== 4 || v.rank !== 4) throw new Error('causalAttention: q, k, v must be [B, T, H, D]');
   const [B, T, H, Dk] = q.shape as [number, number, number, number];
-  const S = k.shape[1]!, Dv = v.shape[3]!;
-  if (k.shape[0] !== B || v.shape[0] !== B || k.shape[2] !== H || v.shape[2] !== H || k.shape[3] !== Dk || v.shape[1] !== S || S < T) {
+  const S = k.shape[1]!, Dv = v.shape[3]!, KH = k.shape[2]!;
+  // k and v may have one head shared by all query heads (MLA's absorbed latent and RoPE key).
+  if (k.shape[0] !== B || v.shape[0] !== B || (KH !== H && KH !== 1) || v.shape[2] !== KH || k.shape[3] !== Dk || v.shape[1] !== S || S < T) {
     throw new Error(`causalAttention: shapes q ${fmtShape(q.shape)} k ${fmtShape(k.shape)} v ${fmtShape(v.shape)} do not fit`);
   }
   const Q = q.f32, K = k.f32, Vv = v.f32;
@@ -140,11 +142,12 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, scale: number):
   const p = new Float32Array(S);
   const off = S - T;
   for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let t = 0; t < T; t++) {
+    const kh = KH === 1 ? 0 : h;
     const qo = ((b * T + t) * H + h) * Dk;
     const n = t + off + 1;
     let mx = -Infinity;
     for (let s = 0; s < n; s++) {
-      const ko = ((b * S + s) * H + h) * Dk;
+      const ko = ((b * S + s) * KH + kh) * Dk;
       let dot = 0;
       for (let d = 0; d < Dk; d++) dot += Q[qo + d]! * K[ko + d]!;
       dot *= scale;
@@ -158,20 +161,21 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, scale: number):
     const oo = ((b * T + t) * H + h) * Dv;
     for (let s = 0; s < n; s++) {
       const w = p[s]! * inv;
-      const vo = ((b * S + s) * H + h) * Dv;
+      const vo = ((b * S + s) * KH + kh) * Dv;
       for (let d = 0; d < Dv; d++) out[oo + d]! += w * Vv[vo + d]!;
     }
   }
   return record(new Tensor(out, [B, T, H, Dv]), 'CausalAttention', [q, k, v], (g) => {
     const gq = new Float32Array(Q.length), gk = new Float32Array(K.length), gv = new Float32Array(Vv.length);
     for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let t = 0; t < T; t++) {
+      const kh = KH === 1 ? 0 : h;
       const qo = ((b * T + t) * H + h) * Dk, oo = ((b * T + t) * H + h) * Dv;
       const n = t + off + 1;
       const l = lse[(b * H + h) * T + t]!;
       let dsum = 0; // D = Σ_d g·o
       for (let d = 0; d < Dv; d++) dsum += g[oo + d]! * out[oo + d]!;
       for (let s = 0; s < n; s++) {
-        const ko = ((b * S + s) * H + h) * Dk, vo = ((b * S + s) * H + h) * Dv;
+        const ko = ((b * S + s) * KH + kh) * Dk, vo = ((b * S + s) * KH + kh) * Dv;
         let dot = 0;
         for (let d = 0; d < Dk; d++) dot += Q[qo + d]! * K[ko + d]!;
         const pr = Math.exp(dot * scale - l);
