@@ -53,7 +53,7 @@ test('trainBpe: round-trips arbitrary text through @huggingface/tokenizers', () 
   const samples = [
     'The quick brown fox', ' leading and trailing  ', 'tabs\tand\r\nCRLF\n\n\n', "don't won't it's",
     '🤗 emoji 👩‍👩‍👧 family', '日本語のテキスト、中文文本', 'mixed 123456789 numbers 3.14159',
-    '<|endoftext|> as text', '', randomUnicode(1, 200), randomUnicode(2, 500), randomUnicode(3, 50),
+    '<|endoftext|> as text', 'a<|endoftext|>b  <|endoftext|>\n<|endoftext|>', '', corpus.join(''), randomUnicode(1, 200), randomUnicode(2, 500), randomUnicode(3, 50),
   ];
   for (const s of samples) {
     const ids = tok.encode(s);

@@ -10,8 +10,11 @@
  * - `decode(ids)` is exact for byte-level tokenizers: `decode(encode(s, {addSpecialTokens:false}))
  *   === s`. Tokenization-space clean-up is off unless the config sets it to true.
  * - Ids outside [0, vocabSize) are refused with a RangeError naming the id.
+ * - Plain GPT-2-style byte-level BPE files (what `trainBpe` writes) take a fast path with a
+ *   word -> ids cache; it gives the same ids as the library (tested) about 5x faster.
  */
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+import { BYTE_TO_CHAR, GPT2_SPLIT } from './bpe.js';
 
 /** Reads a special-token entry of tokenizer_config.json: a string or `{ content }`. */
 function configToken(v: unknown): string | null {
@@ -36,8 +39,9 @@ export class Tokenizer {
   private readonly addEos: boolean;
   private readonly cleanUpSpaces: boolean;
   private readonly specialIds: Set<number>;
+  private readonly fast: FastByteLevel | null;
 
-  private constructor(hf: HfTokenizer, config: Record<string, unknown>) {
+  private constructor(hf: HfTokenizer, config: Record<string, unknown>, fast: FastByteLevel | null) {
     this.hf = hf;
     const vocab = hf.get_vocab(true);
     let max = -1;
@@ -54,6 +58,7 @@ export class Tokenizer {
     this.addEos = config.add_eos_token === true && this.eosId !== null;
     this.cleanUpSpaces = config.clean_up_tokenization_spaces === true;
     this.specialIds = new Set(hf.get_added_tokens_decoder().keys());
+    this.fast = fast;
   }
 
   /**
@@ -73,13 +78,13 @@ export class Tokenizer {
     } catch (e) {
       throw new Error(`tokenizer.json: cannot load (model type ${String(j.model.type)}): ${(e as Error).message}`);
     }
-    return new Tokenizer(hf, tokenizerConfig as Record<string, unknown>);
+    return new Tokenizer(hf, tokenizerConfig as Record<string, unknown>, FastByteLevel.from(json as Record<string, unknown>, hf));
   }
 
   /** Text -> ids. `addSpecialTokens` (default true) adds what the tokenizer's config asks for. */
   encode(text: string, opts: { addSpecialTokens?: boolean } = {}): number[] {
     const add = opts.addSpecialTokens ?? true;
-    const ids = text.length === 0 ? [] : this.hf.encode(text, { add_special_tokens: add }).ids;
+    const ids = text.length === 0 ? [] : this.fast ? this.fast.encode(text) : this.hf.encode(text, { add_special_tokens: add }).ids;
     if (add && this.addBos && ids[0] !== this.bosId) ids.unshift(this.bosId!);
     if (add && this.addEos && ids[ids.length - 1] !== this.eosId) ids.push(this.eosId!);
     return ids;
@@ -112,6 +117,61 @@ export class Tokenizer {
   /** True when id is an added special token (EOS, BOS, pad, ...). */
   isSpecial(id: number): boolean {
     return this.specialIds.has(id);
+  }
+}
+
+/**
+ * Fast encoder for the plain byte-level BPE layout: no normalizer, a lone ByteLevel pre-tokenizer
+ * with the GPT-2 regex, BPE model, no template post-processor, plain added tokens. Splits off
+ * added tokens, splits words with the same regex as the library, and memoizes word -> ids.
+ */
+class FastByteLevel {
+  private cache = new Map<string, number[]>();
+  private constructor(private readonly hf: HfTokenizer, private readonly special: RegExp | null, private readonly specialIds: Map<string, number>) {}
+
+  static from(json: Record<string, unknown>, hf: HfTokenizer): FastByteLevel | null {
+    const pre = json.pre_tokenizer as Record<string, unknown> | null | undefined;
+    const norm = json.normalizer as { type?: string; normalizers?: unknown[] } | null | undefined;
+    const post = json.post_processor as { type?: string } | null | undefined;
+    const model = json.model as { type?: string; dropout?: unknown; ignore_merges?: unknown } | undefined;
+    const added = (json.added_tokens ?? []) as { id: number; content: string; lstrip?: boolean; rstrip?: boolean; single_word?: boolean }[];
+    const plainNorm = norm == null || (norm.type === 'Sequence' && Array.isArray(norm.normalizers) && norm.normalizers.length === 0);
+    if (!plainNorm || !pre || pre.type !== 'ByteLevel' || pre.use_regex === false || pre.add_prefix_space === true) return null;
+    if (post != null && post.type !== 'ByteLevel') return null;
+    if (model?.type !== 'BPE' || (model.dropout != null && model.dropout !== 0) || model.ignore_merges === true) return null;
+    if (added.some((t) => t.lstrip || t.rstrip || t.single_word || typeof t.content !== 'string' || t.content === '')) return null;
+    const specialIds = new Map(added.map((t) => [t.content, t.id]));
+    const alternatives = [...specialIds.keys()].sort((a, b) => b.length - a.length).map((c) => c.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+    return new FastByteLevel(hf, alternatives.length ? new RegExp(alternatives.join('|'), 'g') : null, specialIds);
+  }
+
+  encode(text: string): number[] {
+    const ids: number[] = [];
+    if (!this.special) { this.encodeSection(text, ids); return ids; }
+    let last = 0;
+    for (const m of text.matchAll(this.special)) {
+      this.encodeSection(text.slice(last, m.index), ids);
+      ids.push(this.specialIds.get(m[0])!);
+      last = m.index + m[0].length;
+    }
+    this.encodeSection(text.slice(last), ids);
+    return ids;
+  }
+
+  private encodeSection(text: string, ids: number[]): void {
+    for (const m of text.matchAll(GPT2_SPLIT)) {
+      const word = m[0];
+      let wordIds = this.cache.get(word);
+      if (!wordIds) {
+        let mapped = '';
+        for (const b of new TextEncoder().encode(word)) mapped += BYTE_TO_CHAR[b]!;
+        const model = this.hf.model as unknown as (words: string[]) => string[];
+        wordIds = model([mapped]).map((t) => this.hf.token_to_id(t)!);
+        if (this.cache.size >= 500_000) this.cache.clear();
+        this.cache.set(word, wordIds);
+      }
+      for (const id of wordIds) ids.push(id);
+    }
   }
 }
 
