@@ -195,6 +195,12 @@ export interface ForwardOptions {
   collectRouting?: boolean;
   /** Sequence-wise balance loss weight α (report §2.1.2); 0 = off. */
   balanceAlpha?: number;
+  /**
+   * The linear used for the FP8-eligible projections (MLA, dense MLP, experts); the embedding,
+   * router, output head, norms and attention core always stay in f32 (DeepSeek-V3 recipe).
+   * Default: f32 `op.linear`. The fp8 module supplies the FP8 one.
+   */
+  projLinear?: (x: Tensor, w: Tensor) => Tensor;
 }
 
 export interface RoutingRecord { layer: number; ids: Int32Array; weights: Float32Array; tokens: number; k: number }
@@ -203,6 +209,7 @@ interface Ctx {
   cfg: DeepSeekConfig; B: number; T: number; start: number; cos: Float32Array; sin: Float32Array;
   impl: AttnImpl; cache: KVCache | null; recompute: boolean; routing: RoutingRecord[] | null;
   balanceAlpha: number; balance: Tensor[];
+  lin: (x: Tensor, w: Tensor) => Tensor;
 }
 
 function norm(ctx: Ctx, x: Tensor, w: Tensor): Tensor {
@@ -210,19 +217,19 @@ function norm(ctx: Ctx, x: Tensor, w: Tensor): Tensor {
   return ctx.recompute ? recomputeFn((t) => op.rmsNorm(t, w, eps), x) : op.rmsNorm(x, w, eps);
 }
 
-function swiglu(x: Tensor, m: MlpParams): Tensor {
-  return op.linear(op.siluMul(op.linear(x, m.gate), op.linear(x, m.up)), m.down);
+function swiglu(ctx: Ctx, x: Tensor, m: MlpParams): Tensor {
+  return ctx.lin(op.siluMul(ctx.lin(x, m.gate), ctx.lin(x, m.up)), m.down);
 }
 
 /** Multi-head Latent Attention over x [B, T, H]; layer index selects the cache slot. */
 function mla(ctx: Ctx, x: Tensor, a: MlaParams, layerIdx: number): Tensor {
   const { cfg, B, T } = ctx;
   const nh = cfg.numAttentionHeads, dn = cfg.qkNopeHeadDim, dr = cfg.qkRopeHeadDim, dv = cfg.vHeadDim, rkv = cfg.kvLoraRank;
-  const up = (t: Tensor, w: Tensor): Tensor => (ctx.recompute ? recomputeFn((u) => op.linear(u, w), t) : op.linear(t, w));
-  const q = a.qProj ? op.linear(x, a.qProj) : up(norm(ctx, op.linear(x, a.qAProj!), a.qANorm!), a.qBProj!);
+  const up = (t: Tensor, w: Tensor): Tensor => (ctx.recompute ? recomputeFn((u) => ctx.lin(u, w), t) : ctx.lin(t, w));
+  const q = a.qProj ? ctx.lin(x, a.qProj) : up(norm(ctx, ctx.lin(x, a.qAProj!), a.qANorm!), a.qBProj!);
   const [qNope, qPe0] = op.split(op.reshape(q, [B, T, nh, dn + dr]), [dn, dr], 3) as [Tensor, Tensor];
   const qPe = op.rope(qPe0, ctx.cos, ctx.sin);
-  const [c, kPe0] = op.split(op.linear(x, a.kvAProj), [rkv, dr], 2) as [Tensor, Tensor];
+  const [c, kPe0] = op.split(ctx.lin(x, a.kvAProj), [rkv, dr], 2) as [Tensor, Tensor];
   const cHat = norm(ctx, c, a.kvANorm);
   const kPe = op.rope(op.reshape(kPe0, [B, T, 1, dr]), ctx.cos, ctx.sin);
   const scale = softmaxScale(cfg);
@@ -252,7 +259,7 @@ function mla(ctx: Ctx, x: Tensor, a: MlaParams, layerIdx: number): Tensor {
     const ol = op.permute(op.reshape(oLat, [B * T, nh, rkv]), [1, 0, 2]); // [nh, BT, rkv]
     o = op.permute(op.matmul(ol, wUV, { transB: true }), [1, 0, 2]); // [BT, nh, dv]
   }
-  return op.linear(op.reshape(o, [B, T, nh * dv]), a.oProj);
+  return ctx.lin(op.reshape(o, [B, T, nh * dv]), a.oProj);
 }
 
 /** Group-limited top-k selection (no gradient): returns expert ids [N, k]. */
@@ -307,7 +314,7 @@ function moe(ctx: Ctx, x: Tensor, m: MoeParams, layerIdx: number): Tensor {
   w = op.mulScalar(w, cfg.routedScalingFactor);
   if (ctx.routing) ctx.routing.push({ layer: layerIdx, ids, weights: w.f32.slice(), tokens: N, k });
   if (ctx.balanceAlpha > 0 && cfg.scoringFunc === 'sigmoid') ctx.balance.push(balanceLoss(ctx, scores, ids));
-  let out = m.shared ? swiglu(x, m.shared) : new Tensor(new Float32Array(N * H), [N, H]);
+  let out = m.shared ? swiglu(ctx, x, m.shared) : new Tensor(new Float32Array(N * H), [N, H]);
   // Dispatch: rows per expert, then combine with index-add.
   const rows: number[][] = Array.from({ length: E }, () => []);
   const slots: number[][] = Array.from({ length: E }, () => []);
@@ -316,7 +323,7 @@ function moe(ctx: Ctx, x: Tensor, m: MoeParams, layerIdx: number): Tensor {
   for (let e = 0; e < E; e++) {
     if (rows[e]!.length === 0) continue;
     const idx = Int32Array.from(rows[e]!);
-    const ye = swiglu(op.indexSelect(x, idx), m.experts[e]!);
+    const ye = swiglu(ctx, op.indexSelect(x, idx), m.experts[e]!);
     const we = op.reshape(op.gather(wFlat, Tensor.ints(slots[e]!, [1, idx.length])), [idx.length, 1]);
     out = op.indexAdd(out, idx, op.mul(ye, we));
   }
@@ -338,7 +345,7 @@ function block(ctx: Ctx, h: Tensor, l: LayerParams, layerIdx: number): Tensor {
   const { B, T, cfg } = ctx;
   h = op.add(h, mla(ctx, norm(ctx, h, l.attnNorm), l.attn, layerIdx));
   const x = norm(ctx, h, l.ffnNorm);
-  const f = l.moe ? op.reshape(moe(ctx, op.reshape(x, [B * T, cfg.hiddenSize]), l.moe, layerIdx), [B, T, cfg.hiddenSize]) : swiglu(x, l.mlp!);
+  const f = l.moe ? op.reshape(moe(ctx, op.reshape(x, [B * T, cfg.hiddenSize]), l.moe, layerIdx), [B, T, cfg.hiddenSize]) : swiglu(ctx, x, l.mlp!);
   return op.add(h, f);
 }
 
@@ -361,6 +368,7 @@ function makeCtx(cfg: DeepSeekConfig, B: number, T: number, opts: ForwardOptions
   return {
     cfg, B, T, start, cos, sin, impl, cache: opts.cache ?? null, recompute: opts.recompute ?? false,
     routing: opts.collectRouting ? [] : null, balanceAlpha: opts.balanceAlpha ?? 0, balance: [],
+    lin: opts.projLinear ?? op.linear,
   };
 }
 
