@@ -362,7 +362,8 @@ export interface ForwardResult {
 function makeCtx(cfg: DeepSeekConfig, B: number, T: number, opts: ForwardOptions): Ctx {
   const start = opts.startPos ?? 0;
   if (start > 0 && !opts.cache) throw new Error('forward: startPos > 0 needs a KV cache');
-  const impl = opts.attn ?? (opts.cache ? opts.cache.mode : 'absorb');
+  // Training defaults to the naive form (cheaper per token with no cache); decoding to the cache's form.
+  const impl = opts.attn ?? (opts.cache ? opts.cache.mode : 'naive');
   if (opts.cache && opts.cache.mode !== impl) throw new Error(`forward: cache was built for '${opts.cache.mode}' attention, not '${impl}'`);
   const { cos, sin } = ropeTables(cfg, start, T);
   return {
