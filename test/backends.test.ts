@@ -1,0 +1,56 @@
+// Every op that dispatches to a kernel, and a whole model forward/backward, on every backend that
+// can start in this process, against the `ts` reference backend (odd shapes included).
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { useBackend, disposeBackends } from '../src/backend/setup.js';
+import { setBackend, listBackends, kernelCounts, resetKernelCounts } from '../src/backend/registry.js';
+import { Tensor } from '../src/autograd/tensor.js';
+import { backward } from '../src/autograd/tape.js';
+import * as op from '../src/ops/index.js';
+import { randn } from '../src/ops/gradcheck.js';
+import { initParams, lossFn, trainableParams } from '../src/model/deepseek.js';
+import { presets } from '../src/model/config.js';
+
+after(() => disposeBackends());
+
+function run(): Float32Array[] {
+  const outs: Float32Array[] = [];
+  for (const [m, k, n] of [[1, 7, 5], [7, 129, 130], [33, 64, 17], [129, 1, 3]] as const) {
+    for (const tA of [false, true]) for (const tB of [false, true]) {
+      const a = randn(tA ? [2, k, m] : [2, m, k], m + k), b = randn(tB ? [n, k] : [k, n], n * 3 + k);
+      outs.push(op.matmul(a, b, { transA: tA, transB: tB }).f32);
+    }
+  }
+  const x = randn([13, 129], 5), w = randn([129], 6), u = randn([13, 129], 7);
+  outs.push(op.rmsNorm(x, w).f32, op.softmax(x).f32, op.siluMul(x, u).f32, op.linear(x, randn([31, 129], 8)).f32);
+  const cfg = presets.tiny!;
+  const p = initParams(cfg, { seed: 3 });
+  const inp = Tensor.ints(Array.from({ length: 2 * 9 }, (_, i) => (i * 37) % cfg.vocabSize), [2, 9]);
+  const tgt = Tensor.ints(Array.from({ length: 2 * 9 }, (_, i) => (i * 91) % cfg.vocabSize), [18]);
+  const r = lossFn(p, cfg, inp, tgt, { mtpWeight: 0.3 });
+  backward(r.loss);
+  outs.push(Float32Array.of(r.loss.item()));
+  for (const t of trainableParams(p, cfg)) if (t.grad) outs.push(t.grad);
+  return outs;
+}
+
+test('every backend agrees with ts', async () => {
+  setBackend('ts');
+  const ref = run();
+  const tried: string[] = [];
+  for (const name of ['wasm', 'native'] as const) {
+    try { await useBackend(name, { threads: 2 }); } catch (e) { console.log(`# backend ${name} skipped: ${(e as Error).message}`); continue; }
+    tried.push(name);
+    resetKernelCounts();
+    const got = run();
+    assert.ok(Object.keys(kernelCounts()).some((k) => k.startsWith(name + ':')), `${name} ran none of its kernels`);
+    assert.equal(got.length, ref.length);
+    got.forEach((g, i) => {
+      const r = ref[i]!;
+      let worst = 0;
+      for (let j = 0; j < r.length; j++) worst = Math.max(worst, Math.abs(g[j]! - r[j]!) / (1e-4 + 1e-3 * Math.abs(r[j]!)));
+      assert.ok(worst <= 1, `${name} output ${i}: mismatch ${worst.toFixed(2)}× tolerance`);
+    });
+  }
+  console.log(`# backends compared with ts: ${tried.join(', ') || 'none'} (available: ${listBackends().join(', ')})`);
+});
