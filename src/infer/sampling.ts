@@ -1,0 +1,117 @@
+/**
+ * Token sampling for generation: greedy (argmax, lowest id on ties), or temperature + top-k +
+ * top-p (nucleus) sampling from a seeded RNG, so a (seed, logits) pair always gives the same id.
+ * Also `StopMatcher`, which finds stop sequences in streamed text and holds back a possible partial
+ * match so no stop text ever reaches the client. Browser-safe.
+ */
+
+/** Sampling settings; `greedy` or `temperature: 0` means argmax. */
+export interface SamplingOptions {
+  greedy?: boolean;
+  /** Softmax temperature (> 0); default 1. */
+  temperature?: number;
+  /** Keep only the k most likely ids (0 or undefined: all). */
+  topK?: number;
+  /** Keep the smallest set of ids whose probability reaches p (1 or undefined: all). */
+  topP?: number;
+  /** RNG seed (default: from Math.random). */
+  seed?: number;
+}
+
+/** Mulberry32: a small, fast, seedable 32-bit PRNG returning floats in [0, 1). */
+export function seededRandom(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Index of the largest value in logits[off, off+V) (first on ties). */
+export function argmax(logits: ArrayLike<number>, off = 0, V = logits.length - off): number {
+  let best = 0;
+  for (let j = 1; j < V; j++) if (logits[off + j]! > logits[off + best]!) best = j;
+  return best;
+}
+
+/** Validates sampling options; throws a RangeError naming the bad field. */
+export function checkSampling(o: SamplingOptions): void {
+  if (o.temperature !== undefined && !(o.temperature >= 0 && Number.isFinite(o.temperature))) throw new RangeError(`temperature must be a finite number >= 0, got ${o.temperature}`);
+  if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) throw new RangeError(`top_k must be an integer >= 0, got ${o.topK}`);
+  if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) throw new RangeError(`top_p must be in (0, 1], got ${o.topP}`);
+  if (o.seed !== undefined && !Number.isInteger(o.seed)) throw new RangeError(`seed must be an integer, got ${o.seed}`);
+}
+
+/** True when the options reduce to argmax. */
+export function isGreedy(o: SamplingOptions): boolean {
+  return o.greedy === true || o.temperature === 0 || o.topK === 1;
+}
+
+/** A sampler bound to options and its own RNG stream. */
+export class Sampler {
+  private readonly rand: () => number;
+  constructor(readonly opts: SamplingOptions = {}) {
+    checkSampling(opts);
+    this.rand = seededRandom(opts.seed ?? Math.floor(Math.random() * 2 ** 32));
+  }
+
+  /** Picks an id from logits[off, off+V). */
+  sample(logits: ArrayLike<number>, off: number, V: number): number {
+    if (isGreedy(this.opts)) return argmax(logits, off, V);
+    const temp = this.opts.temperature ?? 1;
+    let ids = Array.from({ length: V }, (_, j) => j);
+    ids.sort((a, b) => logits[off + b]! - logits[off + a]! || a - b);
+    const k = this.opts.topK ?? 0;
+    if (k > 0 && k < V) ids = ids.slice(0, k);
+    const max = logits[off + ids[0]!]!;
+    const p = ids.map((j) => Math.exp((logits[off + j]! - max) / temp));
+    let total = p.reduce((s, x) => s + x, 0);
+    const topP = this.opts.topP ?? 1;
+    let n = p.length;
+    if (topP < 1) {
+      let acc = 0;
+      for (n = 0; n < p.length; ) { acc += p[n++]! / total; if (acc >= topP) break; }
+      total = p.slice(0, n).reduce((s, x) => s + x, 0);
+    }
+    let r = this.rand() * total;
+    for (let i = 0; i < n; i++) { r -= p[i]!; if (r < 0) return ids[i]!; }
+    return ids[n - 1]!;
+  }
+}
+
+/**
+ * Finds stop sequences in streamed text. `push(text)` returns the text that is safe to emit now
+ * (nothing that could be the start of a stop sequence is released early) and whether a stop
+ * sequence completed; `flush()` releases what is held back once generation ends for another reason.
+ */
+export class StopMatcher {
+  private held = '';
+  stopped = false;
+  constructor(private readonly stops: readonly string[]) {}
+
+  push(text: string): { emit: string; stopped: boolean } {
+    if (this.stopped) return { emit: '', stopped: true };
+    const buf = this.held + text;
+    let cut = -1;
+    for (const s of this.stops) {
+      if (!s) continue;
+      const i = buf.indexOf(s);
+      if (i >= 0 && (cut < 0 || i < cut)) cut = i;
+    }
+    if (cut >= 0) { this.stopped = true; this.held = ''; return { emit: buf.slice(0, cut), stopped: true }; }
+    // Hold back the longest suffix of buf that is a proper prefix of some stop sequence.
+    let keep = 0;
+    for (const s of this.stops) for (let n = Math.min(s.length - 1, buf.length); n > keep; n--) if (buf.endsWith(s.slice(0, n))) { keep = n; break; }
+    this.held = buf.slice(buf.length - keep);
+    return { emit: buf.slice(0, buf.length - keep), stopped: false };
+  }
+
+  flush(): string {
+    const h = this.stopped ? '' : this.held;
+    this.held = '';
+    return h;
+  }
+}
