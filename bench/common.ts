@@ -1,0 +1,216 @@
+/**
+ * Shared machinery of the model benchmarks (train, prefill, decode, memory) that put Frugal next
+ * to the PyTorch peer (bench/peer/model.py): the configs and shapes, the token stream both sides
+ * draw (one 32-bit LCG, so batches are identical), statistics (median/min/max), the peer process
+ * (JSON lines over stdin/stdout, started with the environment that makes PyTorch fast here:
+ * OpenBLAS threads = thread count, OMP_WAIT_POLICY=PASSIVE, tcmalloc preloaded, OPENBLAS_CORETYPE
+ * and OPENBLAS_L2_SIZE unset), the optimizer, and the table/JSON/markdown output.
+ * Node-only (bench code).
+ */
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+import type { Tensor } from '../src/autograd/tensor.js';
+import { presets, type DeepSeekConfig } from '../src/model/config.js';
+
+/** The command a user runs to install the peer. */
+export const PEER_INSTALL = 'sh bench/peer/setup.sh   (apt-get install -y python3-torch python3-numpy libopenblas0-pthread libgoogle-perftools4)';
+export const PYTHON = '/usr/bin/python3';
+const TCMALLOC = '/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4';
+
+/** Shapes one config is benchmarked at. */
+export interface BenchShape {
+  cfg: DeepSeekConfig;
+  /** Training and prefill batch × sequence. */
+  batch: number; seq: number;
+  /** decode: prompt then `steps` single-token steps (short context, and at ~1K context). */
+  decodeShort: { prompt: number; steps: number };
+  decodeLong: { prompt: number; steps: number };
+}
+
+/**
+ * Benchmark configs. `small` is ANCHORS.md's DeepSeek-style model (= presets.small); `tiny` the
+ * test model. ANCHORS' `dense-10m` (Llama-style MHA) cannot be expressed by the MLA-only Frugal
+ * model and is left for later.
+ */
+export const BENCH_CONFIGS: Record<string, BenchShape> = {
+  small: { cfg: presets.small!, batch: 8, seq: 256, decodeShort: { prompt: 16, steps: 240 }, decodeLong: { prompt: 992, steps: 32 } },
+  tiny: { cfg: presets.tiny!, batch: 2, seq: 32, decodeShort: { prompt: 4, steps: 16 }, decodeLong: { prompt: 200, steps: 16 } },
+};
+
+/** Same stream as bench/peer/model.py lcg_tokens. */
+export function lcgTokens(seed: number, n: number, vocab: number): Int32Array {
+  let s = seed >>> 0;
+  const out = new Int32Array(n);
+  for (let i = 0; i < n; i++) { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; out[i] = s % vocab; }
+  return out;
+}
+
+/** inputs [B, T] and next-token targets [B·T] from B rows of T+1 LCG tokens. */
+export function lcgBatch(seed: number, B: number, T: number, vocab: number): { inputs: Int32Array; targets: Int32Array } {
+  const all = lcgTokens(seed, B * (T + 1), vocab);
+  const inputs = new Int32Array(B * T), targets = new Int32Array(B * T);
+  for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) { inputs[b * T + t] = all[b * (T + 1) + t]!; targets[b * T + t] = all[b * (T + 1) + t + 1]!; }
+  return { inputs, targets };
+}
+
+export interface Stats { median: number; min: number; max: number; n: number }
+export function stats(xs: number[]): Stats {
+  const s = [...xs].sort((a, b) => a - b);
+  return { median: s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2, min: s[0]!, max: s[s.length - 1]!, n: s.length };
+}
+
+/** One result row; `--json` prints an array of these. ratio > 1 means Frugal is better (faster, or less memory). */
+export interface BenchRow {
+  suite: string; config: string; case: string; threads: number; unit: string;
+  frugal: number; pytorch: number | null; ratio: number | null;
+  frugalRange: [number, number]; pytorchRange: [number, number] | null; reps: number;
+  backend: string;
+}
+
+/** The repository root (holds bench/peer/model.py), from source (bench/) or compiled (dist/bench/) code. */
+export function repoRoot(): string {
+  let d = path.dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 4; i++) {
+    if (existsSync(path.join(d, 'bench', 'peer', 'model.py'))) return d;
+    d = path.dirname(d);
+  }
+  return process.cwd();
+}
+
+/** Why the peer cannot run (null when /usr/bin/python3 imports torch). */
+export function peerUnavailable(): string | null {
+  if (!existsSync(PYTHON)) return `${PYTHON} not found`;
+  const r = spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8', timeout: 60_000 });
+  return r.status === 0 ? null : 'torch is not installed for /usr/bin/python3';
+}
+
+/** The peer's environment: threads, passive OpenMP waits, tcmalloc; the forced AVX2 OpenBLAS core removed. */
+export function peerEnv(threads: number): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads), OMP_WAIT_POLICY: 'PASSIVE', MKL_NUM_THREADS: String(threads) };
+  delete env.OPENBLAS_CORETYPE;
+  delete env.OPENBLAS_L2_SIZE;
+  if (existsSync(TCMALLOC)) env.LD_PRELOAD = TCMALLOC;
+  return env;
+}
+
+/** A running peer process serving one model directory at a fixed thread count. */
+export class Peer {
+  private readonly proc: ChildProcessWithoutNullStreams;
+  private readonly pending: Array<(line: string) => void> = [];
+  private stderr = '';
+  private exited: string | null = null;
+
+  constructor(modelDir: string, readonly threads: number) {
+    const script = path.join(repoRoot(), 'bench', 'peer', 'model.py');
+    this.proc = spawn(PYTHON, [script, 'serve', '--dir', modelDir, '--threads', String(threads)], { env: peerEnv(threads), stdio: ['pipe', 'pipe', 'pipe'] });
+    createInterface({ input: this.proc.stdout }).on('line', (l) => this.pending.shift()?.(l));
+    this.proc.stderr.on('data', (d: Buffer) => { this.stderr = (this.stderr + d.toString()).slice(-4000); });
+    this.proc.on('exit', (code) => {
+      this.exited = `peer exited with code ${code}: ${this.stderr.trim().split('\n').slice(-3).join(' | ')}`;
+      for (const f of this.pending.splice(0)) f(JSON.stringify({ error: this.exited }));
+    });
+  }
+
+  /** Sends one request; resolves with the reply, rejects on a reported error. */
+  request<T = Record<string, unknown>>(req: Record<string, unknown>): Promise<T & { maxRssKB: number }> {
+    if (this.exited) return Promise.reject(new Error(this.exited));
+    return new Promise((resolve, reject) => {
+      this.pending.push((line) => {
+        let r: Record<string, unknown>;
+        try { r = JSON.parse(line) as Record<string, unknown>; } catch { reject(new Error(`peer said: ${line}`)); return; }
+        if (typeof r.error === 'string') reject(new Error(`peer: ${r.error}`));
+        else resolve(r as T & { maxRssKB: number });
+      });
+      this.proc.stdin.write(JSON.stringify(req) + '\n');
+    });
+  }
+
+  /** Seconds of one timed repetition (`train`, `prefill`, `decode`). */
+  async time(req: Record<string, unknown>): Promise<number> { return (await this.request<{ s: number }>(req)).s; }
+
+  async close(): Promise<void> {
+    if (this.exited) return;
+    const done = new Promise<void>((r) => this.proc.once('exit', () => r()));
+    this.proc.stdin.end(JSON.stringify({ op: 'quit' }) + '\n');
+    await Promise.race([done, new Promise<void>((r) => setTimeout(() => { this.proc.kill(); r(); }, 5000))]);
+  }
+}
+
+/** A description line of the peer's BLAS, kernels and allocator. */
+export function describePeer(info: Record<string, unknown>): string {
+  const env = info.env as Record<string, string> | undefined;
+  return `PyTorch ${String(info.torch)} (${String(info.threads)} threads; BLAS ${String(info.blas)}${info.openblas ? ' ' + String(info.openblas) : ''}; ` +
+    `ATen CPU capability ${String(info.cpu_capability || '?')}; allocator ${String(info.allocator)}; OMP_WAIT_POLICY=${env?.OMP_WAIT_POLICY ?? ''})`;
+}
+
+/** Temporary model directory for the peer; removed by the returned function. */
+export function tempModelDir(): { dir: string; remove: () => void } {
+  const dir = mkdtempSync(path.join(tmpdir(), 'frugal-bench-'));
+  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** Writes raw little-endian arrays for the peer's logits check. */
+export function writeRaw(file: string, a: Int32Array | Float32Array): void {
+  writeFileSync(file, new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+}
+
+interface Optimizer { step(lr: number): void }
+
+/** AdamW from src/train/optim.ts when present, else a minimal one here (same math, f32 moments). */
+export async function makeAdamW(params: Tensor[]): Promise<{ opt: Optimizer; source: string }> {
+  try {
+    const modPath = '../src/train/optim.js';
+    const mod = (await import(modPath)) as { AdamW?: new (p: Tensor[], o?: Record<string, unknown>) => Optimizer };
+    if (mod.AdamW) return { opt: new mod.AdamW(params, { weightDecay: 0.1 }), source: 'src/train/optim.ts AdamW' };
+  } catch { /* fall through to the local one */ }
+  const m = params.map((p) => new Float32Array(p.size)), v = params.map((p) => new Float32Array(p.size));
+  let t = 0;
+  const b1 = 0.9, b2 = 0.95, eps = 1e-8, wd = 0.1;
+  const opt: Optimizer = {
+    step(lr: number): void {
+      t++;
+      const c1 = 1 - b1 ** t, c2 = 1 - b2 ** t;
+      params.forEach((p, i) => {
+        const g = p.grad;
+        if (!g) return;
+        const w = p.data as Float32Array, mi = m[i]!, vi = v[i]!;
+        for (let j = 0; j < w.length; j++) {
+          const gj = g[j]!;
+          mi[j] = b1 * mi[j]! + (1 - b1) * gj;
+          vi[j] = b2 * vi[j]! + (1 - b2) * gj * gj;
+          w[j] = w[j]! * (1 - lr * wd) - (lr * mi[j]! / c1) / (Math.sqrt(vi[j]! / c2) + eps);
+        }
+      });
+    },
+  };
+  return { opt, source: 'bench-local AdamW' };
+}
+
+const fmt = (x: number): string => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
+
+/** Markdown table of rows (ratio = Frugal/PyTorch speed, or PyTorch/Frugal memory). */
+export function formatRows(rows: BenchRow[]): string {
+  const lines = ['| suite | config | case | threads | unit | Frugal median (min–max) | PyTorch median (min–max) | ratio |', '|---|---|---|---|---|---|---|---|'];
+  for (const r of rows) {
+    const p = r.pytorch === null ? 'skipped' : `${fmt(r.pytorch)} (${fmt(r.pytorchRange![0])}–${fmt(r.pytorchRange![1])})`;
+    lines.push(`| ${r.suite} | ${r.config} | ${r.case} | ${r.threads} | ${r.unit} | ${fmt(r.frugal)} (${fmt(r.frugalRange[0])}–${fmt(r.frugalRange[1])}) | ${p} | ${r.ratio === null ? '—' : r.ratio.toFixed(2) + '×'} |`);
+  }
+  return lines.join('\n');
+}
+
+/** Replaces (or appends) this suite's section of docs/results/bench.md. */
+export function writeResults(suite: string, body: string): string {
+  const file = path.join(repoRoot(), 'docs', 'results', 'bench.md');
+  mkdirSync(path.dirname(file), { recursive: true });
+  const begin = `<!-- bench:${suite} -->`, end = `<!-- /bench:${suite} -->`;
+  let text = existsSync(file) ? readFileSync(file, 'utf8') : '# Frugal vs PyTorch benchmarks\n\n';
+  const block = `${begin}\n${body.trim()}\n${end}`;
+  const i = text.indexOf(begin), j = text.indexOf(end);
+  text = i >= 0 && j > i ? text.slice(0, i) + block + text.slice(j + end.length) : text.trimEnd() + '\n\n' + block + '\n';
+  writeFileSync(file, text);
+  return file;
+}

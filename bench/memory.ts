@@ -1,0 +1,79 @@
+/**
+ * `frugal bench memory`: peak resident memory (max RSS) of a training job (two steps of
+ * fwd+bwd+AdamW at batch × seq) and of a decode job (batch 1, short context), each in a fresh
+ * child process — Frugal (bench/memory-child.ts) and the PyTorch peer (model.py memory) — so no
+ * job inherits another's heap. Peaks include each runtime's baseline (Node+tsx vs Python+torch).
+ * ratio = PyTorch MB / Frugal MB (> 1: Frugal uses less).
+ */
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { initParams } from '../src/model/deepseek.js';
+import { saveModel } from '../src/model/load-node.js';
+import { BENCH_CONFIGS, PEER_INSTALL, PYTHON, formatRows, peerEnv, peerUnavailable, repoRoot, stats, tempModelDir, writeResults, type BenchRow } from './common.js';
+import { parseSuiteArgs } from './harness.js';
+
+function lastJson(out: string, who: string): { maxRssKB: number } {
+  const line = out.trim().split('\n').pop() ?? '';
+  try { return JSON.parse(line) as { maxRssKB: number }; } catch { throw new Error(`${who} did not report its memory; it said: ${out.slice(-500)}`); }
+}
+
+/** Peak RSS in MB of one Frugal job in a child process. */
+function frugalPeak(config: string, what: string, threads: number, backend: string): number {
+  const self = fileURLToPath(import.meta.url);
+  const ts = self.endsWith('.ts');
+  const child = path.join(path.dirname(self), ts ? 'memory-child.ts' : 'memory-child.js');
+  const args = [...(ts ? ['--import', 'tsx'] : []), child, config, what, String(threads), backend];
+  const r = spawnSync(process.execPath, args, { encoding: 'utf8', cwd: repoRoot(), maxBuffer: 1 << 24 });
+  if (r.status !== 0) throw new Error(`Frugal memory child failed (${r.status}): ${r.stderr.slice(-800)}`);
+  return lastJson(r.stdout, 'Frugal memory child').maxRssKB / 1024;
+}
+
+/** Peak RSS in MB of one peer job in a child process. */
+function peerPeak(dir: string, config: string, what: string, threads: number): number {
+  const s = BENCH_CONFIGS[config]!;
+  const extra = what === 'train' ? ['--B', String(s.batch), '--T', String(s.seq), '--mtp', '0'] : ['--prompt', String(s.decodeShort.prompt), '--steps', String(s.decodeShort.steps)];
+  const r = spawnSync(PYTHON, [path.join(repoRoot(), 'bench', 'peer', 'model.py'), 'memory', '--dir', dir, '--threads', String(threads), '--what', what, ...extra],
+    { encoding: 'utf8', env: peerEnv(threads), maxBuffer: 1 << 24 });
+  if (r.status !== 0) throw new Error(`peer memory job failed (${r.status}): ${r.stderr.slice(-800)}`);
+  return lastJson(r.stdout, 'peer memory job').maxRssKB / 1024;
+}
+
+/** CLI entry: `frugal bench memory [--config small|tiny] [--threads N] [--reps N] [--json] [--no-peer] [--write]`. */
+export async function run(argv: string[]): Promise<number> {
+  const o = parseSuiteArgs('memory', argv);
+  if (!o) return 0;
+  const log = (s: string): void => console.error(s);
+  const why = o.peer ? peerUnavailable() : 'disabled by --no-peer';
+  if (why) log(`PyTorch peer skipped: ${why}.${o.peer ? ` Install it with: ${PEER_INSTALL}` : ''}`);
+  const s = BENCH_CONFIGS[o.config]!;
+  const reps = Math.min(o.reps, 3);
+  const tmp = tempModelDir();
+  const rows: BenchRow[] = [];
+  try {
+    if (!why) await saveModel(tmp.dir, s.cfg, initParams(s.cfg, { seed: 1 }));
+    for (const threads of o.threads) {
+      for (const what of ['train', 'decode']) {
+        const f: number[] = [], p: number[] = [];
+        for (let r = 0; r < reps; r++) {
+          f.push(frugalPeak(o.config, what, threads, o.backend));
+          if (!why) p.push(peerPeak(tmp.dir, o.config, what, threads));
+        }
+        const fs = stats(f), ps = p.length ? stats(p) : null;
+        const name = what === 'train' ? `peak RSS, 2 training steps ${s.batch}×${s.seq}` : `peak RSS, decode ${s.decodeShort.prompt}→${s.decodeShort.prompt + s.decodeShort.steps}`;
+        rows.push({ suite: 'memory', config: o.config, case: name, threads, unit: 'MB', frugal: fs.median, pytorch: ps ? ps.median : null,
+          ratio: ps ? ps.median / fs.median : null, frugalRange: [fs.min, fs.max], pytorchRange: ps ? [ps.min, ps.max] : null, reps, backend: o.backend });
+        log(`  ${name} threads=${threads}: Frugal ${fs.median.toFixed(0)} MB${ps ? `, PyTorch ${ps.median.toFixed(0)} MB` : ''}`);
+      }
+    }
+  } finally {
+    tmp.remove();
+  }
+  if (o.json) console.log(JSON.stringify(rows));
+  else console.log(formatRows(rows));
+  if (o.write) {
+    const cmd = `npx frugal bench memory ${argv.filter((a) => a !== '--write').join(' ')}`.trim();
+    log(`wrote ${writeResults('memory', `### memory (ratio = PyTorch MB / Frugal MB)\n\n\`${cmd}\` — ${new Date().toISOString().slice(0, 10)}\n\n${formatRows(rows)}`)}`);
+  }
+  return 0;
+}
