@@ -25,6 +25,7 @@ import { loadModel } from '../model/load-node.js';
 import { SafetensorsModel } from '../io/safetensors-node.js';
 import { fp8Linear, fp8SavedBytes, resetSavedActivationStats, savedActivationStats } from './linear.js';
 import { quantizeBlocks } from './quant.js';
+import { AdamW, RECIPES, bf16Linear, describeRecipe, fp32Linear, makeProjLinear, parseRecipe, recipeSettings } from './recipe.js';
 
 const REF = path.resolve(process.cwd(), '../shared/reference');
 
@@ -146,4 +147,60 @@ test('FP8 checkpoint: re-quantised weights give the checkpoint codes; logits mat
   }
   assert.ok(same >= seq.length - 1, `argmax agrees on ${same}/${seq.length} rows`);
   assert.ok(maxd < 1, `max |Δlogit| ${maxd}`);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Recipes (src/fp8/recipe.ts) and the experiment verb's command line
+
+test('bf16Linear: within the BF16 bound (sqrt(2)·2^-8 ≈ 0.0055), saves 2 bytes per value; fp32Linear counts 4', () => {
+  const M = 24, N = 50, K = 200;
+  const x = randn([M, K], 21), w = randn([N, K], 22, 0.05), g = randn([M, N], 23).f32;
+  const ref = run(op.linear, x, w, g);
+  const b = run(bf16Linear, x, w, g);
+  for (const [k, e] of [['y', relErr(b.y, ref.y)], ['dX', relErr(b.gx, ref.gx)], ['dW', relErr(b.gw, ref.gw)]] as const) {
+    assert.ok(e < 0.0056 && e > 0, `bf16 ${k} relative error ${e}`);
+  }
+  for (const [lin, per] of [[bf16Linear, 2], [fp32Linear, 4], [makeProjLinear('fp8'), 0]] as const) {
+    const before = savedActivationStats().live;
+    const xx = new Tensor(x.f32.slice(), [M, K]).param();
+    const y = lin(xx, w);
+    const saved = savedActivationStats().live - before;
+    if (per) assert.equal(saved, per * M * K);
+    else assert.equal(saved, fp8SavedBytes(M, K));
+    backward(op.sum(y));
+    assert.equal(savedActivationStats().live, before);
+  }
+});
+
+test('AdamW: BF16 moments take half the bytes and track the f32 optimizer; recipes are labelled honestly', () => {
+  const mk = (): Tensor => new Tensor(Float32Array.from({ length: 300 }, (_, i) => Math.sin(i)), [10, 30]).param();
+  const pa = mk(), pb = mk();
+  const a = new AdamW([pa], { lr: 0.01, momentDtype: 'f32' }), b = new AdamW([pb], { lr: 0.01, momentDtype: 'bf16' });
+  assert.equal(a.stateBytes(), 2 * 300 * 4);
+  assert.equal(b.stateBytes(), 2 * 300 * 2);
+  for (let s = 0; s < 50; s++) {
+    for (const p of [pa, pb]) { p.grad = Float32Array.from(p.f32, (v) => 2 * (v - 0.5)); } // d/dw (w - 0.5)²
+    a.step(); b.step();
+  }
+  assert.ok(relErr(pb.f32, pa.f32) < 1e-2, 'bf16-moment AdamW drifted from the f32 one');
+  assert.ok(Math.abs(pa.f32[7]! - 0.5) < Math.abs(Math.sin(7) - 0.5), 'AdamW did not move towards the minimum');
+  assert.equal(recipeSettings('fp8').momentDtype, 'bf16');
+  assert.equal(recipeSettings('fp8').recompute, true);
+  for (const r of RECIPES) assert.ok(!/tensor core/i.test(describeRecipe(r)));
+  assert.match(describeRecipe('fp8'), /emulated on CPU/);
+  assert.throws(() => parseRecipe('fp4'), /use fp32, bf16, fp8/);
+});
+
+test('frugal experiment: --help, and bad command lines are usage errors', async () => {
+  const { run: exp } = await import('../cli/experiment.js');
+  const { UsageError } = await import('../cli/main.js');
+  const log = console.log;
+  let out = '';
+  console.log = (s: string) => { out += s; };
+  try { assert.equal(await exp(['--help']), 0); } finally { console.log = log; }
+  assert.match(out, /experiment fp8/);
+  await assert.rejects(exp(['fp9']), (e) => e instanceof UsageError && /unknown experiment 'fp9'/.test(e.message));
+  await assert.rejects(exp(['fp8', '--config', 'huge']), UsageError);
+  await assert.rejects(exp(['fp8', '--recipes', 'fp8,int4']), (e) => e instanceof UsageError && /int4/.test(e.message));
+  await assert.rejects(exp(['fp8', '--steps', '0']), UsageError);
 });
