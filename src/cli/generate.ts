@@ -1,0 +1,82 @@
+/**
+ * `frugal generate --model DIR (--prompt TEXT | --tokens 3,17,42) [--max-tokens N] [--greedy]
+ * [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop TEXT] [--speculative]`: streams the
+ * continuation to stdout as it is produced (text through the model's tokenizer.json; with
+ * `--tokens` and no tokenizer, the ids). Statistics (tokens/s, MTP acceptance rate) go to stderr.
+ */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs, usage, type OptionSpec } from './args.js';
+import { UsageError } from './main.js';
+import { Generation } from '../infer/generate.js';
+import { StopMatcher, checkSampling, type SamplingOptions } from '../infer/sampling.js';
+import { StreamDecoder } from '../io/tokenizer.js';
+import { checkModelDir, openModel, parseTokenList, selectBackend } from '../serve/model-node.js';
+
+export const summary = 'generate text from a model directory';
+
+const spec: OptionSpec = {
+  model: { type: 'string', help: 'model directory (config.json + *.safetensors [+ tokenizer.json])' },
+  prompt: { type: 'string', help: 'prompt text (needs tokenizer.json in the model directory)' },
+  tokens: { type: 'string', help: 'prompt as comma-separated token ids (no tokenizer needed)' },
+  'max-tokens': { type: 'number', help: 'most new tokens', default: 64 },
+  greedy: { type: 'boolean', help: 'argmax decoding (same as --temperature 0)' },
+  temperature: { type: 'number', help: 'sampling temperature', default: 1 },
+  'top-k': { type: 'number', help: 'sample among the k most likely tokens (0 = all)', default: 0 },
+  'top-p': { type: 'number', help: 'nucleus sampling mass', default: 1 },
+  seed: { type: 'number', help: 'random seed (default: random)' },
+  stop: { type: 'string', help: 'stop sequence (text mode)' },
+  speculative: { type: 'boolean', help: 'MTP speculative decoding (models with MTP layers)' },
+  'ignore-eos': { type: 'boolean', help: 'keep going past the end-of-sequence token' },
+  backend: { type: 'string', help: 'compute backend: ts, wasm, native, auto', default: 'ts' },
+};
+
+export async function run(argv: string[]): Promise<number> {
+  const a = parseArgs(argv, spec);
+  if (a.help) { console.log(usage('generate', '--model DIR (--prompt TEXT | --tokens 3,17,42) [options]', spec)); return 0; }
+  const dir = checkModelDir(a.model);
+  if ((a.prompt === undefined) === (a.tokens === undefined)) throw new UsageError('give exactly one of --prompt TEXT or --tokens 3,17,42');
+  if (a.prompt !== undefined && !existsSync(path.join(dir, 'tokenizer.json'))) {
+    throw new UsageError(`--prompt needs ${path.join(dir, 'tokenizer.json')} (train one with 'frugal tokenizer train' and copy it there), or pass token ids with --tokens`);
+  }
+  const sampling: SamplingOptions = { greedy: a.greedy === true, temperature: a.temperature, topK: a['top-k'], topP: a['top-p'] };
+  if (a.seed !== undefined) sampling.seed = a.seed;
+  try { checkSampling(sampling); } catch (e) { throw new UsageError((e as Error).message); }
+  await selectBackend(a.backend);
+  const { model, tokenizer } = await openModel(dir);
+  const prompt = a.tokens !== undefined ? parseTokenList(a.tokens) : tokenizer!.encode(String(a.prompt));
+  const eos = tokenizer?.eosId ?? model.cfg.eosTokenId;
+  const decoder = tokenizer ? new StreamDecoder(tokenizer, { skipSpecialTokens: true }) : null;
+  const stop = new StopMatcher(a.stop !== undefined ? [String(a.stop)] : []);
+  const out = (s: string): void => { if (s) process.stdout.write(s); };
+  let first = true;
+  let gen: Generation;
+  try {
+    gen = new Generation(model, prompt, {
+      ...sampling, maxTokens: a['max-tokens'], speculative: a.speculative === true,
+      stopTokenIds: a['ignore-eos'] || eos === null ? [] : [eos],
+      onToken: (id) => {
+        if (!decoder) { out(`${first ? '' : ' '}${id}`); first = false; return false; }
+        const r = stop.push(decoder.push(id));
+        out(r.emit);
+        return r.stopped;
+      },
+    });
+  } catch (e) {
+    if (e instanceof RangeError) throw new UsageError(e.message);
+    throw e;
+  }
+  if (tokenizer && a.prompt !== undefined) out(String(a.prompt));
+  while (!gen.done) {
+    gen.step();
+    await new Promise((r) => setImmediate(r));
+  }
+  if (decoder && !stop.stopped) out(stop.push(decoder.flush()).emit + stop.flush());
+  process.stdout.write('\n');
+  const r = gen.result();
+  const n = r.tokens.length;
+  const tps = r.decodeMs > 0 ? (n / r.decodeMs) * 1000 : 0;
+  const specLine = r.speculative ? `, MTP acceptance ${(100 * r.speculative.acceptanceRate).toFixed(1)}% (${r.speculative.accepted}/${r.speculative.proposed})` : '';
+  console.error(`[${prompt.length} prompt tokens in ${r.prefillMs.toFixed(0)} ms; ${n} new tokens at ${tps.toFixed(1)} tok/s; finish: ${r.finishReason}${specLine}]`);
+  return 0;
+}
