@@ -143,7 +143,7 @@ export class Peer {
 /** A description line of the peer's BLAS, kernels and allocator. */
 export function describePeer(info: Record<string, unknown>): string {
   const env = info.env as Record<string, string> | undefined;
-  return `PyTorch ${String(info.torch)} (${String(info.threads)} threads; BLAS ${String(info.blas)}${info.openblas ? ' ' + String(info.openblas) : ''}; ` +
+  return `PyTorch ${String(info.torch)} (${String(info.threads)} threads; BLAS ${String(info.blas)} [build ${String(info.build_blas)}]${info.openblas ? ' ' + String(info.openblas) : ''}; ` +
     `ATen CPU capability ${String(info.cpu_capability || '?')}; allocator ${String(info.allocator)}; OMP_WAIT_POLICY=${env?.OMP_WAIT_POLICY ?? ''})`;
 }
 

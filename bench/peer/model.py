@@ -317,9 +317,11 @@ def info():
     blas = 'OpenBLAS' if any('openblas' in p for p in libs) else ('MKL' if any('mkl' in p for p in libs) else 'reference/other BLAS')
     alloc = 'tcmalloc' if any('tcmalloc' in p for p in libs) else 'glibc malloc'
     cfg_show = torch.__config__.show()
-    blas_line = next((l.strip() for l in cfg_show.splitlines() if 'BLAS' in l), '')
+    blas_line = next((l.strip() for l in cfg_show.splitlines() if 'BLAS_INFO' in l), '')
+    blas_line = next((p.strip() for p in blas_line.split(',') if 'BLAS_INFO' in p), blas_line)
+    cap = next((l.split(':', 1)[1].strip() for l in cfg_show.splitlines() if 'CPU capability usage' in l), '?')
     return {'torch': torch.__version__, 'threads': torch.get_num_threads(), 'blas': blas, 'openblas': core, 'allocator': alloc,
-            'libs': libs, 'build_blas': blas_line, 'cpu_capability': torch.backends.cpu.get_cpu_capability() if hasattr(torch.backends, 'cpu') else '',
+            'libs': libs, 'build_blas': blas_line, 'cpu_capability': cap,
             'env': {k: os.environ.get(k, '') for k in ('OPENBLAS_NUM_THREADS', 'OMP_WAIT_POLICY', 'OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE', 'LD_PRELOAD')}}
 
 

@@ -10,6 +10,10 @@ interface Suite { summary: string; load: () => Promise<{ run: (argv: string[]) =
 /** Suite name -> module. */
 export const SUITES: Record<string, Suite> = {
   gemm: { summary: 'fp32 GEMM GFLOP/s per backend and thread count, and per-call overhead', load: () => import('../../bench/gemm.js') },
+  train: { summary: 'training tokens/s (fwd+bwd+AdamW, with/without MTP) vs PyTorch', load: () => import('../../bench/train.js') },
+  prefill: { summary: 'prefill tokens/s (8x256 forward) vs PyTorch', load: () => import('../../bench/prefill.js') },
+  decode: { summary: 'batch-1 decode tokens/s with the KV cache (16->256, ~1K context) vs PyTorch', load: () => import('../../bench/decode.js') },
+  memory: { summary: 'peak RSS of training and decode (child processes) vs PyTorch', load: () => import('../../bench/memory.js') },
 };
 
 function help(): string {
