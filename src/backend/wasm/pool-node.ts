@@ -9,9 +9,10 @@ import { WORKER_SOURCE, type SpawnWorker } from './worker-source.js';
 
 /** Spawns one pool worker as a Node worker thread. */
 export const spawnNodeWorker: SpawnWorker = (init) => {
-  const src = `const { parentPort, workerData } = require('node:worker_threads');\n${WORKER_SOURCE}\n` +
-    `frugalWasmWorker(workerData, () => parentPort.postMessage('ready'));`;
-  const w = new Worker(src, { eval: true, workerData: init });
+  // Works whether the eval'd code is treated as CommonJS or as a module; no loaders (execArgv: []).
+  const src = `${WORKER_SOURCE}\nimport('node:worker_threads').then(({ parentPort, workerData }) =>\n` +
+    `  frugalWasmWorker(workerData, () => parentPort.postMessage('ready')));`;
+  const w = new Worker(src, { eval: true, workerData: init, execArgv: [] });
   w.unref();
   const ready = new Promise<void>((resolve, reject) => {
     w.once('message', () => resolve());

@@ -12,8 +12,8 @@ function frugalWasmWorker(init, ready) {
   const inst = new WebAssembly.Instance(init.module, { env: { memory: init.memory, abort() { throw new Error('wasm abort'); } } });
   const run = inst.exports.runMatMul;
   const ctrl = new Int32Array(init.memory.buffer, init.ctrl, 8);
+  let gen = Atomics.load(ctrl, 0); // before ready(): a job published right after must not be missed
   ready();
-  let gen = Atomics.load(ctrl, 0);
   for (;;) {
     for (let i = 0; i < init.spin && Atomics.load(ctrl, 0) === gen; i++);
     Atomics.wait(ctrl, 0, gen);
