@@ -8,6 +8,9 @@ import '../backend/index.js';
 import { loadModel } from '../model/load-node.js';
 import { generate, allLogits, Generation } from './generate.js';
 import { PrefixCache, latentRowWidth } from './prefix-cache.js';
+import { DiskCache } from './disk-cache-node.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 
 const DIR = path.resolve(process.cwd(), '../shared/reference/tiny-dsv3');
 const skip = !existsSync(DIR);
@@ -80,4 +83,22 @@ test('allLogits: batched and incremental agree with the reference', { skip }, as
     rows.flat().forEach((x, i) => { d = Math.max(d, Math.abs(x - want[i]!)); });
     assert.ok(d < 1e-4, `max |Δ| ${d}`);
   }
+});
+
+test('disk cache: a fresh process-level cache reuses 64-token units with identical output', { skip }, async () => {
+  const model = await loadModel(DIR);
+  const dir = mkdtempSync(path.join(tmpdir(), 'frugal-gen-dc-'));
+  try {
+    const prompt = Array.from({ length: 70 }, (_, i) => (i * 37 + 11) % 512);
+    const W = latentRowWidth(model.cfg);
+    const want = generate(model, prompt, { greedy: true, maxTokens: 8 }).tokens;
+    const first = generate(model, prompt, { greedy: true, maxTokens: 8, prefixStore: new DiskCache({ dir, modelId: 'x', rowWidth: W }) });
+    assert.equal(first.cachedTokens, 0);
+    // "Restart": new in-memory cache, new DiskCache object on the same folder.
+    const again = generate(model, prompt, { greedy: true, maxTokens: 8, prefixCache: new PrefixCache(W, 1 << 24), prefixStore: new DiskCache({ dir, modelId: 'x', rowWidth: W }) });
+    assert.equal(again.cachedTokens, 64);
+    assert.equal(again.storeTokens, 64);
+    assert.deepEqual(first.tokens, want);
+    assert.deepEqual(again.tokens, want);
+  } finally { rmSync(dir, { recursive: true, force: true }); }
 });
