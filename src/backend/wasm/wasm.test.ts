@@ -27,7 +27,7 @@ function compare(be: WasmBackend, x: Omit<MatMulArgs, 'c'> & { cLen: number }, r
   const c0 = rand(x.cLen);
   const ref = c0.slice();
   tsMatMul({ ...x, c: ref });
-  let a = x.a, b = x.b, c = c0.slice();
+  let a: Float32Array = x.a, b: Float32Array = x.b, c: Float32Array = c0.slice();
   if (resident) {
     a = be.allocF32(x.a.length); a.set(x.a);
     b = be.allocF32(x.b.length); b.set(x.b);
@@ -60,7 +60,7 @@ for (const threads of [1, 2]) {
   test(`batched MatMul with stride-0 broadcast and resident operands, threads=${threads}`, async () => {
     const be = await make(threads, 0);
     for (const [batch, m, n, k] of [[3, 7, 9, 130], [4, 1, 33, 17], [8, 12, 5, 6], [2, 129, 8, 3]] as const) {
-      for (const [bcastA, bcastB] of [[false, false], [true, false], [false, true]]) {
+      for (const [bcastA, bcastB] of [[false, false], [true, false], [false, true]] as const) {
         for (const resident of [false, true]) {
           const x = {
             a: rand(bcastA ? m * k : batch * m * k), b: rand(bcastB ? k * n : batch * k * n), batch, m, n, k,
