@@ -158,7 +158,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     i32[j + 3] = batch; i32[j + 4] = m; i32[j + 5] = n; i32[j + 6] = k;
     i32[j + 7] = x.transA ? 1 : 0; i32[j + 8] = x.transB ? 1 : 0;
     i32[j + 9] = x.strideA; i32[j + 10] = x.strideB; i32[j + 11] = x.strideC;
-    i32[j + 12] = x.accumulate ? 1 : 0; i32[j + 13] = packBase;
+    i32[j + 12] = x.accumulate ? 1 : 0; i32[j + 13] = packBase; i32[j + 14] = 0;
     run(batch * m * n * k < minWork ? 1 : threads);
     if (!isResident(x.c)) x.c.set(f32.subarray(pc >> 2, (pc >> 2) + extC));
   }

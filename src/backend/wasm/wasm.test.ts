@@ -75,6 +75,9 @@ for (const threads of [1, 2]) {
     // C with gaps between batch entries keeps the gap values.
     const e = compare(be, { a: rand(2 * 5 * 4), b: rand(4 * 6), batch: 2, m: 5, n: 6, k: 4, transA: false, transB: false, strideA: 20, strideB: 0, strideC: 40, accumulate: false, cLen: 70 });
     assert.ok(e < 1e-5, `gapped C: ${e}`);
+    // C shared by every entry (strideC 0) with accumulate sums all products, in order.
+    const e2 = compare(be, { a: rand(3 * 70 * 20), b: rand(20 * 90), batch: 3, m: 70, n: 90, k: 20, transA: false, transB: false, strideA: 1400, strideB: 0, strideC: 0, accumulate: true, cLen: 6300 });
+    assert.ok(e2 < 1e-4, `shared C: ${e2}`);
   });
 }
 

@@ -1,7 +1,7 @@
 // AssemblyScript (compiled by scripts/build-wasm.mjs, not by tsc): fp32 GEMM on WebAssembly SIMD128.
 // Contract: every pointer is a byte offset into the shared, imported memory; the JS glue writes a
-// job descriptor (layout below) and each thread calls runMatMul(job, tid, nthreads) to compute its
-// disjoint share of C. Packed panels (KC x NC of B, MC x KC of A) live in per-thread scratch at
+// job descriptor (layout below) and each thread calls runMatMul(job, tid, nthreads); threads claim
+// disjoint chunks of C from an atomic counter. Packed panels (KC x NC of B, MC x KC of A) live in per-thread scratch at
 // packBase + tid * packStride. 4x8 register tile: 8 f32x4 accumulators, 2 B vectors, 1 A splat
 // stay within V8's 16 vector registers (wider tiles spill; see shared/docs/ANCHORS.md).
 
@@ -15,7 +15,7 @@ export const PACK_STRIDE: i32 = PACK_A_BYTES + PACK_B_BYTES + 256;
 
 // Job descriptor: i32 words at `job`.
 // 0 a, 1 b, 2 c (byte ptrs) | 3 batch, 4 m, 5 n, 6 k | 7 transA, 8 transB | 9 strideA, 10 strideB,
-// 11 strideC (elements) | 12 accumulate | 13 packBase (bytes)
+// 11 strideC (elements) | 12 accumulate | 13 packBase (bytes) | 14 chunk counter (caller zeroes it)
 
 /** Packs rows [i0, i0+mc) x cols [p0, p0+kc) of A into 4-row slivers: sliver s holds kc groups of 4. */
 function packA(dst: usize, a: usize, rs: i32, cs: i32, i0: i32, mc: i32, p0: i32, kc: i32): void {
@@ -224,13 +224,9 @@ function gemvDots(a: usize, b: usize, c: usize, k: i32, j0: i32, j1: i32, accumu
   }
 }
 
-/** [start, end) of part `t` of `total` split into `parts` pieces aligned to `align`. */
-@inline function share(total: i32, parts: i32, t: i32, align: i32): i32 {
-  const units = (total + align - 1) / align;
-  return min(total, <i32>((<i64>units * t) / parts) * align);
-}
-
-/** Computes thread `tid`'s share (of `nth`) of the MatMul job described at `job`. */
+/** Computes thread `tid`'s part of the MatMul job described at `job`. Work is split into chunks
+ *  (column or row ranges, or whole batch entries) that threads claim from an atomic counter, so a
+ *  thread that the OS preempts does not hold up the others. */
 export function runMatMul(job: usize, tid: i32, nth: i32): void {
   const a = <usize>load<i32>(job), b = <usize>load<i32>(job, 4), c = <usize>load<i32>(job, 8);
   const batch = load<i32>(job, 12), m = load<i32>(job, 16), n = load<i32>(job, 20), k = load<i32>(job, 24);
@@ -238,23 +234,36 @@ export function runMatMul(job: usize, tid: i32, nth: i32): void {
   const sA = load<i32>(job, 36), sB = load<i32>(job, 40), sC = load<i32>(job, 44);
   const accumulate = load<i32>(job, 48) != 0;
   const scratch = <usize>load<i32>(job, 52) + <usize>tid * <usize>PACK_STRIDE;
+  const counter = job + 56; // word 14: next chunk to claim, zeroed by the caller
   const ars = transA ? 1 : k, acs = transA ? m : 1;
   const brs = transB ? 1 : n, bcs = transB ? k : 1;
-  // Whole matrices per thread when the batch divides well and C is not shared between entries.
-  const byBatch = nth > 1 && sC != 0 && (batch % nth == 0 || batch >= 4 * nth);
-  const b0 = byBatch ? share(batch, nth, tid, 1) : 0, b1 = byBatch ? share(batch, nth, tid + 1, 1) : batch;
-  const parts = byBatch ? 1 : nth, t = byBatch ? 0 : tid;
   const splitN = m == 1 || n >= m;
-  const lo = splitN ? share(n, parts, t, m == 1 ? 16 : 8) : share(m, parts, t, 4);
-  const hi = splitN ? share(n, parts, t + 1, m == 1 ? 16 : 8) : share(m, parts, t + 1, 4);
-  if (lo >= hi) return;
-  for (let bi = b0; bi < b1; bi++) {
-    const pa = a + <usize>bi * <usize>sA * 4, pb = b + <usize>bi * <usize>sB * 4, pc = c + <usize>bi * <usize>sC * 4;
-    if (m == 1) {
-      if (transB) gemvDots(pa, pb, pc, k, lo, hi, accumulate);
-      else gemvRows(pa, pb, pc, n, k, lo, hi, accumulate);
-    } else if (splitN) gemmBlock(pa, ars, acs, pb, brs, bcs, pc, n, k, 0, m, lo, hi, accumulate, scratch);
-    else gemmBlock(pa, ars, acs, pb, brs, bcs, pc, n, k, lo, hi, 0, n, accumulate, scratch);
+  // Chunk size along the split dimension: the whole range on one thread, else ~4 chunks per thread.
+  const dim = splitN ? n : m, unit = m == 1 ? 16 : splitN ? 8 : 4;
+  let width = dim;
+  if (nth > 1) {
+    const want = m == 1 ? max(512, dim / (2 * nth)) : dim / (4 * nth);
+    width = min(dim, max(unit * 8, (want + unit - 1) / unit * unit));
+  }
+  const perMatrix = (dim + width - 1) / width;
+  // With C shared by every batch entry (stride 0) a chunk covers its range in all entries, in order.
+  const sharedC = sC == 0 && batch > 1;
+  const total = sharedC ? perMatrix : perMatrix * batch;
+  for (;;) {
+    const t = nth > 1 ? atomic.add<i32>(counter, 1) : load<i32>(counter);
+    if (nth == 1) store<i32>(counter, t + 1);
+    if (t >= total) break;
+    const ci = t % perMatrix;
+    const lo = ci * width, hi = min(dim, lo + width);
+    const bFirst = sharedC ? 0 : t / perMatrix, bEnd = sharedC ? batch : bFirst + 1;
+    for (let bi = bFirst; bi < bEnd; bi++) {
+      const pa = a + <usize>bi * <usize>sA * 4, pb = b + <usize>bi * <usize>sB * 4, pc = c + <usize>bi * <usize>sC * 4;
+      if (m == 1) {
+        if (transB) gemvDots(pa, pb, pc, k, lo, hi, accumulate);
+        else gemvRows(pa, pb, pc, n, k, lo, hi, accumulate);
+      } else if (splitN) gemmBlock(pa, ars, acs, pb, brs, bcs, pc, n, k, 0, m, lo, hi, accumulate, scratch);
+      else gemmBlock(pa, ars, acs, pb, brs, bcs, pc, n, k, lo, hi, 0, n, accumulate, scratch);
+    }
   }
 }
 
