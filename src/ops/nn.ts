@@ -127,63 +127,79 @@ export function crossEntropy(logits: Tensor, targets: Tensor, ignoreIndex = -100
  * Causal attention. q [B, T, H, Dk], k [B, S, H, Dk], v [B, S, H, Dv] with S ≥ T: query t sits at
  * position t + (S − T) and attends to keys 0..t+(S−T). k/v may have 1 head (shared by all query
  * heads, as in MLA's absorbed form). Returns [B, T, H, Dv].
+ * Per (batch, head) the scores are one [T, S] block computed with the MatMul kernel, masked and
+ * normalised in place; backward recomputes that block instead of storing probabilities.
  */
 export function causalAttention(q: Tensor, k: Tensor, v: Tensor, scale: number): Tensor {
   if (q.rank !== 4 || k.rank !== 4 || v.rank !== 4) throw new Error('causalAttention: q, k, v must be [B, T, H, D]');
   const [B, T, H, Dk] = q.shape as [number, number, number, number];
   const S = k.shape[1]!, Dv = v.shape[3]!, KH = k.shape[2]!;
-  // k and v may have one head shared by all query heads (MLA's absorbed latent and RoPE key).
   if (k.shape[0] !== B || v.shape[0] !== B || (KH !== H && KH !== 1) || v.shape[2] !== KH || k.shape[3] !== Dk || v.shape[1] !== S || S < T) {
     throw new Error(`causalAttention: shapes q ${fmtShape(q.shape)} k ${fmtShape(k.shape)} v ${fmtShape(v.shape)} do not fit`);
   }
   const Q = q.f32, K = k.f32, Vv = v.f32;
   const out = new Float32Array(B * T * H * Dv);
-  const lse = new Float32Array(B * H * T);
-  const p = new Float32Array(S);
   const off = S - T;
-  for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let t = 0; t < T; t++) {
-    const kh = KH === 1 ? 0 : h;
-    const qo = ((b * T + t) * H + h) * Dk;
-    const n = t + off + 1;
-    let mx = -Infinity;
-    for (let s = 0; s < n; s++) {
-      const ko = ((b * S + s) * KH + kh) * Dk;
-      let dot = 0;
-      for (let d = 0; d < Dk; d++) dot += Q[qo + d]! * K[ko + d]!;
-      dot *= scale;
-      p[s] = dot;
-      if (dot > mx) mx = dot;
+  const mm = kernel('MatMul');
+  // Per-head contiguous panels (reused across heads).
+  const qh = new Float32Array(T * Dk), kh = new Float32Array(S * Dk), vh = new Float32Array(S * Dv);
+  const P = new Float32Array(T * S), oh = new Float32Array(T * Dv);
+  const gather = (src: Float32Array, dst: Float32Array, b: number, h: number, L: number, NH: number, D: number): void => {
+    for (let t = 0; t < L; t++) { const o = ((b * L + t) * NH + h) * D; for (let d = 0; d < D; d++) dst[t * D + d] = src[o + d]!; }
+  };
+  const scatterAdd = (src: Float32Array, dst: Float32Array, b: number, h: number, L: number, NH: number, D: number): void => {
+    for (let t = 0; t < L; t++) { const o = ((b * L + t) * NH + h) * D; for (let d = 0; d < D; d++) dst[o + d]! += src[t * D + d]!; }
+  };
+  /** P = softmax(scale · q kᵀ + causal mask) for one (b, h); needs qh, kh filled. */
+  const probs = (): void => {
+    mm({ a: qh, b: kh, c: P, batch: 1, m: T, n: S, k: Dk, transA: false, transB: true, strideA: 0, strideB: 0, strideC: 0, accumulate: false });
+    for (let t = 0; t < T; t++) {
+      const n = t + off + 1, row = t * S;
+      let mx = -Infinity;
+      for (let s = 0; s < n; s++) { const z = P[row + s]! * scale; P[row + s] = z; if (z > mx) mx = z; }
+      let sum = 0;
+      for (let s = 0; s < n; s++) { const e = Math.exp(P[row + s]! - mx); P[row + s] = e; sum += e; }
+      const inv = 1 / sum;
+      for (let s = 0; s < n; s++) P[row + s]! *= inv;
+      for (let s = n; s < S; s++) P[row + s] = 0;
     }
-    let sum = 0;
-    for (let s = 0; s < n; s++) { const e = Math.exp(p[s]! - mx); p[s] = e; sum += e; }
-    const inv = 1 / sum;
-    lse[(b * H + h) * T + t] = mx + Math.log(sum);
-    const oo = ((b * T + t) * H + h) * Dv;
-    for (let s = 0; s < n; s++) {
-      const w = p[s]! * inv;
-      const vo = ((b * S + s) * KH + kh) * Dv;
-      for (let d = 0; d < Dv; d++) out[oo + d]! += w * Vv[vo + d]!;
-    }
+  };
+  let lastKV = -1;
+  for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
+    const khd = KH === 1 ? 0 : h;
+    gather(Q, qh, b, h, T, H, Dk);
+    if (lastKV !== b * KH + khd) { gather(K, kh, b, khd, S, KH, Dk); gather(Vv, vh, b, khd, S, KH, Dv); lastKV = b * KH + khd; }
+    probs();
+    mm({ a: P, b: vh, c: oh, batch: 1, m: T, n: Dv, k: S, transA: false, transB: false, strideA: 0, strideB: 0, strideC: 0, accumulate: false });
+    for (let t = 0; t < T; t++) out.set(oh.subarray(t * Dv, (t + 1) * Dv), ((b * T + t) * H + h) * Dv);
   }
   return record(new Tensor(out, [B, T, H, Dv]), 'CausalAttention', [q, k, v], (g) => {
     const gq = new Float32Array(Q.length), gk = new Float32Array(K.length), gv = new Float32Array(Vv.length);
-    for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let t = 0; t < T; t++) {
-      const kh = KH === 1 ? 0 : h;
-      const qo = ((b * T + t) * H + h) * Dk, oo = ((b * T + t) * H + h) * Dv;
-      const n = t + off + 1;
-      const l = lse[(b * H + h) * T + t]!;
-      let dsum = 0; // D = Σ_d g·o
-      for (let d = 0; d < Dv; d++) dsum += g[oo + d]! * out[oo + d]!;
-      for (let s = 0; s < n; s++) {
-        const ko = ((b * S + s) * KH + kh) * Dk, vo = ((b * S + s) * KH + kh) * Dv;
-        let dot = 0;
-        for (let d = 0; d < Dk; d++) dot += Q[qo + d]! * K[ko + d]!;
-        const pr = Math.exp(dot * scale - l);
-        let dp = 0;
-        for (let d = 0; d < Dv; d++) { dp += g[oo + d]! * Vv[vo + d]!; gv[vo + d]! += pr * g[oo + d]!; }
-        const ds = pr * (dp - dsum) * scale;
-        for (let d = 0; d < Dk; d++) { gq[qo + d]! += ds * K[ko + d]!; gk[ko + d]! += ds * Q[qo + d]!; }
+    const go = new Float32Array(T * Dv), dP = new Float32Array(T * S), gqh = new Float32Array(T * Dk);
+    const gkh = new Float32Array(S * Dk), gvh = new Float32Array(S * Dv);
+    lastKV = -1;
+    for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
+      const khd = KH === 1 ? 0 : h;
+      gather(Q, qh, b, h, T, H, Dk);
+      if (lastKV !== b * KH + khd) { gather(K, kh, b, khd, S, KH, Dk); gather(Vv, vh, b, khd, S, KH, Dv); lastKV = b * KH + khd; }
+      gather(g, go, b, h, T, H, Dv);
+      gather(out, oh, b, h, T, H, Dv);
+      probs();
+      // dV = Pᵀ·dO ; dP = dO·Vᵀ ; dS = P ⊙ (dP − rowsum(dO ⊙ O)) · scale ; dQ = dS·K ; dK = dSᵀ·Q
+      mm({ a: P, b: go, c: gvh, batch: 1, m: S, n: Dv, k: T, transA: true, transB: false, strideA: 0, strideB: 0, strideC: 0, accumulate: false });
+      mm({ a: go, b: vh, c: dP, batch: 1, m: T, n: S, k: Dv, transA: false, transB: true, strideA: 0, strideB: 0, strideC: 0, accumulate: false });
+      for (let t = 0; t < T; t++) {
+        let dsum = 0;
+        for (let d = 0; d < Dv; d++) dsum += go[t * Dv + d]! * oh[t * Dv + d]!;
+        const row = t * S, n = t + off + 1;
+        for (let s = 0; s < n; s++) dP[row + s] = P[row + s]! * (dP[row + s]! - dsum) * scale;
+        for (let s = n; s < S; s++) dP[row + s] = 0;
       }
+      mm({ a: dP, b: kh, c: gqh, batch: 1, m: T, n: Dk, k: S, transA: false, transB: false, strideA: 0, strideB: 0, strideC: 0, accumulate: false });
+      mm({ a: dP, b: qh, c: gkh, batch: 1, m: S, n: Dk, k: T, transA: true, transB: false, strideA: 0, strideB: 0, strideC: 0, accumulate: false });
+      scatterAdd(gqh, gq, b, h, T, H, Dk);
+      scatterAdd(gkh, gk, b, khd, S, KH, Dk);
+      scatterAdd(gvh, gv, b, khd, S, KH, Dv);
     }
     return [gq, gk, gv];
   });
