@@ -54,6 +54,7 @@ export async function run(argv: string[]): Promise<number> {
   try {
     gen = new Generation(model, prompt, {
       ...sampling, maxTokens: a['max-tokens'], speculative: a.speculative === true,
+      ...(tokenizer ? { vocabLimit: tokenizer.vocabSize } : {}),
       stopTokenIds: a['ignore-eos'] || eos === null ? [] : [eos],
       onToken: (id) => {
         if (!decoder) { out(`${first ? '' : ' '}${id}`); first = false; return false; }

@@ -40,6 +40,11 @@ export interface GenerateOptions extends SamplingOptions {
   attn?: AttnImpl;
   prefixCache?: PrefixCache | null;
   prefixStore?: PrefixStore | null;
+  /**
+   * Sample only ids below this (the tokenizer's size when the model's vocabulary is padded past
+   * it, so no id without text is ever produced). Default: the model's vocab size.
+   */
+  vocabLimit?: number;
   /** Prompt positions per prefill forward (default 256). */
   prefillChunk?: number;
   /** Called for each new token; return true to stop (finish reason 'stop'). */
@@ -87,6 +92,8 @@ export class Generation {
   private readonly cache: KVCache;
   private readonly sampler: Sampler;
   private readonly maxNew: number;
+  /** Ids sampled from: [0, vocab). */
+  private readonly vocab: number;
   private readonly spec: boolean;
   private readonly stopIds: Set<number>;
   /** Whole sequence so far (prompt + generated). */
@@ -107,6 +114,8 @@ export class Generation {
     const want = opts.maxTokens ?? 16;
     if (!Number.isInteger(want) || want < 0) throw new RangeError(`max_tokens must be an integer >= 0, got ${want}`);
     this.maxNew = Math.min(want, ctx - prompt.length);
+    this.vocab = Math.min(cfg.vocabSize, opts.vocabLimit ?? cfg.vocabSize);
+    if (!(this.vocab > 0)) throw new RangeError(`vocabLimit must be > 0, got ${opts.vocabLimit}`);
     this.spec = (opts.speculative ?? false) && model.params.mtp.length > 0;
     this.sampler = new Sampler(opts);
     this.stopIds = new Set(opts.stopTokenIds ?? []);
@@ -175,7 +184,7 @@ export class Generation {
         this.prefilled = true;
         this.prefill();
         const t0 = now();
-        this.emit(this.sampler.sample(this.last!, 0, this.cfg.vocabSize));
+        this.emit(this.sampler.sample(this.last!, 0, this.vocab));
         this.decodeMs += now() - t0;
         return;
       }
@@ -194,7 +203,7 @@ export class Generation {
     const { cfg, cache } = this;
     const x = this.seq[this.seq.length - 1]!;
     const f = forward(this.model.params, cfg, Tensor.ints([x], [1, 1]), { cache, startPos: cache.length });
-    this.emit(this.sampler.sample(f.logits.f32, 0, cfg.vocabSize));
+    this.emit(this.sampler.sample(f.logits.f32, 0, this.vocab));
   }
 
   /**
@@ -213,12 +222,12 @@ export class Generation {
     const mt = mtpForward(model.params, cfg, 0, new Tensor(h, [1, m, H]), Tensor.ints(this.seq.slice(this.mtpLen + 1, n + 1), [1, m]), { cache, startPos: this.mtpLen });
     this.mtpLen = n;
     this.pendingHidden = [];
-    const draft = argmax(mt.logits.f32, (m - 1) * V, V);
+    const draft = argmax(mt.logits.f32, (m - 1) * V, this.vocab);
     // Verify: positions n (token x) and n+1 (the draft).
     const f = forward(model.params, cfg, Tensor.ints([x, draft], [1, 2]), { cache, startPos: n });
     const L = f.logits.f32, hid = f.hidden.f32;
     this.proposed++;
-    const next = this.sampler.sample(L, 0, V);
+    const next = this.sampler.sample(L, 0, this.vocab);
     this.pendingHidden.push(hid.slice(0, H));
     if (next !== draft) {
       cache.length = n + 1; // the draft's row at n+1 is stale and will be overwritten
@@ -228,7 +237,7 @@ export class Generation {
     this.accepted++;
     if (this.emit(next)) { cache.length = n + 1; return; }
     this.pendingHidden.push(hid.slice(H, 2 * H));
-    this.emit(this.sampler.sample(L, V, V));
+    this.emit(this.sampler.sample(L, V, this.vocab));
   }
 
   /** Summary of the generation so far. */
