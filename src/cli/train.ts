@@ -1,0 +1,337 @@
+/**
+ * `frugal train`: raw text → tokenizer → DeepSeek-style model (MLA + MoE + MTP), with checkpoints,
+ * resume, live cost meter, metrics.jsonl and a loss-curve plot. With no arguments it trains the
+ * `demo` config on the bundled State of the Union corpus in a few minutes on 2 CPU cores.
+ *
+ * Run folder (`--out`, default runs/<timestamp>): tokenizer/ (trained BPE, reused on resume),
+ * checkpoint/ (HF model files + trainer_state.*), final/ (HF model + tokenizer), metrics.jsonl,
+ * loss-curve.svg. An existing checkpoint is never overwritten without --resume.
+ */
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs, usage, type OptionSpec } from './args.js';
+import { UsageError } from './main.js';
+import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../backend/setup.js';
+import { getBackend } from '../backend/registry.js';
+import { resolveConfig, parseHFConfig, type DeepSeekConfig } from '../model/config.js';
+import { initParams, type ModelParams } from '../model/deepseek.js';
+import type { Tensor } from '../autograd/tensor.js';
+import { flopsPerToken } from '../cost/flops.js';
+import { countParams } from '../cost/params.js';
+import { getGpu } from '../cost/hardware.js';
+import { trainBpe } from '../io/bpe.js';
+import { Tokenizer } from '../io/tokenizer.js';
+import { loadTokenizer } from '../io/tokenizer-node.js';
+import { loadCorpus } from '../train/data-node.js';
+import { packDocuments, splitDocuments, unigramEntropy } from '../train/data.js';
+import { Trainer, TrainingDivergedError, defaultTrainerOptions, type LogEntry, type TrainerOptions } from '../train/trainer.js';
+import { CheckpointError, configHash, findCheckpoint, loadCheckpoint, readCheckpointMeta, saveCheckpoint, shortHash, tokensHash } from '../train/checkpoint-node.js';
+import { appendMetrics, lossCurveSvg, readMetrics, truncateMetrics } from '../train/metrics-node.js';
+
+export const summary = 'train a DeepSeek-style model (MLA + MoE + MTP) on the bundled corpus or your text';
+
+/** Defaults of `frugal train` with no arguments (sized for ~3 minutes on 2 cores). */
+export const trainDefaults = { config: 'demo', steps: 150, batch: 8, seq: 64, lr: 3e-3, warmup: 15 };
+/** SIMD128 GEMM ceiling per core measured on the project machine (DESIGN.md); the MFU denominator on CPUs. */
+export const CPU_PEAK_FLOPS_PER_THREAD = 45e9;
+
+const spec: OptionSpec = {
+  config: { type: 'string', help: `model: tiny | small | demo | path to an HF config.json (default ${trainDefaults.config})` },
+  data: { type: 'string', help: "corpus: 'sotu' (bundled), a .txt file, a folder of .txt, or .jsonl with a text field (default sotu)" },
+  tokenizer: { type: 'string', help: 'folder with tokenizer.json (default: train a byte-level BPE with the config vocab)' },
+  steps: { type: 'number', help: `optimizer steps (default ${trainDefaults.steps})` },
+  batch: { type: 'number', help: `sequences per micro-batch (default ${trainDefaults.batch})` },
+  seq: { type: 'number', help: `tokens per sequence (default ${trainDefaults.seq})` },
+  'grad-accum': { type: 'number', help: 'micro-batches per optimizer step (default 1)' },
+  lr: { type: 'number', help: `peak learning rate (default ${trainDefaults.lr})` },
+  warmup: { type: 'number', help: `linear warmup steps (default ${trainDefaults.warmup})` },
+  schedule: { type: 'string', help: 'wsd (DeepSeek: warmup, constant, cosine) | cosine | constant (default wsd)' },
+  precision: { type: 'string', help: 'fp32 | fp8 (FP8 projections, BF16 optimizer moments) (default fp32)' },
+  'mtp-weight': { type: 'number', help: 'MTP loss weight lambda (default 0.3)' },
+  'bias-gamma': { type: 'number', help: 'aux-loss-free bias update speed gamma; 0 = off (default 0.001)' },
+  'aux-alpha': { type: 'number', help: 'sequence-wise balance loss weight alpha (default 0.0001)' },
+  'eval-every': { type: 'number', help: 'steps between validation + sample (default steps/5)' },
+  'log-every': { type: 'number', help: 'steps between log lines (default steps/30)' },
+  'save-every': { type: 'number', help: 'steps between checkpoints; 0 = at the end only (default steps/3)' },
+  'val-fraction': { type: 'number', help: 'documents held out for validation (default 0.05)' },
+  seed: { type: 'number', help: 'seed of init, data order and split (default 1234)' },
+  out: { type: 'string', help: 'run folder (default runs/<timestamp>)' },
+  resume: { type: 'boolean', help: 'continue the checkpoint in --out (default: the newest run in runs/)' },
+  backend: { type: 'string', help: 'auto | ts | wasm | native (default auto: the fastest that loads)' },
+  threads: { type: 'number', help: 'worker threads of the backend (default: all cores, at most 8)' },
+  recompute: { type: 'boolean', help: 'recompute RMSNorm / MLA up-projections in backward (less memory)' },
+  gpu: { type: 'string', help: 'GPU priced in the $ column (h800 | h100 | h200 | a100 | b200) (default h800)' },
+  price: { type: 'number', help: '$ per GPU-hour for the $ column (default 2)' },
+  quiet: { type: 'boolean', help: 'print only errors and the final summary' },
+};
+
+/** Options that define the run; on --resume they come from the checkpoint. */
+const RUN_KEYS = ['config', 'data', 'tokenizer', 'batch', 'seq', 'grad-accum', 'lr', 'warmup', 'schedule', 'precision', 'mtp-weight', 'bias-gamma', 'aux-alpha', 'val-fraction', 'seed', 'recompute'];
+
+const fmtTime = (s: number): string => (s >= 3600 ? `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m` : `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, '0')}`);
+const fmtUsd = (x: number): string => (x >= 0.01 ? x.toFixed(2) : x.toExponential(1));
+
+/** The fixed log line: `step | loss | val | lr | tok/s | MFU | MaxVio | $`. */
+export function formatLogLine(e: LogEntry, steps: number): string {
+  const w = String(steps).length;
+  return [`step ${String(e.step).padStart(w)}/${steps}`, `loss ${e.mainLoss.toFixed(3)}`, `val ${e.valLoss === null ? '  -  ' : e.valLoss.toFixed(3)}`,
+    `lr ${e.lr.toExponential(1)}`, `tok/s ${e.tokensPerSec.toFixed(0).padStart(4)}`, `MFU ${(100 * e.mfu).toFixed(2)}%`,
+    `MaxVio ${e.maxVio.toFixed(2)}`, `$ ${fmtUsd(e.usd)}`].join(' | ') + (e.skippedSteps ? ` | skipped ${e.skippedSteps}` : '');
+}
+
+function newestRun(root: string): string | null {
+  if (!existsSync(root)) return null;
+  const dirs = readdirSync(root).map((n) => path.join(root, n)).filter((d) => findCheckpoint(path.join(d, 'checkpoint')) !== null);
+  dirs.sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs);
+  return dirs[0] ?? null;
+}
+
+async function readConfig(specStr: string): Promise<DeepSeekConfig> {
+  if (/\.json$/i.test(specStr) || specStr.includes('/') || existsSync(specStr)) {
+    const file = existsSync(path.join(specStr, 'config.json')) ? path.join(specStr, 'config.json') : specStr;
+    let json: unknown;
+    try { json = JSON.parse(await readFile(file, 'utf8')); } catch (e) { throw new UsageError(`--config ${specStr}: cannot read an HF config.json (${(e as Error).message})`); }
+    return parseHFConfig(json);
+  }
+  try { return resolveConfig(specStr); } catch (e) { throw new UsageError(`--config: ${(e as Error).message}`); }
+}
+
+/** Entry point of the verb. */
+export async function run(argv: string[]): Promise<number> {
+  const a = parseArgs(argv, spec);
+  if (a.help) { console.log(usage('train', '[options]', spec)); return 0; }
+  if (a._.length) throw new UsageError(`unexpected argument '${a._[0]}' (options start with --)`);
+  const quiet = a.quiet === true;
+  const say = (s: string): void => { if (!quiet) console.log(s); };
+
+  // Run folder and resume.
+  let out: string = a.out ?? (a.resume ? newestRun('runs') : null) ?? path.join('runs', new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15));
+  out = path.normalize(out);
+  const ckptDir = path.join(out, 'checkpoint');
+  const found = findCheckpoint(ckptDir);
+  let saved: Record<string, unknown> = {};
+  if (a.resume) {
+    if (!found) throw new UsageError(`--resume: no checkpoint in ${ckptDir} (train without --resume first, or give the run folder with --out)`);
+    const meta = await readCheckpointMeta(found);
+    saved = (meta.options.cli ?? {}) as Record<string, unknown>;
+    const clash = RUN_KEYS.filter((k) => a[k] !== undefined && saved[k] !== undefined && a[k] !== saved[k]);
+    if (clash.length) throw new UsageError(`--resume: ${clash.map((k) => `--${k} ${String(a[k])} differs from the checkpoint's ${String(saved[k])}`).join('; ')} (drop these options to resume exactly, or start a new run with another --out)`);
+  } else if (found) {
+    throw new UsageError(`${out} already holds a checkpoint (${found}); pass --resume to continue it, or choose another --out (nothing was overwritten)`);
+  }
+  const opt = (k: string, d: unknown): unknown => a[k] ?? saved[k] ?? d;
+  const cli: Record<string, unknown> = {};
+  for (const k of RUN_KEYS) { const v = opt(k, undefined); if (v !== undefined) cli[k] = v; }
+
+  const precision = String(opt('precision', 'fp32'));
+  if (precision !== 'fp32' && precision !== 'fp8') throw new UsageError(`--precision must be fp32 or fp8, got '${precision}'`);
+  const schedule = String(opt('schedule', 'wsd'));
+  if (!['wsd', 'cosine', 'constant'].includes(schedule)) throw new UsageError(`--schedule must be wsd, cosine or constant, got '${schedule}'`);
+  const backendChoice = String(a.backend ?? 'auto');
+  if (!['auto', 'ts', 'wasm', 'native'].includes(backendChoice)) throw new UsageError(`--backend must be auto, ts, wasm or native, got '${backendChoice}'`);
+  const intOpt = (k: string, d: number, min: number): number => {
+    const v = Number(opt(k, d));
+    if (!Number.isInteger(v) || v < min) throw new UsageError(`--${k} must be an integer >= ${min}, got ${v}`);
+    return v;
+  };
+  const steps = intOpt('steps', trainDefaults.steps, 1), batch = intOpt('batch', trainDefaults.batch, 1), seq = intOpt('seq', trainDefaults.seq, 2);
+  const numOpt = (k: string, d: number, ok: (x: number) => boolean, what: string): number => {
+    const v = Number(opt(k, d));
+    if (!ok(v)) throw new UsageError(`--${k} must be ${what}, got ${v}`);
+    return v;
+  };
+  const valFraction = numOpt('val-fraction', 0.05, (x) => x > 0 && x < 1, 'in (0, 1)');
+  const gpu = (() => { try { return getGpu(String(a.gpu ?? 'h800')); } catch (e) { throw new UsageError(`--gpu: ${(e as Error).message}`); } })();
+
+  // FP8 recipe: the FP8 linear from src/fp8 when it is built.
+  let projLinear: ((x: Tensor, w: Tensor) => Tensor) | undefined;
+  if (precision === 'fp8') {
+    try {
+      const modPath = '../fp8/linear.js';
+      const mod = (await import(modPath)) as { fp8Linear?: (x: Tensor, w: Tensor) => Tensor };
+      if (typeof mod.fp8Linear !== 'function') throw new Error('fp8Linear is not exported');
+      const fp8Linear = mod.fp8Linear;
+      projLinear = (x, w) => fp8Linear(x, w);
+    } catch (e) {
+      console.error(`frugal train: --precision fp8 is not available in this build yet (${(e as Error).message}); use --precision fp32`);
+      return 2;
+    }
+  }
+
+  // Backend.
+  const threads = a.threads === undefined ? undefined : Number(a.threads);
+  try { await useBackend(backendChoice as BackendChoice, threads === undefined ? {} : { threads }); } catch (e) { throw new UsageError((e as Error).message); }
+  const backend = getBackend();
+  try {
+    return await train();
+  } finally {
+    await disposeBackends();
+  }
+
+  async function train(): Promise<number> {
+    const t0 = performance.now();
+    say(`backend: ${describeBackend()} — threads ${backend.threads}`);
+    // Model config (on resume: the checkpoint's).
+    const resumeFrom = a.resume ? found! : null;
+    const cfg = resumeFrom ? parseHFConfig(JSON.parse(readFileSync(path.join(resumeFrom, 'config.json'), 'utf8'))) : await readConfig(String(opt('config', trainDefaults.config)));
+    if (seq > cfg.maxPositionEmbeddings) throw new UsageError(`--seq ${seq} exceeds the model's max_position_embeddings ${cfg.maxPositionEmbeddings}`);
+
+    // Data.
+    const dataSpec = String(opt('data', 'sotu'));
+    const corpus = await loadCorpus(dataSpec);
+    if (corpus.documents.length < 2) throw new UsageError(`--data ${dataSpec}: ${corpus.documents.length} document; need at least 2 to hold one out for validation (split the text into several files or JSONL lines)`);
+    const seed = intOpt('seed', 1234, 0);
+    const split = splitDocuments(corpus.documents, valFraction, seed);
+
+    // Tokenizer: given, cached in the run folder, or trained now.
+    const tokDir = path.join(out, 'tokenizer');
+    let tok: Tokenizer;
+    const given = opt('tokenizer', undefined) as string | undefined;
+    if (given && !resumeFrom) tok = await loadTokenizer(given);
+    else if (existsSync(path.join(tokDir, 'tokenizer.json'))) tok = await loadTokenizer(tokDir);
+    else {
+      const tb = performance.now();
+      const json = trainBpe(split.train, { vocabSize: cfg.vocabSize });
+      tok = Tokenizer.fromJSON(json);
+      await mkdir(tokDir, { recursive: true });
+      await writeFile(path.join(tokDir, 'tokenizer.json'), JSON.stringify(json));
+      await writeFile(path.join(tokDir, 'tokenizer_config.json'), JSON.stringify({ tokenizer_class: 'PreTrainedTokenizerFast', eos_token: '<|endoftext|>', pad_token: '<|endoftext|>', bos_token: null, add_bos_token: false, add_eos_token: false, clean_up_tokenization_spaces: false }, null, 2) + '\n');
+      say(`tokenizer: trained byte-level BPE, vocab ${tok.vocabSize}, in ${((performance.now() - tb) / 1000).toFixed(1)} s → ${tokDir}`);
+    }
+    const tokSrc = given && !resumeFrom ? given : tokDir;
+    const tokFiles: Record<string, string> = {};
+    for (const f of ['tokenizer.json', 'tokenizer_config.json']) if (existsSync(path.join(tokSrc, f))) tokFiles[f] = readFileSync(path.join(tokSrc, f), 'utf8');
+    if (tok.vocabSize > cfg.vocabSize) throw new UsageError(`tokenizer vocabulary ${tok.vocabSize} exceeds the model's vocab_size ${cfg.vocabSize} (use a config with a larger vocab_size or a smaller tokenizer)`);
+    const eos = tok.eosId;
+    if (eos === null) throw new UsageError('the tokenizer has no end-of-text token (eos_token); add one to tokenizer_config.json');
+    const encode = (docs: string[]): Int32Array => packDocuments(docs.map((d) => tok.encode(d, { addSpecialTokens: false })), eos);
+    const trainTokens = encode(split.train), valTokens = encode(split.val);
+    if (valTokens.length < seq + 1) throw new UsageError(`validation data has ${valTokens.length} tokens, fewer than --seq ${seq} + 1 (use a larger --val-fraction or a shorter --seq)`);
+    if (trainTokens.length < batch * (seq + 1)) throw new UsageError(`training data has ${trainTokens.length} tokens, too few for --batch ${batch} × --seq ${seq}`);
+    const entropy = unigramEntropy(trainTokens, cfg.vocabSize);
+    say(`data: ${corpus.name} — ${split.train.length} train documents (${trainTokens.length} tokens), ${split.val.length} validation (${valTokens.length} tokens); unigram entropy ${entropy.toFixed(3)} nats/token`);
+
+    // Trainer options.
+    const opts: TrainerOptions = {
+      ...defaultTrainerOptions, steps, batch, seq, seed,
+      gradAccum: intOpt('grad-accum', 1, 1), lr: numOpt('lr', trainDefaults.lr, (x) => x > 0 && Number.isFinite(x), 'a positive number'),
+      warmup: intOpt('warmup', Math.min(trainDefaults.warmup, steps), 0), schedule: schedule as TrainerOptions['schedule'],
+      mtpWeight: numOpt('mtp-weight', 0.3, (x) => x >= 0, '>= 0'), biasGamma: numOpt('bias-gamma', 0.001, (x) => x >= 0, '>= 0'),
+      auxAlpha: numOpt('aux-alpha', 0.0001, (x) => x >= 0, '>= 0'),
+      evalEvery: intOpt('eval-every', Math.max(1, Math.round(steps / 5)), 1), logEvery: intOpt('log-every', Math.max(1, Math.round(steps / 30)), 1),
+      saveEvery: intOpt('save-every', Math.max(1, Math.round(steps / 3)), 0),
+      momentDtype: precision === 'fp8' ? 'bf16' : 'f32', recompute: opt('recompute', false) === true,
+    };
+    const f = flopsPerToken(cfg, seq);
+    const perToken = opts.mtpWeight > 0 ? f.training : f.trainingMain;
+    const price = numOpt('price', 2, (x) => x >= 0, '>= 0');
+    const meter = { flopsPerToken: perToken, peakFlops: CPU_PEAK_FLOPS_PER_THREAD * backend.threads, usdPerToken: (perToken / (0.39 * gpu.bf16Tflops * 1e12) / 3600) * price };
+
+    // Model.
+    let params: ModelParams;
+    let ck = null;
+    const dataHash = tokensHash(trainTokens), tokenizerHash = shortHash(tokFiles['tokenizer.json'] ?? '');
+    if (resumeFrom) {
+      try {
+        ck = await loadCheckpoint(resumeFrom, { configHash: configHash(cfg), tokenizerHash, dataHash, momentDtype: opts.momentDtype });
+      } catch (e) {
+        if (e instanceof CheckpointError) { console.error(`frugal train: ${e.message}`); return 1; }
+        throw e;
+      }
+      params = ck.params;
+    } else params = initParams(cfg, { seed });
+    const pc = countParams(cfg);
+    say(`model: ${String(opt('config', trainDefaults.config))} — ${(pc.total / 1e6).toFixed(2)}M params (+${(pc.mtp.unique / 1e6).toFixed(2)}M MTP), ${(pc.active / 1e6).toFixed(2)}M active; ${cfg.numHiddenLayers} layers, ${cfg.nRoutedExperts} experts top-${cfg.numExpertsPerTok}; precision ${precision}${precision === 'fp8' ? ' (emulated on CPU: FP8 saves memory, not time)' : ''}`);
+    say(`run: ${steps} steps × ${batch}×${seq} tokens${opts.gradAccum > 1 ? ` × ${opts.gradAccum} accum` : ''}; lr ${opts.lr} (${schedule}, warmup ${opts.warmup}); MTP λ ${opts.mtpWeight}; bias γ ${opts.biasGamma}; α ${opts.auxAlpha}; out ${out}`);
+
+    // Hooks: log, metrics, checkpoints, SIGINT.
+    await mkdir(out, { recursive: true });
+    const metricsFile = path.join(out, 'metrics.jsonl');
+    if (ck) truncateMetrics(metricsFile, ck.meta.state.step);
+    else await writeFile(metricsFile, '');
+    const tty = process.stdout.isTTY === true && !quiet;
+    let bar = '';
+    const clearBar = (): void => { if (tty && bar) process.stdout.write('\r\x1b[K'); };
+    const drawBar = (step: number, tr: Trainer): void => {
+      if (!tty) return;
+      const frac = step / steps, w = 30, done = Math.round(frac * w);
+      const st = tr.progress, ran = st.step - startStep;
+      const eta = ran > 0 ? ((performance.now() - tLoop) / 1000 / ran) * (steps - step) : NaN;
+      bar = `[${'#'.repeat(done)}${'-'.repeat(w - done)}] ${step}/${steps} ETA ${Number.isFinite(eta) ? fmtTime(eta) : '--:--'}`;
+      process.stdout.write(`\r${bar}`);
+    };
+    let stop = false;
+    const onSigint = (): void => {
+      if (stop) { console.error('\nfrugal train: second Ctrl-C, exiting without saving'); process.exit(130); }
+      stop = true;
+      clearBar();
+      console.error('\nfrugal train: Ctrl-C — saving a checkpoint after this step (Ctrl-C again to quit at once)');
+    };
+    process.on('SIGINT', onSigint);
+    const metaBase = {
+      options: { ...opts, cli } as Record<string, unknown>, configHash: configHash(cfg), tokenizerHash, dataHash,
+      data: dataSpec, config: String(opt('config', trainDefaults.config)), precision,
+    };
+    let lastSaved = ck ? ck.meta.state.step : 0;
+    const save = async (reason: string, snap: ReturnType<Trainer['snapshot']>): Promise<void> => {
+      try {
+        await saveCheckpoint(ckptDir, { cfg, params, optim: snap.optim, meta: { ...metaBase, state: snap.state }, extraFiles: tokFiles });
+        lastSaved = snap.state.step;
+        if (reason === 'final') await saveCheckpoint(path.join(out, 'final'), { cfg, params, optim: snap.optim, meta: { ...metaBase, state: snap.state }, extraFiles: tokFiles, modelOnly: true });
+      } catch (e) {
+        if (reason === 'interval') { clearBar(); console.error(`frugal train: warning: ${(e as Error).message}; training continues`); return; }
+        throw e;
+      }
+    };
+    const trainer = new Trainer({ cfg, params, train: trainTokens, val: valTokens, options: opts, meter, ...(projLinear ? { projLinear } : {}), promptIds: tok.encode('The', { addSpecialTokens: false }), eosId: eos }, {
+      onLog: (e) => { appendMetrics(metricsFile, e); if (!quiet) { clearBar(); console.log(formatLogLine(e, steps)); } },
+      onEval: (e) => { if (!quiet) { clearBar(); console.log(`  sample @${e.step}: ${JSON.stringify(e.sample.slice(0, 160))}`); } },
+      onStep: (s) => drawBar(s, trainer),
+      onSkip: (s, why) => { clearBar(); console.error(`frugal train: step ${s} skipped: ${why}`); },
+      save: (reason, snap) => save(reason, snap),
+      shouldStop: () => stop,
+      decode: (ids) => tok.decode(ids, { skipSpecialTokens: true }),
+    });
+    if (ck) {
+      trainer.restore({ state: ck.meta.state, optim: ck.optim });
+      say(`resumed from ${resumeFrom} at step ${ck.meta.state.step}`);
+    }
+    const startStep = trainer.progress.step;
+    if (startStep >= steps) { say(`checkpoint is at step ${startStep} ≥ --steps ${steps}; nothing to do (raise --steps to train longer)`); return 0; }
+    const tLoop = performance.now();
+    let result;
+    try {
+      result = await trainer.run();
+    } catch (e) {
+      clearBar();
+      if (e instanceof TrainingDivergedError) {
+        console.error(`frugal train: ${e.message}. The last good checkpoint is ${lastSaved > 0 ? `${ckptDir} (step ${lastSaved})` : 'none (no checkpoint was written before the failure)'}.`);
+        return 1;
+      }
+      throw e;
+    } finally {
+      process.off('SIGINT', onSigint);
+    }
+    clearBar();
+    const rows = readMetrics(metricsFile);
+    await writeFile(path.join(out, 'loss-curve.svg'), lossCurveSvg(rows, { title: `frugal train — ${metaBase.config} on ${corpus.name}`, baseline: entropy, baselineLabel: 'unigram entropy' }));
+    const st = result.state, secs = (performance.now() - t0) / 1000;
+    const last = result.lastLog;
+    if (result.interrupted) {
+      console.log(`interrupted at step ${st.step}/${steps}; checkpoint saved to ${ckptDir}. Continue with:\n  npx frugal train --resume --out ${out}`);
+      return 130;
+    }
+    const vios = rows.map((r) => r.maxVio).filter((x): x is number => typeof x === 'number');
+    console.log([
+      `done: ${st.step} steps, ${st.tokensSeen} tokens in ${fmtTime(secs)} (${(st.tokensSeen / Math.max(1e-9, st.elapsedMs / 1000)).toFixed(0)} tok/s in steps)${st.skippedSteps ? `, ${st.skippedSteps} skipped` : ''}`,
+      `loss ${result.firstLoss?.toFixed(3) ?? '-'} → ${last ? last.mainLoss.toFixed(3) : '-'} (train), val ${result.finalValLoss?.toFixed(3) ?? '-'}; unigram entropy ${entropy.toFixed(3)}; MaxVio ${vios.length ? vios[vios.length - 1]!.toFixed(2) : '-'}; cost on ${gpu.name} at $${price}/h: $${fmtUsd(last?.usd ?? 0)}`,
+      `saved: ${path.join(out, 'final')} (HF layout), checkpoint ${ckptDir}, metrics ${metricsFile}, plot ${path.join(out, 'loss-curve.svg')}`,
+      'next:',
+      `  npx frugal generate --model ${path.join(out, 'final')} --prompt "The Congress"`,
+      `  npx frugal serve --model ${path.join(out, 'final')}`,
+      `  npx frugal train --resume --out ${out} --steps ${steps * 2}   # train longer`,
+    ].join('\n'));
+    return 0;
+  }
+}
