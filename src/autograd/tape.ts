@@ -62,6 +62,9 @@ export function backward(loss: Tensor, seed?: Float32Array): void {
     if (t.node) for (const i of t.node.inputs) if (i.requiresGrad && !visited.has(i.id)) stack.push([i, false]);
   }
   const grads = new Map<number, Float32Array>();
+  // Arrays stored for more than one tensor (pass-through gradients such as reshape's or add's):
+  // never accumulated into in place; a sum into one of them allocates a fresh array.
+  const shared = new Set<Float32Array>();
   grads.set(loss.id, seed ?? new Float32Array(loss.size).fill(1));
   for (let idx = order.length - 1; idx >= 0; idx--) {
     const t = order[idx]!;
@@ -69,9 +72,8 @@ export function backward(loss: Tensor, seed?: Float32Array): void {
     grads.delete(t.id);
     if (!g) continue;
     if (!t.node) {
-      if (!t.grad) t.grad = new Float32Array(t.size);
-      const tg = t.grad;
-      for (let i = 0; i < g.length; i++) tg[i]! += g[i]!;
+      if (!t.grad) t.grad = shared.has(g) || g === seed ? g.slice() : g;
+      else { const tg = t.grad; for (let i = 0; i < g.length; i++) tg[i]! += g[i]!; }
       continue;
     }
     const node = t.node;
@@ -84,8 +86,15 @@ export function backward(loss: Tensor, seed?: Float32Array): void {
       if (!gi || !inp.requiresGrad) continue;
       if (gi.length !== inp.size) throw new Error(`backward: op ${node.op} returned a gradient of ${gi.length} elements for an input of ${inp.size}`);
       const prev = grads.get(inp.id);
-      if (!prev) grads.set(inp.id, gi === g ? gi.slice() : gi);
-      else for (let j = 0; j < gi.length; j++) prev[j]! += gi[j]!;
+      if (!prev) {
+        // The same array may go to several inputs (or be the incoming g): mark it shared.
+        if (gi === g || ins.indexOf(gi) !== i) shared.add(gi);
+        grads.set(inp.id, gi);
+      } else if (shared.has(prev)) {
+        const sum = new Float32Array(prev.length);
+        for (let j = 0; j < gi.length; j++) sum[j] = prev[j]! + gi[j]!;
+        grads.set(inp.id, sum);
+      } else for (let j = 0; j < gi.length; j++) prev[j]! += gi[j]!;
     }
   }
 }
