@@ -1,0 +1,41 @@
+// Memory stays flat over many training-style steps: no growth of the JS heap or of the wasm
+// backend's memory per step (gradients are freed after backward; scratch buffers are reused).
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import v8 from 'node:v8';
+import vm from 'node:vm';
+import { useBackend, disposeBackends } from '../src/backend/setup.js';
+import { getBackend } from '../src/backend/registry.js';
+import { Tensor } from '../src/autograd/tensor.js';
+import { backward, zeroGrad } from '../src/autograd/tape.js';
+import { initParams, lossFn, trainableParams } from '../src/model/deepseek.js';
+import { presets } from '../src/model/config.js';
+
+v8.setFlagsFromString('--expose-gc');
+const gc = vm.runInNewContext('gc') as () => void;
+after(() => disposeBackends());
+
+for (const choice of ['wasm', 'auto'] as const) test(`heap and backend memory are flat across training steps (${choice})`, async () => {
+  await useBackend(choice, { threads: 2 });
+  const cfg = presets.tiny!;
+  const p = initParams(cfg, { seed: 5 });
+  const params = trainableParams(p, cfg);
+  const inp = Tensor.ints(Array.from({ length: 32 }, (_, i) => (i * 13) % cfg.vocabSize), [2, 16]);
+  const tgt = Tensor.ints(Array.from({ length: 32 }, (_, i) => (i * 29) % cfg.vocabSize), [32]);
+  const step = (): void => {
+    zeroGrad(params);
+    const r = lossFn(p, cfg, inp, tgt, { mtpWeight: 0.3, recompute: true });
+    backward(r.loss);
+    for (const t of params) { const d = t.f32, g = t.grad!; for (let i = 0; i < d.length; i++) d[i]! -= 1e-3 * g[i]!; }
+  };
+  const wasmBytes = (): number => ((getBackend() as { memory?: WebAssembly.Memory }).memory?.buffer.byteLength ?? 0);
+  for (let i = 0; i < 5; i++) step();
+  gc(); gc();
+  const heap0 = process.memoryUsage().heapUsed, wasm0 = wasmBytes();
+  for (let i = 0; i < 40; i++) step();
+  gc(); gc();
+  const heap1 = process.memoryUsage().heapUsed, wasm1 = wasmBytes();
+  console.log(`# backend ${getBackend().name}: heap ${(heap0 / 1e6).toFixed(1)} -> ${(heap1 / 1e6).toFixed(1)} MB, wasm ${wasm0} -> ${wasm1} bytes over 40 steps`);
+  assert.equal(wasm1, wasm0, 'wasm memory grew');
+  assert.ok(heap1 - heap0 < 2e6, `JS heap grew by ${((heap1 - heap0) / 1e6).toFixed(2)} MB over 40 steps`);
+});
