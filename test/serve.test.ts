@@ -140,6 +140,18 @@ test('a client that disconnects mid-stream frees the server', { skip }, async ()
   assert.equal(h.requests.cancelled, before + 1, 'the abandoned generation was cancelled, not run to the end');
 });
 
+test('a full queue answers 429 and frees up afterwards', { skip }, async () => {
+  const s = await startServer({ ...base, modelName: 'tiny', maxQueue: 1 });
+  try {
+    const first = await fetch(`${s.url}/v1/completions`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ prompt: 'The fox', max_tokens: 30, stream: true, temperature: 0 }) });
+    const busy = await post(`${s.url}/v1/completions`, { prompt: 'The dog', max_tokens: 2 });
+    assert.equal(busy.status, 429);
+    assert.equal((await busy.json()).error.code, 'queue_full');
+    assert.equal((await sse(first)).pop(), '[DONE]');
+    assert.equal((await post(`${s.url}/v1/completions`, { prompt: 'The dog', max_tokens: 2 })).status, 200);
+  } finally { await s.close(); }
+});
+
 test('API key: 401 without the bearer token, 200 with it', { skip }, async () => {
   const s = await startServer({ ...base, modelName: 'tiny', apiKey: 'sekret' });
   try {

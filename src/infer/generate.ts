@@ -122,6 +122,9 @@ export class Generation {
     this.seq = prompt.slice();
     const attn = opts.attn ?? 'absorb';
     this.cache = new KVCache(cfg, 1, prompt.length + this.maxNew + 2, attn, this.spec ? 1 : 0);
+    if (opts.prefixCache && opts.prefixCache.rowWidth !== latentRowWidth(cfg)) {
+      throw new RangeError(`prefix cache rows are ${opts.prefixCache.rowWidth} floats but this model's latent rows are ${latentRowWidth(cfg)} (a cache built for another model?)`);
+    }
     if (this.maxNew === 0) this.done = true;
   }
 
@@ -158,8 +161,7 @@ export class Generation {
         if (e === P) this.last = f.logits.f32.slice((e - s - 1) * cfg.vocabSize);
         if (this.spec) for (let i = 0; i < e - s; i++) this.pendingHidden.push(f.hidden.f32.slice(i * cfg.hiddenSize, (i + 1) * cfg.hiddenSize));
       }
-      const W = latentRowWidth(cfg);
-      if (usable && opts.prefixCache && opts.prefixCache.rowWidth === W) opts.prefixCache.insert(prompt, (a, b) => rowsFromCache(cache, a, b));
+      if (usable && opts.prefixCache) opts.prefixCache.insert(prompt, (a, b) => rowsFromCache(cache, a, b));
       if (usable && opts.prefixStore) opts.prefixStore.save(prompt, (a, b) => rowsFromCache(cache, a, b));
     } finally {
       if (handle) opts.prefixCache!.release(handle);
