@@ -11,7 +11,7 @@ import path from 'node:path';
 import { Tensor } from '../src/autograd/tensor.js';
 import { backward, noGrad, zeroGrad } from '../src/autograd/tape.js';
 import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../src/backend/setup.js';
-import { kernelCounts, resetKernelCounts } from '../src/backend/registry.js';
+import { kernelCounts, resetKernelCounts, type Backend } from '../src/backend/registry.js';
 import { initParams, forward, lossFn, trainableParams, KVCache, type ModelParams } from '../src/model/deepseek.js';
 import type { DeepSeekConfig } from '../src/model/config.js';
 import { saveModel } from '../src/model/load-node.js';
@@ -131,7 +131,9 @@ export async function runModelSuite(suite: ModelSuite, o: SuiteOptions, log: (s:
   const tmp = tempModelDir();
   try {
     for (const threads of o.threads) {
-      await useBackend(o.backend, { threads });
+      const be = (await useBackend(o.backend, { threads })) as Backend & { setThreads?: (n: number) => number };
+      // setup.ts reuses an already-loaded native backend as is: set its thread count for this round.
+      if (be.threads !== threads && be.setThreads) be.setThreads(threads);
       const backend = describeBackend();
       log(`[${suite} ${o.config} threads=${threads}] Frugal: ${backend}`);
       const params = initParams(cfg, { seed: 1 });
