@@ -28,7 +28,7 @@ const spec: OptionSpec = {
   stop: { type: 'string', help: 'stop sequence (text mode)' },
   speculative: { type: 'boolean', help: 'MTP speculative decoding (models with MTP layers)' },
   'ignore-eos': { type: 'boolean', help: 'keep going past the end-of-sequence token' },
-  backend: { type: 'string', help: 'compute backend: ts, wasm, native, auto', default: 'ts' },
+  backend: { type: 'string', help: 'compute backend: auto (native > wasm > ts), ts, wasm, native', default: 'auto' },
 };
 
 export async function run(argv: string[]): Promise<number> {

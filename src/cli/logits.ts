@@ -18,7 +18,7 @@ const spec: OptionSpec = {
   attn: { type: 'string', help: 'attention form: absorb or naive', default: 'absorb' },
   incremental: { type: 'boolean', help: 'feed tokens one at a time through the KV cache' },
   json: { type: 'boolean', help: 'print {"logits": number[][]} only' },
-  backend: { type: 'string', help: 'compute backend: ts, wasm, native, auto', default: 'ts' },
+  backend: { type: 'string', help: 'compute backend: auto (native > wasm > ts), ts, wasm, native', default: 'auto' },
 };
 
 export async function run(argv: string[]): Promise<number> {

@@ -65,6 +65,10 @@ export async function runCli(argv: string[]): Promise<number> {
     console.error(`frugal ${verb}: ${(e as Error).message ?? String(e)}`);
     if (process.env.FRUGAL_DEBUG) console.error((e as Error).stack);
     return 1;
+  } finally {
+    // Worker threads of the compute backends must not keep the process alive.
+    const { disposeBackends } = await import('../backend/setup.js');
+    await disposeBackends();
   }
 }
 

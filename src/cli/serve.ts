@@ -27,7 +27,7 @@ const spec: OptionSpec = {
   name: { type: 'string', help: 'model name for /v1/models (default: the folder name)' },
   'max-queue': { type: 'number', help: 'requests waiting or running before 429', default: 64 },
   speculative: { type: 'boolean', help: 'MTP speculative decoding (skips the prefix cache for prompts)' },
-  backend: { type: 'string', help: 'compute backend: ts, wasm, native, auto', default: 'ts' },
+  backend: { type: 'string', help: 'compute backend: auto (native > wasm > ts), ts, wasm, native', default: 'auto' },
 };
 
 /** Reads chat_template and special token strings from tokenizer_config.json, when present. */
