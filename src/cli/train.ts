@@ -284,7 +284,7 @@ export async function run(argv: string[]): Promise<number> {
         throw e;
       }
     };
-    const trainer = new Trainer({ cfg, params, train: trainTokens, val: valTokens, options: opts, meter, ...(projLinear ? { projLinear } : {}), promptIds: tok.encode('The', { addSpecialTokens: false }), eosId: eos }, {
+    const trainer = new Trainer({ cfg, params, train: trainTokens, val: valTokens, options: opts, meter, ...(projLinear ? { projLinear } : {}), promptIds: tok.encode('The', { addSpecialTokens: false }), eosId: eos, sampleVocab: tok.vocabSize }, {
       onLog: (e) => { appendMetrics(metricsFile, e); if (!quiet) { clearBar(); console.log(formatLogLine(e, steps)); } },
       onEval: (e) => { if (!quiet) { clearBar(); console.log(`  sample @${e.step}: ${JSON.stringify(e.sample.slice(0, 160))}`); } },
       onStep: (s) => drawBar(s, trainer),

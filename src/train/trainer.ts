@@ -14,7 +14,7 @@
  * - `shouldStop()` (e.g. SIGINT) is polled after every step; the loop saves ('interrupt') and returns.
  */
 import { Tensor } from '../autograd/tensor.js';
-import { backward, noGrad, zeroGrad } from '../autograd/tape.js';
+import { backward, noGrad } from '../autograd/tape.js';
 import * as op from '../ops/index.js';
 import type { DeepSeekConfig } from '../model/config.js';
 import { forward, KVCache, lossFn, trainableParams, type ModelParams } from '../model/deepseek.js';
@@ -117,6 +117,8 @@ export interface TrainerInit {
   projLinear?: (x: Tensor, w: Tensor) => Tensor;
   /** Prompt for the eval sample. */
   promptIds?: number[];
+  /** Tokenizer vocabulary size (samples stay below it). */
+  sampleVocab?: number;
   eosId?: number | null;
 }
 
@@ -138,18 +140,19 @@ export function seededRandom(seed: number): () => number {
 }
 
 /** Temperature / top-k sampling with the KV cache; temperature 0 = greedy. */
-export function sampleTokens(p: ModelParams, cfg: DeepSeekConfig, prompt: number[], maxNew: number, o: { temperature: number; topK: number; seed: number; eosId?: number | null }): number[] {
+export function sampleTokens(p: ModelParams, cfg: DeepSeekConfig, prompt: number[], maxNew: number, o: { temperature: number; topK: number; seed: number; eosId?: number | null; vocab?: number }): number[] {
   return noGrad(() => {
     const rand = seededRandom(o.seed);
     const cache = new KVCache(cfg, 1, prompt.length + maxNew, 'absorb');
     let logits = forward(p, cfg, Tensor.ints(prompt, [1, prompt.length]), { cache }).logits.f32;
     const V = cfg.vocabSize, out: number[] = [];
+    const usable = Math.min(V, o.vocab ?? V); // a tokenizer smaller than the model's vocab never sees ids ≥ its size
     for (let i = 0; i < maxNew; i++) {
       const row = logits.subarray(logits.length - V);
       let next = 0;
-      if (o.temperature <= 0) { for (let j = 1; j < V; j++) if (row[j]! > row[next]!) next = j; }
+      if (o.temperature <= 0) { for (let j = 1; j < usable; j++) if (row[j]! > row[next]!) next = j; }
       else {
-        const order = Array.from({ length: V }, (_, j) => j).sort((a, b) => row[b]! - row[a]!).slice(0, Math.max(1, Math.min(V, o.topK)));
+        const order = Array.from({ length: usable }, (_, j) => j).sort((a, b) => row[b]! - row[a]!).slice(0, Math.max(1, Math.min(usable, o.topK)));
         const mx = row[order[0]!]!;
         const w = order.map((j) => Math.exp((row[j]! - mx) / o.temperature));
         let r = rand() * w.reduce((a, b) => a + b, 0);
@@ -228,7 +231,9 @@ export class Trainer {
   /** One optimizer step over gradAccum micro-batches. Returns its numbers; skipped when not finite. */
   trainStep(): { loss: number; mainLoss: number; mtpLoss: number | null; gradNorm: number; lr: number; loads: LayerLoads; skipped: string | null } {
     const o = this.opts, step = this.state.step + 1;
-    zeroGrad(this.trainable);
+    // Drop gradients (PyTorch's set_to_none): a parameter that gets none this step — an expert no
+    // token was routed to — is not updated at all, whatever earlier steps did. Keeps resume exact.
+    for (const p of this.trainable) p.grad = null;
     const loads: LayerLoads = new Map();
     let loss = 0, mainLoss = 0, mtpLoss: number | null = null;
     for (let micro = 0; micro < o.gradAccum; micro++) {
@@ -292,7 +297,7 @@ export class Trainer {
         valLoss = this.evaluate();
         finalValLoss = valLoss;
         const prompt = this.init.promptIds ?? [this.init.eosId ?? 0];
-        const ids = sampleTokens(this.params, this.cfg, prompt, o.sampleTokens, { temperature: 0.8, topK: 40, seed: (o.seed ^ step) >>> 0, eosId: this.init.eosId ?? null });
+        const ids = sampleTokens(this.params, this.cfg, prompt, o.sampleTokens, { temperature: 0.8, topK: 40, seed: (o.seed ^ step) >>> 0, eosId: this.init.eosId ?? null, ...(this.init.sampleVocab ? { vocab: this.init.sampleVocab } : {}) });
         this.hooks.onEval?.({ step, valLoss, sample: this.hooks.decode ? this.hooks.decode([...(this.init.promptIds ?? []), ...ids]) : ids.join(' ') });
       }
       if ((step % o.logEvery === 0 || last || valLoss !== null) && winN + this.consecutiveBad > 0) {
