@@ -146,7 +146,7 @@ test('corrupt or mismatched checkpoints are refused and left as they are', async
     await assert.rejects(run([...common, '--steps', '50', '--resume', '--out', a, '--seq', '16']), /--seq 16 differs/);
     const file = path.join(a, 'checkpoint', 'model.safetensors');
     const bytes = readFileSync(file);
-    bytes[bytes.length - 3] ^= 0xff;
+    bytes[bytes.length - 3] = bytes[bytes.length - 3]! ^ 0xff;
     writeFileSync(file, bytes);
     assert.equal(await run([...common, '--steps', '50', '--resume', '--out', a]), 1);
     assert.match(errs.join('\n'), /corrupt: model\.safetensors does not match its checksum/);
