@@ -1,0 +1,26 @@
+# Frugal native CPU backend (N-API, C++17). Built by scripts/build-native.mjs; kernels carry
+# per-function target attributes and are dispatched at run time, so there is no -march here.
+{
+  "targets": [
+    {
+      "target_name": "frugal_native",
+      "sources": [
+        "src/addon.cc",
+        "src/pool.cc",
+        "src/gemm_f32.cc",
+        "src/gemm_bf16.cc",
+        "src/ops.cc"
+      ],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++1y", "-std=gnu++17"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fno-math-errno", "-fvisibility=hidden", "-Wall", "-Wno-unused-function", "-Wno-maybe-uninitialized"],
+      "ldflags": ["-pthread"],
+      "defines": ["NAPI_VERSION=8"],
+      "xcode_settings": {
+        "OTHER_CPLUSPLUSFLAGS": ["-std=c++17", "-O3"],
+        "GCC_ENABLE_CPP_EXCEPTIONS": "YES"
+      },
+      "msvs_settings": { "VCCLCompilerTool": { "ExceptionHandling": 1, "AdditionalOptions": ["/std:c++17", "/O2"] } }
+    }
+  ]
+}

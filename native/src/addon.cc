@@ -1,0 +1,248 @@
+// N-API entry points of frugal_native.node. Arguments are typed arrays used in place (zero-copy)
+// plus plain numbers; every call validates types and extents and throws a TypeError/RangeError
+// that names the argument, so bad input never reads or writes out of bounds.
+#define NAPI_VERSION 8
+#include <node_api.h>
+
+#include <cmath>
+#include <string>
+
+#include "common.h"
+
+using namespace frugal;
+
+namespace {
+
+struct Fail {};  // thrown after a JS exception is pending
+
+struct Args {
+  napi_env env;
+  const char* fn;
+  napi_value v[16];
+  size_t n = 16;
+  Args(napi_env e, napi_callback_info info, const char* name, size_t need) : env(e), fn(name) {
+    napi_get_cb_info(e, info, &n, v, nullptr, nullptr);
+    if (n < need) type(std::string("expected at least ") + std::to_string(need) + " arguments, got " + std::to_string(n));
+  }
+  [[noreturn]] void type(const std::string& msg) const {
+    napi_throw_type_error(env, nullptr, (std::string("frugal_native.") + fn + ": " + msg).c_str());
+    throw Fail{};
+  }
+  [[noreturn]] void range(const std::string& msg) const {
+    napi_throw_range_error(env, nullptr, (std::string("frugal_native.") + fn + ": " + msg).c_str());
+    throw Fail{};
+  }
+  template <class T>
+  T* arr(size_t i, napi_typedarray_type want, const char* name, size_t* len) const {
+    bool is = false;
+    if (i < n) napi_is_typedarray(env, v[i], &is);
+    napi_typedarray_type t;
+    void* data = nullptr;
+    if (is) napi_get_typedarray_info(env, v[i], &t, len, &data, nullptr, nullptr);
+    if (!is || t != want) {
+      const char* tn = want == napi_float32_array ? "Float32Array" : want == napi_uint16_array ? "Uint16Array" : "Uint8Array";
+      type(std::string(name) + " must be a " + tn);
+    }
+    return static_cast<T*>(data);
+  }
+  bool has(size_t i) const {
+    if (i >= n) return false;
+    napi_valuetype t;
+    napi_typeof(env, v[i], &t);
+    return t != napi_undefined && t != napi_null;
+  }
+  double num(size_t i, const char* name) const {
+    double d = 0;
+    if (i >= n || napi_get_value_double(env, v[i], &d) != napi_ok || !std::isfinite(d)) type(std::string(name) + " must be a finite number");
+    return d;
+  }
+  long count(size_t i, const char* name) const {
+    double d = num(i, name);
+    if (d < 0 || d != std::floor(d) || d > 9.0e15) range(std::string(name) + " must be a non-negative integer, got " + std::to_string(d));
+    return (long)d;
+  }
+  bool flag(size_t i) const {
+    bool b = false;
+    if (i < n) napi_get_value_bool(env, v[i], &b);
+    return b;
+  }
+  void need(const char* name, size_t len, long elems) const {
+    if (elems > 0 && (size_t)elems > len)
+      range(std::string(name) + " has " + std::to_string(len) + " elements, needs " + std::to_string(elems));
+  }
+};
+
+napi_value undef(napi_env env) { napi_value u; napi_get_undefined(env, &u); return u; }
+
+template <class F>
+napi_value guard(napi_env env, F f) {
+  try { return f(); } catch (const Fail&) { return nullptr; }
+}
+
+// matmul(a, b, c, batch, m, n, k, transA, transB, strideA, strideB, strideC, accumulate)
+napi_value MatMul(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Args g(env, info, "matmul", 13);
+    size_t la, lb, lc;
+    MatMulArgs x;
+    x.a = g.arr<float>(0, napi_float32_array, "a", &la);
+    x.b = g.arr<float>(1, napi_float32_array, "b", &lb);
+    x.c = g.arr<float>(2, napi_float32_array, "c", &lc);
+    x.batch = g.count(3, "batch"); x.m = g.count(4, "m"); x.n = g.count(5, "n"); x.k = g.count(6, "k");
+    x.transA = g.flag(7); x.transB = g.flag(8);
+    x.strideA = g.count(9, "strideA"); x.strideB = g.count(10, "strideB"); x.strideC = g.count(11, "strideC");
+    x.accumulate = g.flag(12);
+    if (x.batch > 0) {
+      g.need("a", la, (x.batch - 1) * x.strideA + x.m * x.k);
+      g.need("b", lb, (x.batch - 1) * x.strideB + x.k * x.n);
+      g.need("c", lc, (x.batch - 1) * x.strideC + x.m * x.n);
+    }
+    matmulF32(x);
+    return undef(env);
+  });
+}
+
+// rmsnorm(x, w, out, rows, cols, eps, rstd?)
+napi_value RmsNorm(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Args g(env, info, "rmsnorm", 6);
+    size_t lx, lw, lo, lr = 0;
+    const float* x = g.arr<float>(0, napi_float32_array, "x", &lx);
+    const float* w = g.arr<float>(1, napi_float32_array, "w", &lw);
+    float* out = g.arr<float>(2, napi_float32_array, "out", &lo);
+    long rows = g.count(3, "rows"), cols = g.count(4, "cols");
+    float eps = (float)g.num(5, "eps");
+    float* rstd = g.has(6) ? g.arr<float>(6, napi_float32_array, "rstd", &lr) : nullptr;
+    g.need("x", lx, rows * cols); g.need("out", lo, rows * cols); g.need("w", lw, cols);
+    if (rstd) g.need("rstd", lr, rows);
+    rmsnorm(x, w, out, rows, cols, eps, rstd);
+    return undef(env);
+  });
+}
+
+// softmax(x, out, rows, cols)
+napi_value Softmax(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Args g(env, info, "softmax", 4);
+    size_t lx, lo;
+    const float* x = g.arr<float>(0, napi_float32_array, "x", &lx);
+    float* out = g.arr<float>(1, napi_float32_array, "out", &lo);
+    long rows = g.count(2, "rows"), cols = g.count(3, "cols");
+    g.need("x", lx, rows * cols); g.need("out", lo, rows * cols);
+    softmax(x, out, rows, cols);
+    return undef(env);
+  });
+}
+
+// siluMul(g, u, out): out[i] = silu(g[i]) * u[i] for i < out.length
+napi_value SiluMul(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Args g(env, info, "siluMul", 3);
+    size_t lg, lu, lo;
+    const float* gg = g.arr<float>(0, napi_float32_array, "g", &lg);
+    const float* u = g.arr<float>(1, napi_float32_array, "u", &lu);
+    float* out = g.arr<float>(2, napi_float32_array, "out", &lo);
+    g.need("g", lg, (long)lo); g.need("u", lu, (long)lo);
+    siluMul(gg, u, out, (long)lo);
+    return undef(env);
+  });
+}
+
+// bf16Gemm(a: Uint16Array [M,K], b: Uint16Array [N,K], c: Float32Array [M,N], m, n, k, accumulate?)
+napi_value Bf16Gemm(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Args g(env, info, "bf16Gemm", 6);
+    size_t la, lb, lc;
+    LowpOperand a, b;
+    a.bf16 = g.arr<uint16_t>(0, napi_uint16_array, "a", &la);
+    b.bf16 = g.arr<uint16_t>(1, napi_uint16_array, "b", &lb);
+    float* c = g.arr<float>(2, napi_float32_array, "c", &lc);
+    long m = g.count(3, "m"), n = g.count(4, "n"), k = g.count(5, "k");
+    g.need("a", la, m * k); g.need("b", lb, n * k); g.need("c", lc, m * n);
+    gemmLowp(a, b, c, m, n, k, g.flag(6));
+    return undef(env);
+  });
+}
+
+// fp8Gemm(aCodes, aScales, bCodes, bScales, c, m, n, k, aE5m2?, bE5m2?, accumulate?)
+napi_value Fp8Gemm(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Args g(env, info, "fp8Gemm", 8);
+    size_t la, lsa, lb, lsb, lc;
+    LowpOperand a, b;
+    a.fp8 = g.arr<uint8_t>(0, napi_uint8_array, "aCodes", &la);
+    a.scales = g.arr<float>(1, napi_float32_array, "aScales", &lsa);
+    b.fp8 = g.arr<uint8_t>(2, napi_uint8_array, "bCodes", &lb);
+    b.scales = g.arr<float>(3, napi_float32_array, "bScales", &lsb);
+    float* c = g.arr<float>(4, napi_float32_array, "c", &lc);
+    long m = g.count(5, "m"), n = g.count(6, "n"), k = g.count(7, "k");
+    a.e5m2 = g.flag(8); b.e5m2 = g.flag(9);
+    const long kb = (k + 127) / 128;
+    g.need("aCodes", la, m * k); g.need("bCodes", lb, n * k); g.need("c", lc, m * n);
+    g.need("aScales (1x128 tiles, [M, ceil(K/128)])", lsa, m * kb);
+    g.need("bScales (128x128 blocks, [ceil(N/128), ceil(K/128)])", lsb, ((n + 127) / 128) * kb);
+    gemmLowp(a, b, c, m, n, k, g.flag(10));
+    return undef(env);
+  });
+}
+
+napi_value number(napi_env env, double d) { napi_value r; napi_create_double(env, d, &r); return r; }
+
+// setThreads(n) -> threads now in use (1..256)
+napi_value SetThreads(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Args g(env, info, "setThreads", 1);
+    long t = g.count(0, "threads");
+    if (t < 1 || t > 256) g.range("threads must be 1..256, got " + std::to_string(t));
+    poolSetThreads((int)t);
+    return number(env, poolThreads());
+  });
+}
+
+// setIsa("portable" | "avx2" | "avx512" | "auto") -> kernel family now dispatched (for tests).
+napi_value SetIsa(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Args g(env, info, "setIsa", 1);
+    char buf[32] = {0};
+    size_t len = 0;
+    if (napi_get_value_string_utf8(env, g.v[0], buf, sizeof buf, &len) != napi_ok || !capIsa(buf))
+      g.type("isa must be 'portable', 'avx2', 'avx512' or 'auto'");
+    napi_value r;
+    napi_create_string_utf8(env, isaName(cpu().isa), NAPI_AUTO_LENGTH, &r);
+    return r;
+  });
+}
+
+// cpuFeatures() -> { avx2, fma, avx512f, ..., avx512bf16, isa, lowp, threads }
+napi_value CpuFeatures(napi_env env, napi_callback_info) {
+  const Cpu& c = cpu();
+  napi_value o, v;
+  napi_create_object(env, &o);
+  const std::pair<const char*, bool> flags[] = {{"avx2", c.avx2}, {"fma", c.fma}, {"avx512f", c.avx512f}, {"avx512bw", c.avx512bw},
+                                                {"avx512vl", c.avx512vl}, {"avx512dq", c.avx512dq}, {"avx512bf16", c.avx512bf16}};
+  for (auto& f : flags) { napi_get_boolean(env, f.second, &v); napi_set_named_property(env, o, f.first, v); }
+  napi_create_string_utf8(env, isaName(c.isa), NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, o, "isa", v);
+  napi_create_string_utf8(env, lowpFamily(), NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, o, "lowp", v);
+  napi_set_named_property(env, o, "threads", number(env, poolThreads()));
+  return o;
+}
+
+}  // namespace
+
+NAPI_MODULE_INIT() {
+  const napi_property_descriptor props[] = {
+      {"matmul", nullptr, MatMul, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"rmsnorm", nullptr, RmsNorm, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"softmax", nullptr, Softmax, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"siluMul", nullptr, SiluMul, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"bf16Gemm", nullptr, Bf16Gemm, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"fp8Gemm", nullptr, Fp8Gemm, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"setThreads", nullptr, SetThreads, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"setIsa", nullptr, SetIsa, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"cpuFeatures", nullptr, CpuFeatures, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}

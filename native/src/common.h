@@ -1,0 +1,75 @@
+// Shared declarations of the Frugal native kernels: CPU feature detection, the thread pool, and
+// the kernel entry points called by addon.cc. All arrays are row-major; sizes are element counts.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace frugal {
+
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#define FRUGAL_X86 1
+#else
+#define FRUGAL_X86 0
+#endif
+
+#if FRUGAL_X86 && (defined(__GNUC__) || defined(__clang__))
+#define FRUGAL_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
+#define FRUGAL_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,fma")))
+#define FRUGAL_AVX2 __attribute__((target("avx2,fma")))
+#define FRUGAL_HAVE_X86_KERNELS 1
+#else
+#define FRUGAL_HAVE_X86_KERNELS 0
+#endif
+
+/** Kernel family used for a kernel class. */
+enum class Isa { Portable = 0, Avx2 = 1, Avx512 = 2 };
+
+/** CPU features detected at load time (and the family cap set by FRUGAL_NATIVE_ISA). */
+struct Cpu {
+  bool avx2 = false, fma = false, avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512bf16 = false;
+  Isa isa = Isa::Portable;  // f32 kernel family that runs
+  bool bf16 = false;        // AVX-512 BF16 dot products available (bf16/fp8 GEMM family)
+};
+const Cpu& cpu();
+/** Caps the dispatched family ("portable", "avx2", "avx512"); returns false for an unknown name. */
+bool capIsa(const std::string& name);
+const char* isaName(Isa isa);
+
+/** Persistent worker pool; the calling thread runs share 0. */
+void poolSetThreads(int n);
+int poolThreads();
+/** Runs fn(tid) for tid in [0, n) (n <= poolThreads()), returning when all are done. */
+void poolRun(int n, const std::function<void(int)>& fn);
+
+/** Batched f32 GEMM, C[b] = op(A[b])·op(B[b]) (+C[b]); see registry.ts MatMulArgs. */
+struct MatMulArgs {
+  const float* a; const float* b; float* c;
+  long batch, m, n, k;
+  bool transA, transB;
+  long strideA, strideB, strideC;
+  bool accumulate;
+};
+void matmulF32(const MatMulArgs& x);
+
+/** Operand of the BF16/FP8 GEMM: bf16 bits (u16) or FP8 codes (u8) with a format. */
+struct LowpOperand {
+  const uint16_t* bf16 = nullptr;  // set for bf16 operands
+  const uint8_t* fp8 = nullptr;    // set for fp8 operands
+  bool e5m2 = false;               // fp8 format (default e4m3)
+  const float* scales = nullptr;   // fp8 only: A [M, KB] tiles, B [ceil(N/128), KB] blocks
+};
+/** C[M,N] (+)= A[M,K] · B[N,K]^T with bf16 products and f32 accumulation; FP8 scales per 128-K block. */
+void gemmLowp(const LowpOperand& a, const LowpOperand& b, float* c, long m, long n, long k, bool accumulate);
+/** Which family the low-precision GEMM uses ("avx512bf16" or "portable"). */
+const char* lowpFamily();
+
+void rmsnorm(const float* x, const float* w, float* out, long rows, long cols, float eps, float* rstd);
+void softmax(const float* x, float* out, long rows, long cols);
+void siluMul(const float* g, const float* u, float* out, long n);
+
+/** Aligned scratch buffer owned by the calling thread (grows, never shrinks). slot selects one of 4. */
+void* threadScratch(int slot, size_t bytes);
+
+}  // namespace frugal

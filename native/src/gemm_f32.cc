@@ -1,0 +1,329 @@
+// Packed, register-blocked f32 GEMM (BLIS loop order: NC / KC / MC panels, MRxNR micro-kernel)
+// in three families picked at run time: AVX-512 (14x32 tile, masked edges), AVX2+FMA (6x16) and
+// portable C++ (4x16). All transpose cases are handled by packing; M=1 / N=1 go to gemv kernels
+// that stream the matrix once (memory bound). Threads split batch, N or M into disjoint C blocks.
+#include <algorithm>
+#include <cstring>
+
+#include "common.h"
+#if FRUGAL_X86
+#include <immintrin.h>
+#endif
+
+namespace frugal {
+namespace {
+
+using KernelFn = void (*)(int nr, long kc, const float* A, const float* B, float* C, long ldc, bool add);
+
+// Adds/stores a full-width temporary tile into C (edge tiles of the families without masks).
+static void storeTile(const float* tmp, int tmpld, int mr, int nr, float* C, long ldc, bool add) {
+  for (int i = 0; i < mr; i++)
+    for (int j = 0; j < nr; j++) C[i * ldc + j] = add ? C[i * ldc + j] + tmp[i * tmpld + j] : tmp[i * tmpld + j];
+}
+
+// ---- portable: 4x16, plain loops (the compiler vectorizes with the baseline ISA) ----
+struct Portable {
+  static constexpr int MR = 4, NR = 16;
+  static constexpr long KC = 256, MC = 128, NC = 2048;
+  static void kernel(int mr, int nr, long kc, const float* A, const float* B, float* C, long ldc, bool add) {
+    float acc[MR][NR] = {};
+    for (long p = 0; p < kc; p++, A += MR, B += NR)
+      for (int i = 0; i < MR; i++)
+        for (int j = 0; j < NR; j++) acc[i][j] += A[i] * B[j];
+    storeTile(&acc[0][0], NR, mr, nr, C, ldc, add);
+  }
+};
+
+#if FRUGAL_HAVE_X86_KERNELS
+// ---- AVX2 + FMA: 6x16 (12 accumulators) ----
+template <int MR>
+FRUGAL_AVX2 static void k256(long kc, const float* A, const float* B, float* C, long ldc, bool add) {
+  __m256 c0[MR], c1[MR];
+  for (int i = 0; i < MR; i++) { c0[i] = _mm256_setzero_ps(); c1[i] = _mm256_setzero_ps(); }
+  for (long p = 0; p < kc; p++, A += 6, B += 16) {
+    __m256 b0 = _mm256_load_ps(B), b1 = _mm256_load_ps(B + 8);
+    for (int i = 0; i < MR; i++) {
+      __m256 a = _mm256_broadcast_ss(A + i);
+      c0[i] = _mm256_fmadd_ps(a, b0, c0[i]);
+      c1[i] = _mm256_fmadd_ps(a, b1, c1[i]);
+    }
+  }
+  for (int i = 0; i < MR; i++) {
+    float* r = C + i * ldc;
+    if (add) { c0[i] = _mm256_add_ps(c0[i], _mm256_loadu_ps(r)); c1[i] = _mm256_add_ps(c1[i], _mm256_loadu_ps(r + 8)); }
+    _mm256_storeu_ps(r, c0[i]);
+    _mm256_storeu_ps(r + 8, c1[i]);
+  }
+}
+struct Avx2 {
+  static constexpr int MR = 6, NR = 16;
+  static constexpr long KC = 256, MC = 120, NC = 2048;
+  static void kernel(int mr, int nr, long kc, const float* A, const float* B, float* C, long ldc, bool add) {
+    using Fn = void (*)(long, const float*, const float*, float*, long, bool);
+    static const Fn tab[7] = {nullptr, k256<1>, k256<2>, k256<3>, k256<4>, k256<5>, k256<6>};
+    if (nr == NR) { tab[mr](kc, A, B, C, ldc, add); return; }
+    alignas(32) float tmp[MR * NR];
+    tab[mr](kc, A, B, tmp, NR, false);
+    storeTile(tmp, NR, mr, nr, C, ldc, add);
+  }
+};
+
+// ---- AVX-512: 14x32 (28 accumulators), masked column edges ----
+template <int MR>
+FRUGAL_AVX512 static void k512(int nr, long kc, const float* A, const float* B, float* C, long ldc, bool add) {
+  __m512 c0[MR], c1[MR];
+  for (int i = 0; i < MR; i++) { c0[i] = _mm512_setzero_ps(); c1[i] = _mm512_setzero_ps(); }
+  for (long p = 0; p < kc; p++, A += 14, B += 32) {
+    __m512 b0 = _mm512_load_ps(B), b1 = _mm512_load_ps(B + 16);
+    _mm_prefetch((const char*)(B + 32 * 8), _MM_HINT_T0);
+    for (int i = 0; i < MR; i++) {
+      __m512 a = _mm512_set1_ps(A[i]);
+      c0[i] = _mm512_fmadd_ps(a, b0, c0[i]);
+      c1[i] = _mm512_fmadd_ps(a, b1, c1[i]);
+    }
+  }
+  __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
+  __mmask16 m1 = nr >= 32 ? 0xFFFF : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
+  for (int i = 0; i < MR; i++) {
+    float* r = C + i * ldc;
+    if (add) {
+      c0[i] = _mm512_add_ps(c0[i], _mm512_maskz_loadu_ps(m0, r));
+      c1[i] = _mm512_add_ps(c1[i], _mm512_maskz_loadu_ps(m1, r + 16));
+    }
+    _mm512_mask_storeu_ps(r, m0, c0[i]);
+    _mm512_mask_storeu_ps(r + 16, m1, c1[i]);
+  }
+}
+struct Avx512 {
+  static constexpr int MR = 14, NR = 32;
+  static constexpr long KC = 320, MC = 14 * 12, NC = 4096;
+  static void kernel(int mr, int nr, long kc, const float* A, const float* B, float* C, long ldc, bool add) {
+    static const KernelFn tab[15] = {nullptr, k512<1>, k512<2>, k512<3>, k512<4>, k512<5>, k512<6>, k512<7>,
+                                     k512<8>, k512<9>, k512<10>, k512<11>, k512<12>, k512<13>, k512<14>};
+    tab[mr](nr, kc, A, B, C, ldc, add);
+  }
+};
+
+// y[j0..j1) (+)= sum_p x[p] * M[p*ld + j]  (streams rows of M)
+FRUGAL_AVX512 static void gemvRows512(const float* x, const float* M, long ld, float* y, long j0, long j1, long k, bool acc) {
+  for (long jb = j0; jb < j1; jb += 1024) {
+    long je = std::min(j1, jb + 1024);
+    if (!acc) std::fill(y + jb, y + je, 0.f);
+    long p = 0;
+    for (; p + 4 <= k; p += 4) {
+      __m512 x0 = _mm512_set1_ps(x[p]), x1 = _mm512_set1_ps(x[p + 1]), x2 = _mm512_set1_ps(x[p + 2]), x3 = _mm512_set1_ps(x[p + 3]);
+      const float *r0 = M + p * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
+      for (long j = jb; j < je; j += 16) {
+        __mmask16 mk = je - j >= 16 ? 0xFFFF : (__mmask16)((1u << (je - j)) - 1);
+        __m512 s = _mm512_maskz_loadu_ps(mk, y + j);
+        s = _mm512_fmadd_ps(x0, _mm512_maskz_loadu_ps(mk, r0 + j), s);
+        s = _mm512_fmadd_ps(x1, _mm512_maskz_loadu_ps(mk, r1 + j), s);
+        s = _mm512_fmadd_ps(x2, _mm512_maskz_loadu_ps(mk, r2 + j), s);
+        s = _mm512_fmadd_ps(x3, _mm512_maskz_loadu_ps(mk, r3 + j), s);
+        _mm512_mask_storeu_ps(y + j, mk, s);
+      }
+    }
+    for (; p < k; p++) {
+      __m512 x0 = _mm512_set1_ps(x[p]);
+      const float* r0 = M + p * ld;
+      for (long j = jb; j < je; j += 16) {
+        __mmask16 mk = je - j >= 16 ? 0xFFFF : (__mmask16)((1u << (je - j)) - 1);
+        _mm512_mask_storeu_ps(y + j, mk, _mm512_fmadd_ps(x0, _mm512_maskz_loadu_ps(mk, r0 + j), _mm512_maskz_loadu_ps(mk, y + j)));
+      }
+    }
+  }
+}
+
+// y[j] (+)= dot(x, M[j*ld .. +k]) for j in [j0, j1)
+FRUGAL_AVX512 static void gemvDots512(const float* x, const float* M, long ld, float* y, long j0, long j1, long k, bool acc) {
+  long j = j0;
+  for (; j + 4 <= j1; j += 4) {
+    const float *r0 = M + j * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (long p = 0; p < k; p += 16) {
+      __mmask16 mk = k - p >= 16 ? 0xFFFF : (__mmask16)((1u << (k - p)) - 1);
+      __m512 xv = _mm512_maskz_loadu_ps(mk, x + p);
+      s0 = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(mk, r0 + p), s0);
+      s1 = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(mk, r1 + p), s1);
+      s2 = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(mk, r2 + p), s2);
+      s3 = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(mk, r3 + p), s3);
+    }
+    float d[4] = {_mm512_reduce_add_ps(s0), _mm512_reduce_add_ps(s1), _mm512_reduce_add_ps(s2), _mm512_reduce_add_ps(s3)};
+    for (int t = 0; t < 4; t++) y[j + t] = acc ? y[j + t] + d[t] : d[t];
+  }
+  for (; j < j1; j++) {
+    const float* r0 = M + j * ld;
+    __m512 s0 = _mm512_setzero_ps();
+    for (long p = 0; p < k; p += 16) {
+      __mmask16 mk = k - p >= 16 ? 0xFFFF : (__mmask16)((1u << (k - p)) - 1);
+      s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, x + p), _mm512_maskz_loadu_ps(mk, r0 + p), s0);
+    }
+    float d = _mm512_reduce_add_ps(s0);
+    y[j] = acc ? y[j] + d : d;
+  }
+}
+#endif
+
+static void gemvRowsPortable(const float* x, const float* M, long ld, float* y, long j0, long j1, long k, bool acc) {
+  if (!acc) std::fill(y + j0, y + j1, 0.f);
+  for (long p = 0; p < k; p++) {
+    const float xp = x[p];
+    const float* r = M + p * ld;
+    for (long j = j0; j < j1; j++) y[j] += xp * r[j];
+  }
+}
+static void gemvDotsPortable(const float* x, const float* M, long ld, float* y, long j0, long j1, long k, bool acc) {
+  for (long j = j0; j < j1; j++) {
+    const float* r = M + j * ld;
+    float s[8] = {};
+    long p = 0;
+    for (; p + 8 <= k; p += 8)
+      for (int t = 0; t < 8; t++) s[t] += x[p + t] * r[p + t];
+    float d = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    for (; p < k; p++) d += x[p] * r[p];
+    y[j] = acc ? y[j] + d : d;
+  }
+}
+
+template <int MR>
+static void packA(const float* a, bool trans, long m, long k, long ic, long mc, long pc, long kc, float* Ap) {
+  for (long ir = 0; ir < mc; ir += MR) {
+    const int mr = (int)std::min<long>(MR, mc - ir);
+    float* dst = Ap + ir * kc;
+    if (!trans) {
+      for (int i = 0; i < mr; i++) {
+        const float* src = a + (ic + ir + i) * k + pc;
+        for (long p = 0; p < kc; p++) dst[p * MR + i] = src[p];
+      }
+    } else {
+      for (long p = 0; p < kc; p++) {
+        const float* src = a + (pc + p) * m + ic + ir;
+        for (int i = 0; i < mr; i++) dst[p * MR + i] = src[i];
+      }
+    }
+    for (int i = mr; i < MR; i++)
+      for (long p = 0; p < kc; p++) dst[p * MR + i] = 0.f;
+  }
+}
+
+template <int NR>
+static void packB(const float* b, bool trans, long n, long k, long pc, long kc, long jc, long nc, float* Bp) {
+  for (long jr = 0; jr < nc; jr += NR) {
+    const int nr = (int)std::min<long>(NR, nc - jr);
+    float* dst = Bp + jr * kc;
+    if (!trans) {
+      for (long p = 0; p < kc; p++) {
+        std::memcpy(dst + p * NR, b + (pc + p) * n + jc + jr, sizeof(float) * nr);
+        for (int j = nr; j < NR; j++) dst[p * NR + j] = 0.f;
+      }
+    } else {
+      for (int j = 0; j < nr; j++) {
+        const float* src = b + (jc + jr + j) * k + pc;
+        for (long p = 0; p < kc; p++) dst[p * NR + j] = src[p];
+      }
+      for (int j = nr; j < NR; j++)
+        for (long p = 0; p < kc; p++) dst[p * NR + j] = 0.f;
+    }
+  }
+}
+
+template <class F>
+static void gemmBlock(const MatMulArgs& x, const float* a, const float* b, float* c, long i0, long i1, long j0, long j1) {
+  constexpr int MR = F::MR, NR = F::NR;
+  const long m = x.m, n = x.n, k = x.k;
+  if (k == 0) {
+    if (!x.accumulate)
+      for (long i = i0; i < i1; i++) std::fill(c + i * n + j0, c + i * n + j1, 0.f);
+    return;
+  }
+  float* Bp = (float*)threadScratch(0, sizeof(float) * F::KC * ((F::NC + NR - 1) / NR * NR));
+  float* Ap = (float*)threadScratch(1, sizeof(float) * F::KC * ((F::MC + MR - 1) / MR * MR));
+  for (long jc = j0; jc < j1; jc += F::NC) {
+    const long nc = std::min(F::NC, j1 - jc);
+    for (long pc = 0; pc < k; pc += F::KC) {
+      const long kc = std::min(F::KC, k - pc);
+      packB<NR>(b, x.transB, n, k, pc, kc, jc, nc, Bp);
+      const bool add = x.accumulate || pc > 0;
+      for (long ic = i0; ic < i1; ic += F::MC) {
+        const long mc = std::min(F::MC, i1 - ic);
+        packA<MR>(a, x.transA, m, k, ic, mc, pc, kc, Ap);
+        for (long jr = 0; jr < nc; jr += NR) {
+          const int nr = (int)std::min<long>(NR, nc - jr);
+          for (long ir = 0; ir < mc; ir += MR) {
+            const int mr = (int)std::min<long>(MR, mc - ir);
+            F::kernel(mr, nr, kc, Ap + ir * kc, Bp + jr * kc, c + (ic + ir) * n + jc + jr, n, add);
+          }
+        }
+      }
+    }
+  }
+}
+
+using GemvFn = void (*)(const float*, const float*, long, float*, long, long, long, bool);
+
+template <class F>
+static void matmulWith(const MatMulArgs& x) {
+  const long work = x.batch * x.m * x.n * x.k;
+  int T = work < (1L << 17) ? 1 : poolThreads();
+  const bool gemv = x.m == 1 || x.n == 1;
+  if (gemv) {
+    GemvFn rows = gemvRowsPortable, dots = gemvDotsPortable;
+#if FRUGAL_HAVE_X86_KERNELS
+    if (cpu().isa == Isa::Avx512) { rows = gemvRows512; dots = gemvDots512; }
+#endif
+    // m == 1: y = a · op(B); n == 1: y = op(A) · b, i.e. the same with A and B swapped.
+    const bool m1 = x.m == 1;
+    const long outs = m1 ? x.n : x.m;
+    const bool streamRows = m1 ? !x.transB : x.transA;
+    const long ld = m1 ? (x.transB ? x.k : x.n) : (x.transA ? x.m : x.k);
+    const long chunks = (outs + 63) / 64;
+    if (chunks < T) T = (int)std::max<long>(1, chunks);
+    poolRun(T, [&](int tid) {
+      const long j0 = std::min(outs, chunks * tid / T * 64), j1 = std::min(outs, chunks * (tid + 1) / T * 64);
+      for (long bi = 0; bi < x.batch; bi++) {
+        const float* vec = m1 ? x.a + bi * x.strideA : x.b + bi * x.strideB;
+        const float* mat = m1 ? x.b + bi * x.strideB : x.a + bi * x.strideA;
+        (streamRows ? rows : dots)(vec, mat, ld, x.c + bi * x.strideC, j0, j1, x.k, x.accumulate);
+      }
+    });
+    return;
+  }
+  // Whole batch entries per thread when they are independent and plentiful; else split N or M.
+  const bool byBatch = T > 1 && x.strideC >= x.m * x.n && (x.batch % T == 0 || x.batch >= 4 * T);
+  if (byBatch) {
+    poolRun(T, [&](int tid) {
+      for (long bi = x.batch * tid / T; bi < x.batch * (tid + 1) / T; bi++)
+        gemmBlock<F>(x, x.a + bi * x.strideA, x.b + bi * x.strideB, x.c + bi * x.strideC, 0, x.m, 0, x.n);
+    });
+    return;
+  }
+  const bool splitN = x.n >= x.m;
+  const long unit = splitN ? F::NR : F::MR;
+  const long chunks = ((splitN ? x.n : x.m) + unit - 1) / unit;
+  if (chunks < T) T = (int)std::max<long>(1, chunks);
+  poolRun(T, [&](int tid) {
+    const long lim = splitN ? x.n : x.m;
+    const long s0 = std::min(lim, chunks * tid / T * unit), s1 = std::min(lim, chunks * (tid + 1) / T * unit);
+    if (s0 >= s1) return;
+    for (long bi = 0; bi < x.batch; bi++) {
+      const float* a = x.a + bi * x.strideA;
+      const float* b = x.b + bi * x.strideB;
+      float* c = x.c + bi * x.strideC;
+      if (splitN) gemmBlock<F>(x, a, b, c, 0, x.m, s0, s1);
+      else gemmBlock<F>(x, a, b, c, s0, s1, 0, x.n);
+    }
+  });
+}
+
+}  // namespace
+
+void matmulF32(const MatMulArgs& x) {
+  if (x.batch <= 0 || x.m <= 0 || x.n <= 0) return;
+#if FRUGAL_HAVE_X86_KERNELS
+  if (cpu().isa == Isa::Avx512) return matmulWith<Avx512>(x);
+  if (cpu().isa == Isa::Avx2) return matmulWith<Avx2>(x);
+#endif
+  matmulWith<Portable>(x);
+}
+
+}  // namespace frugal

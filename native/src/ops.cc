@@ -1,0 +1,155 @@
+// Row-wise fused kernels: RMSNorm (with optional rstd output), softmax, and silu(g)*u. AVX-512
+// versions use a Cephes-style exp (|rel err| < 2e-7); the portable ones use std::exp. Large
+// inputs are split over the thread pool by rows.
+#include <algorithm>
+#include <cmath>
+
+#include "common.h"
+#if FRUGAL_X86
+#include <immintrin.h>
+#endif
+
+namespace frugal {
+namespace {
+
+#if FRUGAL_HAVE_X86_KERNELS
+FRUGAL_AVX512 static inline __m512 exp512(__m512 x) {
+  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.5f)), _mm512_set1_ps(-104.f));
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  return _mm512_scalef_ps(p, n);
+}
+static inline __mmask16 tailMask(long left) { return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1); }
+
+FRUGAL_AVX512 static void rmsnormRows512(const float* x, const float* w, float* out, long r0, long r1, long cols, float eps, float* rstd) {
+  for (long r = r0; r < r1; r++) {
+    const float* xr = x + r * cols;
+    float* o = out + r * cols;
+    __m512 s = _mm512_setzero_ps();
+    for (long j = 0; j < cols; j += 16) {
+      __m512 v = _mm512_maskz_loadu_ps(tailMask(cols - j), xr + j);
+      s = _mm512_fmadd_ps(v, v, s);
+    }
+    const float rs = (float)(1.0 / std::sqrt((double)_mm512_reduce_add_ps(s) / cols + eps));
+    if (rstd) rstd[r] = rs;
+    const __m512 rv = _mm512_set1_ps(rs);
+    for (long j = 0; j < cols; j += 16) {
+      __mmask16 mk = tailMask(cols - j);
+      __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, xr + j), rv);
+      _mm512_mask_storeu_ps(o + j, mk, _mm512_mul_ps(v, _mm512_maskz_loadu_ps(mk, w + j)));
+    }
+  }
+}
+
+FRUGAL_AVX512 static void softmaxRows512(const float* x, float* out, long r0, long r1, long cols) {
+  for (long r = r0; r < r1; r++) {
+    const float* xr = x + r * cols;
+    float* o = out + r * cols;
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    for (long j = 0; j < cols; j += 16) mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), tailMask(cols - j), xr + j));
+    const float m = _mm512_reduce_max_ps(mx);
+    if (m == -INFINITY) { std::fill(o, o + cols, 0.f); continue; }
+    const __m512 mv = _mm512_set1_ps(m);
+    __m512 s = _mm512_setzero_ps();
+    for (long j = 0; j < cols; j += 16) {
+      __mmask16 mk = tailMask(cols - j);
+      __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, xr + j), mv));
+      e = _mm512_maskz_mov_ps(mk, e);
+      s = _mm512_add_ps(s, e);
+      _mm512_mask_storeu_ps(o + j, mk, e);
+    }
+    const __m512 inv = _mm512_set1_ps(1.f / _mm512_reduce_add_ps(s));
+    for (long j = 0; j < cols; j += 16) {
+      __mmask16 mk = tailMask(cols - j);
+      _mm512_mask_storeu_ps(o + j, mk, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, o + j), inv));
+    }
+  }
+}
+
+FRUGAL_AVX512 static void siluMul512(const float* g, const float* u, float* out, long i0, long i1) {
+  for (long i = i0; i < i1; i += 16) {
+    __mmask16 mk = tailMask(i1 - i);
+    __m512 z = _mm512_maskz_loadu_ps(mk, g + i);
+    __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), z));
+    __m512 sig = _mm512_div_ps(z, _mm512_add_ps(_mm512_set1_ps(1.f), e));
+    _mm512_mask_storeu_ps(out + i, mk, _mm512_mul_ps(sig, _mm512_maskz_loadu_ps(mk, u + i)));
+  }
+}
+#endif
+
+static void rmsnormRows(const float* x, const float* w, float* out, long r0, long r1, long cols, float eps, float* rstd) {
+  for (long r = r0; r < r1; r++) {
+    const float* xr = x + r * cols;
+    double ss = 0;
+    for (long j = 0; j < cols; j++) ss += (double)xr[j] * xr[j];
+    const double rs = 1.0 / std::sqrt(ss / cols + eps);
+    if (rstd) rstd[r] = (float)rs;
+    for (long j = 0; j < cols; j++) out[r * cols + j] = (float)(xr[j] * rs * w[j]);
+  }
+}
+static void softmaxRows(const float* x, float* out, long r0, long r1, long cols) {
+  for (long r = r0; r < r1; r++) {
+    const float* xr = x + r * cols;
+    float* o = out + r * cols;
+    float m = -INFINITY;
+    for (long j = 0; j < cols; j++) m = std::max(m, xr[j]);
+    if (m == -INFINITY) { std::fill(o, o + cols, 0.f); continue; }
+    double s = 0;
+    for (long j = 0; j < cols; j++) { o[j] = std::exp(xr[j] - m); s += o[j]; }
+    const float inv = (float)(1.0 / s);
+    for (long j = 0; j < cols; j++) o[j] *= inv;
+  }
+}
+static void siluMulRange(const float* g, const float* u, float* out, long i0, long i1) {
+  for (long i = i0; i < i1; i++) out[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
+}
+
+// Runs fn over [0, count) split across threads when the work is large enough.
+template <class Fn>
+static void splitRows(long count, long workPerItem, Fn fn) {
+  int T = count * workPerItem < (1L << 16) ? 1 : (int)std::min<long>(poolThreads(), count);
+  if (T <= 1) { fn(0L, count); return; }
+  poolRun(T, [&](int tid) { fn(count * tid / T, count * (tid + 1) / T); });
+}
+
+}  // namespace
+
+void rmsnorm(const float* x, const float* w, float* out, long rows, long cols, float eps, float* rstd) {
+  splitRows(rows, cols, [&](long r0, long r1) {
+#if FRUGAL_HAVE_X86_KERNELS
+    if (cpu().isa == Isa::Avx512) return rmsnormRows512(x, w, out, r0, r1, cols, eps, rstd);
+#endif
+    rmsnormRows(x, w, out, r0, r1, cols, eps, rstd);
+  });
+}
+
+void softmax(const float* x, float* out, long rows, long cols) {
+  splitRows(rows, cols * 4, [&](long r0, long r1) {
+#if FRUGAL_HAVE_X86_KERNELS
+    if (cpu().isa == Isa::Avx512) return softmaxRows512(x, out, r0, r1, cols);
+#endif
+    softmaxRows(x, out, r0, r1, cols);
+  });
+}
+
+void siluMul(const float* g, const float* u, float* out, long n) {
+  // Split in 64-element chunks so thread boundaries stay vector-aligned.
+  const long chunks = (n + 63) / 64;
+  splitRows(chunks, 64 * 4, [&](long c0, long c1) {
+    const long i0 = c0 * 64, i1 = std::min(n, c1 * 64);
+#if FRUGAL_HAVE_X86_KERNELS
+    if (cpu().isa == Isa::Avx512) return siluMul512(g, u, out, i0, i1);
+#endif
+    siluMulRange(g, u, out, i0, i1);
+  });
+}
+
+}  // namespace frugal

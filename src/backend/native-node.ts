@@ -1,0 +1,135 @@
+/**
+ * The `native` backend (Node only): the N-API addon built from native/ by scripts/build-native.mjs
+ * (build/Release/frugal_native.node). Its kernels take the engine's Float32Arrays in place (zero
+ * copy), dispatch at run time to AVX-512 / AVX2+FMA / portable C++ code, and run on an internal
+ * persistent thread pool. It also offers BF16 and FP8 GEMMs (operands decoded exactly to BF16,
+ * AVX-512 BF16 dot products with FP32 accumulation, DeepSeek-V3 1x128 / 128x128 scales per K block).
+ * When the addon is absent or fails to load, loadNativeBackend returns null and
+ * nativeUnavailableReason() says why; callers then use wasm (or ts). Never imported by the browser entry.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { registerBackend, getBackendByName, type Backend, type MatMulArgs } from './index.js';
+
+/** CPU features seen by the addon and the kernel families it dispatches. */
+export interface NativeCpuFeatures {
+  avx2: boolean; fma: boolean; avx512f: boolean; avx512bw: boolean; avx512vl: boolean; avx512dq: boolean; avx512bf16: boolean;
+  /** f32 kernel family: 'avx512' (14x32 tile), 'avx2' (6x16) or 'portable' (4x16). */
+  isa: 'avx512' | 'avx2' | 'portable';
+  /** BF16/FP8 GEMM family: 'avx512bf16' (vdpbf16ps) or 'f32-dequant' (widen to f32, f32 GEMM). */
+  lowp: 'avx512bf16' | 'f32-dequant';
+  threads: number;
+}
+
+/** The raw addon (see native/src/addon.cc for the argument checks). */
+export interface NativeAddon {
+  matmul(a: Float32Array, b: Float32Array, c: Float32Array, batch: number, m: number, n: number, k: number,
+    transA: boolean, transB: boolean, strideA: number, strideB: number, strideC: number, accumulate: boolean): void;
+  rmsnorm(x: Float32Array, w: Float32Array, out: Float32Array, rows: number, cols: number, eps: number, rstd?: Float32Array): void;
+  softmax(x: Float32Array, out: Float32Array, rows: number, cols: number): void;
+  siluMul(g: Float32Array, u: Float32Array, out: Float32Array): void;
+  bf16Gemm(a: Uint16Array, b: Uint16Array, c: Float32Array, m: number, n: number, k: number, accumulate?: boolean): void;
+  fp8Gemm(aCodes: Uint8Array, aScales: Float32Array, bCodes: Uint8Array, bScales: Float32Array, c: Float32Array,
+    m: number, n: number, k: number, aE5m2?: boolean, bE5m2?: boolean, accumulate?: boolean): void;
+  setThreads(n: number): number;
+  setIsa(isa: 'portable' | 'avx2' | 'avx512' | 'auto'): string;
+  cpuFeatures(): NativeCpuFeatures;
+}
+
+/** An FP8 operand as produced by src/fp8/quant.ts (codes + float32 dequantisation scales). */
+export interface NativeFp8Operand { codes: Uint8Array; scales: Float32Array; format?: 'e4m3' | 'e5m2' | undefined }
+
+/** The native backend plus its low-precision GEMMs and the raw addon. */
+export interface NativeBackend extends Backend {
+  readonly addon: NativeAddon;
+  /** C[M,N] = A[M,K] · B[N,K]^T over bf16 bit patterns, f32 accumulation (into `out` when given; `accumulate` adds). */
+  bf16Gemm(a: Uint16Array, b: Uint16Array, m: number, n: number, k: number, out?: Float32Array, accumulate?: boolean): Float32Array;
+  /** Same contract as src/fp8/quant.ts fp8Gemm: C = A·B^T with 1x128 activation and 128x128 weight scales. */
+  fp8Gemm(a: NativeFp8Operand, b: NativeFp8Operand, m: number, n: number, k: number, out?: Float32Array, accumulate?: boolean): Float32Array;
+  /** Resizes the thread pool (1..256); returns the count now in use. */
+  setThreads(n: number): number;
+  cpuFeatures(): NativeCpuFeatures;
+}
+
+let addon: NativeAddon | null = null;
+let reason: string | null = null;
+let backend: NativeBackend | null = null;
+
+function candidates(): string[] {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const out: string[] = [];
+  if (process.env.FRUGAL_NATIVE_PATH) out.push(path.resolve(process.env.FRUGAL_NATIVE_PATH));
+  // src/backend/ (tsx) and dist/src/backend/ (compiled) both reach the package root's build/.
+  for (const up of ['../..', '../../..']) out.push(path.resolve(here, up, 'build', 'Release', 'frugal_native.node'));
+  return out;
+}
+
+function loadAddon(): NativeAddon | null {
+  if (addon || reason) return addon;
+  if (process.env.FRUGAL_NATIVE === '0') { reason = 'disabled by FRUGAL_NATIVE=0'; return null; }
+  const file = candidates().find((p) => existsSync(p));
+  if (!file) {
+    reason = 'build/Release/frugal_native.node is not built (no C++ compiler at install time? run `node scripts/build-native.mjs` to see why)';
+    return null;
+  }
+  try {
+    addon = createRequire(import.meta.url)(file) as NativeAddon;
+  } catch (e) {
+    reason = `${file} failed to load: ${(e as Error).message.split('\n')[0]} (rebuild with \`node scripts/build-native.mjs --force\`)`;
+  }
+  return addon;
+}
+
+/** Why the native backend is unavailable (null when it loaded or was not tried yet). */
+export function nativeUnavailableReason(): string | null { return reason; }
+
+/**
+ * Loads the addon and registers the `native` backend (fallback: `wasm` when registered, else `ts`).
+ * Returns null when the addon is missing or fails to load; see nativeUnavailableReason().
+ * Calling again returns the same backend, resized when `threads` is given.
+ */
+export function loadNativeBackend(opts: { threads?: number } = {}): NativeBackend | null {
+  const lib = loadAddon();
+  if (!lib) return null;
+  const threads = Math.floor(opts.threads ?? backend?.threads ?? Math.min(availableParallelism(), 16));
+  if (!(threads >= 1 && threads <= 256)) throw new Error(`native backend: threads must be 1..256, got ${opts.threads}`);
+  if (backend) { backend.setThreads(threads); return backend; }
+  lib.setThreads(threads);
+  const b: NativeBackend = {
+    name: 'native',
+    get fallback() { return getBackendByName('wasm') ? 'wasm' : 'ts'; },
+    threads,
+    addon: lib,
+    kernels: {
+      MatMul: (x: MatMulArgs) => lib.matmul(x.a, x.b, x.c, x.batch, x.m, x.n, x.k, x.transA, x.transB, x.strideA, x.strideB, x.strideC, x.accumulate),
+      RMSNorm: (x, w, out, rows, cols, eps, rstd) => lib.rmsnorm(x, w, out, rows, cols, eps, rstd),
+      Softmax: (x, out, rows, cols) => lib.softmax(x, out, rows, cols),
+      SiluMul: (g, u, out) => lib.siluMul(g, u, out),
+    },
+    bf16Gemm(a, bm, m, n, k, out, accumulate = false) {
+      const c = out ?? new Float32Array(m * n);
+      lib.bf16Gemm(a, bm, c, m, n, k, accumulate);
+      return c;
+    },
+    fp8Gemm(a, bm, m, n, k, out, accumulate = false) {
+      const c = out ?? new Float32Array(m * n);
+      lib.fp8Gemm(a.codes, a.scales, bm.codes, bm.scales, c, m, n, k, a.format === 'e5m2', bm.format === 'e5m2', accumulate);
+      return c;
+    },
+    setThreads(n: number) { const t = lib.setThreads(n); b.threads = t; return t; },
+    cpuFeatures: () => lib.cpuFeatures(),
+    describe() {
+      const f = lib.cpuFeatures();
+      const tile = f.isa === 'avx512' ? '14x32' : f.isa === 'avx2' ? '6x16' : '4x16';
+      const feats = (['avx512f', 'avx512bf16', 'avx2', 'fma'] as const).filter((k) => f[k]).join(' ') || 'none of avx512f/avx2/fma';
+      return `native (C++ N-API: f32 GEMM ${f.isa} ${tile} tile, BF16/FP8 GEMM ${f.lowp}, ${f.threads} thread${f.threads > 1 ? 's' : ''}; cpu: ${feats})`;
+    },
+    dispose() { lib.setThreads(1); b.threads = 1; },
+  };
+  backend = b;
+  registerBackend(b);
+  return b;
+}
