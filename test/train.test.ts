@@ -184,3 +184,17 @@ test('frugal train --lr 1e30 stops with a clear error, keeping the last good che
   assert.match(r.stderr, /last good checkpoint is .*step \d+/);
   assert.ok(ckptStep(dir) >= 1 && ckptStep(dir) < 20);
 });
+
+test('SIGINT saves a checkpoint and exits with 130', async () => {
+  const dir = path.join(work, 'int');
+  const child = cliChild([...common, '--steps', '30', '--save-every', '0', '--out', dir]);
+  const done = finish(child);
+  const t0 = Date.now();
+  while (readMetrics(path.join(dir, 'metrics.jsonl')).length < 2 && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 10));
+  child.kill('SIGINT');
+  const r = await done;
+  assert.equal(r.code, 130, r.err);
+  assert.match(r.out, /interrupted at step \d+\/30; checkpoint saved/);
+  const at = ckptStep(dir);
+  assert.ok(at >= 2 && at < 30, `checkpoint step ${at}`);
+});
