@@ -72,10 +72,12 @@ struct Avx2 {
 template <int MR>
 FRUGAL_AVX512 static void k512(int nr, long kc, const float* A, const float* B, float* C, long ldc, bool add) {
   __m512 c0[MR], c1[MR];
+#pragma GCC unroll 14
   for (int i = 0; i < MR; i++) { c0[i] = _mm512_setzero_ps(); c1[i] = _mm512_setzero_ps(); }
   for (long p = 0; p < kc; p++, A += 14, B += 32) {
     __m512 b0 = _mm512_load_ps(B), b1 = _mm512_load_ps(B + 16);
     _mm_prefetch((const char*)(B + 32 * 8), _MM_HINT_T0);
+#pragma GCC unroll 14
     for (int i = 0; i < MR; i++) {
       __m512 a = _mm512_set1_ps(A[i]);
       c0[i] = _mm512_fmadd_ps(a, b0, c0[i]);
@@ -84,6 +86,7 @@ FRUGAL_AVX512 static void k512(int nr, long kc, const float* A, const float* B, 
   }
   __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
   __mmask16 m1 = nr >= 32 ? 0xFFFF : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
+#pragma GCC unroll 14
   for (int i = 0; i < MR; i++) {
     float* r = C + i * ldc;
     if (add) {
@@ -185,11 +188,28 @@ static void gemvDotsPortable(const float* x, const float* M, long ld, float* y, 
   }
 }
 
+#if FRUGAL_HAVE_X86_KERNELS
+// Packs rows [0, mr) x cols [0, kc) of a row-major A (row stride lda) as dst[p*14 + i], zero rows
+// mr..13: one 16-lane gather per k instead of 14 strided scalar stores.
+FRUGAL_AVX512 static void packA14(const float* a, long lda, int mr, long kc, float* dst) {
+  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32((int)lda));
+  const __mmask16 mk = (__mmask16)((1u << mr) - 1);
+  for (long p = 0; p < kc; p++)
+    _mm512_mask_storeu_ps(dst + p * 14, 0x3FFF, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, idx, a + p, 4));
+}
+#endif
+
 template <int MR>
 static void packA(const float* a, bool trans, long m, long k, long ic, long mc, long pc, long kc, float* Ap) {
   for (long ir = 0; ir < mc; ir += MR) {
     const int mr = (int)std::min<long>(MR, mc - ir);
     float* dst = Ap + ir * kc;
+#if FRUGAL_HAVE_X86_KERNELS
+    if (MR == 14 && !trans && k < (1L << 26) && cpu().isa == Isa::Avx512) {
+      packA14(a + (ic + ir) * k + pc, k, mr, kc, dst);
+      continue;
+    }
+#endif
     if (!trans) {
       for (int i = 0; i < mr; i++) {
         const float* src = a + (ic + ir + i) * k + pc;
@@ -208,6 +228,24 @@ static void packA(const float* a, bool trans, long m, long k, long ic, long mc, 
 
 template <int NR>
 static void packB(const float* b, bool trans, long n, long k, long pc, long kc, long jc, long nc, float* Bp) {
+  if (!trans) {
+    // Row by row: each row of B is read contiguously across all panels (prefetch/TLB friendly).
+    const long full = nc / NR * NR;
+    for (long p = 0; p < kc; p++) {
+      const float* src = b + (pc + p) * n + jc;
+      for (long jr = 0; jr < full; jr += NR) {
+        float* dst = Bp + jr * kc + p * NR;
+        for (int j = 0; j < NR; j++) dst[j] = src[jr + j];
+      }
+      if (full < nc) {
+        float* dst = Bp + full * kc + p * NR;
+        const int nr = (int)(nc - full);
+        for (int j = 0; j < nr; j++) dst[j] = src[full + j];
+        for (int j = nr; j < NR; j++) dst[j] = 0.f;
+      }
+    }
+    return;
+  }
   for (long jr = 0; jr < nc; jr += NR) {
     const int nr = (int)std::min<long>(NR, nc - jr);
     float* dst = Bp + jr * kc;
