@@ -25,7 +25,7 @@ async function captureJson(fn: () => Promise<number>): Promise<BenchRow[]> {
 }
 
 test('bench train --quick --json on tiny (no peer): rows have the documented shape and positive speeds', async () => {
-  const rows = await captureJson(() => runTrain(['--config', 'tiny', '--quick', '--json', '--no-peer', '--threads', '1', '--reps', '2']));
+  const rows = await captureJson(() => runTrain(['--config', 'tiny', '--quick', '--json', '--no-peer', '--threads', '1', '--reps', '2', '--backend', 'ts']));
   assert.equal(rows.length, 2);
   for (const r of rows) {
     for (const k of ['suite', 'config', 'threads', 'unit', 'frugal', 'pytorch', 'ratio'] as const) assert.ok(k in r, `row lacks ${k}`);
