@@ -113,6 +113,24 @@ FRUGAL_AVX512 static void gemvRows512(const float* x, const float* M, long ld, f
     long je = std::min(j1, jb + 1024);
     if (!acc) std::fill(y + jb, y + je, 0.f);
     long p = 0;
+    for (; p + 8 <= k; p += 8) {
+      __m512 xv[8];
+      const float* r[8];
+      for (int t = 0; t < 8; t++) { xv[t] = _mm512_set1_ps(x[p + t]); r[t] = M + (p + t) * ld; }
+      for (long j = jb; j < je; j += 16) {
+        __mmask16 mk = je - j >= 16 ? 0xFFFF : (__mmask16)((1u << (je - j)) - 1);
+        __m512 s0 = _mm512_maskz_loadu_ps(mk, y + j), s1 = _mm512_setzero_ps();
+        s0 = _mm512_fmadd_ps(xv[0], _mm512_maskz_loadu_ps(mk, r[0] + j), s0);
+        s1 = _mm512_fmadd_ps(xv[1], _mm512_maskz_loadu_ps(mk, r[1] + j), s1);
+        s0 = _mm512_fmadd_ps(xv[2], _mm512_maskz_loadu_ps(mk, r[2] + j), s0);
+        s1 = _mm512_fmadd_ps(xv[3], _mm512_maskz_loadu_ps(mk, r[3] + j), s1);
+        s0 = _mm512_fmadd_ps(xv[4], _mm512_maskz_loadu_ps(mk, r[4] + j), s0);
+        s1 = _mm512_fmadd_ps(xv[5], _mm512_maskz_loadu_ps(mk, r[5] + j), s1);
+        s0 = _mm512_fmadd_ps(xv[6], _mm512_maskz_loadu_ps(mk, r[6] + j), s0);
+        s1 = _mm512_fmadd_ps(xv[7], _mm512_maskz_loadu_ps(mk, r[7] + j), s1);
+        _mm512_mask_storeu_ps(y + j, mk, _mm512_add_ps(s0, s1));
+      }
+    }
     for (; p + 4 <= k; p += 4) {
       __m512 x0 = _mm512_set1_ps(x[p]), x1 = _mm512_set1_ps(x[p + 1]), x2 = _mm512_set1_ps(x[p + 2]), x3 = _mm512_set1_ps(x[p + 3]);
       const float *r0 = M + p * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
@@ -335,7 +353,8 @@ static void matmulWith(const MatMulArgs& x) {
     });
     return;
   }
-  const bool splitN = x.n >= x.m;
+  // Prefer splitting M: each thread then packs only its rows of A (the costlier packing) and all of B.
+  const bool splitN = x.m < 4L * F::MR * T || x.n >= 8 * x.m;
   const long unit = splitN ? F::NR : F::MR;
   const long chunks = ((splitN ? x.n : x.m) + unit - 1) / unit;
   if (chunks < T) T = (int)std::max<long>(1, chunks);
