@@ -4,7 +4,7 @@
 // Exit 0 when skipped on purpose (FRUGAL_NATIVE=0, no compiler, no headers), 1 when a build failed;
 // scripts/build.mjs treats both as optional, so `npm install` succeeds and Frugal uses wasm.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, copyFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, copyFileSync, readdirSync, renameSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -68,5 +68,9 @@ if (r.status !== 0 || !existsSync(built)) {
   process.exit(1);
 }
 mkdirSync(path.dirname(out), { recursive: true });
-copyFileSync(built, out);
+// Copy then rename: a running process that has the old addon mapped keeps its (unlinked) file;
+// overwriting it in place would crash that process.
+const tmp = `${out}.${process.pid}.tmp`;
+copyFileSync(built, tmp);
+renameSync(tmp, out);
 say(`built ${path.relative(root, out)} in ${((Date.now() - t0) / 1000).toFixed(1)} s (C++17, runtime dispatch avx512/avx2/portable)`);

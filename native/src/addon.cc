@@ -244,5 +244,7 @@ NAPI_MODULE_INIT() {
       {"cpuFeatures", nullptr, CpuFeatures, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  // Join the workers when this environment tears down, so no pool thread outlives it.
+  napi_add_env_cleanup_hook(env, [](void*) { poolSetThreads(1); }, nullptr);
   return exports;
 }
