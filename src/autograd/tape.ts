@@ -82,8 +82,17 @@ export function backward(loss: Tensor, seed?: Float32Array): void {
     t.node = null;
     for (let i = 0; i < node.inputs.length; i++) {
       const inp = node.inputs[i]!;
-      const gi = ins[i];
-      if (!gi || !inp.requiresGrad) continue;
+      const gi0 = ins[i];
+      if (!gi0 || !inp.requiresGrad) continue;
+      if (!(gi0 instanceof Float32Array)) {
+        // Sparse gradient: add into the leaf's .grad or the pending accumulator directly.
+        if (!inp.node) { inp.grad ??= new Float32Array(inp.size); gi0.addInto(inp.grad); continue; }
+        const prev = grads.get(inp.id);
+        if (prev && !shared.has(prev)) gi0.addInto(prev);
+        else { const acc = prev ? prev.slice() : new Float32Array(inp.size); gi0.addInto(acc); grads.set(inp.id, acc); }
+        continue;
+      }
+      const gi = gi0;
       if (gi.length !== inp.size) throw new Error(`backward: op ${node.op} returned a gradient of ${gi.length} elements for an input of ${inp.size}`);
       const prev = grads.get(inp.id);
       if (!prev) {

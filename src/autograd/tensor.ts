@@ -28,13 +28,19 @@ function allocate(dtype: DType, n: number): Storage {
   }
 }
 
+/**
+ * A gradient that touches few elements (row gathers, slices, embedding lookups): instead of a
+ * mostly-zero dense array it adds itself into the accumulator.
+ */
+export interface SparseGrad { addInto(dst: Float32Array): void }
+
 /** Record of how a tensor was produced: consumed by backward(). */
 export interface Node {
   /** Op name, for error messages and reports. */
   op: string;
   inputs: Tensor[];
   /** Given dL/d(output), returns dL/d(input_i) (null where an input needs none). */
-  backward: (gradOut: Float32Array) => (Float32Array | null)[];
+  backward: (gradOut: Float32Array) => (Float32Array | SparseGrad | null)[];
   /** Drops saved tensors after backward. */
   release?: () => void;
 }

@@ -24,8 +24,11 @@ async function startWasm(threads: number | undefined): Promise<Backend> {
 
 async function startNative(threads: number | undefined): Promise<Backend | null> {
   if (!isNode) { nativeReason = 'not running in Node'; return null; }
-  const existing = getBackendByName('native');
-  if (existing) return existing;
+  const existing = getBackendByName('native') as (Backend & { setThreads?: (n: number) => void }) | undefined;
+  if (existing) {
+    if (threads !== undefined && existing.threads !== threads) existing.setThreads?.(threads);
+    return existing;
+  }
   try {
     const modPath = './native-node.js';
     const mod = (await import(modPath)) as { loadNativeBackend?: (o?: { threads?: number }) => Backend | null; nativeUnavailableReason?: () => string };

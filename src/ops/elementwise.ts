@@ -97,8 +97,7 @@ export function siluMul(g: Tensor, u: Tensor): Tensor {
     const gg = new Float32Array(G.length), gu = new Float32Array(G.length);
     for (let i = 0; i < G.length; i++) {
       const z = G[i]!, s = 1 / (1 + Math.exp(-z));
-      const sl = z * s;
-      gu[i] = go[i]! * sl;
+      gu[i] = go[i]! * z * s;
       gg[i] = go[i]! * U[i]! * s * (1 + z * (1 - s));
     }
     return [gg, gu];

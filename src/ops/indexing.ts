@@ -41,11 +41,9 @@ export function gather(x: Tensor, idx: Tensor): Tensor {
     if (!(c >= 0 && c < d)) throw new Error(`gather: index ${c} out of range [0, ${d})`);
     out[r * k + j] = X[r * d + c]!;
   }
-  return record(new Tensor(out, idx.shape), 'Gather', [x], (g) => {
-    const gx = new Float32Array(X.length);
-    for (let r = 0; r < rows; r++) for (let j = 0; j < k; j++) gx[r * d + I[r * k + j]!]! += g[r * k + j]!;
-    return [gx];
-  });
+  return record(new Tensor(out, idx.shape), 'Gather', [x], (g) => [{
+    addInto(gx: Float32Array): void { for (let r = 0; r < rows; r++) for (let j = 0; j < k; j++) gx[r * d + I[r * k + j]!]! += g[r * k + j]!; },
+  }]);
 }
 
 /** Rows of x [N, D] picked by idx [M] -> [M, D]. */
@@ -58,14 +56,14 @@ export function indexSelect(x: Tensor, idx: Int32Array): Tensor {
     if (!(r >= 0 && r < N)) throw new Error(`indexSelect: row ${r} out of range [0, ${N})`);
     out.set(X.subarray(r * D, r * D + D), i * D);
   }
-  return record(new Tensor(out, [idx.length, D]), 'IndexSelect', [x], (g) => {
-    const gx = new Float32Array(X.length);
-    for (let i = 0; i < idx.length; i++) {
-      const o = idx[i]! * D;
-      for (let j = 0; j < D; j++) gx[o + j]! += g[i * D + j]!;
-    }
-    return [gx];
-  });
+  return record(new Tensor(out, [idx.length, D]), 'IndexSelect', [x], (g) => [{
+    addInto(gx: Float32Array): void {
+      for (let i = 0; i < idx.length; i++) {
+        const o = idx[i]! * D;
+        for (let j = 0; j < D; j++) gx[o + j]! += g[i * D + j]!;
+      }
+    },
+  }]);
 }
 
 /** base [N, D] with src [M, D] added into rows idx [M] (repeats accumulate). */

@@ -75,14 +75,14 @@ export function embedding(table: Tensor, ids: Tensor): Tensor {
     if (!(id >= 0 && id < V)) throw new Error(`embedding: token id ${id} out of range [0, ${V})`);
     out.set(T.subarray(id * D, id * D + D), i * D);
   }
-  return record(new Tensor(out, [...ids.shape, D]), 'Embedding', [table], (g) => {
-    const gt = new Float32Array(T.length);
-    for (let i = 0; i < I.length; i++) {
-      const o = I[i]! * D;
-      for (let j = 0; j < D; j++) gt[o + j]! += g[i * D + j]!;
-    }
-    return [gt];
-  });
+  return record(new Tensor(out, [...ids.shape, D]), 'Embedding', [table], (g) => [{
+    addInto(gt: Float32Array): void {
+      for (let i = 0; i < I.length; i++) {
+        const o = I[i]! * D;
+        for (let j = 0; j < D; j++) gt[o + j]! += g[i * D + j]!;
+      }
+    },
+  }]);
 }
 
 /**
@@ -95,31 +95,33 @@ export function crossEntropy(logits: Tensor, targets: Tensor, ignoreIndex = -100
   if (targets.size !== N) throw new Error(`crossEntropy: ${N} rows of logits but ${targets.size} targets`);
   const L = logits.f32, Y = targets.data;
   let total = 0, count = 0;
-  const lse = new Float32Array(N);
+  // Softmax probabilities are kept for backward (one exp per logit in total).
+  const probs = new Float32Array(L.length);
   for (let r = 0; r < N; r++) {
     const y = Y[r]!;
     if (y === ignoreIndex) continue;
     if (!(y >= 0 && y < V)) throw new Error(`crossEntropy: target ${y} out of range [0, ${V})`);
+    const o = r * V;
     let mx = -Infinity;
-    for (let j = 0; j < V; j++) mx = Math.max(mx, L[r * V + j]!);
+    for (let j = 0; j < V; j++) { const v = L[o + j]!; if (v > mx) mx = v; }
     let s = 0;
-    for (let j = 0; j < V; j++) s += Math.exp(L[r * V + j]! - mx);
-    lse[r] = mx + Math.log(s);
-    total += lse[r]! - L[r * V + y]!;
+    for (let j = 0; j < V; j++) { const e = Math.exp(L[o + j]! - mx); probs[o + j] = e; s += e; }
+    const inv = 1 / s;
+    for (let j = 0; j < V; j++) probs[o + j]! *= inv;
+    total += mx + Math.log(s) - L[o + y]!;
     count++;
   }
   const loss = count ? total / count : 0;
   return record(new Tensor(Float32Array.of(loss), []), 'CrossEntropy', [logits], (g) => {
-    const gl = new Float32Array(L.length);
-    if (!count) return [gl];
+    if (!count) return [new Float32Array(L.length)];
     const scale = g[0]! / count;
     for (let r = 0; r < N; r++) {
-      const y = Y[r]!;
-      if (y === ignoreIndex) continue;
-      for (let j = 0; j < V; j++) gl[r * V + j] = Math.exp(L[r * V + j]! - lse[r]!) * scale;
-      gl[r * V + y]! -= scale;
+      const y = Y[r]!, o = r * V;
+      if (y === ignoreIndex) continue; // row stays zero
+      for (let j = 0; j < V; j++) probs[o + j]! *= scale;
+      probs[o + y]! -= scale;
     }
-    return [gl];
+    return [probs];
   });
 }
 

@@ -83,11 +83,15 @@ export function slice(x: Tensor, axis: number, start: number, end: number): Tens
   const out = new Float32Array(outer * w * inner);
   for (let o = 0; o < outer; o++) out.set(X.subarray((o * d + start) * inner, (o * d + end) * inner), o * w * inner);
   const t = new Tensor(out, outShape);
-  return record(t, 'Slice', [x], (g) => {
-    const gi = new Float32Array(x.size);
-    for (let o = 0; o < outer; o++) gi.set(g.subarray(o * w * inner, (o + 1) * w * inner), (o * d + start) * inner);
-    return [gi];
-  });
+  return record(t, 'Slice', [x], (g) => [{
+    addInto(gi: Float32Array): void {
+      const len = w * inner;
+      for (let o = 0; o < outer; o++) {
+        const src = o * len, dst = (o * d + start) * inner;
+        for (let j = 0; j < len; j++) gi[dst + j]! += g[src + j]!;
+      }
+    },
+  }]);
 }
 
 /** Concatenates along `axis`; all other dimensions must match. */
