@@ -129,7 +129,12 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     exp.runMatMul(jobOff, 0, nth);
     let p: number;
     for (let i = 0; i < 2000 && Atomics.load(ctrl, CTRL_PENDING) !== 0; i++);
-    while ((p = Atomics.load(ctrl, CTRL_PENDING)) !== 0) Atomics.wait(ctrl, CTRL_PENDING, p);
+    let waited = 0;
+    while ((p = Atomics.load(ctrl, CTRL_PENDING)) !== 0) {
+      if (Atomics.wait(ctrl, CTRL_PENDING, p, 1000) === 'timed-out' && ++waited >= 300) {
+        throw new Error(`wasm backend: ${p} worker thread(s) did not finish a MatMul in 300 s (a worker died?); rerun with --backend ts or --threads 1`);
+      }
+    }
     if (Atomics.load(ctrl, CTRL_ERR) !== 0) throw new Error('wasm backend: a worker trapped while running MatMul');
   }
 

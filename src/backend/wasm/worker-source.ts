@@ -16,7 +16,8 @@ function frugalWasmWorker(init, ready) {
   ready();
   for (;;) {
     for (let i = 0; i < init.spin && Atomics.load(ctrl, 0) === gen; i++);
-    Atomics.wait(ctrl, 0, gen);
+    // Timed wait: a lost wake-up can delay a job by at most a second, never hang it.
+    if (Atomics.load(ctrl, 0) === gen) { Atomics.wait(ctrl, 0, gen, 1000); continue; }
     gen = Atomics.load(ctrl, 0);
     if (Atomics.load(ctrl, 1) !== 0) return;
     const nth = Atomics.load(ctrl, 3);
