@@ -23,7 +23,9 @@ import { presets } from '../model/config.js';
 import { forward, initParams, lossFn, paramEntries } from '../model/deepseek.js';
 import { loadModel } from '../model/load-node.js';
 import { SafetensorsModel } from '../io/safetensors-node.js';
-import { fp8Linear, fp8SavedBytes, resetSavedActivationStats, savedActivationStats } from './linear.js';
+import { getBackend, setBackend } from '../backend/registry.js';
+import { loadNativeBackend, nativeUnavailableReason } from '../backend/native-node.js';
+import { fp8Linear, fp8SavedBytes, resetSavedActivationStats, resolveFp8Gemm, savedActivationStats } from './linear.js';
 import { quantizeBlocks } from './quant.js';
 import { AdamW, RECIPES, bf16Linear, describeRecipe, fp32Linear, makeProjLinear, parseRecipe, recipeSettings } from './recipe.js';
 
@@ -64,6 +66,35 @@ for (const [M, N, K, label] of [[40, 160, 256, 'K = 2·128'], [33, 150, 300, 'ra
     assert.ok(ew < 0.14 && ew > 0.005, `dW relative error ${ew}`);
   });
 }
+
+// The native path (codes decoded exactly to BF16, FP32 accumulation) computes the same sums as the
+// TS reference (decoded to f32, FP32 accumulation): only the summation order differs, so the two
+// agree to ~K·2^-24 relative, far below the E4M3 error (> 0.005) that both carry.
+const nativeBe = loadNativeBackend({ threads: 2 });
+test('fp8Linear: native fp8Gemm path agrees with the TS reference (Fprop, Dgrad, Wgrad)', { skip: nativeBe ? false : `native backend: ${nativeUnavailableReason()}` }, () => {
+  const prev = getBackend().name;
+  setBackend('native');
+  try {
+    assert.equal(resolveFp8Gemm(), 'native');
+    assert.equal(resolveFp8Gemm('ts'), 'ts');
+    // ragged K and N, M spanning two 128-token blocks (Wgrad runs one native call per block)
+    for (const [M, N, K, fmt] of [[200, 150, 300, 'fp32'], [40, 160, 256, 'ue8m0'], [5, 7, 64, 'fp32']] as const) {
+      const x = randn([M, K], 31 + K), w = randn([N, K], 32 + K, 0.05), g = randn([M, N], 33 + K).f32;
+      const ts = run((a, b) => fp8Linear(a, b, { gemm: 'ts', scaleFmt: fmt }), x, w, g);
+      const nat = run((a, b) => fp8Linear(a, b, { gemm: 'native', scaleFmt: fmt }), x, w, g);
+      const f32 = run(op.linear, x, w, g);
+      for (const k of ['y', 'gx', 'gw'] as const) {
+        const e = relErr(nat[k], ts[k]);
+        assert.ok(e < 1e-5, `${M}x${N}x${K} ${k}: native vs ts relative difference ${e}`);
+        assert.ok(relErr(nat[k], f32[k]) > 0.005, `${k}: native path did not quantise`);
+      }
+    }
+  } finally {
+    setBackend(prev);
+  }
+  assert.equal(resolveFp8Gemm(), prev === 'native' ? 'native' : 'ts');
+  if (prev !== 'native') assert.throws(() => resolveFp8Gemm('native'), /needs the native backend active/);
+});
 
 test('fp8Linear: ue8m0 scales stay within the same bound; 3-D input keeps its leading shape', () => {
   const x = randn([2, 9, 200], 7), w = randn([70, 200], 8, 0.1), g = randn([2, 9, 70], 9).f32;

@@ -8,28 +8,56 @@
  *   the transposes of W's blocks (same amax, same scales, same codes — re-tiling is a transpose).
  * - Wgrad: dW = dYᵀ·X. dYᵀ and Xᵀ quantised 1×128 along the token axis. Xᵀ comes from the saved
  *   FP8 x: decoded and re-quantised along tokens (the report's re-tiling of cached activations).
- * - Every GEMM: FP8 operands with scales, partial sums of each 128-wide K block computed in fp32
- *   (decoded panels through the `MatMul` kernel), then scaled and promoted into an fp32
- *   accumulator (fp8Gemm semantics). Gradients are returned in f32.
+ * - Every GEMM: FP8 operands with scales, partial sums of each 128-wide K block computed in fp32,
+ *   then scaled and promoted into an fp32 accumulator (fp8Gemm semantics). Gradients are f32.
+ *   Two implementations (`Fp8LinearOptions.gemm`): 'ts' = `scaledFp8Gemm` (decoded f32 panels
+ *   through the `MatMul` kernel; the reference), 'native' = the native backend's `fp8Gemm` (codes
+ *   decoded exactly to BF16, AVX-512 BF16 dot products, FP32 accumulation). 'auto' (default) takes
+ *   native when the active backend is `native` and offers `fp8Gemm`. Wgrad's B operand has 1×128
+ *   scales, which the native kernel (128×128 weight blocks) cannot take: it runs one native call
+ *   per 128-token block with unit B scales and applies B's per-row scale in the promotion.
  * - Saved for backward: only the FP8 codes of x (1 byte per value) + its tile scales; never the f32
  *   x. Counted by `savedActivationStats()`. W is re-quantised each call (measured cheaper than
  *   tracking versions: ~1/M of the GEMM work) and its FP8 copy is kept until backward.
  * - K need not be a multiple of 128: the last tile/block is partial (ragged).
- * Emulated on the CPU: FP8 values are decoded to f32 before arithmetic; the saving is memory.
+ * Emulated on the CPU: FP8 values are decoded (to f32 or BF16) before arithmetic; the saving is memory.
  * Engine caveat: the tape keeps each op's input Tensors (node.inputs), so the f32 x object stays
  * reachable until backward unless the engine stops holding inputs; the bytes counted here are the
  * buffers this op itself stores.
  */
 import { Tensor, fmtShape } from '../autograd/tensor.js';
 import { needsGrad, record } from '../autograd/tape.js';
-import { kernel } from '../backend/registry.js';
+import { getBackend, kernel } from '../backend/registry.js';
 import { E4M3_TO_F32 } from './codec.js';
-import { FP8_BLOCK, type ScaleFormat, dequantizeTiles, quantizeBlocks, quantizeTiles } from './quant.js';
+import { FP8_BLOCK, type Fp8Quantized, type ScaleFormat, dequantizeTiles, quantizeBlocks, quantizeTiles } from './quant.js';
+
+/** Which implementation runs fp8Linear's scaled GEMMs (see the file comment). */
+export type Fp8GemmPath = 'auto' | 'ts' | 'native';
 
 /** Options of {@link fp8Linear}. */
 export interface Fp8LinearOptions {
   /** Scale format of every quantisation: 'fp32' (amax/448, default) or 'ue8m0' (power of two). */
   scaleFmt?: ScaleFormat | undefined;
+  /** GEMM implementation: 'auto' (default), 'ts' (reference) or 'native' (error when not active). */
+  gemm?: Fp8GemmPath | undefined;
+}
+
+/** The part of the native backend used here (structural: this file stays browser-safe). */
+interface NativeFp8Gemm {
+  fp8Gemm(a: Fp8Quantized, b: Fp8Quantized, m: number, n: number, k: number, out?: Float32Array, accumulate?: boolean): Float32Array;
+}
+
+function nativeFp8(): NativeFp8Gemm | null {
+  const b = getBackend() as unknown as Partial<NativeFp8Gemm> & { name: string };
+  return b.name === 'native' && typeof b.fp8Gemm === 'function' ? (b as NativeFp8Gemm) : null;
+}
+
+/** The implementation `path` resolves to under the active backend; 'native' throws when unavailable. */
+export function resolveFp8Gemm(path: Fp8GemmPath = 'auto'): 'ts' | 'native' {
+  if (path === 'ts') return 'ts';
+  if (nativeFp8()) return 'native';
+  if (path === 'native') throw new Error(`fp8Linear: gemm 'native' needs the native backend active (it is '${getBackend().name}'); use --backend native or gemm 'auto'`);
+  return 'ts';
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -118,17 +146,45 @@ function rowScalesOfBlocks(blockScales: Float32Array, N: number, KB: number): Fl
   return out;
 }
 
-/** Wᵀ's 128×128 blocks from W's: codes transposed [K,N], per-row scales [K, ceil(N/128)]. */
-function transposeBlocks(codes: Uint8Array, blockScales: Float32Array, N: number, K: number): { codes: Uint8Array; rowScales: Float32Array } {
+/** Wᵀ's 128×128 blocks from W's: codes transposed [K,N], block scales transposed [ceil(K/128), ceil(N/128)]. */
+function transposeBlocks(codes: Uint8Array, blockScales: Float32Array, N: number, K: number): Fp8Quantized {
   const t = new Uint8Array(N * K);
   for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) t[k * N + n] = codes[n * K + k]!;
   const KB = Math.ceil(K / FP8_BLOCK), NB = Math.ceil(N / FP8_BLOCK);
-  const rs = new Float32Array(K * NB);
-  for (let k = 0; k < K; k++) {
-    const kb = (k / FP8_BLOCK) | 0;
-    for (let nb = 0; nb < NB; nb++) rs[k * NB + nb] = blockScales[nb * KB + kb]!;
+  const bs = new Float32Array(KB * NB);
+  for (let kb = 0; kb < KB; kb++) for (let nb = 0; nb < NB; nb++) bs[kb * NB + nb] = blockScales[nb * KB + kb]!;
+  return { codes: t, scales: bs };
+}
+
+/** C[M,N] = A·Bᵀ, A in 1×128 tiles, B [N,K] in 128×128 blocks (Fprop, Dgrad). */
+function gemmTilesBlocks(a: Fp8Quantized, b: Fp8Quantized, M: number, N: number, K: number, path: 'ts' | 'native'): Float32Array {
+  if (path === 'native' && M * N * K > 0) return nativeFp8()!.fp8Gemm(a, b, M, N, K);
+  return scaledFp8Gemm(a.codes, a.scales, b.codes, rowScalesOfBlocks(b.scales, N, Math.ceil(K / FP8_BLOCK)), M, N, K);
+}
+
+/**
+ * C[M,N] = A·Bᵀ with both operands in 1×128 tiles (Wgrad). Native: one call per 128-wide K block
+ * (A's tile scales applied by the kernel, B's scales set to 1), then C += bS[n,kb]·P.
+ */
+function gemmTilesTiles(a: Fp8Quantized, b: Fp8Quantized, M: number, N: number, K: number, path: 'ts' | 'native'): Float32Array {
+  if (path === 'ts' || M * N * K === 0) return scaledFp8Gemm(a.codes, a.scales, b.codes, b.scales, M, N, K);
+  const be = nativeFp8()!;
+  const B = FP8_BLOCK, KB = Math.ceil(K / B);
+  const C = new Float32Array(M * N), P = new Float32Array(M * N);
+  const ac = new Uint8Array(KB > 1 ? M * B : 0), bc = new Uint8Array(KB > 1 ? N * B : 0);
+  const as = new Float32Array(M), bs = new Float32Array(N), ones = new Float32Array(Math.ceil(N / B)).fill(1);
+  for (let kb = 0; kb < KB; kb++) {
+    const k0 = kb * B, kw = Math.min(B, K - k0);
+    for (let m = 0; m < M; m++) { if (KB > 1) ac.set(a.codes.subarray(m * K + k0, m * K + k0 + kw), m * kw); as[m] = a.scales[m * KB + kb]!; }
+    for (let n = 0; n < N; n++) { if (KB > 1) bc.set(b.codes.subarray(n * K + k0, n * K + k0 + kw), n * kw); bs[n] = b.scales[n * KB + kb]!; }
+    const aCodes = KB > 1 ? ac.subarray(0, M * kw) : a.codes, bCodes = KB > 1 ? bc.subarray(0, N * kw) : b.codes;
+    be.fp8Gemm({ codes: aCodes, scales: as }, { codes: bCodes, scales: ones }, M, N, kw, P, false);
+    for (let m = 0; m < M; m++) {
+      const row = m * N;
+      for (let n = 0; n < N; n++) C[row + n]! += bs[n]! * P[row + n]!;
+    }
   }
-  return { codes: t, rowScales: rs };
+  return C;
 }
 
 function transposeF32(x: Float32Array, rows: number, cols: number): Float32Array {
@@ -151,11 +207,11 @@ export function fp8Linear(x: Tensor, w: Tensor, opts: Fp8LinearOptions = {}): Te
     throw new Error(`fp8Linear: input ${fmtShape(x.shape)} does not end in ${K} (weight ${fmtShape(w.shape)}${w.name ? ' ' + w.name : ''})`);
   }
   const scaleFmt = opts.scaleFmt ?? 'fp32';
+  const path = resolveFp8Gemm(opts.gemm);
   const M = K === 0 ? 0 : x.size / K;
-  const KB = Math.ceil(K / FP8_BLOCK);
   const qx = quantizeTiles(x.f32, M, K, { scaleFmt });
   const qw = quantizeBlocks(w.f32, N, K, { scaleFmt });
-  const y = scaledFp8Gemm(qx.codes, qx.scales, qw.codes, rowScalesOfBlocks(qw.scales, N, KB), M, N, K);
+  const y = gemmTilesBlocks(qx, qw, M, N, K, path);
   const out = new Tensor(y, [...x.shape.slice(0, -1), N]);
   if (!needsGrad(x, w)) return out;
 
@@ -170,15 +226,14 @@ export function fp8Linear(x: Tensor, w: Tensor, opts: Fp8LinearOptions = {}): Te
     if (xNeeds) {
       // Dgrad: dX[M,K] = dY[M,N] · W[N,K]; A = dY (1×128 along N), B = Wᵀ [K,N] (128×128 blocks).
       const qg = quantizeTiles(g, M, N, { scaleFmt });
-      const wt = transposeBlocks(wq.codes, wq.scales, N, K);
-      gx = scaledFp8Gemm(qg.codes, qg.scales, wt.codes, wt.rowScales, M, K, N);
+      gx = gemmTilesBlocks(qg, transposeBlocks(wq.codes, wq.scales, N, K), M, K, N, path);
     }
     if (wNeeds) {
       // Wgrad: dW[N,K] = dYᵀ[N,M] · X[M,K]; both transposed operands quantised 1×128 along tokens.
       const qgt = quantizeTiles(transposeF32(g, M, N), N, M, { scaleFmt });
       const xd = dequantizeTiles(saved.codes, saved.scales, M, K);
       const qxt = quantizeTiles(transposeF32(xd, M, K), K, M, { scaleFmt });
-      gw = scaledFp8Gemm(qgt.codes, qgt.scales, qxt.codes, qxt.scales, N, K, M);
+      gw = gemmTilesTiles(qgt, qxt, N, K, M, path);
     }
     return [gx, gw];
   }, () => {

@@ -12,14 +12,15 @@
  *   Master weights and gradients are f32 in all recipes.
  * - `AdamW`: decoupled weight decay, bias correction, moments stored in f32 or BF16
  *   (round-to-nearest-even after each update). Used only until the trainer's optimizer exists.
- * - On a CPU every low-precision format is emulated (decoded to f32 before arithmetic).
+ * - On a CPU every low-precision format is emulated: BF16 decoded to f32; FP8 decoded to f32 (ts/wasm)
+ *   or exactly to BF16 for the native backend's AVX-512 BF16 fp8Gemm (see linear.ts).
  */
 import { Tensor, fmtShape } from '../autograd/tensor.js';
 import { needsGrad, record } from '../autograd/tape.js';
 import { kernel } from '../backend/registry.js';
 import * as op from '../ops/index.js';
 import { decodeBf16, encodeBf16 } from './codec.js';
-import { fp8Linear, trackSaved } from './linear.js';
+import { fp8Linear, resolveFp8Gemm, trackSaved } from './linear.js';
 
 /** The precision recipes. */
 export type Recipe = 'fp32' | 'bf16' | 'fp8';
@@ -45,7 +46,7 @@ export function recipeSettings(recipe: Recipe): RecipeSettings {
   return recipe === 'fp8' ? { recompute: true, momentDtype: 'bf16' } : { recompute: false, momentDtype: 'f32' };
 }
 
-/** One honest line for logs. */
+/** One honest line for logs (the fp8 line names the GEMM the active backend runs: see fp8Linear). */
 export function describeRecipe(recipe: Recipe): string {
   switch (recipe) {
     case 'fp32':
@@ -53,7 +54,9 @@ export function describeRecipe(recipe: Recipe): string {
     case 'bf16':
       return 'bf16: projection operands rounded to BF16, GEMM emulated on CPU in f32 (FP32 accumulate); memory: projection inputs saved as BF16, AdamW moments f32';
     case 'fp8':
-      return 'fp8: E4M3 1x128/128x128 scaled GEMM emulated on CPU (FP32 accumulate, 128-K promotion); memory: activations saved as FP8 bytes, AdamW moments BF16, norms/MLA up-projections recomputed';
+      return `fp8: E4M3 1x128/128x128 scaled GEMM emulated on CPU (${resolveFp8Gemm() === 'native'
+        ? 'native fp8Gemm: codes decoded exactly to BF16, AVX-512 BF16 dot products where the CPU has them' : 'codes decoded to f32, MatMul kernel'}; FP32 accumulate, 128-K promotion); ` +
+        'memory: activations saved as FP8 bytes, AdamW moments BF16, norms/MLA up-projections recomputed';
   }
 }
 
