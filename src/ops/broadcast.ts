@@ -59,6 +59,13 @@ export function reduceTo(g: Float32Array, outShape: readonly number[], shape: re
     for (let i = 0; i < g.length; i += n) for (let j = 0; j < n; j++) out[j]! += g[i + j]!;
     return out;
   }
+  // Fast path: shape is outShape with the last axis 1 (a per-row value).
+  const r = outShape.length;
+  if (shape.length === r && shape[r - 1] === 1 && shape.every((d, i) => i === r - 1 || d === outShape[i])) {
+    const D = outShape[r - 1]!;
+    for (let i = 0, k = 0; i < n; i++) { let s = 0; for (let j = 0; j < D; j++, k++) s += g[k]!; out[i] = s; }
+    return out;
+  }
   const idx = broadcastIndex(outShape, broadcastStrides(shape, outShape));
   for (let i = 0; i < g.length; i++) out[idx[i]!]! += g[i]!;
   return out;

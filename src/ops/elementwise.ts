@@ -20,6 +20,11 @@ function binary(op: string, a: Tensor, b: Tensor, f: BinFn,
   let scalarB = false;
   if (same) {
     for (let i = 0; i < n; i++) out[i] = f(A[i]!, B[i]!);
+  } else if (rowBroadcast(a.shape, b.shape)) {
+    // b is a's shape with last dim 1: one value per row (MoE gate weights, norms).
+    const D = a.shape[a.rank - 1]!;
+    for (let r = 0, i = 0; r < B.length; r++) { const y = B[r]!; for (let j = 0; j < D; j++, i++) out[i] = f(A[i]!, y); }
+    ib = new Int32Array(0); // marker: expanded lazily in backward
   } else if (B.length === 1 && sameShape(shape, a.shape)) {
     scalarB = true;
     const y = B[0]!;
@@ -33,10 +38,23 @@ function binary(op: string, a: Tensor, b: Tensor, f: BinFn,
   if (!needsGrad(a, b)) return t;
   return record(t, op, [a, b], (g) => {
     const av = ia ? gatherIdx(A, ia) : A;
-    const bv = ib ? gatherIdx(B, ib) : scalarB ? new Float32Array(n).fill(B[0]!) : B;
+    const bv = ib && ib.length === 0 ? expandRows(B, n / B.length) : ib ? gatherIdx(B, ib) : scalarB ? new Float32Array(n).fill(B[0]!) : B;
     const [ga, gb] = grads(g, av, bv);
     return [ga && a.requiresGrad ? reduceTo(ga, shape, a.shape) : null, gb && b.requiresGrad ? reduceTo(gb, shape, b.shape) : null];
   });
+}
+
+function rowBroadcast(a: readonly number[], b: readonly number[]): boolean {
+  const r = a.length;
+  if (r < 1 || b.length !== r || b[r - 1] !== 1 || a[r - 1] === 1) return false;
+  for (let i = 0; i < r - 1; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function expandRows(B: Float32Array, D: number): Float32Array {
+  const o = new Float32Array(B.length * D);
+  for (let r = 0, i = 0; r < B.length; r++) { const y = B[r]!; for (let j = 0; j < D; j++, i++) o[i] = y; }
+  return o;
 }
 
 function gatherIdx(src: Float32Array, idx: Int32Array): Float32Array {

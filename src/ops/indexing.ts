@@ -83,3 +83,28 @@ export function indexAdd(base: Tensor, idx: Int32Array, src: Tensor): Tensor {
     return [g, gs];
   });
 }
+
+/**
+ * base [N, D] plus every srcs[i] [M_i, D] added into rows idxs[i] — the MoE combine of all experts
+ * in one op (one copy of base instead of one per expert).
+ */
+export function indexAddMany(base: Tensor, idxs: Int32Array[], srcs: Tensor[]): Tensor {
+  const [N, D] = base.shape as [number, number];
+  if (idxs.length !== srcs.length) throw new Error(`indexAddMany: ${idxs.length} index lists for ${srcs.length} sources`);
+  const out = base.f32.slice();
+  srcs.forEach((src, k) => {
+    const idx = idxs[k]!, S = src.f32;
+    if (src.shape[0] !== idx.length || src.shape[1] !== D) throw new Error(`indexAddMany: source ${k} ${fmtShape(src.shape)} does not fit ${idx.length} rows of ${D}`);
+    for (let i = 0; i < idx.length; i++) {
+      const r = idx[i]!;
+      if (!(r >= 0 && r < N)) throw new Error(`indexAddMany: row ${r} out of range [0, ${N})`);
+      const o = r * D, so = i * D;
+      for (let j = 0; j < D; j++) out[o + j]! += S[so + j]!;
+    }
+  });
+  return record(new Tensor(out, base.shape), 'IndexAddMany', [base, ...srcs], (g) => [g, ...srcs.map((src, k) => {
+    const idx = idxs[k]!, gs = new Float32Array(src.size);
+    for (let i = 0; i < idx.length; i++) gs.set(g.subarray(idx[i]! * D, idx[i]! * D + D), i * D);
+    return gs;
+  })]);
+}

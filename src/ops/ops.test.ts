@@ -17,6 +17,8 @@ test('elementwise grads with broadcasting', () => {
   ok('sub', gradCheck((a, b) => op.sub(a!, b!), [randn([7], 3), randn([1], 4)]));
   ok('mul', gradCheck((a, b) => op.mul(a!, b!), [randn([2, 3, 4], 5), randn([3, 1], 6)]));
   ok('div', gradCheck((a, b) => op.div(a!, b!), [randn([5, 3], 7), op.addScalar(op.square(randn([3], 8)), 1).detach()]));
+  ok('mul row', gradCheck((a, b) => op.mul(a!, b!), [randn([3, 5], 18), randn([3, 1], 19)]));
+  ok('div row', gradCheck((a, b) => op.div(a!, b!), [randn([2, 3, 4], 20), op.addScalar(op.square(randn([2, 3, 1], 21)), 1).detach()]));
   ok('exp', gradCheck((a) => op.exp(a!), [randn([7], 9)]));
   ok('log', gradCheck((a) => op.log(a!), [op.addScalar(op.square(randn([7], 10)), 0.5).detach()]));
   ok('sqrt', gradCheck((a) => op.sqrt(a!), [op.addScalar(op.square(randn([7], 11)), 0.5).detach()]));
@@ -118,6 +120,7 @@ test('index ops: topk, gather, indexSelect, indexAdd', () => {
   assert.deepEqual(Array.from(values.f32), [Math.fround(0.9), Math.fround(0.5), Math.fround(0.8), Math.fround(0.7)]);
   ok('gather', gradCheck((a) => op.gather(a!, Tensor.ints([3, 0, 0, 1], [2, 2])), [randn([2, 4], 61)]));
   ok('indexSelect', gradCheck((a) => op.indexSelect(a!, Int32Array.of(2, 0, 2)), [randn([3, 4], 62)]));
+  ok('indexAddMany', gradCheck((a, b, c) => op.indexAddMany(a!, [Int32Array.of(1, 1, 0), Int32Array.of(2)], [b!, c!]), [randn([3, 2], 68), randn([3, 2], 69), randn([1, 2], 70)]));
   ok('indexAdd', gradCheck((a, b) => op.indexAdd(a!, Int32Array.of(1, 1, 0), b!), [randn([3, 2], 63), randn([3, 2], 64)]));
 });
 
