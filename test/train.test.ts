@@ -88,6 +88,31 @@ test('AdamW: decay on matrices only, bf16 moments track f32, clipping', () => {
   assert.ok(Math.abs(gradNorm(f) - 1) < 1e-5);
 });
 
+test('AdamW lrScale: a parameter group steps at lr·scale (decay too); the trainer scales only the routers', () => {
+  const mk = (): Tensor[] => [Tensor.from([1, 2], [1, 2]).param(), Tensor.from([1, 2], [1, 2]).param()];
+  const ps = mk();
+  for (const t of ps) t.grad = Float32Array.from([1, -1]);
+  new AdamW(ps, { weightDecay: 0, lrScale: [1, 0.1] }).step(0.1);
+  assert.ok(Math.abs(ps[0]!.f32[0]! - 0.9) < 1e-6 && Math.abs(ps[1]!.f32[0]! - 0.99) < 1e-6);
+  const cfg = structuredClone(presets.tiny!);
+  const params = initParams(cfg, { seed: 1 });
+  const toks = Int32Array.from({ length: 400 }, (_, i) => (i * 7) % 50);
+  const before = params.layers[1]!.moe!.router.f32.slice(), beforeUp = params.layers[1]!.moe!.shared!.up.f32.slice();
+  const tr = new Trainer({ cfg, params, train: toks, val: toks, options: { ...defaultTrainerOptions, steps: 1, batch: 2, seq: 16, routerLrScale: 0, evalEvery: 100, sampleTokens: 1 }, meter: { flopsPerToken: 1, peakFlops: 1, usdPerToken: 0 } });
+  tr.trainStep();
+  assert.deepEqual(params.layers[1]!.moe!.router.f32, before); // frozen router
+  assert.notDeepEqual(params.layers[1]!.moe!.shared!.up.f32, beforeUp); // the rest trains
+});
+
+test('aux-loss-free bias, relative rule: steps in proportion to the relative load error', () => {
+  const cfg = structuredClone(presets.tiny!);
+  const p = initParams(cfg, { seed: 1 });
+  const loads = countLoads([{ layer: 1, ids: Int32Array.from([0, 1, 0, 1, 0, 2, 0, 3]), weights: new Float32Array(8), tokens: 4, k: 2 }], 8);
+  updateGateBias(p, cfg, loads, 0.01, 'relative');
+  const b = p.layers[1]!.moe!.bias!.f32; // mean load 1: expert 0 (load 4) → −0.03, expert 7 (load 0) → +0.01
+  assert.ok(Math.abs(b[0]! + 0.03) < 1e-7 && Math.abs(b[7]! - 0.01) < 1e-7 && b[2] === 0);
+});
+
 test('aux-loss-free bias: overloaded experts go down, idle ones up; MaxVio', () => {
   const cfg = structuredClone(presets.tiny!);
   const p = initParams(cfg, { seed: 1 });

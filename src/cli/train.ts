@@ -32,7 +32,7 @@ import { appendMetrics, lossCurveSvg, readMetrics, truncateMetrics } from '../tr
 export const summary = 'train a DeepSeek-style model (MLA + MoE + MTP) on the bundled corpus or your text';
 
 /** Defaults of `frugal train` with no arguments (sized for ~3 minutes on 2 cores). */
-export const trainDefaults = { config: 'demo', steps: 150, batch: 8, seq: 64, lr: 3e-3, warmup: 15 };
+export const trainDefaults = { config: 'demo', steps: 250, batch: 8, seq: 64, lr: 3e-3, warmup: 20, routerLrScale: 0.03 };
 /** SIMD128 GEMM ceiling per core measured on the project machine (DESIGN.md); the MFU denominator on CPUs. */
 export const CPU_PEAK_FLOPS_PER_THREAD = 45e9;
 
@@ -50,6 +50,8 @@ const spec: OptionSpec = {
   precision: { type: 'string', help: 'fp32 | fp8 (FP8 projections, BF16 optimizer moments) (default fp32)' },
   'mtp-weight': { type: 'number', help: 'MTP loss weight lambda (default 0.3)' },
   'bias-gamma': { type: 'number', help: 'aux-loss-free bias update speed gamma; 0 = off (default 0.001)' },
+  'router-lr-scale': { type: 'number', help: `learning-rate multiplier of the MoE router weights; 1 = DeepSeek (default ${trainDefaults.routerLrScale}, see docs/training.md)` },
+  'bias-update': { type: 'string', help: "gate-bias rule: sign (DeepSeek) | relative (step ∝ relative load error) (default sign)" },
   'aux-alpha': { type: 'number', help: 'sequence-wise balance loss weight alpha (default 0.0001)' },
   'eval-every': { type: 'number', help: 'steps between validation + sample (default steps/5)' },
   'log-every': { type: 'number', help: 'steps between log lines (default steps/30)' },
@@ -67,7 +69,7 @@ const spec: OptionSpec = {
 };
 
 /** Options that define the run; on --resume they come from the checkpoint. */
-const RUN_KEYS = ['config', 'data', 'tokenizer', 'batch', 'seq', 'grad-accum', 'lr', 'warmup', 'schedule', 'precision', 'mtp-weight', 'bias-gamma', 'aux-alpha', 'val-fraction', 'seed', 'recompute'];
+const RUN_KEYS = ['config', 'data', 'tokenizer', 'batch', 'seq', 'grad-accum', 'lr', 'warmup', 'schedule', 'precision', 'mtp-weight', 'bias-gamma', 'bias-update', 'router-lr-scale', 'aux-alpha', 'val-fraction', 'seed', 'recompute'];
 
 const fmtTime = (s: number): string => (s >= 3600 ? `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m` : `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, '0')}`);
 const fmtUsd = (x: number): string => (x >= 0.01 ? x.toFixed(2) : x.toExponential(1));
@@ -128,6 +130,8 @@ export async function run(argv: string[]): Promise<number> {
   if (precision !== 'fp32' && precision !== 'fp8') throw new UsageError(`--precision must be fp32 or fp8, got '${precision}'`);
   const schedule = String(opt('schedule', 'wsd'));
   if (!['wsd', 'cosine', 'constant'].includes(schedule)) throw new UsageError(`--schedule must be wsd, cosine or constant, got '${schedule}'`);
+  const biasUpdate = String(opt('bias-update', 'sign'));
+  if (biasUpdate !== 'sign' && biasUpdate !== 'relative') throw new UsageError(`--bias-update must be sign or relative, got '${biasUpdate}'`);
   const backendChoice = String(a.backend ?? 'auto');
   if (!['auto', 'ts', 'wasm', 'native'].includes(backendChoice)) throw new UsageError(`--backend must be auto, ts, wasm or native, got '${backendChoice}'`);
   const intOpt = (k: string, d: number, min: number): number => {
@@ -219,6 +223,7 @@ export async function run(argv: string[]): Promise<number> {
       warmup: intOpt('warmup', Math.min(trainDefaults.warmup, steps), 0), schedule: schedule as TrainerOptions['schedule'],
       mtpWeight: numOpt('mtp-weight', 0.3, (x) => x >= 0, '>= 0'), biasGamma: numOpt('bias-gamma', 0.001, (x) => x >= 0, '>= 0'),
       auxAlpha: numOpt('aux-alpha', 0.0001, (x) => x >= 0, '>= 0'),
+      routerLrScale: numOpt('router-lr-scale', trainDefaults.routerLrScale, (x) => x >= 0 && Number.isFinite(x), 'a number >= 0'), biasUpdate: biasUpdate as TrainerOptions['biasUpdate'],
       evalEvery: intOpt('eval-every', Math.max(1, Math.round(steps / 5)), 1), logEvery: intOpt('log-every', Math.max(1, Math.round(steps / 30)), 1),
       saveEvery: intOpt('save-every', Math.max(1, Math.round(steps / 3)), 0),
       momentDtype: precision === 'fp8' ? 'bf16' : 'f32', recompute: opt('recompute', false) === true,
@@ -243,7 +248,7 @@ export async function run(argv: string[]): Promise<number> {
     } else params = initParams(cfg, { seed });
     const pc = countParams(cfg);
     say(`model: ${String(opt('config', trainDefaults.config))} — ${(pc.total / 1e6).toFixed(2)}M params (+${(pc.mtp.unique / 1e6).toFixed(2)}M MTP), ${(pc.active / 1e6).toFixed(2)}M active; ${cfg.numHiddenLayers} layers, ${cfg.nRoutedExperts} experts top-${cfg.numExpertsPerTok}; precision ${precision}${precision === 'fp8' ? ' (emulated on CPU: FP8 saves memory, not time)' : ''}`);
-    say(`run: ${steps} steps × ${batch}×${seq} tokens${opts.gradAccum > 1 ? ` × ${opts.gradAccum} accum` : ''}; lr ${opts.lr} (${schedule}, warmup ${opts.warmup}); MTP λ ${opts.mtpWeight}; bias γ ${opts.biasGamma}; α ${opts.auxAlpha}; out ${out}`);
+    say(`run: ${steps} steps × ${batch}×${seq} tokens${opts.gradAccum > 1 ? ` × ${opts.gradAccum} accum` : ''}; lr ${opts.lr} (${schedule}, warmup ${opts.warmup}); MTP λ ${opts.mtpWeight}; bias γ ${opts.biasGamma}${opts.biasUpdate === 'sign' ? '' : ' (relative)'}; router lr ×${opts.routerLrScale}; α ${opts.auxAlpha}; out ${out}`);
 
     // Hooks: log, metrics, checkpoints, SIGINT.
     await mkdir(out, { recursive: true });

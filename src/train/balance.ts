@@ -46,8 +46,21 @@ export function gateBias(p: ModelParams, cfg: DeepSeekConfig, layer: number): Te
   return l?.moe?.bias ?? null;
 }
 
-/** Applies b_i += γ·sign(mean − load_i) to every layer in `loads`; returns the layers updated. */
-export function updateGateBias(p: ModelParams, cfg: DeepSeekConfig, loads: LayerLoads, gamma: number): number {
+/** The router (gate) weight matrices of every MoE layer, main layers then MTP layers. */
+export function routerParams(p: ModelParams): Tensor[] {
+  const out: Tensor[] = [];
+  for (const l of [...p.layers, ...p.mtp.map((m) => m.layer)]) if (l.moe) out.push(l.moe.router);
+  return out;
+}
+
+/** How the bias moves: DeepSeek's sign rule, or in proportion to the relative load error. */
+export type BiasUpdate = 'sign' | 'relative';
+
+/**
+ * Applies b_i += γ·sign(mean − load_i) ('sign', DeepSeek) or b_i += γ·(mean − load_i)/mean
+ * ('relative') to every layer in `loads`; returns the layers updated.
+ */
+export function updateGateBias(p: ModelParams, cfg: DeepSeekConfig, loads: LayerLoads, gamma: number, rule: BiasUpdate = 'sign'): number {
   if (gamma === 0) return 0;
   let n = 0;
   for (const [layer, load] of loads) {
@@ -57,7 +70,8 @@ export function updateGateBias(p: ModelParams, cfg: DeepSeekConfig, loads: Layer
     let sum = 0;
     for (const x of load) sum += x;
     const mean = sum / load.length;
-    for (let i = 0; i < b.length; i++) b[i] = b[i]! + gamma * Math.sign(mean - load[i]!);
+    if (mean === 0) continue;
+    for (let i = 0; i < b.length; i++) b[i] = b[i]! + gamma * (rule === 'sign' ? Math.sign(mean - load[i]!) : (mean - load[i]!) / mean);
     n++;
   }
   return n;

@@ -19,6 +19,11 @@ export interface AdamWOptions {
   weightDecay: number;
   /** Storage of the first/second moments. */
   momentDtype: 'f32' | 'bf16';
+  /**
+   * Per-parameter learning-rate multipliers (a parameter group, as PyTorch's `param_groups`):
+   * parameter i steps with lr·lrScale[i] (its decay too). Absent or shorter: 1.
+   */
+  lrScale?: readonly number[];
 }
 
 export const defaultAdamW: Readonly<AdamWOptions> = Object.freeze({ beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, momentDtype: 'f32' });
@@ -57,14 +62,16 @@ export class AdamW {
     const { beta1, beta2, eps, weightDecay } = this.opts;
     this.stepCount++;
     const bc1 = 1 - Math.pow(beta1, this.stepCount), bc2 = 1 - Math.pow(beta2, this.stepCount);
-    const stepSize = lr / bc1, bc2Sqrt = Math.sqrt(bc2);
+    const bc2Sqrt = Math.sqrt(bc2);
     for (let i = 0; i < this.params.length; i++) {
       const p = this.params[i]!;
       const g = p.grad;
       if (!g) continue;
       const w = p.f32;
       const [m, v] = this.moments(i, w.length);
-      const decay = p.rank >= 2 ? 1 - lr * weightDecay : 1;
+      const lrI = lr * (this.opts.lrScale?.[i] ?? 1);
+      const stepSize = lrI / bc1;
+      const decay = p.rank >= 2 ? 1 - lrI * weightDecay : 1;
       for (let j = 0; j < w.length; j++) {
         const gj = g[j]!;
         const mj = beta1 * m[j]! + (1 - beta1) * gj;

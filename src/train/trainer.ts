@@ -20,7 +20,7 @@ import type { DeepSeekConfig } from '../model/config.js';
 import { forward, KVCache, lossFn, trainableParams, type ModelParams } from '../model/deepseek.js';
 import { AdamW, clipGradNorm, type AdamWState } from './optim.js';
 import { checkSchedule, lrAt, type Schedule, type ScheduleKind } from './schedule.js';
-import { countLoads, maxVio, updateGateBias, type LayerLoads } from './balance.js';
+import { countLoads, maxVio, routerParams, updateGateBias, type BiasUpdate, type LayerLoads } from './balance.js';
 import { BatchSampler, type SamplerState } from './data.js';
 
 /** Every knob of a run (the CLI fills them from flags and defaults). */
@@ -38,6 +38,10 @@ export interface TrainerOptions {
   clip: number;
   mtpWeight: number;
   biasGamma: number;
+  /** Bias rule: 'sign' (DeepSeek) or 'relative' (step ∝ relative load error). */
+  biasUpdate: BiasUpdate;
+  /** Learning-rate multiplier of the router weights (an AdamW parameter group); 1 = same as the rest. */
+  routerLrScale: number;
   auxAlpha: number;
   evalEvery: number;
   evalBatches: number;
@@ -53,7 +57,7 @@ export interface TrainerOptions {
 
 export const defaultTrainerOptions: Readonly<TrainerOptions> = Object.freeze({
   steps: 200, batch: 8, seq: 64, gradAccum: 1, lr: 3e-3, warmup: 20, schedule: 'wsd', minLrRatio: 0.1, decayStart: 0.5,
-  weightDecay: 0.1, clip: 1.0, mtpWeight: 0.3, biasGamma: 0.001, auxAlpha: 0.0001, evalEvery: 50, evalBatches: 4,
+  weightDecay: 0.1, clip: 1.0, mtpWeight: 0.3, biasGamma: 0.001, biasUpdate: 'sign', routerLrScale: 1, auxAlpha: 0.0001, evalEvery: 50, evalBatches: 4,
   logEvery: 10, saveEvery: 100, seed: 1234, momentDtype: 'f32', recompute: false, sampleTokens: 24, maxBadSteps: 3,
 } satisfies TrainerOptions);
 
@@ -193,7 +197,10 @@ export class Trainer {
     this.schedule = { kind: o.schedule, peak: o.lr, warmup: Math.min(o.warmup, o.steps), total: o.steps, minRatio: o.minLrRatio, decayStart: o.decayStart };
     checkSchedule(this.schedule);
     this.trainable = trainableParams(init.params, init.cfg);
-    this.optimizer = new AdamW(this.trainable, { weightDecay: o.weightDecay, momentDtype: o.momentDtype });
+    if (!(o.routerLrScale >= 0 && Number.isFinite(o.routerLrScale))) throw new RangeError(`trainer: routerLrScale must be a finite number >= 0, got ${o.routerLrScale}`);
+    const routers = new Set(routerParams(init.params));
+    const lrScale = this.trainable.map((t) => (routers.has(t) ? o.routerLrScale : 1));
+    this.optimizer = new AdamW(this.trainable, { weightDecay: o.weightDecay, momentDtype: o.momentDtype, lrScale });
     this.sampler = new BatchSampler(init.train, o.batch, o.seq, o.seed);
     const valSampler = new BatchSampler(init.val, o.batch, o.seq, o.seed ^ 0x5a5a5a5a);
     this.valBatches = Array.from({ length: o.evalBatches }, () => valSampler.next());
@@ -261,7 +268,7 @@ export class Trainer {
       this.consecutiveBad++;
     } else {
       this.optimizer.step(lr);
-      updateGateBias(this.params, this.cfg, loads, o.biasGamma);
+      updateGateBias(this.params, this.cfg, loads, o.biasGamma, o.biasUpdate);
       this.consecutiveBad = 0;
     }
     return { loss, mainLoss, mtpLoss, gradNorm, lr, loads, skipped };
