@@ -95,20 +95,23 @@ export function crossEntropy(logits: Tensor, targets: Tensor, ignoreIndex = -100
   if (targets.size !== N) throw new Error(`crossEntropy: ${N} rows of logits but ${targets.size} targets`);
   const L = logits.f32, Y = targets.data;
   let total = 0, count = 0;
-  // Softmax probabilities are kept for backward (one exp per logit in total).
+  // Softmax probabilities (the backend's kernel) are kept for backward: one exp per logit in total.
   const probs = new Float32Array(L.length);
+  kernel('Softmax')(L, probs, N, V);
   for (let r = 0; r < N; r++) {
     const y = Y[r]!;
     if (y === ignoreIndex) continue;
     if (!(y >= 0 && y < V)) throw new Error(`crossEntropy: target ${y} out of range [0, ${V})`);
-    const o = r * V;
-    let mx = -Infinity;
-    for (let j = 0; j < V; j++) { const v = L[o + j]!; if (v > mx) mx = v; }
-    let s = 0;
-    for (let j = 0; j < V; j++) { const e = Math.exp(L[o + j]! - mx); probs[o + j] = e; s += e; }
-    const inv = 1 / s;
-    for (let j = 0; j < V; j++) probs[o + j]! *= inv;
-    total += mx + Math.log(s) - L[o + y]!;
+    const o = r * V, py = probs[o + y]!;
+    if (py > 1e-30) total -= Math.log(py);
+    else {
+      // Probability underflows float32: exact log-sum-exp for this row.
+      let mx = -Infinity;
+      for (let j = 0; j < V; j++) mx = Math.max(mx, L[o + j]!);
+      let sum = 0;
+      for (let j = 0; j < V; j++) sum += Math.exp(L[o + j]! - mx);
+      total += mx + Math.log(sum) - L[o + y]!;
+    }
     count++;
   }
   const loss = count ? total / count : 0;
@@ -117,7 +120,7 @@ export function crossEntropy(logits: Tensor, targets: Tensor, ignoreIndex = -100
     const scale = g[0]! / count;
     for (let r = 0; r < N; r++) {
       const y = Y[r]!, o = r * V;
-      if (y === ignoreIndex) continue; // row stays zero
+      if (y === ignoreIndex) { probs.fill(0, o, o + V); continue; }
       for (let j = 0; j < V; j++) probs[o + j]! *= scale;
       probs[o + y]! -= scale;
     }
@@ -153,18 +156,15 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, scale: number):
     for (let t = 0; t < L; t++) { const o = ((b * L + t) * NH + h) * D; for (let d = 0; d < D; d++) dst[o + d]! += src[t * D + d]!; }
   };
   /** P = softmax(scale · q kᵀ + causal mask) for one (b, h); needs qh, kh filled. */
+  const qs = new Float32Array(T * Dk);
+  const softmaxK = kernel('Softmax');
   const probs = (): void => {
-    mm({ a: qh, b: kh, c: P, batch: 1, m: T, n: S, k: Dk, transA: false, transB: true, strideA: 0, strideB: 0, strideC: 0, accumulate: false });
-    for (let t = 0; t < T; t++) {
-      const n = t + off + 1, row = t * S;
-      let mx = -Infinity;
-      for (let s = 0; s < n; s++) { const z = P[row + s]! * scale; P[row + s] = z; if (z > mx) mx = z; }
-      let sum = 0;
-      for (let s = 0; s < n; s++) { const e = Math.exp(P[row + s]! - mx); P[row + s] = e; sum += e; }
-      const inv = 1 / sum;
-      for (let s = 0; s < n; s++) P[row + s]! *= inv;
-      for (let s = n; s < S; s++) P[row + s] = 0;
-    }
+    for (let i = 0; i < qs.length; i++) qs[i] = qh[i]! * scale;
+    mm({ a: qs, b: kh, c: P, batch: 1, m: T, n: S, k: Dk, transA: false, transB: true, strideA: 0, strideB: 0, strideC: 0, accumulate: false });
+    if (S > off + 1) for (let t = 0; t < T; t++) P.fill(-Infinity, t * S + t + off + 1, (t + 1) * S);
+    softmaxK(P, P, T, S);
+    // Masked entries exactly 0 whatever the kernel's exp does with −∞.
+    if (S > off + 1) for (let t = 0; t < T; t++) P.fill(0, t * S + t + off + 1, (t + 1) * S);
   };
   let lastKV = -1;
   for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
