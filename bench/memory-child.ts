@@ -3,6 +3,7 @@
  * run) on a bench config and prints `{"maxRssKB": N}` (process.resourceUsage().maxRSS) as its
  * last stdout line. Usage: memory-child <config> <train|decode> <threads> <backend>.
  */
+import { readFileSync } from 'node:fs';
 import { Tensor } from '../src/autograd/tensor.js';
 import { backward, noGrad, zeroGrad } from '../src/autograd/tape.js';
 import { useBackend, disposeBackends, type BackendChoice } from '../src/backend/setup.js';
@@ -34,5 +35,9 @@ if (what === 'train') {
     for (let i = d.prompt; i < d.prompt + d.steps; i++) forward(params, cfg, new Tensor(toks.slice(i, i + 1), [1, 1], 'i32'), { cache, startPos: i });
   });
 }
-console.log(JSON.stringify({ maxRssKB: process.resourceUsage().maxRSS }));
+// VmHWM is this process's own peak; getrusage's maxRSS on Linux keeps the parent's high-water
+// mark across fork+exec, which made a small child report its (large) parent's peak.
+let hwm = process.resourceUsage().maxRSS;
+try { const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8')); if (m) hwm = Number(m[1]); } catch { /* not Linux */ }
+console.log(JSON.stringify({ maxRssKB: hwm }));
 await disposeBackends();

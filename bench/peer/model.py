@@ -370,6 +370,19 @@ def serve(args):
         sys.stdout.flush()
 
 
+def peak_rss_kb():
+    # VmHWM is this process's own peak; ru_maxrss on Linux keeps the parent's high-water mark
+    # across fork+exec, so a child started by a large Node process would report the parent's.
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def memory(args):
     model = load(args['dir'])
     bench = Bench(model)
@@ -378,7 +391,7 @@ def memory(args):
             bench.train(int(args['B']), int(args['T']), float(args.get('mtp', 0)))
     else:
         bench.decode(int(args['prompt']), int(args['steps']))
-    print(json.dumps({'maxRssKB': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+    print(json.dumps({'maxRssKB': peak_rss_kb()}))
 
 
 def main(argv):
