@@ -135,3 +135,20 @@ export function recompute(fn: (...xs: Tensor[]) => Tensor, ...inputs: Tensor[]):
   };
   return out;
 }
+
+const NO_DATA = new Float32Array(0);
+
+/**
+ * A stand-in for `t` in the graph (same id, node, shape and requiresGrad) that holds none of its
+ * data. An op whose backward does not read an input's values (fp8Linear keeps only the FP8 bytes
+ * of x) records the handle instead of the tensor, so the f32 activation can be freed after the
+ * forward pass: the memory saving is real, not only counted. Leaves are returned as they are
+ * (their gradient must land on the parameter itself).
+ */
+export function graphHandle(t: Tensor): Tensor {
+  if (!t.node) return t;
+  const h = Object.create(Tensor.prototype) as Tensor;
+  Object.assign(h, { id: t.id, shape: t.shape, strides: t.strides, dtype: t.dtype, data: NO_DATA, requiresGrad: t.requiresGrad, grad: null, node: t.node });
+  Object.defineProperty(h, 'size', { value: t.size });
+  return h;
+}

@@ -26,7 +26,7 @@
  * buffers this op itself stores.
  */
 import { Tensor, fmtShape } from '../autograd/tensor.js';
-import { needsGrad, record } from '../autograd/tape.js';
+import { graphHandle, needsGrad, record } from '../autograd/tape.js';
 import { getBackend, kernel } from '../backend/registry.js';
 import { E4M3_TO_F32 } from './codec.js';
 import { FP8_BLOCK, type Fp8Quantized, type ScaleFormat, dequantizeTiles, quantizeBlocks, quantizeTiles } from './quant.js';
@@ -220,7 +220,8 @@ export function fp8Linear(x: Tensor, w: Tensor, opts: Fp8LinearOptions = {}): Te
   let wq: { codes: Uint8Array; scales: Float32Array } | null = qw;
   const release = trackSaved(qx.codes.byteLength + qx.scales.byteLength);
   const xNeeds = x.requiresGrad, wNeeds = w.requiresGrad;
-  return record(out, 'Fp8Linear', [x, w], (g) => {
+  // The graph keeps a data-less handle of x: its f32 values are not held for backward.
+  return record(out, 'Fp8Linear', [graphHandle(x), w], (g) => {
     if (!saved || !wq) throw new Error('fp8Linear: backward ran twice (saved FP8 activations were already released)');
     let gx: Float32Array | null = null, gw: Float32Array | null = null;
     if (xNeeds) {
