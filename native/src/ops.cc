@@ -115,7 +115,8 @@ static void siluMulRange(const float* g, const float* u, float* out, long i0, lo
 // Runs fn over [0, count) split across threads when the work is large enough.
 template <class Fn>
 static void splitRows(long count, long workPerItem, Fn fn) {
-  int T = count * workPerItem < (1L << 16) ? 1 : (int)std::min<long>(poolThreads(), count);
+  // Memory-bound row ops: only worth a worker wake-up for large tensors (~1M elements).
+  int T = count * workPerItem < (1L << 20) ? 1 : (int)std::min<long>(poolThreads(), count);
   if (T <= 1) { fn(0L, count); return; }
   poolRun(T, [&](int tid) { fn(count * tid / T, count * (tid + 1) / T); });
 }
