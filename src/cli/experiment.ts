@@ -22,7 +22,8 @@ import { loadCorpus } from '../train/data-node.js';
 import { BatchSampler, packDocuments, splitDocuments } from '../train/data.js';
 import { trainBpe } from '../io/bpe.js';
 import { Tokenizer } from '../io/tokenizer.js';
-import { AdamW, RECIPES, describeRecipe, makeProjLinear, parseRecipe, recipeSettings, type Recipe } from '../fp8/recipe.js';
+import { AdamW } from '../train/optim.js';
+import { RECIPES, describeRecipe, makeProjLinear, parseRecipe, recipeSettings, type Recipe } from '../fp8/recipe.js';
 import { resetSavedActivationStats, savedActivationStats } from '../fp8/linear.js';
 
 const spec: OptionSpec = {
@@ -96,7 +97,7 @@ function trainRecipe(recipe: Recipe, a: { cfgName: string; steps: number; batch:
   const params = initParams(cfg, { seed: a.seed });
   const trainable = trainableParams(params, cfg);
   const settings = recipeSettings(recipe);
-  const opt = new AdamW(trainable, { lr: a.lr, momentDtype: settings.momentDtype });
+  const opt = new AdamW(trainable, { momentDtype: settings.momentDtype });
   const projLinear = makeProjLinear(recipe);
   const opts = { projLinear, recompute: settings.recompute, mtpWeight: 0.3 };
   const sampler = new BatchSampler(data.train, a.batch, a.seq, a.seed);

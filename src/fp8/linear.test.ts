@@ -27,7 +27,8 @@ import { getBackend, setBackend } from '../backend/registry.js';
 import { loadNativeBackend, nativeUnavailableReason } from '../backend/native-node.js';
 import { fp8Linear, fp8SavedBytes, resetSavedActivationStats, resolveFp8Gemm, savedActivationStats } from './linear.js';
 import { quantizeBlocks } from './quant.js';
-import { AdamW, RECIPES, bf16Linear, describeRecipe, fp32Linear, makeProjLinear, parseRecipe, recipeSettings } from './recipe.js';
+import { AdamW } from '../train/optim.js';
+import { RECIPES, bf16Linear, describeRecipe, fp32Linear, makeProjLinear, parseRecipe, recipeSettings } from './recipe.js';
 
 const REF = path.resolve(process.cwd(), '../shared/reference');
 
@@ -206,12 +207,12 @@ test('bf16Linear: within the BF16 bound (sqrt(2)·2^-8 ≈ 0.0055), saves 2 byte
 test('AdamW: BF16 moments take half the bytes and track the f32 optimizer; recipes are labelled honestly', () => {
   const mk = (): Tensor => new Tensor(Float32Array.from({ length: 300 }, (_, i) => Math.sin(i)), [10, 30]).param();
   const pa = mk(), pb = mk();
-  const a = new AdamW([pa], { lr: 0.01, momentDtype: 'f32' }), b = new AdamW([pb], { lr: 0.01, momentDtype: 'bf16' });
+  const a = new AdamW([pa], { momentDtype: 'f32' }), b = new AdamW([pb], { momentDtype: 'bf16' });
   assert.equal(a.stateBytes(), 2 * 300 * 4);
   assert.equal(b.stateBytes(), 2 * 300 * 2);
   for (let s = 0; s < 50; s++) {
     for (const p of [pa, pb]) { p.grad = Float32Array.from(p.f32, (v) => 2 * (v - 0.5)); } // d/dw (w - 0.5)²
-    a.step(); b.step();
+    a.step(0.01); b.step(0.01);
   }
   assert.ok(relErr(pb.f32, pa.f32) < 1e-2, 'bf16-moment AdamW drifted from the f32 one');
   assert.ok(Math.abs(pa.f32[7]! - 0.5) < Math.abs(Math.sin(7) - 0.5), 'AdamW did not move towards the minimum');

@@ -10,7 +10,6 @@
  * - `recipeSettings(recipe)`: recompute (RMSNorm / MLA up-projection outputs recomputed in
  *   backward) is on for 'fp8', off otherwise; AdamW moments are BF16 for 'fp8', f32 otherwise.
  *   Master weights and gradients are f32 in all recipes.
- * - `AdamW`: decoupled weight decay, bias correction, moments stored in f32 or BF16
  *   (round-to-nearest-even after each update). Used only until the trainer's optimizer exists.
  * - On a CPU every low-precision format is emulated: BF16 decoded to f32; FP8 decoded to f32 (ts/wasm)
  *   or exactly to BF16 for the native backend's AVX-512 BF16 fp8Gemm (see linear.ts).
@@ -116,70 +115,3 @@ export function makeProjLinear(recipe: Recipe): (x: Tensor, w: Tensor) => Tensor
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// AdamW with f32 or BF16 moments
-
-/** AdamW hyper-parameters. */
-export interface AdamWOptions {
-  lr: number;
-  beta1?: number;
-  beta2?: number;
-  eps?: number;
-  /** Decoupled weight decay, applied to matrices (rank >= 2) only. Default 0.1. */
-  weightDecay?: number;
-  /** Moment storage. Default 'f32'. */
-  momentDtype?: 'f32' | 'bf16';
-}
-
-/** AdamW over f32 master weights; moments in f32 or BF16. Skips parameters without a gradient. */
-export class AdamW {
-  readonly params: Tensor[];
-  private readonly m: (Float32Array | Uint16Array)[];
-  private readonly v: (Float32Array | Uint16Array)[];
-  private t = 0;
-  readonly opts: Required<AdamWOptions>;
-
-  constructor(params: Tensor[], opts: AdamWOptions) {
-    if (!(opts.lr > 0)) throw new Error(`AdamW: lr must be > 0, got ${opts.lr}`);
-    this.opts = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, momentDtype: 'f32', ...opts };
-    this.params = params;
-    const alloc = (n: number): Float32Array | Uint16Array => (this.opts.momentDtype === 'bf16' ? new Uint16Array(n) : new Float32Array(n));
-    this.m = params.map((p) => alloc(p.size));
-    this.v = params.map((p) => alloc(p.size));
-  }
-
-  /** Bytes of optimizer state (both moments). */
-  stateBytes(): number {
-    let n = 0;
-    for (const a of this.m) n += a.byteLength;
-    for (const a of this.v) n += a.byteLength;
-    return n;
-  }
-
-  /** One update with learning rate `lr` (default opts.lr); gradients are left in place. */
-  step(lr = this.opts.lr): void {
-    const { beta1, beta2, eps, weightDecay } = this.opts;
-    this.t++;
-    const c1 = 1 - beta1 ** this.t, c2 = 1 - beta2 ** this.t;
-    for (let i = 0; i < this.params.length; i++) {
-      const p = this.params[i]!;
-      const g = p.grad;
-      if (!g) continue;
-      const w = p.f32;
-      const decay = p.rank >= 2 ? 1 - lr * weightDecay : 1;
-      const ms = this.m[i]!, vs = this.v[i]!;
-      const m = ms instanceof Float32Array ? ms : decodeBf16(ms);
-      const v = vs instanceof Float32Array ? vs : decodeBf16(vs);
-      for (let j = 0; j < w.length; j++) {
-        const gj = g[j]!;
-        const mj = beta1 * m[j]! + (1 - beta1) * gj;
-        const vj = beta2 * v[j]! + (1 - beta2) * gj * gj;
-        m[j] = mj;
-        v[j] = vj;
-        w[j] = w[j]! * decay - (lr * (mj / c1)) / (Math.sqrt(vj / c2) + eps);
-      }
-      if (ms instanceof Uint16Array) ms.set(encodeBf16(m));
-      if (vs instanceof Uint16Array) vs.set(encodeBf16(v));
-    }
-  }
-}

@@ -28,7 +28,7 @@ export function broadcastStrides(shape: readonly number[], outShape: readonly nu
   return r;
 }
 
-/** For each flat output index, the flat index into an operand with the given broadcast strides. */
+/** For each flat output index, the flat index into a source with the given strides (0 on broadcast axes; permuted strides for permute/expand). */
 export function broadcastIndex(outShape: readonly number[], strides: readonly number[]): Int32Array {
   const n = sizeOf(outShape);
   const idx = new Int32Array(n);

@@ -4,6 +4,7 @@
  */
 import { Tensor, fmtShape, sizeOf, stridesOf } from '../autograd/tensor.js';
 import { record } from '../autograd/tape.js';
+import { broadcastIndex } from './broadcast.js';
 
 function normAxis(axis: number, rank: number, op: string): number {
   const a = axis < 0 ? axis + rank : axis;
@@ -32,7 +33,7 @@ export function permute(x: Tensor, perm: readonly number[]): Tensor {
   const outShape = perm.map((p) => x.shape[p]!);
   const inStr = stridesOf(x.shape);
   const srcStr = perm.map((p) => inStr[p]!);
-  const idx = permIndex(outShape, srcStr);
+  const idx = broadcastIndex(outShape, srcStr);
   const X = x.data;
   const out = new (X.constructor as Float32ArrayConstructor)(X.length) as unknown as typeof X;
   for (let i = 0; i < idx.length; i++) out[i] = X[idx[i]!]!;
@@ -42,23 +43,6 @@ export function permute(x: Tensor, perm: readonly number[]): Tensor {
     for (let i = 0; i < idx.length; i++) gi[idx[i]!] = g[i]!;
     return [gi];
   });
-}
-
-function permIndex(outShape: readonly number[], srcStrides: readonly number[]): Int32Array {
-  const n = sizeOf(outShape);
-  const idx = new Int32Array(n);
-  const rank = outShape.length;
-  const ctr = new Array<number>(rank).fill(0);
-  let off = 0;
-  for (let i = 0; i < n; i++) {
-    idx[i] = off;
-    for (let d = rank - 1; d >= 0; d--) {
-      ctr[d]!++; off += srcStrides[d]!;
-      if (ctr[d]! < outShape[d]!) break;
-      off -= srcStrides[d]! * outShape[d]!; ctr[d] = 0;
-    }
-  }
-  return idx;
 }
 
 /** Swaps two axes (default: the last two). */
@@ -151,7 +135,7 @@ export function expand(x: Tensor, shape: readonly number[]): Tensor {
     if (x.shape[i] !== 1 && x.shape[i] !== shape[oi]) throw new Error(`expand: ${fmtShape(x.shape)} cannot broadcast to ${fmtShape(shape)}`);
     str[oi] = x.shape[i] === 1 ? 0 : src[i]!;
   }
-  const idx = permIndex(shape, str);
+  const idx = broadcastIndex(shape, str);
   const X = x.f32;
   const out = new Float32Array(idx.length);
   for (let i = 0; i < idx.length; i++) out[i] = X[idx[i]!]!;
