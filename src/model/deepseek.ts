@@ -288,12 +288,12 @@ export function selectExperts(cfg: DeepSeekConfig, scores: Float32Array, bias: F
       }
       for (let g = 0; g < G; g++) if (!keep[g]) for (let j = 0; j < per; j++) b[g * per + j] = -Infinity;
     }
+    // Top-k by repeated arg-max (k is small); a chosen expert is set to −∞.
     for (let r = 0; r < k; r++) {
-      let best = -1;
-      for (let e = 0; e < E; e++) if (b[e]! !== -Infinity || best < 0) { if (best < 0 || b[e]! > b[best]!) best = e; }
+      let best = 0;
+      for (let e = 1; e < E; e++) if (b[e]! > b[best]!) best = e;
       ids[n * k + r] = best;
-      b[best] = -Infinity - 0; // taken
-      b[best] = Number.NEGATIVE_INFINITY;
+      b[best] = -Infinity;
     }
   }
   return ids;
