@@ -148,6 +148,43 @@ napi_value SiluMul(napi_env env, napi_callback_info info) {
   });
 }
 
+// siluMulBackward(g, u, gradOut, gradG, gradU): over i < gradG.length
+napi_value SiluMulBackward(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Args g(env, info, "siluMulBackward", 5);
+    size_t lg, lu, ld, lgg, lgu;
+    const float* gg = g.arr<float>(0, napi_float32_array, "g", &lg);
+    const float* u = g.arr<float>(1, napi_float32_array, "u", &lu);
+    const float* go = g.arr<float>(2, napi_float32_array, "gradOut", &ld);
+    float* gradG = g.arr<float>(3, napi_float32_array, "gradG", &lgg);
+    float* gradU = g.arr<float>(4, napi_float32_array, "gradU", &lgu);
+    const long n = (long)lgg;
+    g.need("g", lg, n); g.need("u", lu, n); g.need("gradOut", ld, n); g.need("gradU", lgu, n);
+    siluMulBackward(gg, u, go, gradG, gradU, n);
+    return undef(env);
+  });
+}
+
+// rmsnormBackward(x, w, rstd, gradOut, gradX | null, gradW | null, rows, cols); gradW accumulates
+napi_value RmsNormBackward(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Args g(env, info, "rmsnormBackward", 8);
+    size_t lx, lw, lr, ld, lgx = 0, lgw = 0;
+    const float* x = g.arr<float>(0, napi_float32_array, "x", &lx);
+    const float* w = g.arr<float>(1, napi_float32_array, "w", &lw);
+    const float* rstd = g.arr<float>(2, napi_float32_array, "rstd", &lr);
+    const float* go = g.arr<float>(3, napi_float32_array, "gradOut", &ld);
+    float* gx = g.has(4) ? g.arr<float>(4, napi_float32_array, "gradX", &lgx) : nullptr;
+    float* gw = g.has(5) ? g.arr<float>(5, napi_float32_array, "gradW", &lgw) : nullptr;
+    long rows = g.count(6, "rows"), cols = g.count(7, "cols");
+    g.need("x", lx, rows * cols); g.need("gradOut", ld, rows * cols); g.need("w", lw, cols); g.need("rstd", lr, rows);
+    if (gx) g.need("gradX", lgx, rows * cols);
+    if (gw) g.need("gradW", lgw, cols);
+    rmsnormBackward(x, w, rstd, go, gx, gw, rows, cols);
+    return undef(env);
+  });
+}
+
 // bf16Gemm(a: Uint16Array [M,K], b: Uint16Array [N,K], c: Float32Array [M,N], m, n, k, accumulate?)
 napi_value Bf16Gemm(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
@@ -237,6 +274,8 @@ NAPI_MODULE_INIT() {
       {"rmsnorm", nullptr, RmsNorm, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"softmax", nullptr, Softmax, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"siluMul", nullptr, SiluMul, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"siluMulBackward", nullptr, SiluMulBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"rmsnormBackward", nullptr, RmsNormBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"bf16Gemm", nullptr, Bf16Gemm, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"fp8Gemm", nullptr, Fp8Gemm, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"setThreads", nullptr, SetThreads, nullptr, nullptr, nullptr, napi_enumerable, nullptr},

@@ -68,6 +68,10 @@ const char* lowpFamily();
 void rmsnorm(const float* x, const float* w, float* out, long rows, long cols, float eps, float* rstd);
 void softmax(const float* x, float* out, long rows, long cols);
 void siluMul(const float* g, const float* u, float* out, long n);
+/** SiluMul backward over n elements: gu = go·g·σ(g), gg = go·u·σ(g)·(1 + g·(1 − σ(g))). */
+void siluMulBackward(const float* g, const float* u, const float* go, float* gg, float* gu, long n);
+/** RMSNorm backward from the forward's rstd: gx overwritten, gw accumulated (+=); either may be null. */
+void rmsnormBackward(const float* x, const float* w, const float* rstd, const float* go, float* gx, float* gw, long rows, long cols);
 
 /** Aligned scratch buffer owned by the calling thread (grows, never shrinks). slot selects one of 4. */
 void* threadScratch(int slot, size_t bytes);

@@ -1,8 +1,10 @@
-// Row-wise fused kernels: RMSNorm (with optional rstd output), softmax, and silu(g)*u. AVX-512
-// versions use a Cephes-style exp (|rel err| < 2e-7); the portable ones use std::exp. Large
-// inputs are split over the thread pool by rows.
+// Row-wise fused kernels: RMSNorm (with optional rstd output) and its backward, softmax, and
+// silu(g)*u and its backward. AVX-512 versions use a Cephes-style exp (|rel err| < 2e-7); the
+// portable ones use std::exp. Large inputs are split over the thread pool by rows; the RMSNorm
+// weight gradient is summed per thread and reduced afterwards (race-free).
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "common.h"
 #if FRUGAL_X86
@@ -83,6 +85,52 @@ FRUGAL_AVX512 static void siluMul512(const float* g, const float* u, float* out,
     _mm512_mask_storeu_ps(out + i, mk, _mm512_mul_ps(sig, _mm512_maskz_loadu_ps(mk, u + i)));
   }
 }
+
+FRUGAL_AVX512 static void siluMulBackward512(const float* g, const float* u, const float* go, float* gg, float* gu, long i0, long i1) {
+  const __m512 one = _mm512_set1_ps(1.f);
+  for (long i = i0; i < i1; i += 16) {
+    __mmask16 mk = tailMask(i1 - i);
+    __m512 z = _mm512_maskz_loadu_ps(mk, g + i);
+    __m512 d = _mm512_maskz_loadu_ps(mk, go + i);
+    __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), z))));
+    _mm512_mask_storeu_ps(gu + i, mk, _mm512_mul_ps(_mm512_mul_ps(d, z), s));
+    // 1 + z * (1 - s)
+    __m512 t = _mm512_fmadd_ps(z, _mm512_sub_ps(one, s), one);
+    __m512 ds = _mm512_mul_ps(_mm512_mul_ps(d, _mm512_maskz_loadu_ps(mk, u + i)), s);
+    _mm512_mask_storeu_ps(gg + i, mk, _mm512_mul_ps(ds, t));
+  }
+}
+
+FRUGAL_AVX512 static void rmsnormBackwardRows512(const float* x, const float* w, const float* rstd, const float* go, float* gx, float* gw,
+                                                 long r0, long r1, long cols) {
+  for (long r = r0; r < r1; r++) {
+    const float* xr = x + r * cols;
+    const float* gr = go + r * cols;
+    const float rs = rstd[r];
+    __m512 acc = _mm512_setzero_ps();
+    if (gx) {
+      for (long j = 0; j < cols; j += 16) {
+        __mmask16 mk = tailMask(cols - j);
+        __m512 gw_ = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, gr + j), _mm512_maskz_loadu_ps(mk, w + j));
+        acc = _mm512_fmadd_ps(gw_, _mm512_maskz_loadu_ps(mk, xr + j), acc);
+      }
+    }
+    const __m512 cv = _mm512_set1_ps(gx ? _mm512_reduce_add_ps(acc) * rs * rs / (float)cols : 0.f);
+    const __m512 rv = _mm512_set1_ps(rs);
+    for (long j = 0; j < cols; j += 16) {
+      __mmask16 mk = tailMask(cols - j);
+      __m512 gv = _mm512_maskz_loadu_ps(mk, gr + j), xv = _mm512_maskz_loadu_ps(mk, xr + j);
+      if (gx) {
+        __m512 a = _mm512_fnmadd_ps(xv, cv, _mm512_mul_ps(gv, _mm512_maskz_loadu_ps(mk, w + j)));
+        _mm512_mask_storeu_ps(gx + r * cols + j, mk, _mm512_mul_ps(rv, a));
+      }
+      if (gw) {
+        __m512 a = _mm512_fmadd_ps(_mm512_mul_ps(gv, xv), rv, _mm512_maskz_loadu_ps(mk, gw + j));
+        _mm512_mask_storeu_ps(gw + j, mk, a);
+      }
+    }
+  }
+}
 #endif
 
 static void rmsnormRows(const float* x, const float* w, float* out, long r0, long r1, long cols, float eps, float* rstd) {
@@ -112,13 +160,46 @@ static void siluMulRange(const float* g, const float* u, float* out, long i0, lo
   for (long i = i0; i < i1; i++) out[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
 }
 
+static void siluMulBackwardRange(const float* g, const float* u, const float* go, float* gg, float* gu, long i0, long i1) {
+  for (long i = i0; i < i1; i++) {
+    const double z = g[i], s = 1.0 / (1.0 + std::exp(-z));
+    gu[i] = (float)(go[i] * z * s);
+    gg[i] = (float)(go[i] * (double)u[i] * s * (1.0 + z * (1.0 - s)));
+  }
+}
+static void rmsnormBackwardRows(const float* x, const float* w, const float* rstd, const float* go, float* gx, float* gw,
+                                long r0, long r1, long cols) {
+  for (long r = r0; r < r1; r++) {
+    const float* xr = x + r * cols;
+    const float* gr = go + r * cols;
+    const double rs = rstd[r];
+    double dot = 0;
+    if (gx) for (long j = 0; j < cols; j++) dot += (double)gr[j] * w[j] * xr[j];
+    const double c = dot * rs * rs / cols;
+    for (long j = 0; j < cols; j++) {
+      if (gx) gx[r * cols + j] = (float)(rs * ((double)gr[j] * w[j] - xr[j] * c));
+      if (gw) gw[j] += (float)((double)gr[j] * xr[j] * rs);
+    }
+  }
+}
+
+// Threads for a row op over `count` items of `workPerItem`: memory-bound row ops are only worth a
+// worker wake-up for large tensors (~1M elements).
+static int splitThreads(long count, long workPerItem) {
+  return count * workPerItem < (1L << 20) ? 1 : (int)std::min<long>(poolThreads(), count);
+}
+
+// Runs fn(tid, r0, r1) over [0, count) split across T threads (T from splitThreads).
+template <class Fn>
+static void splitRowsT(int T, long count, Fn fn) {
+  if (T <= 1) { fn(0, 0L, count); return; }
+  poolRun(T, [&](int tid) { fn(tid, count * tid / T, count * (tid + 1) / T); });
+}
+
 // Runs fn over [0, count) split across threads when the work is large enough.
 template <class Fn>
 static void splitRows(long count, long workPerItem, Fn fn) {
-  // Memory-bound row ops: only worth a worker wake-up for large tensors (~1M elements).
-  int T = count * workPerItem < (1L << 20) ? 1 : (int)std::min<long>(poolThreads(), count);
-  if (T <= 1) { fn(0L, count); return; }
-  poolRun(T, [&](int tid) { fn(count * tid / T, count * (tid + 1) / T); });
+  splitRowsT(splitThreads(count, workPerItem), count, [&](int, long r0, long r1) { fn(r0, r1); });
 }
 
 }  // namespace
@@ -151,6 +232,36 @@ void siluMul(const float* g, const float* u, float* out, long n) {
 #endif
     siluMulRange(g, u, out, i0, i1);
   });
+}
+
+void siluMulBackward(const float* g, const float* u, const float* go, float* gg, float* gu, long n) {
+  const long chunks = (n + 63) / 64;
+  splitRows(chunks, 64 * 6, [&](long c0, long c1) {
+    const long i0 = c0 * 64, i1 = std::min(n, c1 * 64);
+#if FRUGAL_HAVE_X86_KERNELS
+    if (cpu().isa == Isa::Avx512) return siluMulBackward512(g, u, go, gg, gu, i0, i1);
+#endif
+    siluMulBackwardRange(g, u, go, gg, gu, i0, i1);
+  });
+}
+
+void rmsnormBackward(const float* x, const float* w, const float* rstd, const float* go, float* gx, float* gw, long rows, long cols) {
+  if (!gx && !gw) return;
+  const int T = splitThreads(rows, cols * 3);
+  // Each thread past the first sums its weight gradient into its own zeroed slice; thread 0 adds
+  // straight into gw. The slices are added to gw after the join.
+  std::vector<float> part(gw && T > 1 ? (size_t)(T - 1) * cols : 0, 0.f);
+  splitRowsT(T, rows, [&](int tid, long r0, long r1) {
+    float* pw = !gw ? nullptr : tid == 0 ? gw : part.data() + (size_t)(tid - 1) * cols;
+#if FRUGAL_HAVE_X86_KERNELS
+    if (cpu().isa == Isa::Avx512) return rmsnormBackwardRows512(x, w, rstd, go, gx, pw, r0, r1, cols);
+#endif
+    rmsnormBackwardRows(x, w, rstd, go, gx, pw, r0, r1, cols);
+  });
+  if (gw) for (int t = 1; t < T; t++) {
+    const float* p = part.data() + (size_t)(t - 1) * cols;
+    for (long j = 0; j < cols; j++) gw[j] += p[j];
+  }
 }
 
 }  // namespace frugal

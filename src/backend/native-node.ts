@@ -31,6 +31,9 @@ export interface NativeAddon {
   rmsnorm(x: Float32Array, w: Float32Array, out: Float32Array, rows: number, cols: number, eps: number, rstd?: Float32Array): void;
   softmax(x: Float32Array, out: Float32Array, rows: number, cols: number): void;
   siluMul(g: Float32Array, u: Float32Array, out: Float32Array): void;
+  siluMulBackward(g: Float32Array, u: Float32Array, gradOut: Float32Array, gradG: Float32Array, gradU: Float32Array): void;
+  rmsnormBackward(x: Float32Array, w: Float32Array, rstd: Float32Array, gradOut: Float32Array,
+    gradX: Float32Array | null, gradW: Float32Array | null, rows: number, cols: number): void;
   bf16Gemm(a: Uint16Array, b: Uint16Array, c: Float32Array, m: number, n: number, k: number, accumulate?: boolean): void;
   fp8Gemm(aCodes: Uint8Array, aScales: Float32Array, bCodes: Uint8Array, bScales: Float32Array, c: Float32Array,
     m: number, n: number, k: number, aE5m2?: boolean, bE5m2?: boolean, accumulate?: boolean): void;
@@ -108,6 +111,8 @@ export function loadNativeBackend(opts: { threads?: number } = {}): NativeBacken
       RMSNorm: (x, w, out, rows, cols, eps, rstd) => lib.rmsnorm(x, w, out, rows, cols, eps, rstd),
       Softmax: (x, out, rows, cols) => lib.softmax(x, out, rows, cols),
       SiluMul: (g, u, out) => lib.siluMul(g, u, out),
+      SiluMulBackward: (g, u, go, gg, gu) => lib.siluMulBackward(g, u, go, gg, gu),
+      RMSNormBackward: (x, w, rstd, go, gx, gw, rows, cols) => lib.rmsnormBackward(x, w, rstd, go, gx, gw, rows, cols),
     },
     bf16Gemm(a, bm, m, n, k, out, accumulate = false) {
       const c = out ?? new Float32Array(m * n);

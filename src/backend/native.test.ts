@@ -1,10 +1,10 @@
 // native backend vs the ts reference: every f32 kernel family the CPU can run (avx512, avx2,
 // portable), odd shapes, all transposes, batching with broadcast, accumulate, 1 and 2 threads;
-// RMSNorm/Softmax/SiluMul; BF16 and FP8 GEMMs vs the exact emulation of src/fp8. Skipped (with
+// RMSNorm/Softmax/SiluMul and the SiluMul/RMSNorm backwards; BF16 and FP8 GEMMs vs the exact emulation of src/fp8. Skipped (with
 // the reason) when build/Release/frugal_native.node is not built.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { tsMatMul, tsRMSNorm, tsSoftmax, tsSiluMul } from './ts.js';
+import { tsMatMul, tsRMSNorm, tsSoftmax, tsSiluMul, tsSiluMulBackward, tsRMSNormBackward } from './ts.js';
 import type { MatMulArgs } from './registry.js';
 import { loadNativeBackend, nativeUnavailableReason } from './native-node.js';
 import { quantizeTiles, quantizeBlocks, fp8Gemm } from '../fp8/quant.js';
@@ -117,6 +117,43 @@ test('RMSNorm, Softmax, SiluMul match ts (every family)', { skip }, () => {
   be!.addon.setIsa('auto');
 });
 
+test('SiluMulBackward and RMSNormBackward match ts: odd shapes, every family, 1 and 2 threads, null outputs', { skip }, () => {
+  // 700x512 crosses the single-thread threshold, so the per-thread gradW partial sums are exercised.
+  const shapes = [[1, 1], [7, 129], [3, 17], [65, 256], [700, 512]] as const;
+  for (const isa of families()) {
+    be!.addon.setIsa(isa as 'avx512');
+    for (const threads of [1, 2]) {
+      be!.setThreads(threads);
+      for (const [rows, cols] of shapes) {
+        const n = rows * cols, tag = `${isa} T=${threads} ${rows}x${cols}`;
+        const g = rand(n, 16), u = rand(n, 4), go = rand(n, 2);
+        g[0] = -120; if (n > 1) g[1] = 95;  // saturated sigmoid on both sides
+        const gg1 = new Float32Array(n), gu1 = new Float32Array(n), gg2 = new Float32Array(n).fill(7), gu2 = new Float32Array(n).fill(7);
+        tsSiluMulBackward(g, u, go, gg1, gu1);
+        be!.kernels.SiluMulBackward!(g, u, go, gg2, gu2);
+        assert.ok(maxDiff(gg1, gg2) < 2e-5 && maxDiff(gu1, gu2) < 2e-5, `${tag} SiluMulBackward: ${maxDiff(gg1, gg2)} ${maxDiff(gu1, gu2)}`);
+
+        const x = rand(n, 8), w = rand(cols, 2), rstd = new Float32Array(rows);
+        tsRMSNorm(x, w, new Float32Array(n), rows, cols, 1e-6, rstd);
+        const gw0 = rand(cols, 1);  // gradW accumulates onto what is there
+        const gx1 = new Float32Array(n), gw1 = gw0.slice(), gx2 = new Float32Array(n).fill(7), gw2 = gw0.slice();
+        tsRMSNormBackward(x, w, rstd, go, gx1, gw1, rows, cols);
+        be!.kernels.RMSNormBackward!(x, w, rstd, go, gx2, gw2, rows, cols);
+        const tolW = 2e-5 * Math.max(1, Math.sqrt(rows));
+        assert.ok(maxDiff(gx1, gx2) < 2e-5, `${tag} RMSNormBackward gradX: ${maxDiff(gx1, gx2)}`);
+        assert.ok(maxDiff(gw1, gw2) < tolW, `${tag} RMSNormBackward gradW: ${maxDiff(gw1, gw2)}`);
+        // Only one output requested: the other is skipped, the requested one is unchanged.
+        const gx3 = new Float32Array(n), gw3 = gw0.slice();
+        be!.kernels.RMSNormBackward!(x, w, rstd, go, gx3, null, rows, cols);
+        be!.kernels.RMSNormBackward!(x, w, rstd, go, null, gw3, rows, cols);
+        assert.ok(maxDiff(gx1, gx3) < 2e-5 && maxDiff(gw1, gw3) < tolW, `${tag} RMSNormBackward with a null output`);
+      }
+    }
+  }
+  be!.addon.setIsa('auto');
+  be!.setThreads(2);
+});
+
 test('FP8 GEMM matches the exact emulation (src/fp8 fp8Gemm), ragged K and N', { skip }, () => {
   for (const isa of ['auto', 'portable'] as const) {
     be!.addon.setIsa(isa);
@@ -159,6 +196,8 @@ test('BF16 GEMM matches a float64 reference of the bf16-rounded operands', { ski
 
 test('bad arguments throw errors that name the argument', { skip }, () => {
   const f = new Float32Array(4);
+  assert.throws(() => be!.addon.rmsnormBackward(f, f, f, f, new Float32Array(3), null, 2, 2), /gradX has 3 elements, needs 4/);
+  assert.throws(() => be!.addon.siluMulBackward(f, f, new Float32Array(2), f, f), /gradOut has 2 elements, needs 4/);
   assert.throws(() => be!.addon.matmul(f, f, f, 1, 3, 3, 3, false, false, 0, 0, 0, false), /matmul: a has 4 elements, needs 9/);
   assert.throws(() => be!.addon.softmax(new Float64Array(4) as unknown as Float32Array, f, 2, 2), /x must be a Float32Array/);
   assert.throws(() => be!.addon.setThreads(0), /threads must be 1..256/);

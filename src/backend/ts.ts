@@ -71,10 +71,35 @@ export function tsSiluMul(g: Float32Array, u: Float32Array, out: Float32Array): 
   for (let i = 0; i < out.length; i++) { const z = g[i]!; out[i] = (z / (1 + Math.exp(-z))) * u[i]!; }
 }
 
+export function tsSiluMulBackward(g: Float32Array, u: Float32Array, gradOut: Float32Array, gradG: Float32Array, gradU: Float32Array): void {
+  for (let i = 0; i < gradG.length; i++) {
+    const z = g[i]!, s = 1 / (1 + Math.exp(-z));
+    gradU[i] = gradOut[i]! * z * s;
+    gradG[i] = gradOut[i]! * u[i]! * s * (1 + z * (1 - s));
+  }
+}
+
+export function tsRMSNormBackward(x: Float32Array, w: Float32Array, rstd: Float32Array, gradOut: Float32Array,
+  gradX: Float32Array | null, gradW: Float32Array | null, rows: number, cols: number): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols, rs = rstd[r]!;
+    let dot = 0;
+    for (let j = 0; j < cols; j++) dot += gradOut[o + j]! * w[j]! * x[o + j]!;
+    const c = dot * rs * rs / cols;
+    for (let j = 0; j < cols; j++) {
+      if (gradX) gradX[o + j] = rs * (gradOut[o + j]! * w[j]! - x[o + j]! * c);
+      if (gradW) gradW[j]! += gradOut[o + j]! * x[o + j]! * rs;
+    }
+  }
+}
+
 export const tsBackend: Backend = {
   name: 'ts',
   fallback: null,
   threads: 1,
-  kernels: { MatMul: tsMatMul, RMSNorm: tsRMSNorm, Softmax: tsSoftmax, SiluMul: tsSiluMul },
+  kernels: {
+    MatMul: tsMatMul, RMSNorm: tsRMSNorm, Softmax: tsSoftmax, SiluMul: tsSiluMul,
+    SiluMulBackward: tsSiluMulBackward, RMSNormBackward: tsRMSNormBackward,
+  },
   describe: () => 'ts (plain TypeScript loops, reference)',
 };

@@ -113,11 +113,7 @@ export function siluMul(g: Tensor, u: Tensor): Tensor {
   const t = new Tensor(out, g.shape);
   return record(t, 'SiluMul', [g, u], (go) => {
     const gg = new Float32Array(G.length), gu = new Float32Array(G.length);
-    for (let i = 0; i < G.length; i++) {
-      const z = G[i]!, s = 1 / (1 + Math.exp(-z));
-      gu[i] = go[i]! * z * s;
-      gg[i] = go[i]! * U[i]! * s * (1 + z * (1 - s));
-    }
+    kernel('SiluMulBackward')(G, U, go, gg, gu);
     return [gg, gu];
   });
 }

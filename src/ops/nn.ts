@@ -20,16 +20,7 @@ export function rmsNorm(x: Tensor, w: Tensor, eps = 1e-6): Tensor {
   return record(new Tensor(out, x.shape), 'RMSNorm', [x, w], (g) => {
     const gx = x.requiresGrad ? new Float32Array(X.length) : null;
     const gw = w.requiresGrad ? new Float32Array(d) : null;
-    for (let r = 0; r < rows; r++) {
-      const o = r * d, rs = rstd[r]!;
-      let dot = 0;
-      for (let j = 0; j < d; j++) dot += g[o + j]! * W[j]! * X[o + j]!;
-      const c = dot * rs * rs / d;
-      for (let j = 0; j < d; j++) {
-        if (gx) gx[o + j] = rs * (g[o + j]! * W[j]! - X[o + j]! * c);
-        if (gw) gw[j]! += g[o + j]! * X[o + j]! * rs;
-      }
-    }
+    if (gx || gw) kernel('RMSNormBackward')(X, W, rstd, g, gx, gw, rows, d);
     return [gx, gw];
   });
 }
