@@ -54,3 +54,13 @@ test('every backend agrees with ts', async () => {
   }
   console.log(`# backends compared with ts: ${tried.join(', ') || 'none'} (available: ${listBackends().join(', ')})`);
 });
+
+test('a disposed backend is not reused: the next run starts a fresh one', async () => {
+  await useBackend('wasm', { threads: 2 });
+  await disposeBackends();
+  assert.equal(listBackends().includes('wasm'), false);
+  await useBackend('wasm', { threads: 2 });
+  const y = op.matmul(randn([9, 33], 1), randn([33, 5], 2));
+  assert.equal(y.size, 45);
+  await disposeBackends();
+});

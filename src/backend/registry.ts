@@ -63,6 +63,15 @@ export function registerBackend(b: Backend): void {
 
 export function listBackends(): string[] { return [...backends.keys()]; }
 
+/** Removes a (disposed) backend; if it was active, `ts` becomes active again. */
+export function unregisterBackend(name: string): void {
+  const b = backends.get(name);
+  if (!b) return;
+  backends.delete(name);
+  resolved.clear();
+  if (active === b) active = backends.get('ts') ?? null;
+}
+
 export function setBackend(name: string): Backend {
   const b = backends.get(name);
   if (!b) throw new Error(`backend '${name}' is not available (available: ${listBackends().join(', ') || 'none'})`);

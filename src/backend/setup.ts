@@ -4,7 +4,7 @@
  * one-line description of what will run, for the run's log. `disposeBackends()` stops worker
  * threads so a CLI process exits by itself.
  */
-import { getBackendByName, registerBackend, setBackend, getBackend, type Backend } from './registry.js';
+import { getBackendByName, registerBackend, setBackend, getBackend, unregisterBackend, type Backend } from './registry.js';
 import './index.js';
 
 export type BackendChoice = 'auto' | 'ts' | 'wasm' | 'native';
@@ -70,7 +70,10 @@ export function describeBackend(): string {
   return nativeReason && b.name !== 'native' ? `${d} (native unavailable: ${nativeReason})` : d;
 }
 
-/** Stops worker threads of every backend started here. */
+/** Stops worker threads of every backend started here and unregisters them (`ts` is active after). */
 export async function disposeBackends(): Promise<void> {
-  for (const b of started.splice(0)) await b.dispose?.();
+  for (const b of started.splice(0)) {
+    await b.dispose?.();
+    unregisterBackend(b.name);
+  }
 }
