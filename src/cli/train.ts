@@ -33,8 +33,18 @@ export const summary = 'train a DeepSeek-style model (MLA + MoE + MTP) on the bu
 
 /** Defaults of `frugal train` with no arguments (sized for ~3 minutes on 2 cores). */
 export const trainDefaults = { config: 'demo', steps: 250, batch: 8, seq: 64, lr: 3e-3, warmup: 20, routerLrScale: 0.03 };
-/** SIMD128 GEMM ceiling per core measured on the project machine (DESIGN.md); the MFU denominator on CPUs. */
+/** SIMD128 GEMM ceiling per core measured on the project machine (ANCHORS.md): the wasm/ts MFU denominator. */
 export const CPU_PEAK_FLOPS_PER_THREAD = 45e9;
+
+/**
+ * The f32 peak per thread the backend could reach, the MFU denominator: native with AVX-512 is two
+ * 16-lane FMAs per cycle (~3.3 GHz → ~211 GFLOP/s, ANCHORS.md), AVX2 half that; wasm/ts the
+ * SIMD128 ceiling. An honest MFU divides by what the hardware could do, not by what we reach.
+ */
+export function peakFlopsPerThread(backendDescription: string): number {
+  if (/^native/.test(backendDescription)) return /avx512/.test(backendDescription) ? 211e9 : /avx2/.test(backendDescription) ? 105e9 : CPU_PEAK_FLOPS_PER_THREAD;
+  return CPU_PEAK_FLOPS_PER_THREAD;
+}
 
 const spec: OptionSpec = {
   config: { type: 'string', help: `model: tiny | small | demo | path to an HF config.json (default ${trainDefaults.config})` },
@@ -231,7 +241,7 @@ export async function run(argv: string[]): Promise<number> {
     const f = flopsPerToken(cfg, seq);
     const perToken = opts.mtpWeight > 0 ? f.training : f.trainingMain;
     const price = numOpt('price', 2, (x) => x >= 0, '>= 0');
-    const meter = { flopsPerToken: perToken, peakFlops: CPU_PEAK_FLOPS_PER_THREAD * backend.threads, usdPerToken: (perToken / (0.39 * gpu.bf16Tflops * 1e12) / 3600) * price };
+    const meter = { flopsPerToken: perToken, peakFlops: peakFlopsPerThread(backend.describe ? backend.describe() : backend.name) * backend.threads, usdPerToken: (perToken / (0.39 * gpu.bf16Tflops * 1e12) / 3600) * price };
 
     // Model.
     let params: ModelParams;
