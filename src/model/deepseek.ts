@@ -170,11 +170,11 @@ export class KVCache {
     if (start + T > this.capacity) throw new Error(`KV cache full: ${start + T} tokens > capacity ${this.capacity}`);
     const X = x.f32;
     const S = start + T;
+    for (let b = 0; b < B; b++) buf.set(X.subarray(b * T * D, (b + 1) * T * D), (b * this.capacity + start) * D);
+    // Batch 1: the first S rows are contiguous — a view, no copy (rows already cached never change).
+    if (B === 1) return new Tensor(buf.subarray(0, S * D), [1, S, heads, D / heads]);
     const out = new Float32Array(B * S * D);
-    for (let b = 0; b < B; b++) {
-      buf.set(X.subarray(b * T * D, (b + 1) * T * D), (b * this.capacity + start) * D);
-      out.set(buf.subarray(b * this.capacity * D, (b * this.capacity + S) * D), b * S * D);
-    }
+    for (let b = 0; b < B; b++) out.set(buf.subarray(b * this.capacity * D, (b * this.capacity + S) * D), b * S * D);
     return new Tensor(out, [B, S, heads, D / heads]);
   }
 }

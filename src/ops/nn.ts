@@ -138,7 +138,13 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, scale: number):
   const off = S - T;
   const mm = kernel('MatMul');
   // Per-head contiguous panels (reused across heads).
-  const qh = new Float32Array(T * Dk), kh = new Float32Array(S * Dk), vh = new Float32Array(S * Dv);
+  const qh = new Float32Array(T * Dk);
+  // With one shared K/V head the panels of batch b are contiguous already: use views, no copy.
+  let kh = KH === 1 ? K.subarray(0, S * Dk) : new Float32Array(S * Dk), vh = KH === 1 ? Vv.subarray(0, S * Dv) : new Float32Array(S * Dv);
+  const loadKV = (b: number, khd: number): void => {
+    if (KH === 1) { kh = K.subarray(b * S * Dk, (b + 1) * S * Dk); vh = Vv.subarray(b * S * Dv, (b + 1) * S * Dv); return; }
+    gather(K, kh, b, khd, S, KH, Dk); gather(Vv, vh, b, khd, S, KH, Dv);
+  };
   const P = new Float32Array(T * S), oh = new Float32Array(T * Dv);
   const gather = (src: Float32Array, dst: Float32Array, b: number, h: number, L: number, NH: number, D: number): void => {
     for (let t = 0; t < L; t++) { const o = ((b * L + t) * NH + h) * D; for (let d = 0; d < D; d++) dst[t * D + d] = src[o + d]!; }
@@ -161,7 +167,7 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, scale: number):
   for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
     const khd = KH === 1 ? 0 : h;
     gather(Q, qh, b, h, T, H, Dk);
-    if (lastKV !== b * KH + khd) { gather(K, kh, b, khd, S, KH, Dk); gather(Vv, vh, b, khd, S, KH, Dv); lastKV = b * KH + khd; }
+    if (lastKV !== b * KH + khd) { loadKV(b, khd); lastKV = b * KH + khd; }
     probs();
     mm({ a: P, b: vh, c: oh, batch: 1, m: T, n: Dv, k: S, transA: false, transB: false, strideA: 0, strideB: 0, strideC: 0, accumulate: false });
     for (let t = 0; t < T; t++) out.set(oh.subarray(t * Dv, (t + 1) * Dv), ((b * T + t) * H + h) * Dv);
@@ -174,7 +180,7 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, scale: number):
     for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
       const khd = KH === 1 ? 0 : h;
       gather(Q, qh, b, h, T, H, Dk);
-      if (lastKV !== b * KH + khd) { gather(K, kh, b, khd, S, KH, Dk); gather(Vv, vh, b, khd, S, KH, Dv); lastKV = b * KH + khd; }
+      if (lastKV !== b * KH + khd) { loadKV(b, khd); lastKV = b * KH + khd; }
       gather(g, go, b, h, T, H, Dv);
       gather(out, oh, b, h, T, H, Dv);
       probs();
