@@ -148,6 +148,22 @@ napi_value SiluMul(napi_env env, napi_callback_info info) {
   });
 }
 
+// softmaxBackward(p, gradOut, gradIn, rows, cols, scale): gradIn = scale * p * (gradOut - rowsum(p * gradOut))
+napi_value SoftmaxBackward(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Args g(env, info, "softmaxBackward", 6);
+    size_t lp, lg, li;
+    const float* pp = g.arr<float>(0, napi_float32_array, "p", &lp);
+    const float* go = g.arr<float>(1, napi_float32_array, "gradOut", &lg);
+    float* gi = g.arr<float>(2, napi_float32_array, "gradIn", &li);
+    long rows = g.count(3, "rows"), cols = g.count(4, "cols");
+    const double scale = g.num(5, "scale");
+    g.need("p", lp, rows * cols); g.need("gradOut", lg, rows * cols); g.need("gradIn", li, rows * cols);
+    softmaxBackward(pp, go, gi, rows, cols, (float)scale);
+    return undef(env);
+  });
+}
+
 // siluMulBackward(g, u, gradOut, gradG, gradU): over i < gradG.length
 napi_value SiluMulBackward(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
@@ -275,6 +291,7 @@ NAPI_MODULE_INIT() {
       {"softmax", nullptr, Softmax, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"siluMul", nullptr, SiluMul, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"siluMulBackward", nullptr, SiluMulBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"softmaxBackward", nullptr, SoftmaxBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"rmsnormBackward", nullptr, RmsNormBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"bf16Gemm", nullptr, Bf16Gemm, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"fp8Gemm", nullptr, Fp8Gemm, nullptr, nullptr, nullptr, napi_enumerable, nullptr},

@@ -70,6 +70,8 @@ void softmax(const float* x, float* out, long rows, long cols);
 void siluMul(const float* g, const float* u, float* out, long n);
 /** SiluMul backward over n elements: gu = go·g·σ(g), gg = go·u·σ(g)·(1 + g·(1 − σ(g))). */
 void siluMulBackward(const float* g, const float* u, const float* go, float* gg, float* gu, long n);
+// gi[r,j] = scale * p[r,j] * (go[r,j] - sum_k p[r,k] go[r,k]); gi may alias go.
+void softmaxBackward(const float* p, const float* go, float* gi, long rows, long cols, float scale);
 /** RMSNorm backward from the forward's rstd: gx overwritten, gw accumulated (+=); either may be null. */
 void rmsnormBackward(const float* x, const float* w, const float* rstd, const float* go, float* gx, float* gw, long rows, long cols);
 

@@ -234,6 +234,19 @@ void siluMul(const float* g, const float* u, float* out, long n) {
   });
 }
 
+void softmaxBackward(const float* p, const float* go, float* gi, long rows, long cols, float scale) {
+  splitRows(rows, cols * 3, [&](long r0, long r1) {
+    for (long r = r0; r < r1; r++) {
+      const float* pr = p + r * cols;
+      const float* gr = go + r * cols;
+      float* o = gi + r * cols;
+      float dot = 0.f;
+      for (long j = 0; j < cols; j++) dot += pr[j] * gr[j];
+      for (long j = 0; j < cols; j++) o[j] = scale * pr[j] * (gr[j] - dot);
+    }
+  });
+}
+
 void siluMulBackward(const float* g, const float* u, const float* go, float* gg, float* gu, long n) {
   const long chunks = (n + 63) / 64;
   splitRows(chunks, 64 * 6, [&](long c0, long c1) {

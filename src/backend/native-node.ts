@@ -32,6 +32,7 @@ export interface NativeAddon {
   softmax(x: Float32Array, out: Float32Array, rows: number, cols: number): void;
   siluMul(g: Float32Array, u: Float32Array, out: Float32Array): void;
   siluMulBackward(g: Float32Array, u: Float32Array, gradOut: Float32Array, gradG: Float32Array, gradU: Float32Array): void;
+  softmaxBackward(p: Float32Array, gradOut: Float32Array, gradIn: Float32Array, rows: number, cols: number, scale: number): void;
   rmsnormBackward(x: Float32Array, w: Float32Array, rstd: Float32Array, gradOut: Float32Array,
     gradX: Float32Array | null, gradW: Float32Array | null, rows: number, cols: number): void;
   bf16Gemm(a: Uint16Array, b: Uint16Array, c: Float32Array, m: number, n: number, k: number, accumulate?: boolean): void;
@@ -112,6 +113,7 @@ export function loadNativeBackend(opts: { threads?: number } = {}): NativeBacken
       Softmax: (x, out, rows, cols) => lib.softmax(x, out, rows, cols),
       SiluMul: (g, u, out) => lib.siluMul(g, u, out),
       SiluMulBackward: (g, u, go, gg, gu) => lib.siluMulBackward(g, u, go, gg, gu),
+      ...(lib.softmaxBackward ? { SoftmaxBackward: (p: Float32Array, go: Float32Array, gi: Float32Array, rows: number, cols: number, scale: number) => lib.softmaxBackward(p, go, gi, rows, cols, scale) } : {}),
       RMSNormBackward: (x, w, rstd, go, gx, gw, rows, cols) => lib.rmsnormBackward(x, w, rstd, go, gx, gw, rows, cols),
     },
     bf16Gemm(a, bm, m, n, k, out, accumulate = false) {

@@ -29,6 +29,8 @@ export interface Kernels {
   /** Backward of SiluMul over i < gradG.length, s = sigmoid(g):
    *  gradU = gradOut * g * s ; gradG = gradOut * u * s * (1 + g * (1 - s)). Outputs are overwritten. */
   SiluMulBackward(g: Float32Array, u: Float32Array, gradOut: Float32Array, gradG: Float32Array, gradU: Float32Array): void;
+  /** gradIn[r,:] = scale · p[r,:] ⊙ (gradOut[r,:] − Σ p[r,:] ⊙ gradOut[r,:]) — softmax backward; gradIn may alias gradOut. */
+  SoftmaxBackward(p: Float32Array, gradOut: Float32Array, gradIn: Float32Array, rows: number, cols: number, scale: number): void;
   /** Backward of RMSNorm given the forward's rstd[r]: with c = rstd² · Σ_j gradOut·w·x / cols,
    *  gradX[r,j] = rstd · (gradOut·w − x·c) (overwritten) and gradW[j] += Σ_r gradOut·x·rstd
    *  (accumulated). Either output may be null to skip it. */
@@ -112,7 +114,7 @@ export function kernel<K extends KernelName>(name: K): Kernels[K] {
 /** Which backend serves each kernel now (after fallbacks). */
 export function kernelTable(): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const name of ['MatMul', 'RMSNorm', 'Softmax', 'SiluMul', 'SiluMulBackward', 'RMSNormBackward'] as KernelName[]) {
+  for (const name of ['MatMul', 'RMSNorm', 'Softmax', 'SiluMul', 'SiluMulBackward', 'RMSNormBackward', 'SoftmaxBackward'] as KernelName[]) {
     let b: Backend | undefined = active ?? undefined;
     while (b && !b.kernels[name]) b = b.fallback ? backends.get(b.fallback) : undefined;
     out[name] = b ? b.name : 'missing';

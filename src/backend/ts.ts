@@ -71,6 +71,15 @@ export function tsSiluMul(g: Float32Array, u: Float32Array, out: Float32Array): 
   for (let i = 0; i < out.length; i++) { const z = g[i]!; out[i] = (z / (1 + Math.exp(-z))) * u[i]!; }
 }
 
+export function tsSoftmaxBackward(p: Float32Array, gradOut: Float32Array, gradIn: Float32Array, rows: number, cols: number, scale: number): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    let dot = 0;
+    for (let j = 0; j < cols; j++) dot += p[o + j]! * gradOut[o + j]!;
+    for (let j = 0; j < cols; j++) gradIn[o + j] = scale * p[o + j]! * (gradOut[o + j]! - dot);
+  }
+}
+
 export function tsSiluMulBackward(g: Float32Array, u: Float32Array, gradOut: Float32Array, gradG: Float32Array, gradU: Float32Array): void {
   for (let i = 0; i < gradG.length; i++) {
     const z = g[i]!, s = 1 / (1 + Math.exp(-z));
@@ -99,7 +108,7 @@ export const tsBackend: Backend = {
   threads: 1,
   kernels: {
     MatMul: tsMatMul, RMSNorm: tsRMSNorm, Softmax: tsSoftmax, SiluMul: tsSiluMul,
-    SiluMulBackward: tsSiluMulBackward, RMSNormBackward: tsRMSNormBackward,
+    SiluMulBackward: tsSiluMulBackward, RMSNormBackward: tsRMSNormBackward, SoftmaxBackward: tsSoftmaxBackward,
   },
   describe: () => 'ts (plain TypeScript loops, reference)',
 };

@@ -172,6 +172,7 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, scale: number):
     mm({ a: P, b: vh, c: oh, batch: 1, m: T, n: Dv, k: S, transA: false, transB: false, strideA: 0, strideB: 0, strideC: 0, accumulate: false });
     for (let t = 0; t < T; t++) out.set(oh.subarray(t * Dv, (t + 1) * Dv), ((b * T + t) * H + h) * Dv);
   }
+  const softmaxBwd = kernel('SoftmaxBackward');
   return record(new Tensor(out, [B, T, H, Dv]), 'CausalAttention', [q, k, v], (g) => {
     const gq = new Float32Array(Q.length), gk = new Float32Array(K.length), gv = new Float32Array(Vv.length);
     const go = new Float32Array(T * Dv), dP = new Float32Array(T * S), gqh = new Float32Array(T * Dk);
@@ -182,18 +183,12 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, scale: number):
       gather(Q, qh, b, h, T, H, Dk);
       if (lastKV !== b * KH + khd) { loadKV(b, khd); lastKV = b * KH + khd; }
       gather(g, go, b, h, T, H, Dv);
-      gather(out, oh, b, h, T, H, Dv);
       probs();
       // dV = Pᵀ·dO ; dP = dO·Vᵀ ; dS = P ⊙ (dP − rowsum(dO ⊙ O)) · scale ; dQ = dS·K ; dK = dSᵀ·Q
       mm({ a: P, b: go, c: gvh, batch: 1, m: S, n: Dv, k: T, transA: true, transB: false, strideA: 0, strideB: 0, strideC: 0, accumulate: false });
       mm({ a: go, b: vh, c: dP, batch: 1, m: T, n: S, k: Dv, transA: false, transB: true, strideA: 0, strideB: 0, strideC: 0, accumulate: false });
-      for (let t = 0; t < T; t++) {
-        let dsum = 0;
-        for (let d = 0; d < Dv; d++) dsum += go[t * Dv + d]! * oh[t * Dv + d]!;
-        const row = t * S, n = t + off + 1;
-        for (let s = 0; s < n; s++) dP[row + s] = P[row + s]! * (dP[row + s]! - dsum) * scale;
-        for (let s = n; s < S; s++) dP[row + s] = 0;
-      }
+      // dS = scale · P ⊙ (dP − rowsum(P ⊙ dP)); masked entries have P = 0, so dS = 0 there.
+      softmaxBwd(P, dP, dP, T, S, scale);
       mm({ a: dP, b: kh, c: gqh, batch: 1, m: T, n: Dk, k: S, transA: false, transB: false, strideA: 0, strideB: 0, strideC: 0, accumulate: false });
       mm({ a: dP, b: qh, c: gkh, batch: 1, m: S, n: Dk, k: T, transA: true, transB: false, strideA: 0, strideB: 0, strideC: 0, accumulate: false });
       scatterAdd(gqh, gq, b, h, T, H, Dk);

@@ -89,11 +89,7 @@ export function softmax(x: Tensor): Tensor {
   kernel('Softmax')(X, out, rows, d);
   return record(new Tensor(out, x.shape), 'Softmax', [x], (g) => {
     const gi = new Float32Array(X.length);
-    for (let r = 0; r < rows; r++) {
-      let dot = 0;
-      for (let j = 0; j < d; j++) dot += g[r * d + j]! * out[r * d + j]!;
-      for (let j = 0; j < d; j++) gi[r * d + j] = out[r * d + j]! * (g[r * d + j]! - dot);
-    }
+    kernel('SoftmaxBackward')(out, g, gi, rows, d, 1);
     return [gi];
   });
 }
