@@ -19,11 +19,15 @@ function binary(op: string, a: Tensor, b: Tensor, f: BinFn,
   let ia: Int32Array | null = null, ib: Int32Array | null = null;
   let scalarB = false;
   if (same) {
-    for (let i = 0; i < n; i++) out[i] = f(A[i]!, B[i]!);
+    // Monomorphic loops for the hot ops (a per-element callback does not inline across ops).
+    if (op === 'Add') for (let i = 0; i < n; i++) out[i] = A[i]! + B[i]!;
+    else if (op === 'Mul') for (let i = 0; i < n; i++) out[i] = A[i]! * B[i]!;
+    else for (let i = 0; i < n; i++) out[i] = f(A[i]!, B[i]!);
   } else if (rowBroadcast(a.shape, b.shape)) {
     // b is a's shape with last dim 1: one value per row (MoE gate weights, norms).
     const D = a.shape[a.rank - 1]!;
-    for (let r = 0, i = 0; r < B.length; r++) { const y = B[r]!; for (let j = 0; j < D; j++, i++) out[i] = f(A[i]!, y); }
+    if (op === 'Mul') for (let r = 0, i = 0; r < B.length; r++) { const y = B[r]!; for (let j = 0; j < D; j++, i++) out[i] = A[i]! * y; }
+    else for (let r = 0, i = 0; r < B.length; r++) { const y = B[r]!; for (let j = 0; j < D; j++, i++) out[i] = f(A[i]!, y); }
     ib = new Int32Array(0); // marker: expanded lazily in backward
   } else if (B.length === 1 && sameShape(shape, a.shape)) {
     scalarB = true;
@@ -73,13 +77,25 @@ export function add(a: Tensor, b: Tensor): Tensor {
   return binary('Add', a, b, (x, y) => x + y, (g) => [g, g]);
 }
 export function sub(a: Tensor, b: Tensor): Tensor {
-  return binary('Sub', a, b, (x, y) => x - y, (g) => [g, map(g.length, (i) => -g[i]!)]);
+  return binary('Sub', a, b, (x, y) => x - y, (g) => {
+    const gb = new Float32Array(g.length);
+    for (let i = 0; i < g.length; i++) gb[i] = -g[i]!;
+    return [g, gb];
+  });
 }
 export function mul(a: Tensor, b: Tensor): Tensor {
-  return binary('Mul', a, b, (x, y) => x * y, (g, av, bv) => [map(g.length, (i) => g[i]! * bv[i]!), map(g.length, (i) => g[i]! * av[i]!)]);
+  return binary('Mul', a, b, (x, y) => x * y, (g, av, bv) => {
+    const ga = new Float32Array(g.length), gb = new Float32Array(g.length);
+    for (let i = 0; i < g.length; i++) { ga[i] = g[i]! * bv[i]!; gb[i] = g[i]! * av[i]!; }
+    return [ga, gb];
+  });
 }
 export function div(a: Tensor, b: Tensor): Tensor {
-  return binary('Div', a, b, (x, y) => x / y, (g, av, bv) => [map(g.length, (i) => g[i]! / bv[i]!), map(g.length, (i) => -g[i]! * av[i]! / (bv[i]! * bv[i]!))]);
+  return binary('Div', a, b, (x, y) => x / y, (g, av, bv) => {
+    const ga = new Float32Array(g.length), gb = new Float32Array(g.length);
+    for (let i = 0; i < g.length; i++) { const y = bv[i]!; ga[i] = g[i]! / y; gb[i] = -g[i]! * av[i]! / (y * y); }
+    return [ga, gb];
+  });
 }
 
 function unary(op: string, x: Tensor, f: (v: number) => number, df: (v: number, y: number) => number): Tensor {
