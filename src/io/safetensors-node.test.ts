@@ -7,18 +7,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { SafetensorsError, dequantizeFp8Weight, readHeaderLength } from './safetensors.js';
 import { SafetensorsModel, fileSource, writeSafetensors } from './safetensors-node.js';
+import { rejects } from './safetensors.test-helper.js';
 
 const REF = path.resolve(process.cwd(), '../shared/reference');
 const tmpDir = () => fs.mkdtempSync(path.join(os.tmpdir(), 'frugal-st-'));
 
-async function rejects(fn: () => unknown, re: RegExp): Promise<void> {
-  await assert.rejects(async () => fn(), (e: unknown) => {
-    assert.ok(e instanceof SafetensorsError, `expected SafetensorsError, got ${String(e)}`);
-    assert.match(e.message, /^safetensors: /);
-    assert.match(e.message, re);
-    return true;
-  });
-}
 
 const vec = (name: string, values: number[]) => ({ name, dtype: 'F32' as const, shape: [values.length], data: new Float32Array(values) });
 

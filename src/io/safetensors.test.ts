@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { E4M3_TO_F32 } from '../fp8/codec.js';
+import { rejects } from './safetensors.test-helper.js';
 import {
   type StDtype, type StTensorInput, SafetensorsError, SafetensorsFile, concatBytes, dequantizeFp8Weight,
   memorySource, numel, parseHeader, readHeaderLength, serialize, toFloat32,
@@ -12,15 +13,6 @@ import {
 const REF = new URL('../../../shared/reference/', import.meta.url);
 const load = (rel: string) => new Uint8Array(readFileSync(new URL(rel, REF)));
 
-/** Assert that `fn` throws a SafetensorsError whose message matches `re`. */
-async function rejects(fn: () => unknown, re: RegExp): Promise<void> {
-  await assert.rejects(async () => fn(), (e: unknown) => {
-    assert.ok(e instanceof SafetensorsError, `expected SafetensorsError, got ${String(e)}`);
-    assert.match(e.message, /^safetensors: /);
-    assert.match(e.message, re);
-    return true;
-  });
-}
 
 /** Build a file from a raw header object and a data section. */
 function rawFile(header: unknown, data: Uint8Array = new Uint8Array(0), headerText?: string): Uint8Array {
