@@ -1,0 +1,191 @@
+/**
+ * A dense Llama-style decoder (the benchmark's `dense-10m` baseline, ANCHORS.md): pre-norm blocks
+ * of standard multi-head attention (RoPE on interleaved pairs — the same `op.rope` as DeepSeek,
+ * applied to the whole head) and a SwiGLU MLP, RMSNorm, untied embedding and output head.
+ * Parameters are a plain object tree of Tensors; `denseParamEntries` gives their Hugging Face
+ * Llama names. Everything runs through the autograd ops, so the same code trains (full sequences)
+ * and decodes (with `DenseKVCache`, under noGrad). Browser-safe.
+ */
+import { Tensor } from '../autograd/tensor.js';
+import * as op from '../ops/index.js';
+import { gaussian, type MlpParams } from './deepseek.js';
+
+/** Architecture of a dense model. Every field is required; presets are in `denseConfigs`. */
+export interface DenseConfig {
+  vocabSize: number;
+  /** Model width d. */
+  hiddenSize: number;
+  numHiddenLayers: number;
+  /** Query = key = value heads (standard MHA); head dim = hiddenSize / numAttentionHeads. */
+  numAttentionHeads: number;
+  /** SwiGLU inner width. */
+  intermediateSize: number;
+  ropeTheta: number;
+  rmsNormEps: number;
+  /** Longest context the model is meant for (metadata; caches are sized by their caller). */
+  maxPositionEmbeddings: number;
+}
+
+/** Named dense configs: `dense-10m` is ANCHORS.md's Llama-style benchmark model; `dense-tiny` is for tests. */
+export const denseConfigs: Record<string, DenseConfig> = {
+  'dense-10m': { vocabSize: 8192, hiddenSize: 256, numHiddenLayers: 6, numAttentionHeads: 8, intermediateSize: 1024, ropeTheta: 10000, rmsNormEps: 1e-6, maxPositionEmbeddings: 2048 },
+  'dense-tiny': { vocabSize: 48, hiddenSize: 16, numHiddenLayers: 2, numAttentionHeads: 2, intermediateSize: 24, ropeTheta: 10000, rmsNormEps: 1e-6, maxPositionEmbeddings: 64 },
+};
+
+/** Per-head width; throws when the width does not split evenly into heads of even size. */
+export function denseHeadDim(cfg: DenseConfig): number {
+  const hd = cfg.hiddenSize / cfg.numAttentionHeads;
+  if (!Number.isInteger(hd) || hd % 2 !== 0) throw new Error(`dense: hiddenSize ${cfg.hiddenSize} / ${cfg.numAttentionHeads} heads must be an even integer (RoPE rotates pairs)`);
+  return hd;
+}
+
+export interface DenseAttnParams { qProj: Tensor; kProj: Tensor; vProj: Tensor; oProj: Tensor }
+export interface DenseLayerParams { attnNorm: Tensor; attn: DenseAttnParams; ffnNorm: Tensor; mlp: MlpParams }
+export interface DenseParams { embed: Tensor; layers: DenseLayerParams[]; norm: Tensor; head: Tensor }
+
+/**
+ * Parameters with the shapes `cfg` implies: std 0.02 normal (embedding std 1, residual outputs
+ * o_proj/down_proj scaled by 1/sqrt(2L) like `initParams`), norms 1; `init: 'zeros'` for loading.
+ */
+export function initDenseParams(cfg: DenseConfig, opts: { seed?: number; init?: 'normal' | 'zeros' } = {}): DenseParams {
+  denseHeadDim(cfg);
+  const g = gaussian(opts.seed ?? 1234);
+  const zero = opts.init === 'zeros';
+  const resid = 0.02 / Math.sqrt(2 * cfg.numHiddenLayers);
+  const mat = (rows: number, cols: number, std = 0.02): Tensor => {
+    const d = new Float32Array(rows * cols);
+    if (!zero) for (let i = 0; i < d.length; i++) d[i] = g() * std;
+    return new Tensor(d, [rows, cols]).param();
+  };
+  const ones = (n: number): Tensor => new Tensor(new Float32Array(n).fill(1), [n]).param();
+  const H = cfg.hiddenSize, F = cfg.intermediateSize;
+  const layers = Array.from({ length: cfg.numHiddenLayers }, (): DenseLayerParams => ({
+    attnNorm: ones(H), ffnNorm: ones(H),
+    attn: { qProj: mat(H, H), kProj: mat(H, H), vProj: mat(H, H), oProj: mat(H, H, resid) },
+    mlp: { gate: mat(F, H), up: mat(F, H), down: mat(H, F, resid) },
+  }));
+  const embed = mat(cfg.vocabSize, H, 1);
+  return { embed, layers, norm: ones(H), head: mat(cfg.vocabSize, H) };
+}
+
+/** Every parameter with its Hugging Face Llama name, in checkpoint order. */
+export function denseParamEntries(p: DenseParams): Array<[string, Tensor]> {
+  const out: Array<[string, Tensor]> = [['model.embed_tokens.weight', p.embed]];
+  p.layers.forEach((l, i) => {
+    const pre = `model.layers.${i}`;
+    out.push(
+      [`${pre}.input_layernorm.weight`, l.attnNorm], [`${pre}.post_attention_layernorm.weight`, l.ffnNorm],
+      [`${pre}.self_attn.q_proj.weight`, l.attn.qProj], [`${pre}.self_attn.k_proj.weight`, l.attn.kProj],
+      [`${pre}.self_attn.v_proj.weight`, l.attn.vProj], [`${pre}.self_attn.o_proj.weight`, l.attn.oProj],
+      [`${pre}.mlp.gate_proj.weight`, l.mlp.gate], [`${pre}.mlp.up_proj.weight`, l.mlp.up], [`${pre}.mlp.down_proj.weight`, l.mlp.down],
+    );
+  });
+  out.push(['model.norm.weight', p.norm], ['lm_head.weight', p.head]);
+  return out;
+}
+
+/** All parameters (every one is trained). */
+export function denseTrainableParams(p: DenseParams): Tensor[] {
+  return denseParamEntries(p).map(([, t]) => t);
+}
+
+/**
+ * Hugging Face style config.json for a dense model. `rope_interleaved: true` marks the rotary
+ * layout (pairs 2i, 2i+1, as DeepSeek) — HF Llama's own code rotates halves instead.
+ */
+export function denseHFConfig(cfg: DenseConfig): Record<string, unknown> {
+  return {
+    architectures: ['LlamaForCausalLM'], model_type: 'llama', vocab_size: cfg.vocabSize, hidden_size: cfg.hiddenSize,
+    intermediate_size: cfg.intermediateSize, num_hidden_layers: cfg.numHiddenLayers, num_attention_heads: cfg.numAttentionHeads,
+    num_key_value_heads: cfg.numAttentionHeads, head_dim: denseHeadDim(cfg), hidden_act: 'silu', rms_norm_eps: cfg.rmsNormEps,
+    rope_theta: cfg.ropeTheta, rope_interleaved: true, max_position_embeddings: cfg.maxPositionEmbeddings,
+    tie_word_embeddings: false, torch_dtype: 'float32',
+  };
+}
+
+/** cos/sin [T, headDim/2] for positions start..start+T-1 (angle rounded to f32 as `ropeTables` does). */
+export function denseRopeTables(cfg: DenseConfig, start: number, T: number): { cos: Float32Array; sin: Float32Array } {
+  const hd = denseHeadDim(cfg), half = hd / 2;
+  const inv = new Float32Array(half);
+  for (let i = 0; i < half; i++) inv[i] = 1 / Math.pow(cfg.ropeTheta, (2 * i) / hd);
+  const cos = new Float32Array(T * half), sin = new Float32Array(T * half);
+  for (let t = 0; t < T; t++) for (let i = 0; i < half; i++) {
+    const a = Math.fround((start + t) * inv[i]!);
+    cos[t * half + i] = Math.cos(a);
+    sin[t * half + i] = Math.sin(a);
+  }
+  return { cos, sin };
+}
+
+/**
+ * Preallocated K and V per layer ([batch][capacity × heads × headDim] each) for incremental
+ * decoding. `length` is the number of cached positions (set by `denseForward`).
+ */
+export class DenseKVCache {
+  readonly k: Float32Array[];
+  readonly v: Float32Array[];
+  length = 0;
+  private readonly width: number;
+  constructor(readonly cfg: DenseConfig, readonly batch: number, readonly capacity: number) {
+    this.width = cfg.hiddenSize;
+    const n = batch * capacity * this.width;
+    this.k = Array.from({ length: cfg.numHiddenLayers }, () => new Float32Array(n));
+    this.v = Array.from({ length: cfg.numHiddenLayers }, () => new Float32Array(n));
+  }
+  /** Values cached per token per layer (K and V). */
+  valuesPerToken(): number { return 2 * this.width; }
+  /** Writes x [B, T, heads, headDim] at `start`; returns the first start+T positions as [B, S, heads, headDim]. */
+  append(layer: number, which: 'k' | 'v', x: Tensor, start: number): Tensor {
+    const buf = (which === 'k' ? this.k : this.v)[layer]!;
+    const [B, T, nh, hd] = x.shape as [number, number, number, number];
+    const D = this.width, S = start + T;
+    if (B !== this.batch) throw new Error(`DenseKVCache: batch ${B} given, cache built for ${this.batch}`);
+    if (S > this.capacity) throw new Error(`DenseKVCache full: ${S} tokens > capacity ${this.capacity} (build a larger cache)`);
+    const X = x.f32;
+    for (let b = 0; b < B; b++) buf.set(X.subarray(b * T * D, (b + 1) * T * D), (b * this.capacity + start) * D);
+    // Batch 1: the first S rows are contiguous — a view, no copy (cached rows never change).
+    if (B === 1) return new Tensor(buf.subarray(0, S * D), [1, S, nh, hd]);
+    const out = new Float32Array(B * S * D);
+    for (let b = 0; b < B; b++) out.set(buf.subarray(b * this.capacity * D, (b * this.capacity + S) * D), b * S * D);
+    return new Tensor(out, [B, S, nh, hd]);
+  }
+}
+
+export interface DenseForwardOptions {
+  /** Position of the first token (needs a cache when > 0). */
+  startPos?: number;
+  cache?: DenseKVCache | null;
+}
+
+/** tokens [B, T] (i32) → logits [B, T, V]. With a cache, appends this chunk's K/V at startPos. */
+export function denseForward(p: DenseParams, cfg: DenseConfig, tokens: Tensor, opts: DenseForwardOptions = {}): Tensor {
+  if (tokens.rank !== 2) throw new Error(`denseForward: tokens must be [batch, seq], got [${tokens.shape.join(', ')}]`);
+  const [B, T] = tokens.shape as [number, number];
+  const start = opts.startPos ?? 0, cache = opts.cache ?? null;
+  if (start > 0 && !cache) throw new Error('denseForward: startPos > 0 needs a DenseKVCache');
+  const nh = cfg.numAttentionHeads, hd = denseHeadDim(cfg), H = cfg.hiddenSize, eps = cfg.rmsNormEps;
+  const { cos, sin } = denseRopeTables(cfg, start, T);
+  const scale = 1 / Math.sqrt(hd);
+  let h = op.embedding(p.embed, tokens);
+  p.layers.forEach((l, i) => {
+    const x = op.rmsNorm(h, l.attnNorm, eps);
+    const heads = (w: Tensor): Tensor => op.reshape(op.linear(x, w), [B, T, nh, hd]);
+    const q = op.rope(heads(l.attn.qProj), cos, sin);
+    let k = op.rope(heads(l.attn.kProj), cos, sin), v = heads(l.attn.vProj);
+    if (cache) { k = cache.append(i, 'k', k, start); v = cache.append(i, 'v', v, start); }
+    const o = op.causalAttention(q, k, v, scale);
+    h = op.add(h, op.linear(op.reshape(o, [B, T, H]), l.attn.oProj));
+    const y = op.rmsNorm(h, l.ffnNorm, eps);
+    h = op.add(h, op.linear(op.siluMul(op.linear(y, l.mlp.gate), op.linear(y, l.mlp.up)), l.mlp.down));
+  });
+  if (cache) cache.length = start + T;
+  return op.linear(op.rmsNorm(h, p.norm, eps), p.head);
+}
+
+/** Next-token cross-entropy: inputs [B, T], targets [B·T] (or [B, T]) → {loss tensor, its value}. */
+export function denseLossFn(p: DenseParams, cfg: DenseConfig, inputs: Tensor, targets: Tensor): { loss: Tensor; mainLoss: number } {
+  const [B, T] = inputs.shape as [number, number];
+  const logits = denseForward(p, cfg, inputs);
+  const loss = op.crossEntropy(op.reshape(logits, [B * T, cfg.vocabSize]), targets);
+  return { loss, mainLoss: loss.item() };
+}
