@@ -2,7 +2,8 @@
 """The PyTorch peer of `frugal bench`: the same DeepSeek-V3-style model as src/model/deepseek.ts,
 written from ../shared/reference/SPEC.md (RMSNorm, interleaved RoPE, MLA naive for training and
 absorbed with a latent KV cache for decoding, sigmoid + correction-bias group-limited routing,
-DeepSeekMoE with a shared expert, dense first layers, MTP). It loads a Hugging Face model
+DeepSeekMoE with a shared expert, dense first layers, MTP), and the dense Llama-style model of
+src/model/dense.ts (config.json model_type "llama": MHA with a K/V cache, SwiGLU). It loads a Hugging Face model
 directory (config.json + model.safetensors, F32) with a small reader (struct + json, no
 safetensors package) and answers benchmark requests as JSON lines on stdin/stdout:
 
@@ -242,10 +243,90 @@ class DeepSeek(nn.Module):
         return [(torch.zeros(B, cap, c['kv_lora_rank']), torch.zeros(B, cap, c['qk_rope_head_dim'])) for _ in range(self.L)]
 
 
+class Dense(nn.Module):
+    """The dense Llama-style model of src/model/dense.ts: pre-norm blocks of multi-head attention
+    (RoPE on interleaved pairs over the whole head, as Frugal and DeepSeek rotate; HF Llama's own
+    code rotates halves, so config.json must say rope_interleaved) and a SwiGLU MLP, untied head.
+    Attention is matmul + softmax (torch 1.13 here has no fused SDPA); decoding keeps a per-layer K/V cache."""
+
+    def __init__(self, cfg, weights):
+        super().__init__()
+        self.c = cfg
+        self.L = cfg['num_hidden_layers']
+        self.nh = cfg['num_attention_heads']
+        self.hd = cfg.get('head_dim') or cfg['hidden_size'] // self.nh
+        if not cfg.get('rope_interleaved'):
+            raise ValueError('peer: the dense model rotates interleaved pairs; config.json must set rope_interleaved: true')
+        if cfg.get('num_key_value_heads', self.nh) != self.nh:
+            raise ValueError('peer: the dense model is standard multi-head attention (num_key_value_heads = num_attention_heads)')
+        if cfg.get('tie_word_embeddings') or 'lm_head.weight' not in weights:
+            raise ValueError('peer: the dense model needs an untied lm_head.weight')
+        self.p = nn.ParameterDict({name.replace('.', '/'): nn.Parameter(t) for name, t in weights.items()})
+        w = lambda name: self.p[name.replace('.', '/')]
+        names = ('input_layernorm', 'post_attention_layernorm', 'self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj',
+                 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj')
+        try:
+            # Each layer's weights resolved once: [attn norm, ffn norm, q, k, v, o, gate, up, down].
+            self.layers = [[w(f'model.layers.{i}.{n}.weight') for n in names] for i in range(self.L)]
+            self.embed, self.norm, self.head = w('model.embed_tokens.weight'), w('model.norm.weight'), w('lm_head.weight')
+        except KeyError as e:
+            raise KeyError(f'peer: the checkpoint lacks {str(e).strip(chr(39)).replace("/", ".")}') from None
+        base = cfg.get('rope_theta', 10000.0)
+        # Same tables as denseRopeTables: θ_i rounded to f32, angle p·θ_i rounded to f32.
+        self.inv_freq = (1.0 / (base ** (torch.arange(0, self.hd, 2, dtype=torch.float64) / self.hd))).float().double()
+        self.eps = cfg.get('rms_norm_eps', 1e-6)
+
+    def tables(self, start, T):
+        ang = (torch.arange(start, start + T, dtype=torch.float64)[:, None] * self.inv_freq[None, :]).float().double()
+        return torch.cos(ang).float(), torch.sin(ang).float()
+
+    def forward(self, tokens, caches=None, start=0):
+        """tokens [B, T] -> (logits [B, T, V], hidden after the final norm)."""
+        B, T = tokens.shape
+        nh, hd = self.nh, self.hd
+        cos, sin = self.tables(start, T)
+        end = start + T
+        scale = hd ** -0.5
+        # Additive causal mask over the keys 0..end-1 (none for a single decode step).
+        mask = torch.full((T, end), float('-inf')).triu_(start + 1) if T > 1 else None
+        h = F.embedding(tokens, self.embed)
+        for i, (an, fn, wq, wk, wv, wo, wg, wu, wd) in enumerate(self.layers):
+            x = rms_norm(h, an, self.eps)
+            q = rope(F.linear(x, wq).view(B, T, nh, hd), cos, sin).transpose(1, 2)
+            k = rope(F.linear(x, wk).view(B, T, nh, hd), cos, sin).transpose(1, 2)
+            v = F.linear(x, wv).view(B, T, nh, hd).transpose(1, 2)
+            if caches is not None:
+                kc, vc = caches[i]
+                kc[:B, :, start:end] = k
+                vc[:B, :, start:end] = v
+                k, v = kc[:B, :, :end], vc[:B, :, :end]
+            sc = torch.matmul(q, k.transpose(-1, -2)) * scale
+            if mask is not None:
+                sc = sc + mask
+            o = torch.matmul(sc.softmax(-1), v)
+            h = h + F.linear(o.transpose(1, 2).reshape(B, T, nh * hd), wo)
+            y = rms_norm(h, fn, self.eps)
+            h = h + F.linear(F.silu(F.linear(y, wg)) * F.linear(y, wu), wd)
+        hid = rms_norm(h, self.norm, self.eps)
+        return F.linear(hid, self.head), hid
+
+    def loss(self, inputs, targets, mtp_weight=0.0):
+        if mtp_weight > 0:
+            raise ValueError('peer: the dense model has no MTP layers (send mtp 0)')
+        B, T = inputs.shape
+        logits, _ = self.forward(inputs)
+        return F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T))
+
+    def new_cache(self, B, cap):
+        return [(torch.zeros(B, self.nh, cap, self.hd), torch.zeros(B, self.nh, cap, self.hd)) for _ in range(self.L)]
+
+
 def load(dir_):
+    """The model of a directory: model_type 'llama' -> Dense, anything else -> DeepSeek."""
     with open(os.path.join(dir_, 'config.json')) as f:
         cfg = json.load(f)
-    return DeepSeek(cfg, read_safetensors(os.path.join(dir_, 'model.safetensors')))
+    weights = read_safetensors(os.path.join(dir_, 'model.safetensors'))
+    return Dense(cfg, weights) if cfg.get('model_type') == 'llama' else DeepSeek(cfg, weights)
 
 
 def batch(model, B, T, seed=1):
