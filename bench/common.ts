@@ -15,6 +15,13 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import type { Tensor } from '../src/autograd/tensor.js';
 import { presets, type DeepSeekConfig } from '../src/model/config.js';
+import { initParams, forward, lossFn, trainableParams, KVCache } from '../src/model/deepseek.js';
+import { saveModel } from '../src/model/load-node.js';
+import {
+  denseConfigs, initDenseParams, denseForward, denseLossFn, denseParamEntries, denseTrainableParams, denseHFConfig, DenseKVCache,
+  type DenseConfig,
+} from '../src/model/dense.js';
+import { writeSafetensors } from '../src/io/safetensors-node.js';
 
 /** The command a user runs to install the peer. */
 export const PEER_INSTALL = 'sh bench/peer/setup.sh   (apt-get install -y python3-torch python3-numpy libopenblas0-pthread libgoogle-perftools4)';
@@ -22,24 +29,92 @@ export const PYTHON = '/usr/bin/python3';
 const TCMALLOC = '/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4';
 
 /** Shapes one config is benchmarked at. */
-export interface BenchShape {
-  cfg: DeepSeekConfig;
+interface ShapeBase {
   /** Training and prefill batch × sequence. */
   batch: number; seq: number;
   /** decode: prompt then `steps` single-token steps (short context, and at ~1K context). */
   decodeShort: { prompt: number; steps: number };
   decodeLong: { prompt: number; steps: number };
 }
+/** A DeepSeek-style benchmark config (src/model/deepseek.ts). */
+export type DeepSeekBenchShape = ShapeBase & { kind: 'deepseek'; cfg: DeepSeekConfig };
+/** A dense Llama-style benchmark config (src/model/dense.ts). */
+export type DenseBenchShape = ShapeBase & { kind: 'dense'; cfg: DenseConfig };
+/** A benchmark config of either kind. */
+export type BenchShape = DeepSeekBenchShape | DenseBenchShape;
 
 /**
- * Benchmark configs. `small` is ANCHORS.md's DeepSeek-style model (= presets.small); `tiny` the
- * test model. ANCHORS' `dense-10m` (Llama-style MHA) cannot be expressed by the MLA-only Frugal
- * model and is left for later.
+ * The DeepSeek-style benchmark configs: `small` is ANCHORS.md's model (= presets.small), `tiny`
+ * the test model. Scripts that drive deepseek.ts directly (profile.ts, train-steps.ts) use these.
  */
-export const BENCH_CONFIGS: Record<string, BenchShape> = {
-  small: { cfg: presets.small!, batch: 8, seq: 256, decodeShort: { prompt: 16, steps: 240 }, decodeLong: { prompt: 992, steps: 32 } },
-  tiny: { cfg: presets.tiny!, batch: 2, seq: 32, decodeShort: { prompt: 4, steps: 16 }, decodeLong: { prompt: 200, steps: 16 } },
+export const BENCH_CONFIGS: Record<string, DeepSeekBenchShape> = {
+  small: { kind: 'deepseek', cfg: presets.small!, batch: 8, seq: 256, decodeShort: { prompt: 16, steps: 240 }, decodeLong: { prompt: 992, steps: 32 } },
+  tiny: { kind: 'deepseek', cfg: presets.tiny!, batch: 2, seq: 32, decodeShort: { prompt: 4, steps: 16 }, decodeLong: { prompt: 200, steps: 16 } },
 };
+
+/**
+ * Every config the model suites (train, prefill, decode, memory) accept: BENCH_CONFIGS plus
+ * ANCHORS' `dense-10m` Llama-style baseline (standard MHA, SwiGLU, untied head; src/model/dense.ts),
+ * run through the `BenchModel` adapter.
+ */
+export const MODEL_BENCH_CONFIGS: Record<string, BenchShape> = {
+  small: BENCH_CONFIGS.small!,
+  'dense-10m': { kind: 'dense', cfg: denseConfigs['dense-10m']!, batch: 8, seq: 256, decodeShort: { prompt: 16, steps: 240 }, decodeLong: { prompt: 992, steps: 32 } },
+  tiny: BENCH_CONFIGS.tiny!,
+};
+
+/** A decode cache of either model kind (opaque to the benchmarks). */
+export type BenchCache = KVCache | DenseKVCache;
+
+/** What the benchmarks need of a model, whatever its kind; holds its parameters. */
+export interface BenchModel {
+  readonly kind: BenchShape['kind'];
+  readonly vocabSize: number;
+  /** Whether the model has MTP layers (the "+ MTP loss" training case). */
+  readonly hasMtp: boolean;
+  /** The tensors the optimizer updates. */
+  trainable(): Tensor[];
+  /** Training loss: inputs [B, T], targets [B·T]; `mtpWeight` > 0 adds the MTP loss (DeepSeek only). */
+  loss(inputs: Tensor, targets: Tensor, mtpWeight: number): Tensor;
+  /** Logits [B, T, V]; with a cache, the tokens sit at `startPos` and are appended to it. */
+  forward(tokens: Tensor, cache?: BenchCache, startPos?: number): Tensor;
+  /** A batch-1 decode cache for `capacity` tokens (DeepSeek: the absorbed latent cache). */
+  makeCache(capacity: number): BenchCache;
+  /** Writes config.json + model.safetensors (F32) for the peer. */
+  save(dir: string): Promise<void>;
+}
+
+/** The model of a benchmark config with deterministic initial weights. */
+export function benchModel(shape: BenchShape, seed = 1): BenchModel {
+  if (shape.kind === 'dense') {
+    const cfg = shape.cfg, p = initDenseParams(cfg, { seed });
+    return {
+      kind: 'dense', vocabSize: cfg.vocabSize, hasMtp: false,
+      trainable: () => denseTrainableParams(p),
+      loss: (x, y, mtp) => {
+        if (mtp > 0) throw new Error('bench: the dense model has no MTP layers');
+        return denseLossFn(p, cfg, x, y).loss;
+      },
+      forward: (t, cache, startPos) => denseForward(p, cfg, t, cache ? { cache: cache as DenseKVCache, startPos: startPos ?? 0 } : {}),
+      makeCache: (capacity) => new DenseKVCache(cfg, 1, capacity),
+      save: async (dir) => {
+        mkdirSync(dir, { recursive: true });
+        await writeSafetensors(path.join(dir, 'model.safetensors'),
+          denseParamEntries(p).map(([name, t]) => ({ name, dtype: 'F32' as const, shape: t.shape.slice(), data: t.f32 })));
+        writeFileSync(path.join(dir, 'config.json'), JSON.stringify(denseHFConfig(cfg), null, 2) + '\n');
+      },
+    };
+  }
+  const cfg = shape.cfg, p = initParams(cfg, { seed });
+  return {
+    kind: 'deepseek', vocabSize: cfg.vocabSize, hasMtp: cfg.numNextnPredictLayers > 0,
+    trainable: () => trainableParams(p, cfg),
+    loss: (x, y, mtp) => lossFn(p, cfg, x, y, { mtpWeight: mtp }).loss,
+    forward: (t, cache, startPos) => forward(p, cfg, t, cache ? { cache: cache as KVCache, startPos: startPos ?? 0 } : {}).logits,
+    makeCache: (capacity) => new KVCache(cfg, 1, capacity, 'absorb'),
+    save: (dir) => saveModel(dir, cfg, p),
+  };
+}
 
 /** Same stream as bench/peer/model.py lcg_tokens. */
 export function lcgTokens(seed: number, n: number, vocab: number): Int32Array {

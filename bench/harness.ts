@@ -12,20 +12,19 @@ import { Tensor } from '../src/autograd/tensor.js';
 import { backward, noGrad, zeroGrad } from '../src/autograd/tape.js';
 import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../src/backend/setup.js';
 import { kernelCounts, resetKernelCounts, type Backend } from '../src/backend/registry.js';
-import { initParams, forward, lossFn, trainableParams, KVCache, type ModelParams } from '../src/model/deepseek.js';
-import type { DeepSeekConfig } from '../src/model/config.js';
-import { saveModel } from '../src/model/load-node.js';
 import { parseArgs, usage, type OptionSpec } from '../src/cli/args.js';
 import { UsageError } from '../src/cli/main.js';
+import { forward, type ModelParams } from '../src/model/deepseek.js';
+import type { DeepSeekConfig } from '../src/model/config.js';
 import {
-  BENCH_CONFIGS, PEER_INSTALL, Peer, describePeer, formatRows, lcgBatch, lcgTokens, makeAdamW, peerUnavailable, stats,
-  tempModelDir, writeRaw, writeResults, type BenchRow, type BenchShape,
+  MODEL_BENCH_CONFIGS, PEER_INSTALL, Peer, benchModel, describePeer, formatRows, lcgBatch, lcgTokens, makeAdamW, peerUnavailable, stats,
+  tempModelDir, writeRaw, writeResults, type BenchModel, type BenchRow, type BenchShape,
 } from './common.js';
 
 export type ModelSuite = 'train' | 'prefill' | 'decode';
 
 export const SUITE_SPEC: OptionSpec = {
-  config: { type: 'string', help: `model config: ${Object.keys(BENCH_CONFIGS).join(', ')} (default small)` },
+  config: { type: 'string', help: `model config: ${Object.keys(MODEL_BENCH_CONFIGS).join(', ')} (default small)` },
   threads: { type: 'number', help: 'one thread count (default: 1 and 2; --quick: 2)' },
   reps: { type: 'number', help: 'timed repetitions per side, after one warm-up (default 5; --quick 3)' },
   backend: { type: 'string', help: 'Frugal backend: auto (native > wasm > ts), native, wasm, ts (default auto)' },
@@ -45,7 +44,7 @@ export function parseSuiteArgs(verb: string, argv: string[]): SuiteOptions | nul
   if (o.help) { console.log(usage(`bench ${verb}`, '[options]', SUITE_SPEC)); return null; }
   if (o._.length) throw new UsageError(`unexpected argument '${o._[0]}'`);
   const config = (o.config as string | undefined) ?? 'small';
-  if (!BENCH_CONFIGS[config]) throw new UsageError(`--config must be one of ${Object.keys(BENCH_CONFIGS).join(', ')}, got '${config}' (dense-10m needs standard MHA, which the MLA-only model cannot express)`);
+  if (!MODEL_BENCH_CONFIGS[config]) throw new UsageError(`--config must be one of ${Object.keys(MODEL_BENCH_CONFIGS).join(', ')}, got '${config}'`);
   const quick = o.quick === true;
   let threads = quick ? [2] : [1, 2];
   if (o.threads !== undefined) {
@@ -63,42 +62,40 @@ export function parseSuiteArgs(verb: string, argv: string[]): SuiteOptions | nul
 /** One benchmark case: a Frugal repetition and the matching peer request, both timed in seconds. */
 interface Case { name: string; unit: string; work: number; frugal: () => number; peer: Record<string, unknown> }
 
-function cases(suite: ModelSuite, shape: BenchShape, params: ModelParams, opt: { step(lr: number): void }): Case[] {
-  const { cfg, batch: B, seq: T } = shape;
-  const V = cfg.vocabSize;
+function cases(suite: ModelSuite, shape: BenchShape, model: BenchModel, opt: { step(lr: number): void }): Case[] {
+  const { batch: B, seq: T } = shape;
+  const V = model.vocabSize;
   if (suite === 'train') {
     const { inputs, targets } = lcgBatch(1, B, T, V);
     const x = new Tensor(inputs, [B, T], 'i32'), y = new Tensor(targets, [B * T], 'i32');
-    const tp = trainableParams(params, cfg);
+    const tp = model.trainable();
     const step = (mtp: number) => (): number => {
       const t0 = performance.now();
-      const r = lossFn(params, cfg, x, y, { mtpWeight: mtp });
-      backward(r.loss);
+      backward(model.loss(x, y, mtp));
       opt.step(1e-4);
       zeroGrad(tp);
       return (performance.now() - t0) / 1000;
     };
-    return [
-      { name: `fwd+bwd+AdamW ${B}×${T}`, unit: 'tokens/s', work: B * T, frugal: step(0), peer: { op: 'train', B, T, mtp: 0 } },
-      { name: `+ MTP loss (λ 0.3) ${B}×${T}`, unit: 'tokens/s', work: B * T, frugal: step(0.3), peer: { op: 'train', B, T, mtp: 0.3 } },
-    ];
+    const out: Case[] = [{ name: `fwd+bwd+AdamW ${B}×${T}`, unit: 'tokens/s', work: B * T, frugal: step(0), peer: { op: 'train', B, T, mtp: 0 } }];
+    if (model.hasMtp) out.push({ name: `+ MTP loss (λ 0.3) ${B}×${T}`, unit: 'tokens/s', work: B * T, frugal: step(0.3), peer: { op: 'train', B, T, mtp: 0.3 } });
+    return out;
   }
   if (suite === 'prefill') {
     const { inputs } = lcgBatch(2, B, T, V);
     const x = new Tensor(inputs, [B, T], 'i32');
     return [{
       name: `forward ${B}×${T}`, unit: 'tokens/s', work: B * T, peer: { op: 'prefill', B, T },
-      frugal: () => noGrad(() => { const t0 = performance.now(); forward(params, cfg, x); return (performance.now() - t0) / 1000; }),
+      frugal: () => noGrad(() => { const t0 = performance.now(); model.forward(x); return (performance.now() - t0) / 1000; }),
     }];
   }
   const dec = (d: { prompt: number; steps: number }, label: string): Case => ({
     name: label, unit: 'tokens/s', work: d.steps, peer: { op: 'decode', prompt: d.prompt, steps: d.steps },
     frugal: () => noGrad(() => {
       const toks = lcgTokens(3, d.prompt + d.steps, V);
-      const cache = new KVCache(cfg, 1, d.prompt + d.steps, 'absorb');
-      forward(params, cfg, new Tensor(toks.slice(0, d.prompt), [1, d.prompt], 'i32'), { cache });
+      const cache = model.makeCache(d.prompt + d.steps);
+      model.forward(new Tensor(toks.slice(0, d.prompt), [1, d.prompt], 'i32'), cache, 0);
       const t0 = performance.now();
-      for (let i = d.prompt; i < d.prompt + d.steps; i++) forward(params, cfg, new Tensor(toks.slice(i, i + 1), [1, 1], 'i32'), { cache, startPos: i });
+      for (let i = d.prompt; i < d.prompt + d.steps; i++) model.forward(new Tensor(toks.slice(i, i + 1), [1, 1], 'i32'), cache, i);
       return (performance.now() - t0) / 1000;
     }),
   });
@@ -108,14 +105,21 @@ function cases(suite: ModelSuite, shape: BenchShape, params: ModelParams, opt: {
   ];
 }
 
+type PeerCheck = { maxAbsDiff: number; maxAbsDiffDecode?: number; maxAbsLogit: number };
+
 /** Frugal's logits on a fixed batch, handed to the peer; returns its max abs diff (and the decode path's). */
-export async function checkPeer(peer: Peer, params: ModelParams, cfg: DeepSeekConfig, dir: string, B = 2, T = 16, decode = true): Promise<{ maxAbsDiff: number; maxAbsDiffDecode?: number; maxAbsLogit: number }> {
-  const toks = lcgTokens(7, B * T, cfg.vocabSize);
-  const logits = noGrad(() => forward(params, cfg, new Tensor(toks, [B, T], 'i32')).logits.f32);
+export async function checkPeerModel(peer: Peer, model: Pick<BenchModel, 'vocabSize' | 'forward'>, dir: string, B = 2, T = 16, decode = true): Promise<PeerCheck> {
+  const toks = lcgTokens(7, B * T, model.vocabSize);
+  const logits = noGrad(() => model.forward(new Tensor(toks, [B, T], 'i32')).f32);
   const tf = path.join(dir, 'check-tokens.i32'), lf = path.join(dir, 'check-logits.f32');
   writeRaw(tf, toks);
   writeRaw(lf, logits);
   return peer.request({ op: 'check', tokens: tf, logits: lf, B, T, decode });
+}
+
+/** `checkPeerModel` for loaded DeepSeek parameters (e.g. reference/tiny-dsv3). */
+export async function checkPeer(peer: Peer, params: ModelParams, cfg: DeepSeekConfig, dir: string, B = 2, T = 16, decode = true): Promise<PeerCheck> {
+  return checkPeerModel(peer, { vocabSize: cfg.vocabSize, forward: (t) => forward(params, cfg, t).logits }, dir, B, T, decode);
 }
 
 /** Max |Δlogit| accepted before timing (fp32 sums in different orders). */
@@ -123,8 +127,7 @@ export const CHECK_TOLERANCE = 1e-4;
 
 /** Runs a suite; returns rows (and logs progress/context with `log`). */
 export async function runModelSuite(suite: ModelSuite, o: SuiteOptions, log: (s: string) => void): Promise<BenchRow[]> {
-  const shape = BENCH_CONFIGS[o.config]!;
-  const cfg = shape.cfg;
+  const shape = MODEL_BENCH_CONFIGS[o.config]!;
   const why = o.peer ? peerUnavailable() : 'disabled by --no-peer';
   if (why) log(`PyTorch peer skipped: ${why}.${o.peer ? ` Install it with: ${PEER_INSTALL}` : ''}`);
   const rows: BenchRow[] = [];
@@ -136,25 +139,25 @@ export async function runModelSuite(suite: ModelSuite, o: SuiteOptions, log: (s:
       if (be.threads !== threads && be.setThreads) be.setThreads(threads);
       const backend = describeBackend();
       log(`[${suite} ${o.config} threads=${threads}] Frugal: ${backend}`);
-      const params = initParams(cfg, { seed: 1 });
+      const model = benchModel(shape, 1);
       let peer: Peer | null = null;
       if (!why) {
-        await saveModel(tmp.dir, cfg, params);
+        await model.save(tmp.dir);
         peer = new Peer(tmp.dir, threads);
       }
       try {
         if (peer) {
           log(`  peer: ${describePeer(await peer.request({ op: 'info' }))}`);
-          const c = await checkPeer(peer, params, cfg, tmp.dir, 2, 16, suite === 'decode');
+          const c = await checkPeerModel(peer, model, tmp.dir, 2, 16, suite === 'decode');
           log(`  logits check (2×16, same weights): max |Frugal − PyTorch| = ${c.maxAbsDiff.toExponential(2)}` +
             `${c.maxAbsDiffDecode !== undefined ? `, cached decode path ${c.maxAbsDiffDecode.toExponential(2)}` : ''} (max |logit| ${c.maxAbsLogit.toFixed(3)})`);
           const worst = Math.max(c.maxAbsDiff, c.maxAbsDiffDecode ?? 0);
           if (!(worst < CHECK_TOLERANCE)) throw new Error(`the peer's logits differ from Frugal's by ${worst} (> ${CHECK_TOLERANCE}); refusing to time different computations`);
         }
-        const { opt, source } = await makeAdamW(trainableParams(params, cfg));
+        const { opt, source } = await makeAdamW(model.trainable());
         if (suite === 'train') log(`  optimizer: ${source} (peer: torch.optim.AdamW)`);
         resetKernelCounts();
-        for (const c of cases(suite, shape, params, opt)) {
+        for (const c of cases(suite, shape, model, opt)) {
           c.frugal();
           if (peer) await peer.time(c.peer);
           const f: number[] = [], p: number[] = [];

@@ -7,32 +7,30 @@ import { readFileSync } from 'node:fs';
 import { Tensor } from '../src/autograd/tensor.js';
 import { backward, noGrad, zeroGrad } from '../src/autograd/tape.js';
 import { useBackend, disposeBackends, type BackendChoice } from '../src/backend/setup.js';
-import { initParams, forward, lossFn, trainableParams, KVCache } from '../src/model/deepseek.js';
-import { BENCH_CONFIGS, lcgBatch, lcgTokens, makeAdamW } from './common.js';
+import { MODEL_BENCH_CONFIGS, benchModel, lcgBatch, lcgTokens, makeAdamW } from './common.js';
 
 const [config = 'small', what = 'train', threads = '2', backend = 'auto'] = process.argv.slice(2);
-const shape = BENCH_CONFIGS[config];
+const shape = MODEL_BENCH_CONFIGS[config];
 if (!shape) { console.error(`memory-child: unknown config '${config}'`); process.exit(2); }
-const { cfg, batch: B, seq: T } = shape;
+const { batch: B, seq: T } = shape;
 await useBackend(backend as BackendChoice, { threads: Number(threads) });
-const params = initParams(cfg, { seed: 1 });
+const model = benchModel(shape, 1);
 if (what === 'train') {
-  const { inputs, targets } = lcgBatch(1, B, T, cfg.vocabSize);
-  const tp = trainableParams(params, cfg);
+  const { inputs, targets } = lcgBatch(1, B, T, model.vocabSize);
+  const tp = model.trainable();
   const { opt } = await makeAdamW(tp);
   for (let i = 0; i < 2; i++) {
-    const r = lossFn(params, cfg, new Tensor(inputs, [B, T], 'i32'), new Tensor(targets, [B * T], 'i32'), {});
-    backward(r.loss);
+    backward(model.loss(new Tensor(inputs, [B, T], 'i32'), new Tensor(targets, [B * T], 'i32'), 0));
     opt.step(1e-4);
     zeroGrad(tp);
   }
 } else {
   const d = shape.decodeShort;
-  const toks = lcgTokens(3, d.prompt + d.steps, cfg.vocabSize);
+  const toks = lcgTokens(3, d.prompt + d.steps, model.vocabSize);
   noGrad(() => {
-    const cache = new KVCache(cfg, 1, d.prompt + d.steps, 'absorb');
-    forward(params, cfg, new Tensor(toks.slice(0, d.prompt), [1, d.prompt], 'i32'), { cache });
-    for (let i = d.prompt; i < d.prompt + d.steps; i++) forward(params, cfg, new Tensor(toks.slice(i, i + 1), [1, 1], 'i32'), { cache, startPos: i });
+    const cache = model.makeCache(d.prompt + d.steps);
+    model.forward(new Tensor(toks.slice(0, d.prompt), [1, d.prompt], 'i32'), cache, 0);
+    for (let i = d.prompt; i < d.prompt + d.steps; i++) model.forward(new Tensor(toks.slice(i, i + 1), [1, 1], 'i32'), cache, i);
   });
 }
 // VmHWM is this process's own peak; getrusage's maxRSS on Linux keeps the parent's high-water

@@ -8,9 +8,7 @@
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { initParams } from '../src/model/deepseek.js';
-import { saveModel } from '../src/model/load-node.js';
-import { BENCH_CONFIGS, PEER_INSTALL, PYTHON, formatRows, peerEnv, peerUnavailable, repoRoot, stats, tempModelDir, writeResults, type BenchRow } from './common.js';
+import { MODEL_BENCH_CONFIGS, PEER_INSTALL, benchModel, PYTHON, formatRows, peerEnv, peerUnavailable, repoRoot, stats, tempModelDir, writeResults, type BenchRow } from './common.js';
 import { parseSuiteArgs } from './harness.js';
 
 function lastJson(out: string, who: string): { maxRssKB: number } {
@@ -31,7 +29,7 @@ function frugalPeak(config: string, what: string, threads: number, backend: stri
 
 /** Peak RSS in MB of one peer job in a child process. */
 function peerPeak(dir: string, config: string, what: string, threads: number): number {
-  const s = BENCH_CONFIGS[config]!;
+  const s = MODEL_BENCH_CONFIGS[config]!;
   const extra = what === 'train' ? ['--B', String(s.batch), '--T', String(s.seq), '--mtp', '0'] : ['--prompt', String(s.decodeShort.prompt), '--steps', String(s.decodeShort.steps)];
   const r = spawnSync(PYTHON, [path.join(repoRoot(), 'bench', 'peer', 'model.py'), 'memory', '--dir', dir, '--threads', String(threads), '--what', what, ...extra],
     { encoding: 'utf8', env: peerEnv(threads), maxBuffer: 1 << 24 });
@@ -39,19 +37,19 @@ function peerPeak(dir: string, config: string, what: string, threads: number): n
   return lastJson(r.stdout, 'peer memory job').maxRssKB / 1024;
 }
 
-/** CLI entry: `frugal bench memory [--config small|tiny] [--threads N] [--reps N] [--json] [--no-peer] [--write]`. */
+/** CLI entry: `frugal bench memory [--config small|dense-10m|tiny] [--threads N] [--reps N] [--json] [--no-peer] [--write]`. */
 export async function run(argv: string[]): Promise<number> {
   const o = parseSuiteArgs('memory', argv);
   if (!o) return 0;
   const log = (s: string): void => console.error(s);
   const why = o.peer ? peerUnavailable() : 'disabled by --no-peer';
   if (why) log(`PyTorch peer skipped: ${why}.${o.peer ? ` Install it with: ${PEER_INSTALL}` : ''}`);
-  const s = BENCH_CONFIGS[o.config]!;
+  const s = MODEL_BENCH_CONFIGS[o.config]!;
   const reps = Math.min(o.reps, 3);
   const tmp = tempModelDir();
   const rows: BenchRow[] = [];
   try {
-    if (!why) await saveModel(tmp.dir, s.cfg, initParams(s.cfg, { seed: 1 }));
+    if (!why) await benchModel(s, 1).save(tmp.dir);
     for (const threads of o.threads) {
       for (const what of ['train', 'decode']) {
         const f: number[] = [], p: number[] = [];

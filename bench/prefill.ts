@@ -4,5 +4,5 @@
  */
 import { runSuiteCli } from './harness.js';
 
-/** CLI entry: `frugal bench prefill [--config small|tiny] [--threads N] [--reps N] [--quick] [--json] [--no-peer] [--write]`. */
+/** CLI entry: `frugal bench prefill [--config small|dense-10m|tiny] [--threads N] [--reps N] [--quick] [--json] [--no-peer] [--write]`. */
 export async function run(argv: string[]): Promise<number> { return runSuiteCli('prefill', argv); }
