@@ -96,7 +96,7 @@ export function benchModel(shape: BenchShape, seed = 1): BenchModel {
         return denseLossFn(p, cfg, x, y).loss;
       },
       forward: (t, cache, startPos) => denseForward(p, cfg, t, cache ? { cache: cache as DenseKVCache, startPos: startPos ?? 0 } : {}),
-      makeCache: (capacity) => new DenseKVCache(cfg, 1, capacity),
+      makeCache: (capacity) => new DenseKVCache(cfg, capacity),
       save: async (dir) => {
         mkdirSync(dir, { recursive: true });
         await writeSafetensors(path.join(dir, 'model.safetensors'),

@@ -71,7 +71,7 @@ test('dense: prefill + cached single-token steps equal the full forward', () => 
   const V = cfg.vocabSize;
   noGrad(() => {
     const full = denseForward(p, cfg, new Tensor(toks, [1, T], 'i32')).f32;
-    const cache = new DenseKVCache(cfg, 1, T);
+    const cache = new DenseKVCache(cfg, T);
     const first = denseForward(p, cfg, new Tensor(toks.slice(0, prompt), [1, prompt], 'i32'), { cache }).f32;
     let worst = 0;
     for (let i = 0; i < prompt * V; i++) worst = Math.max(worst, Math.abs(first[i]! - full[i]!));

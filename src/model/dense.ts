@@ -4,7 +4,7 @@
  * applied to the whole head) and a SwiGLU MLP, RMSNorm, untied embedding and output head.
  * Parameters are a plain object tree of Tensors; `denseParamEntries` gives their Hugging Face
  * Llama names. Everything runs through the autograd ops, so the same code trains (full sequences)
- * and decodes (with `DenseKVCache`, under noGrad). Browser-safe.
+ * and decodes (batch 1 with `DenseKVCache`, under noGrad). Browser-safe.
  */
 import { Tensor } from '../autograd/tensor.js';
 import * as op from '../ops/index.js';
@@ -118,36 +118,45 @@ export function denseRopeTables(cfg: DenseConfig, start: number, T: number): { c
 }
 
 /**
- * Preallocated K and V per layer ([batch][capacity × heads × headDim] each) for incremental
- * decoding. `length` is the number of cached positions (set by `denseForward`).
+ * Batch-1 K/V cache for incremental decoding: per layer, K and V preallocated head-major
+ * [heads][capacity][headDim], so each head's history is one contiguous block that attention reads
+ * in place (a token-major layout made attention copy every head's K/V out on every step).
+ * `length` is the number of cached positions (set by `denseForward`).
  */
 export class DenseKVCache {
   readonly k: Float32Array[];
   readonly v: Float32Array[];
   length = 0;
-  private readonly width: number;
-  constructor(readonly cfg: DenseConfig, readonly batch: number, readonly capacity: number) {
-    this.width = cfg.hiddenSize;
-    const n = batch * capacity * this.width;
+  constructor(readonly cfg: DenseConfig, readonly capacity: number) {
+    const n = capacity * cfg.hiddenSize;
     this.k = Array.from({ length: cfg.numHiddenLayers }, () => new Float32Array(n));
     this.v = Array.from({ length: cfg.numHiddenLayers }, () => new Float32Array(n));
   }
   /** Values cached per token per layer (K and V). */
-  valuesPerToken(): number { return 2 * this.width; }
-  /** Writes x [B, T, heads, headDim] at `start`; returns the first start+T positions as [B, S, heads, headDim]. */
-  append(layer: number, which: 'k' | 'v', x: Tensor, start: number): Tensor {
-    const buf = (which === 'k' ? this.k : this.v)[layer]!;
-    const [B, T, nh, hd] = x.shape as [number, number, number, number];
-    const D = this.width, S = start + T;
-    if (B !== this.batch) throw new Error(`DenseKVCache: batch ${B} given, cache built for ${this.batch}`);
-    if (S > this.capacity) throw new Error(`DenseKVCache full: ${S} tokens > capacity ${this.capacity} (build a larger cache)`);
-    const X = x.f32;
-    for (let b = 0; b < B; b++) buf.set(X.subarray(b * T * D, (b + 1) * T * D), (b * this.capacity + start) * D);
-    // Batch 1: the first S rows are contiguous — a view, no copy (cached rows never change).
-    if (B === 1) return new Tensor(buf.subarray(0, S * D), [1, S, nh, hd]);
-    const out = new Float32Array(B * S * D);
-    for (let b = 0; b < B; b++) out.set(buf.subarray(b * this.capacity * D, (b * this.capacity + S) * D), b * S * D);
-    return new Tensor(out, [B, S, nh, hd]);
+  valuesPerToken(): number { return 2 * this.cfg.hiddenSize; }
+  /**
+   * Stores k, v [1, T, heads, headDim] at positions start.. and returns causal attention of
+   * q [1, T, heads, headDim] over positions 0..start+T-1, as [1, T, heads, headDim].
+   */
+  attend(layer: number, q: Tensor, k: Tensor, v: Tensor, start: number, scale: number): Tensor {
+    const [B, T, nh, hd] = k.shape as [number, number, number, number];
+    if (B !== 1) throw new Error(`DenseKVCache: batch ${B} given; the cache serves batch 1 (run sequences one at a time)`);
+    const S = start + T, cap = this.capacity;
+    if (S > cap) throw new Error(`DenseKVCache full: ${S} tokens > capacity ${cap} (build a larger cache)`);
+    const kb = this.k[layer]!, vb = this.v[layer]!, K = k.f32, V = v.f32;
+    for (let t = 0; t < T; t++) for (let h = 0; h < nh; h++) {
+      const src = (t * nh + h) * hd, dst = (h * cap + start + t) * hd;
+      kb.set(K.subarray(src, src + hd), dst);
+      vb.set(V.subarray(src, src + hd), dst);
+    }
+    // One head at a time over views of its contiguous history (rows already cached never change).
+    const outs: Tensor[] = [];
+    for (let h = 0; h < nh; h++) {
+      const kh = new Tensor(kb.subarray(h * cap * hd, (h * cap + S) * hd), [1, S, 1, hd]);
+      const vh = new Tensor(vb.subarray(h * cap * hd, (h * cap + S) * hd), [1, S, 1, hd]);
+      outs.push(op.causalAttention(op.slice(q, 2, h, h + 1), kh, vh, scale));
+    }
+    return op.concat(outs, 2);
   }
 }
 
@@ -170,10 +179,8 @@ export function denseForward(p: DenseParams, cfg: DenseConfig, tokens: Tensor, o
   p.layers.forEach((l, i) => {
     const x = op.rmsNorm(h, l.attnNorm, eps);
     const heads = (w: Tensor): Tensor => op.reshape(op.linear(x, w), [B, T, nh, hd]);
-    const q = op.rope(heads(l.attn.qProj), cos, sin);
-    let k = op.rope(heads(l.attn.kProj), cos, sin), v = heads(l.attn.vProj);
-    if (cache) { k = cache.append(i, 'k', k, start); v = cache.append(i, 'v', v, start); }
-    const o = op.causalAttention(q, k, v, scale);
+    const q = op.rope(heads(l.attn.qProj), cos, sin), k = op.rope(heads(l.attn.kProj), cos, sin), v = heads(l.attn.vProj);
+    const o = cache ? cache.attend(i, q, k, v, start, scale) : op.causalAttention(q, k, v, scale);
     h = op.add(h, op.linear(op.reshape(o, [B, T, H]), l.attn.oProj));
     const y = op.rmsNorm(h, l.ffnNorm, eps);
     h = op.add(h, op.linear(op.siluMul(op.linear(y, l.mlp.gate), op.linear(y, l.mlp.up)), l.mlp.down));
