@@ -375,18 +375,35 @@ function makeCtx(cfg: DeepSeekConfig, B: number, T: number, opts: ForwardOptions
   };
 }
 
-/** Main-model forward over tokens [B, T] (i32). */
-export function forward(p: ModelParams, cfg: DeepSeekConfig, tokens: Tensor, opts: ForwardOptions = {}): ForwardResult {
+/** The main model up to the final norm (no output head): what `forward` and `lossFn` share. */
+function forwardBody(p: ModelParams, cfg: DeepSeekConfig, tokens: Tensor, opts: ForwardOptions): Omit<ForwardResult, 'logits'> {
   if (tokens.rank !== 2) throw new Error(`forward: tokens must be [batch, seq], got [${tokens.shape.join(', ')}]`);
   const [B, T] = tokens.shape as [number, number];
   const ctx = makeCtx(cfg, B, T, opts);
   let h = op.embedding(p.embed, tokens);
   p.layers.forEach((l, i) => { h = block(ctx, h, l, i); });
   const hidden = norm(ctx, h, p.norm);
-  const logits = op.linear(hidden, p.head);
   if (ctx.cache) ctx.cache.length = ctx.start + T;
   const balance = ctx.balance.length ? ctx.balance.reduce((s, t) => op.add(s, t)) : null;
-  return { logits, hidden, routing: ctx.routing ?? [], balanceLoss: balance };
+  return { hidden, routing: ctx.routing ?? [], balanceLoss: balance };
+}
+
+/** Main-model forward over tokens [B, T] (i32). */
+export function forward(p: ModelParams, cfg: DeepSeekConfig, tokens: Tensor, opts: ForwardOptions = {}): ForwardResult {
+  const body = forwardBody(p, cfg, tokens, opts);
+  return { logits: op.linear(body.hidden, p.head), ...body };
+}
+
+/** MTP depth d up to its head norm: `normed` feeds the head, `hidden` the next depth. */
+function mtpBody(p: ModelParams, cfg: DeepSeekConfig, depth: number, h: Tensor, nextTokens: Tensor, opts: ForwardOptions): { normed: Tensor; hidden: Tensor; routing: RoutingRecord[]; head: Tensor } {
+  const m = p.mtp[depth];
+  if (!m) throw new Error(`mtpForward: the model has ${p.mtp.length} MTP layers, depth ${depth} requested`);
+  const [B, T] = nextTokens.shape as [number, number];
+  const ctx = makeCtx(cfg, B, T, opts);
+  const e = norm(ctx, op.embedding(m.embed, nextTokens), m.enorm);
+  const x = op.linear(op.concat([e, norm(ctx, h, m.hnorm)], 2), m.ehProj);
+  const y = block(ctx, x, m.layer, cfg.numHiddenLayers + depth);
+  return { normed: norm(ctx, y, m.headNorm), hidden: y, routing: ctx.routing ?? [], head: m.head };
 }
 
 /**
@@ -395,15 +412,8 @@ export function forward(p: ModelParams, cfg: DeepSeekConfig, tokens: Tensor, opt
  * the next depth. Embedding first in the concat (checkpoint/serving convention, SPEC §10).
  */
 export function mtpForward(p: ModelParams, cfg: DeepSeekConfig, depth: number, h: Tensor, nextTokens: Tensor, opts: ForwardOptions = {}): { logits: Tensor; hidden: Tensor; routing: RoutingRecord[] } {
-  const m = p.mtp[depth];
-  if (!m) throw new Error(`mtpForward: the model has ${p.mtp.length} MTP layers, depth ${depth} requested`);
-  const [B, T] = nextTokens.shape as [number, number];
-  const ctx = makeCtx(cfg, B, T, opts);
-  const e = norm(ctx, op.embedding(m.embed, nextTokens), m.enorm);
-  const x = op.linear(op.concat([e, norm(ctx, h, m.hnorm)], 2), m.ehProj);
-  const y = block(ctx, x, m.layer, cfg.numHiddenLayers + depth);
-  const hidden = norm(ctx, y, m.headNorm);
-  return { logits: op.linear(hidden, m.head), hidden: y, routing: ctx.routing ?? [] };
+  const b = mtpBody(p, cfg, depth, h, nextTokens, opts);
+  return { logits: op.linear(b.normed, b.head), hidden: b.hidden, routing: b.routing };
 }
 
 export interface LossOptions extends ForwardOptions {
@@ -412,12 +422,15 @@ export interface LossOptions extends ForwardOptions {
 }
 export interface LossResult { loss: Tensor; mainLoss: number; mtpLoss: number | null; balanceLoss: number | null; routing: RoutingRecord[] }
 
-/** Training loss: CE(main) + λ/D·Σ CE(MTP depth) + balance. inputs/targets [B, T]. */
+/**
+ * Training loss: CE(main) + λ/D·Σ CE(MTP depth) + balance. inputs/targets [B, T]. The heads and
+ * their cross-entropies are fused (`op.linearCrossEntropy`): the [B·T, V] logits are never stored.
+ */
 export function lossFn(p: ModelParams, cfg: DeepSeekConfig, inputs: Tensor, targets: Tensor, opts: LossOptions = {}): LossResult {
   const [B, T] = inputs.shape as [number, number];
-  const f = forward(p, cfg, inputs, opts);
-  const V = cfg.vocabSize;
-  const main = op.crossEntropy(op.reshape(f.logits, [B * T, V]), targets);
+  const f = forwardBody(p, cfg, inputs, opts);
+  const Hd = cfg.hiddenSize;
+  const main = op.linearCrossEntropy(op.reshape(f.hidden, [B * T, Hd]), p.head, targets);
   let loss = main;
   let mtpLoss: number | null = null;
   const lambda = opts.mtpWeight ?? 0;
@@ -433,9 +446,9 @@ export function lossFn(p: ModelParams, cfg: DeepSeekConfig, inputs: Tensor, targ
       const next = new Int32Array(B * Tm), tgt = new Int32Array(B * Tm);
       for (let b = 0; b < B; b++) for (let i = 0; i < Tm; i++) { next[b * Tm + i] = I[b * T + i + d + 1]!; tgt[b * Tm + i] = Y[b * T + i + d + 1]!; }
       const hIn = op.slice(h, 1, 0, Tm);
-      const r = mtpForward(p, cfg, d, hIn, new Tensor(next, [B, Tm], 'i32'), { ...opts, collectRouting: opts.collectRouting ?? false });
+      const r = mtpBody(p, cfg, d, hIn, new Tensor(next, [B, Tm], 'i32'), { ...opts, collectRouting: opts.collectRouting ?? false });
       routing.push(...r.routing);
-      const ce = op.crossEntropy(op.reshape(r.logits, [B * Tm, V]), new Tensor(tgt, [B * Tm], 'i32'));
+      const ce = op.linearCrossEntropy(op.reshape(r.normed, [B * Tm, Hd]), r.head, new Tensor(tgt, [B * Tm], 'i32'));
       sum = sum ? op.add(sum, ce) : ce;
       h = r.hidden;
     }

@@ -5,7 +5,7 @@
  * saves the per-row log-sum-exp; backward recomputes probabilities row by row).
  */
 import { Tensor, fmtShape } from '../autograd/tensor.js';
-import { record } from '../autograd/tape.js';
+import { record, needsGrad } from '../autograd/tape.js';
 import { kernel } from '../backend/registry.js';
 
 /** x / sqrt(mean(x²) + eps) ⊙ w over the last axis. */
@@ -116,6 +116,81 @@ export function crossEntropy(logits: Tensor, targets: Tensor, ignoreIndex = -100
       probs[o + y]! -= scale;
     }
     return [probs];
+  });
+}
+
+/**
+ * Fused output head and cross-entropy: the mean over non-ignored rows of −log softmax(x·Wᵀ)[y] for
+ * x [..., H], W [V, H] (Linear layout) and targets [N] — equal to
+ * `crossEntropy(linear(x, W), targets)`, without the [N, V] logits. Rows go in chunks of about 1M
+ * logits: each chunk's logits, softmax and loss are formed and, when a gradient is needed, its
+ * logit gradient (softmax − one-hot)/count is turned at once into the chunk's rows of ∂x and summed
+ * into ∂W; backward only scales them by the upstream gradient. Peak memory: one chunk of logits
+ * plus ∂x and ∂W, instead of N·V logits, their probabilities and their gradient (32 MB each for
+ * 2,048 tokens × a 4K vocabulary; 1 GB each at DeepSeek-V3's 129K vocabulary).
+ */
+export function linearCrossEntropy(x: Tensor, w: Tensor, targets: Tensor, ignoreIndex = -100): Tensor {
+  if (w.rank !== 2) throw new Error(`linearCrossEntropy: weight must be [vocab, hidden], got ${fmtShape(w.shape)}`);
+  const [V, H] = w.shape as [number, number];
+  if (x.shape[x.rank - 1] !== H) throw new Error(`linearCrossEntropy: input ${fmtShape(x.shape)} does not end in ${H} (weight ${fmtShape(w.shape)})`);
+  const N = x.size / H;
+  if (targets.size !== N) throw new Error(`linearCrossEntropy: ${N} rows but ${targets.size} targets`);
+  const X = x.f32, W = w.f32, Y = targets.data;
+  let count = 0;
+  for (let r = 0; r < N; r++) {
+    const y = Y[r]!;
+    if (y === ignoreIndex) continue;
+    if (!(y >= 0 && y < V)) throw new Error(`linearCrossEntropy: target ${y} out of range [0, ${V})`);
+    count++;
+  }
+  const gx = needsGrad(x, w) && x.requiresGrad, gw = needsGrad(x, w) && w.requiresGrad;
+  const dX = gx ? new Float32Array(X.length) : null, dW = gw ? new Float32Array(W.length) : null;
+  const C = Math.max(1, Math.min(N, Math.floor((1 << 20) / V)));
+  const P = new Float32Array(C * V);
+  const mm = kernel('MatMul');
+  const inv = count ? 1 / count : 0;
+  let total = 0, first = true;
+  for (let r0 = 0; r0 < N; r0 += C) {
+    const c = Math.min(C, N - r0);
+    const Xc = X.subarray(r0 * H, (r0 + c) * H), Pc = P.subarray(0, c * V);
+    mm({ a: Xc, b: W, c: Pc, batch: 1, m: c, n: V, k: H, transA: false, transB: true, strideA: 0, strideB: 0, strideC: 0, accumulate: false });
+    const ly = new Float64Array(c);
+    for (let i = 0; i < c; i++) { const y = Y[r0 + i]!; if (y !== ignoreIndex) ly[i] = Pc[i * V + y]!; }
+    kernel('Softmax')(Pc, Pc, c, V);
+    for (let i = 0; i < c; i++) {
+      const y = Y[r0 + i]!, o = i * V;
+      if (y === ignoreIndex) { if (dX || dW) Pc.fill(0, o, o + V); continue; }
+      const py = Pc[o + y]!;
+      if (py > 1e-30) total -= Math.log(py);
+      else {
+        // The target's probability underflows float32: exact log-sum-exp from the row's logits.
+        const xr = X.subarray((r0 + i) * H, (r0 + i + 1) * H);
+        let mx = -Infinity;
+        const row = new Float64Array(V);
+        for (let j = 0; j < V; j++) { let d = 0; for (let h = 0; h < H; h++) d += xr[h]! * W[j * H + h]!; row[j] = d; mx = Math.max(mx, d); }
+        let sum = 0;
+        for (let j = 0; j < V; j++) sum += Math.exp(row[j]! - mx);
+        total += mx + Math.log(sum) - ly[i]!;
+      }
+      if (dX || dW) {
+        for (let j = o; j < o + V; j++) Pc[j]! *= inv;
+        Pc[o + y]! -= inv;
+      }
+    }
+    if (dX) mm({ a: Pc, b: W, c: dX.subarray(r0 * H, (r0 + c) * H), batch: 1, m: c, n: H, k: V, transA: false, transB: false, strideA: 0, strideB: 0, strideC: 0, accumulate: false });
+    if (dW) mm({ a: Pc, b: Xc, c: dW, batch: 1, m: V, n: H, k: c, transA: true, transB: false, strideA: 0, strideB: 0, strideC: 0, accumulate: !first });
+    first = false;
+  }
+  const loss = count ? total / count : 0;
+  return record(new Tensor(Float32Array.of(loss), []), 'LinearCrossEntropy', [x, w], (g) => {
+    const s = g[0]!;
+    const scale = (a: Float32Array | null): Float32Array | null => {
+      if (!a || s === 1) return a;
+      const out = new Float32Array(a.length);
+      for (let i = 0; i < a.length; i++) out[i] = a[i]! * s;
+      return out;
+    };
+    return [scale(dX), scale(dW)];
   });
 }
 

@@ -113,6 +113,31 @@ test('nn ops: rmsNorm, rope, embedding, crossEntropy, attention', () => {
   for (let i = 0; i < 8; i++) assert.ok(Math.abs(fused[i]! - ref[i]!) < 1e-5);
 });
 
+test('linearCrossEntropy equals crossEntropy(linear) in value and gradients, across chunks', () => {
+  ok('linearCrossEntropy', gradCheck((x, w) => op.mulScalar(op.linearCrossEntropy(x!, w!, Tensor.ints([2, -100, 0, 4, 1])), 0.3), [randn([5, 3], 70), randn([6, 3], 71)]));
+  // V = 4096 → chunks of 256 rows; 300 rows span two chunks, with ignored rows in both.
+  const N = 300, H = 5, V = 4096;
+  const x = randn([N, H], 72), w = randn([V, H], 73);
+  x.requiresGrad = true; w.requiresGrad = true;
+  const ys = Array.from({ length: N }, (_, i) => (i % 37 === 5 ? -100 : (i * 7919) % V));
+  const fused = op.linearCrossEntropy(x, w, Tensor.ints(ys));
+  backward(op.mulScalar(fused, 2));
+  const gx = x.grad!.slice(), gw = w.grad!.slice();
+  x.grad = null; w.grad = null;
+  const ref = op.crossEntropy(op.linear(x, w), Tensor.ints(ys));
+  backward(op.mulScalar(ref, 2));
+  assert.ok(Math.abs(fused.item() - ref.item()) < 1e-5 * Math.abs(ref.item()), `loss ${fused.item()} vs ${ref.item()}`);
+  let worst = 0;
+  for (let i = 0; i < gx.length; i++) worst = Math.max(worst, Math.abs(gx[i]! - x.grad![i]!));
+  for (let i = 0; i < gw.length; i++) worst = Math.max(worst, Math.abs(gw[i]! - w.grad![i]!));
+  assert.ok(worst < 1e-6, `gradient differs by ${worst}`);
+  // Without gradients it records nothing and still gives the loss.
+  const plain = noGrad(() => op.linearCrossEntropy(x, w, Tensor.ints(ys)));
+  assert.equal(plain.requiresGrad, false);
+  assert.ok(Math.abs(plain.item() - ref.item()) < 1e-5 * ref.item());
+  assert.throws(() => op.linearCrossEntropy(x, w, Tensor.ints([V, ...ys.slice(1)])), /out of range/);
+});
+
 test('index ops: topk, gather, indexSelect, indexAdd', () => {
   const x = Tensor.from([0.1, 0.9, 0.5, 0.3, 0.2, 0.8, 0.7, 0.6], [2, 4]);
   const { values, indices } = op.topk(x, 2);
