@@ -9,7 +9,8 @@
         "src/pool.cc",
         "src/gemm_f32.cc",
         "src/gemm_bf16.cc",
-        "src/ops.cc"
+        "src/ops.cc",
+        "src/optim.cc"
       ],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++1y", "-std=gnu++17"],

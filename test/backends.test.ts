@@ -3,7 +3,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { useBackend, disposeBackends } from '../src/backend/setup.js';
-import { setBackend, listBackends, kernelCounts, resetKernelCounts } from '../src/backend/registry.js';
+import { setBackend, listBackends, kernelCounts, resetKernelCounts, kernel } from '../src/backend/registry.js';
 import { Tensor } from '../src/autograd/tensor.js';
 import { backward } from '../src/autograd/tape.js';
 import * as op from '../src/ops/index.js';
@@ -23,6 +23,14 @@ function run(): Float32Array[] {
   }
   const x = randn([13, 129], 5), w = randn([129], 6), u = randn([13, 129], 7);
   outs.push(op.rmsNorm(x, w).f32, op.softmax(x).f32, op.siluMul(x, u).f32, op.linear(x, randn([31, 129], 8)).f32);
+  // Whole-array kernels on an odd length past the threading threshold (2^18).
+  const n = 300_007;
+  const wv = randn([n], 9).f32, gv = randn([n], 10).f32, mv = randn([n], 11).f32.map((v) => v * 0.1);
+  const vv = randn([n], 12).f32.map((v) => v * v * 0.01);
+  kernel('AdamW')(wv, gv, mv, vv, { beta1: 0.9, beta2: 0.95, eps: 1e-8, stepSize: 1e-3 / 0.1, decay: 1 - 1e-4, invBc2Sqrt: 1 / Math.sqrt(0.05) });
+  const acc = randn([n], 13).f32;
+  kernel('AddInto')(acc, gv);
+  outs.push(wv, mv, vv, acc, Float32Array.of(kernel('SumSquares')(gv) / n));
   const cfg = presets.tiny!;
   const p = initParams(cfg, { seed: 3 });
   const inp = Tensor.ints(Array.from({ length: 2 * 9 }, (_, i) => (i * 37) % cfg.vocabSize), [2, 9]);

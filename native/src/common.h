@@ -75,6 +75,17 @@ void softmaxBackward(const float* p, const float* go, float* gi, long rows, long
 /** RMSNorm backward from the forward's rstd: gx overwritten, gw accumulated (+=); either may be null. */
 void rmsnormBackward(const float* x, const float* w, const float* rstd, const float* go, float* gx, float* gw, long rows, long cols);
 
+/** AdamW constants for one parameter (see src/train/optim.ts): w = w·decay − stepSize·m'/(√v'·invBc2Sqrt + eps). */
+struct AdamWHyper {
+  float beta1, oneMinusBeta1, beta2, oneMinusBeta2, eps, stepSize, decay, invBc2Sqrt;
+};
+/** In-place AdamW update of n parameters with their gradient and f32 moments. */
+void adamw(float* w, const float* g, float* m, float* v, long n, const AdamWHyper& h);
+/** Σ x² (float lanes in blocks, summed in double). */
+double sumSquares(const float* x, long n);
+/** dst[i] += src[i]. */
+void addInto(float* dst, const float* src, long n);
+
 /** Aligned scratch buffer owned by the calling thread (grows, never shrinks). slot selects one of 4. */
 void* threadScratch(int slot, size_t bytes);
 

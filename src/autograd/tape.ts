@@ -7,6 +7,7 @@
  * ("recompute instead of store", used for RMSNorm and MLA up-projections).
  */
 import { Tensor, type Node } from './tensor.js';
+import { kernel } from '../backend/registry.js';
 
 let gradEnabled = true;
 
@@ -73,7 +74,7 @@ export function backward(loss: Tensor, seed?: Float32Array): void {
     if (!g) continue;
     if (!t.node) {
       if (!t.grad) t.grad = shared.has(g) || g === seed ? g.slice() : g;
-      else { const tg = t.grad; for (let i = 0; i < g.length; i++) tg[i]! += g[i]!; }
+      else kernel('AddInto')(t.grad, g);
       continue;
     }
     const node = t.node;
@@ -103,7 +104,7 @@ export function backward(loss: Tensor, seed?: Float32Array): void {
         const sum = new Float32Array(prev.length);
         for (let j = 0; j < gi.length; j++) sum[j] = prev[j]! + gi[j]!;
         grads.set(inp.id, sum);
-      } else for (let j = 0; j < gi.length; j++) prev[j]! += gi[j]!;
+      } else kernel('AddInto')(prev, gi);
     }
   }
 }

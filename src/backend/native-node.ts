@@ -12,7 +12,7 @@ import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { registerBackend, getBackendByName, type Backend, type MatMulArgs } from './index.js';
+import { registerBackend, getBackendByName, type Backend, type MatMulArgs, type AdamWHyper } from './index.js';
 
 /** CPU features seen by the addon and the kernel families it dispatches. */
 export interface NativeCpuFeatures {
@@ -22,6 +22,8 @@ export interface NativeCpuFeatures {
   /** BF16/FP8 GEMM family: 'avx512bf16' (vdpbf16ps) or 'f32-dequant' (widen to f32, f32 GEMM). */
   lowp: 'avx512bf16' | 'f32-dequant';
   threads: number;
+  /** The allocator policy the addon applied at load (glibc malloc tuning, or why not). */
+  allocator: string;
 }
 
 /** The raw addon (see native/src/addon.cc for the argument checks). */
@@ -41,6 +43,10 @@ export interface NativeAddon {
   setThreads(n: number): number;
   setIsa(isa: 'portable' | 'avx2' | 'avx512' | 'auto'): string;
   cpuFeatures(): NativeCpuFeatures;
+  adamw?(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, beta1: number, beta2: number, eps: number,
+    stepSize: number, decay: number, invBc2Sqrt: number): void;
+  sumSquares?(x: Float32Array): number;
+  addInto?(dst: Float32Array, src: Float32Array): void;
 }
 
 /** An FP8 operand as produced by src/fp8/quant.ts (codes + float32 dequantisation scales). */
@@ -115,6 +121,10 @@ export function loadNativeBackend(opts: { threads?: number } = {}): NativeBacken
       SiluMulBackward: (g, u, go, gg, gu) => lib.siluMulBackward(g, u, go, gg, gu),
       ...(lib.softmaxBackward ? { SoftmaxBackward: (p: Float32Array, go: Float32Array, gi: Float32Array, rows: number, cols: number, scale: number) => lib.softmaxBackward(p, go, gi, rows, cols, scale) } : {}),
       RMSNormBackward: (x, w, rstd, go, gx, gw, rows, cols) => lib.rmsnormBackward(x, w, rstd, go, gx, gw, rows, cols),
+      // Older addon builds lack these; the registry then falls back to wasm/ts.
+      ...(lib.adamw ? { AdamW: (w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, h: AdamWHyper) => lib.adamw!(w, g, m, v, h.beta1, h.beta2, h.eps, h.stepSize, h.decay, h.invBc2Sqrt) } : {}),
+      ...(lib.sumSquares ? { SumSquares: (x: Float32Array) => lib.sumSquares!(x) } : {}),
+      ...(lib.addInto ? { AddInto: (d: Float32Array, src: Float32Array) => lib.addInto!(d, src) } : {}),
     },
     bf16Gemm(a, bm, m, n, k, out, accumulate = false) {
       const c = out ?? new Float32Array(m * n);
@@ -132,7 +142,7 @@ export function loadNativeBackend(opts: { threads?: number } = {}): NativeBacken
       const f = lib.cpuFeatures();
       const tile = f.isa === 'avx512' ? '14x32' : f.isa === 'avx2' ? '6x16' : '4x16';
       const feats = (['avx512f', 'avx512bf16', 'avx2', 'fma'] as const).filter((k) => f[k]).join(' ') || 'none of avx512f/avx2/fma';
-      return `native (C++ N-API: f32 GEMM ${f.isa} ${tile} tile, BF16/FP8 GEMM ${f.lowp}, ${f.threads} thread${f.threads > 1 ? 's' : ''}; cpu: ${feats})`;
+      return `native (C++ N-API: f32 GEMM ${f.isa} ${tile} tile, BF16/FP8 GEMM ${f.lowp}, ${f.threads} thread${f.threads > 1 ? 's' : ''}; cpu: ${feats}${f.allocator ? `; ${f.allocator}` : ''})`;
     },
     dispose() { lib.setThreads(1); b.threads = 1; },
   };

@@ -36,7 +36,16 @@ export interface Kernels {
    *  (accumulated). Either output may be null to skip it. */
   RMSNormBackward(x: Float32Array, w: Float32Array, rstd: Float32Array, gradOut: Float32Array,
     gradX: Float32Array | null, gradW: Float32Array | null, rows: number, cols: number): void;
+  /** In-place AdamW over one parameter with f32 moments (src/train/optim.ts): m = β1·m + (1−β1)·g,
+   *  v = β2·v + (1−β2)·g², w = w·decay − stepSize·m / (√v·invBc2Sqrt + eps). */
+  AdamW(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, h: AdamWHyper): void;
+  /** Σ x² (accumulated in double, or in float blocks summed in double). */
+  SumSquares(x: Float32Array): number;
+  /** dst += src over dst.length elements (gradient accumulation). */
+  AddInto(dst: Float32Array, src: Float32Array): void;
 }
+/** Per-parameter AdamW constants (see Kernels.AdamW). */
+export interface AdamWHyper { beta1: number; beta2: number; eps: number; stepSize: number; decay: number; invBc2Sqrt: number }
 export type KernelName = keyof Kernels;
 
 export interface Backend {
@@ -114,7 +123,7 @@ export function kernel<K extends KernelName>(name: K): Kernels[K] {
 /** Which backend serves each kernel now (after fallbacks). */
 export function kernelTable(): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const name of ['MatMul', 'RMSNorm', 'Softmax', 'SiluMul', 'SiluMulBackward', 'RMSNormBackward', 'SoftmaxBackward'] as KernelName[]) {
+  for (const name of ['MatMul', 'RMSNorm', 'Softmax', 'SiluMul', 'SiluMulBackward', 'RMSNormBackward', 'SoftmaxBackward', 'AdamW', 'SumSquares', 'AddInto'] as KernelName[]) {
     let b: Backend | undefined = active ?? undefined;
     while (b && !b.kernels[name]) b = b.fallback ? backends.get(b.fallback) : undefined;
     out[name] = b ? b.name : 'missing';

@@ -2,7 +2,7 @@
  * The `ts` backend: plain TypeScript loops over typed arrays. It is the reference every other
  * backend is tested against, and the fallback for kernels a faster backend does not provide.
  */
-import type { Backend, MatMulArgs } from './registry.js';
+import type { AdamWHyper, Backend, MatMulArgs } from './registry.js';
 
 /** C = op(A)·op(B) for one batch entry; i-k-j loop order so the inner loop streams rows of B. */
 function gemm1(a: Float32Array, ao: number, b: Float32Array, bo: number, c: Float32Array, co: number,
@@ -102,6 +102,28 @@ export function tsRMSNormBackward(x: Float32Array, w: Float32Array, rstd: Float3
   }
 }
 
+export function tsAdamW(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, h: AdamWHyper): void {
+  const { beta1, beta2, eps, stepSize, decay, invBc2Sqrt } = h;
+  for (let j = 0; j < w.length; j++) {
+    const gj = g[j]!;
+    const mj = beta1 * m[j]! + (1 - beta1) * gj;
+    const vj = beta2 * v[j]! + (1 - beta2) * gj * gj;
+    m[j] = mj;
+    v[j] = vj;
+    w[j] = w[j]! * decay - stepSize * mj / (Math.sqrt(vj) * invBc2Sqrt + eps);
+  }
+}
+
+export function tsSumSquares(x: Float32Array): number {
+  let s = 0;
+  for (let i = 0; i < x.length; i++) s += x[i]! * x[i]!;
+  return s;
+}
+
+export function tsAddInto(dst: Float32Array, src: Float32Array): void {
+  for (let i = 0; i < dst.length; i++) dst[i]! += src[i]!;
+}
+
 export const tsBackend: Backend = {
   name: 'ts',
   fallback: null,
@@ -109,6 +131,7 @@ export const tsBackend: Backend = {
   kernels: {
     MatMul: tsMatMul, RMSNorm: tsRMSNorm, Softmax: tsSoftmax, SiluMul: tsSiluMul,
     SiluMulBackward: tsSiluMulBackward, RMSNormBackward: tsRMSNormBackward, SoftmaxBackward: tsSoftmaxBackward,
+    AdamW: tsAdamW, SumSquares: tsSumSquares, AddInto: tsAddInto,
   },
   describe: () => 'ts (plain TypeScript loops, reference)',
 };

@@ -9,6 +9,7 @@
  */
 import type { Tensor } from '../autograd/tensor.js';
 import { decodeBf16, encodeBf16 } from '../fp8/codec.js';
+import { kernel } from '../backend/registry.js';
 
 /** AdamW hyper-parameters (lr comes per step from the schedule). */
 export interface AdamWOptions {
@@ -72,14 +73,8 @@ export class AdamW {
       const lrI = lr * (this.opts.lrScale?.[i] ?? 1);
       const stepSize = lrI / bc1;
       const decay = p.rank >= 2 ? 1 - lrI * weightDecay : 1;
-      for (let j = 0; j < w.length; j++) {
-        const gj = g[j]!;
-        const mj = beta1 * m[j]! + (1 - beta1) * gj;
-        const vj = beta2 * v[j]! + (1 - beta2) * gj * gj;
-        m[j] = mj;
-        v[j] = vj;
-        w[j] = w[j]! * decay - stepSize * mj / (Math.sqrt(vj) / bc2Sqrt + eps);
-      }
+      // The backend's AdamW kernel (native: vectorised and threaded; ts: the same formula in f64).
+      kernel('AdamW')(w, g, m, v, { beta1, beta2, eps, stepSize, decay, invBc2Sqrt: 1 / bc2Sqrt });
       if (this.opts.momentDtype === 'bf16') {
         (this.m[i] as Uint16Array).set(encodeBf16(m));
         (this.v[i] as Uint16Array).set(encodeBf16(v));
@@ -130,11 +125,8 @@ export class AdamW {
 /** Euclidean norm of all gradients together (NaN/Infinity when any gradient is not finite). */
 export function gradNorm(params: readonly Tensor[]): number {
   let s = 0;
-  for (const p of params) {
-    const g = p.grad;
-    if (!g) continue;
-    for (let i = 0; i < g.length; i++) s += g[i]! * g[i]!;
-  }
+  const sumSq = kernel('SumSquares');
+  for (const p of params) if (p.grad) s += sumSq(p.grad);
   return Math.sqrt(s);
 }
 
