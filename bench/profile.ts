@@ -9,12 +9,12 @@ import { backward, noGrad, zeroGrad } from '../src/autograd/tape.js';
 import { useBackend, describeBackend, disposeBackends } from '../src/backend/setup.js';
 import { getBackend, setBackend, getBackendByName, type Kernels } from '../src/backend/registry.js';
 import { initParams, lossFn, trainableParams, forward, KVCache } from '../src/model/deepseek.js';
-import { BENCH_CONFIGS, lcgBatch, lcgTokens, makeAdamW } from './common.js';
+import { presets } from '../src/model/config.js';
+import { lcgBatch, lcgTokens, makeAdamW } from './common.js';
 
 const [config = 'small', bArg = '8', tArg = '256', thArg = '2'] = process.argv.slice(2);
-const shape = BENCH_CONFIGS[config];
-if (!shape) throw new Error(`profile: unknown config '${config}' (known: ${Object.keys(BENCH_CONFIGS).join(', ')})`);
-const { cfg } = shape;
+const cfg = presets[config];
+if (!cfg) throw new Error(`profile: unknown config '${config}' (known: ${Object.keys(presets).join(', ')})`);
 const B = Number(bArg), T = Number(tArg);
 await useBackend('auto', { threads: Number(thArg) });
 console.log(describeBackend());
