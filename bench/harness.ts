@@ -5,7 +5,8 @@
  * proves it computes Frugal's logits (max abs diff printed; a mismatch aborts before any timing);
  * then each case runs one warm-up per side and `reps` timed repetitions, Frugal and the peer
  * interleaved rep by rep. Rows carry the median with min/max and ratio = Frugal/PyTorch speed.
- * Without torch the suites time Frugal alone and say how to install the peer.
+ * Without torch the suites time Frugal alone and say how to install the peer. A config is a
+ * DeepSeek-style or a dense Llama-style model, driven through common.ts's `BenchModel` adapter.
  */
 import path from 'node:path';
 import { Tensor } from '../src/autograd/tensor.js';
