@@ -10,7 +10,8 @@
         "src/gemm_f32.cc",
         "src/gemm_bf16.cc",
         "src/ops.cc",
-        "src/optim.cc"
+        "src/optim.cc",
+        "src/attention.cc"
       ],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++1y", "-std=gnu++17"],

@@ -5,10 +5,10 @@ import assert from 'node:assert/strict';
 import { useBackend, disposeBackends } from '../src/backend/setup.js';
 import { setBackend, listBackends, kernelCounts, resetKernelCounts, kernel } from '../src/backend/registry.js';
 import { Tensor } from '../src/autograd/tensor.js';
-import { backward } from '../src/autograd/tape.js';
+import { backward, noGrad } from '../src/autograd/tape.js';
 import * as op from '../src/ops/index.js';
 import { randn } from '../src/ops/gradcheck.js';
-import { initParams, lossFn, trainableParams } from '../src/model/deepseek.js';
+import { initParams, lossFn, trainableParams, forward, KVCache } from '../src/model/deepseek.js';
 import { presets } from '../src/model/config.js';
 
 after(() => disposeBackends());
@@ -23,6 +23,23 @@ function run(): Float32Array[] {
   }
   const x = randn([13, 129], 5), w = randn([129], 6), u = randn([13, 129], 7);
   outs.push(op.rmsNorm(x, w).f32, op.softmax(x).f32, op.siluMul(x, u).f32, op.linear(x, randn([31, 129], 8)).f32);
+  // Attention (fused kernels where a backend has them): per-head K/V, one shared K/V head, S > T,
+  // a case past the threading threshold, and the latent form (values = a prefix of the keys).
+  let seed = 20;
+  for (const [B, T, S, H, KH, Dk, Dv] of [[2, 5, 7, 3, 3, 6, 5], [3, 4, 9, 4, 1, 7, 3], [2, 64, 64, 4, 4, 48, 32], [2, 40, 70, 4, 1, 24, 16]] as const) {
+    const q = randn([B, T, H, Dk], seed++), k = randn([B, S, KH, Dk], seed++), v = randn([B, S, KH, Dv], seed++);
+    for (const t of [q, k, v]) t.requiresGrad = true;
+    const o = op.causalAttention(q, k, v, 0.37);
+    backward(op.sum(op.mul(o, randn([B, T, H, Dv], seed++))));
+    outs.push(o.f32, q.grad!, k.grad!, v.grad!);
+  }
+  for (const [B, T, S, H, D, dv] of [[1, 1, 9, 4, 10, 7], [2, 33, 40, 3, 12, 8]] as const) {
+    const q = randn([B, T, H, D], seed++), keys = randn([B, S, 1, D], seed++);
+    q.requiresGrad = true; keys.requiresGrad = true;
+    const o = op.latentAttention(q, keys, dv, 0.29);
+    backward(op.sum(op.mul(o, randn([B, T, H, dv], seed++))));
+    outs.push(o.f32, q.grad!, keys.grad!);
+  }
   // Whole-array kernels on an odd length past the threading threshold (2^18).
   const n = 300_007;
   const wv = randn([n], 9).f32, gv = randn([n], 10).f32, mv = randn([n], 11).f32.map((v) => v * 0.1);
@@ -39,6 +56,12 @@ function run(): Float32Array[] {
   backward(r.loss);
   outs.push(Float32Array.of(r.loss.item()));
   for (const t of trainableParams(p, cfg)) if (t.grad) outs.push(t.grad);
+  // Absorbed-cache decode (latent attention): prefill 5 tokens, then 3 single steps.
+  noGrad(() => {
+    const cache = new KVCache(cfg, 1, 8, 'absorb');
+    outs.push(forward(p, cfg, Tensor.ints([5, 9, 2, 7, 1], [1, 5]), { cache }).logits.f32);
+    for (let i = 5; i < 8; i++) outs.push(forward(p, cfg, Tensor.ints([(i * 13) % cfg.vocabSize], [1, 1]), { cache, startPos: i }).logits.f32);
+  });
   return outs;
 }
 

@@ -23,8 +23,8 @@ struct Fail {};  // thrown after a JS exception is pending
 struct Args {
   napi_env env;
   const char* fn;
-  napi_value v[16];
-  size_t n = 16;
+  napi_value v[20];
+  size_t n = 20;
   Args(napi_env e, napi_callback_info info, const char* name, size_t need) : env(e), fn(name) {
     napi_get_cb_info(e, info, &n, v, nullptr, nullptr);
     if (n < need) type(std::string("expected at least ") + std::to_string(need) + " arguments, got " + std::to_string(n));
@@ -271,6 +271,59 @@ napi_value SetIsa(napi_env env, napi_callback_info info) {
   });
 }
 
+// Reads the shared geometry of attentionForward/attentionBackward from argument `i` on:
+// B, T, S, H, KH, Dk, Dv, ldk, ldv, scale; checks it against the array lengths.
+AttnArgs attnGeometry(Args& g, size_t i, size_t lq, size_t lk, size_t lv) {
+  AttnArgs a{};
+  a.B = g.count(i, "B"); a.T = g.count(i + 1, "T"); a.S = g.count(i + 2, "S"); a.H = g.count(i + 3, "H");
+  a.KH = g.count(i + 4, "KH"); a.Dk = g.count(i + 5, "Dk"); a.Dv = g.count(i + 6, "Dv");
+  a.ldk = g.count(i + 7, "ldk"); a.ldv = g.count(i + 8, "ldv"); a.scale = (float)g.num(i + 9, "scale");
+  if (a.T > a.S) g.range("T (queries) must not exceed S (keys)");
+  if (a.KH != 1 && a.KH != a.H) g.range("KH must be 1 or H");
+  if (a.KH * a.Dk > a.ldk || a.KH * a.Dv > a.ldv) g.range("a K/V row (ldk/ldv) is shorter than KH heads");
+  if (a.H > (1L << 20) || a.Dk > (1L << 20) || a.Dv > (1L << 20) || a.S > (1L << 30) || a.B > (1L << 30)) g.range("attention size out of range");
+  g.need("q", lq, a.B * a.T * a.H * a.Dk); g.need("k", lk, a.B * a.S * a.ldk); g.need("v", lv, a.B * a.S * a.ldv);
+  return a;
+}
+
+// attentionForward(q, k, v, out, B, T, S, H, KH, Dk, Dv, ldk, ldv, scale)
+napi_value AttentionForward(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Args g(env, info, "attentionForward", 14);
+    size_t lq, lk, lv, lo;
+    const float* q = g.arr<float>(0, napi_float32_array, "q", &lq);
+    const float* k = g.arr<float>(1, napi_float32_array, "k", &lk);
+    const float* v = g.arr<float>(2, napi_float32_array, "v", &lv);
+    float* out = g.arr<float>(3, napi_float32_array, "out", &lo);
+    AttnArgs a = attnGeometry(g, 4, lq, lk, lv);
+    g.need("out", lo, a.B * a.T * a.H * a.Dv);
+    a.q = q; a.k = k; a.v = v; a.out = out;
+    attentionForward(a);
+    return undef(env);
+  });
+}
+
+// attentionBackward(q, k, v, gradOut, gradQ, gradK, gradV, B, T, S, H, KH, Dk, Dv, ldk, ldv, scale): adds into gradQ/K/V
+napi_value AttentionBackward(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Args g(env, info, "attentionBackward", 17);
+    size_t lq, lk, lv, lgo, lgq, lgk, lgv;
+    const float* q = g.arr<float>(0, napi_float32_array, "q", &lq);
+    const float* k = g.arr<float>(1, napi_float32_array, "k", &lk);
+    const float* v = g.arr<float>(2, napi_float32_array, "v", &lv);
+    const float* go = g.arr<float>(3, napi_float32_array, "gradOut", &lgo);
+    float* gq = g.arr<float>(4, napi_float32_array, "gradQ", &lgq);
+    float* gk = g.arr<float>(5, napi_float32_array, "gradK", &lgk);
+    float* gv = g.arr<float>(6, napi_float32_array, "gradV", &lgv);
+    AttnArgs a = attnGeometry(g, 7, lq, lk, lv);
+    g.need("gradOut", lgo, a.B * a.T * a.H * a.Dv); g.need("gradQ", lgq, (long)lq);
+    g.need("gradK", lgk, a.B * a.S * a.ldk); g.need("gradV", lgv, a.B * a.S * a.ldv);
+    a.q = q; a.k = k; a.v = v; a.out = nullptr;
+    attentionBackward(a, go, gq, gk, gv);
+    return undef(env);
+  });
+}
+
 // adamw(w, g, m, v, beta1, beta2, eps, stepSize, decay, invBc2Sqrt): in place over w, m, v.
 napi_value AdamW(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
@@ -374,6 +427,8 @@ NAPI_MODULE_INIT() {
       {"setThreads", nullptr, SetThreads, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"setIsa", nullptr, SetIsa, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"cpuFeatures", nullptr, CpuFeatures, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"attentionForward", nullptr, AttentionForward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"attentionBackward", nullptr, AttentionBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"adamw", nullptr, AdamW, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"sumSquares", nullptr, SumSquares, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"addInto", nullptr, AddInto, nullptr, nullptr, nullptr, napi_enumerable, nullptr},

@@ -86,6 +86,16 @@ double sumSquares(const float* x, long n);
 /** dst[i] += src[i]. */
 void addInto(float* dst, const float* src, long n);
 
+/** Causal attention geometry over strided Q/K/V (see attention.cc for the layout). */
+struct AttnArgs {
+  const float* q; const float* k; const float* v; float* out;
+  long B, T, S, H, KH, Dk, Dv, ldk, ldv;
+  float scale;
+};
+void attentionForward(const AttnArgs& a);
+/** Adds the gradients into gq [like q], gk [like k], gv [like v] (gk and gv may be one array). */
+void attentionBackward(const AttnArgs& a, const float* go, float* gq, float* gk, float* gv);
+
 /** Aligned scratch buffer owned by the calling thread (grows, never shrinks). slot selects one of 4. */
 void* threadScratch(int slot, size_t bytes);
 

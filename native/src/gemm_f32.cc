@@ -324,6 +324,11 @@ static void matmulWith(const MatMulArgs& x) {
   int T = work < (1L << 22) ? 1 : poolThreads();
   const bool gemv = x.m == 1 || x.n == 1;
   if (gemv) {
+    // A matrix-vector product streams its matrix from memory once: past ~256 KB of matrix (L2 no
+    // longer holds it across calls) one core's share of DRAM bandwidth (~9 GB/s on the reference
+    // VM) is the limit, and a second core nearly doubles it. Workers spin ~100 µs after a job, so
+    // back-to-back decode GEMMs find them awake.
+    T = work < (1L << 16) ? 1 : poolThreads();
     GemvFn rows = gemvRowsPortable, dots = gemvDotsPortable;
 #if FRUGAL_HAVE_X86_KERNELS
     if (cpu().isa == Isa::Avx512) { rows = gemvRows512; dots = gemvDots512; }

@@ -12,7 +12,7 @@ import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { registerBackend, getBackendByName, type Backend, type MatMulArgs, type AdamWHyper } from './index.js';
+import { registerBackend, getBackendByName, type Backend, type MatMulArgs, type AdamWHyper, type AttnGeometry } from './index.js';
 
 /** CPU features seen by the addon and the kernel families it dispatches. */
 export interface NativeCpuFeatures {
@@ -46,6 +46,10 @@ export interface NativeAddon {
   adamw?(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, beta1: number, beta2: number, eps: number,
     stepSize: number, decay: number, invBc2Sqrt: number): void;
   sumSquares?(x: Float32Array): number;
+  attentionForward?(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, B: number, T: number, S: number, H: number,
+    KH: number, Dk: number, Dv: number, ldk: number, ldv: number, scale: number): void;
+  attentionBackward?(q: Float32Array, k: Float32Array, v: Float32Array, gradOut: Float32Array, gradQ: Float32Array, gradK: Float32Array,
+    gradV: Float32Array, B: number, T: number, S: number, H: number, KH: number, Dk: number, Dv: number, ldk: number, ldv: number, scale: number): void;
   addInto?(dst: Float32Array, src: Float32Array): void;
 }
 
@@ -124,6 +128,14 @@ export function loadNativeBackend(opts: { threads?: number } = {}): NativeBacken
       // Older addon builds lack these; the registry then falls back to wasm/ts.
       ...(lib.adamw ? { AdamW: (w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, h: AdamWHyper) => lib.adamw!(w, g, m, v, h.beta1, h.beta2, h.eps, h.stepSize, h.decay, h.invBc2Sqrt) } : {}),
       ...(lib.sumSquares ? { SumSquares: (x: Float32Array) => lib.sumSquares!(x) } : {}),
+      ...(lib.attentionForward ? {
+        AttentionForward: (q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, g: AttnGeometry) =>
+          lib.attentionForward!(q, k, v, out, g.B, g.T, g.S, g.H, g.KH, g.Dk, g.Dv, g.ldk, g.ldv, g.scale),
+      } : {}),
+      ...(lib.attentionBackward ? {
+        AttentionBackward: (q: Float32Array, k: Float32Array, v: Float32Array, go: Float32Array, gq: Float32Array, gk: Float32Array, gv: Float32Array, g: AttnGeometry) =>
+          lib.attentionBackward!(q, k, v, go, gq, gk, gv, g.B, g.T, g.S, g.H, g.KH, g.Dk, g.Dv, g.ldk, g.ldv, g.scale),
+      } : {}),
       ...(lib.addInto ? { AddInto: (d: Float32Array, src: Float32Array) => lib.addInto!(d, src) } : {}),
     },
     bf16Gemm(a, bm, m, n, k, out, accumulate = false) {

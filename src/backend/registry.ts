@@ -43,7 +43,18 @@ export interface Kernels {
   SumSquares(x: Float32Array): number;
   /** dst += src over dst.length elements (gradient accumulation). */
   AddInto(dst: Float32Array, src: Float32Array): void;
+  /** Fused causal attention over strided Q/K/V (layout in AttnGeometry); writes out [B, T, H, Dv]. Optional. */
+  AttentionForward(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, geo: AttnGeometry): void;
+  /** Its backward (probabilities recomputed): ADDS into gradQ, gradK, gradV (gradK may be gradV). Optional. */
+  AttentionBackward(q: Float32Array, k: Float32Array, v: Float32Array, gradOut: Float32Array,
+    gradQ: Float32Array, gradK: Float32Array, gradV: Float32Array, geo: AttnGeometry): void;
 }
+/**
+ * Attention geometry: q (b,t,h,d) at ((b·T+t)·H+h)·Dk+d; k (b,s,kh,d) at (b·S+s)·ldk+kh·Dk+d;
+ * v (b,s,kh,d) at (b·S+s)·ldv+kh·Dv+d; out (b,t,h,d) at ((b·T+t)·H+h)·Dv+d; KH is 1 or H; query t
+ * sits at position t+S−T and sees keys 0..t+S−T.
+ */
+export interface AttnGeometry { B: number; T: number; S: number; H: number; KH: number; Dk: number; Dv: number; ldk: number; ldv: number; scale: number }
 /** Per-parameter AdamW constants (see Kernels.AdamW). */
 export interface AdamWHyper { beta1: number; beta2: number; eps: number; stepSize: number; decay: number; invBc2Sqrt: number }
 export type KernelName = keyof Kernels;
@@ -120,10 +131,18 @@ export function kernel<K extends KernelName>(name: K): Kernels[K] {
   throw new Error(`kernel '${name}' is not implemented by backend '${tried.join("' or '")}'`);
 }
 
+/** Kernel `name` when some backend in the active chain has it, else null (for optional fused kernels). */
+export function optionalKernel<K extends KernelName>(name: K): Kernels[K] | null {
+  for (let b: Backend | undefined = active ?? undefined; b; b = b.fallback ? backends.get(b.fallback) : undefined) {
+    if (b.kernels[name]) return kernel(name);
+  }
+  return null;
+}
+
 /** Which backend serves each kernel now (after fallbacks). */
 export function kernelTable(): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const name of ['MatMul', 'RMSNorm', 'Softmax', 'SiluMul', 'SiluMulBackward', 'RMSNormBackward', 'SoftmaxBackward', 'AdamW', 'SumSquares', 'AddInto'] as KernelName[]) {
+  for (const name of ['MatMul', 'RMSNorm', 'Softmax', 'SiluMul', 'SiluMulBackward', 'RMSNormBackward', 'SoftmaxBackward', 'AdamW', 'SumSquares', 'AddInto', 'AttentionForward', 'AttentionBackward'] as KernelName[]) {
     let b: Backend | undefined = active ?? undefined;
     while (b && !b.kernels[name]) b = b.fallback ? backends.get(b.fallback) : undefined;
     out[name] = b ? b.name : 'missing';

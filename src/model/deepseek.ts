@@ -254,8 +254,7 @@ function mla(ctx: Ctx, x: Tensor, a: MlaParams, layerIdx: number): Tensor {
     if (ctx.cache) {
       keys = ctx.cache.append(layerIdx, 'a', op.reshape(keys, [B, T, rkv + dr]), ctx.start, 1);
     }
-    const vals = op.slice(keys, 3, 0, rkv);
-    const oLat = op.causalAttention(op.concat([qAbs, qPe], 3), keys, vals, scale); // [B, T, nh, rkv]
+    const oLat = op.latentAttention(op.concat([qAbs, qPe], 3), keys, rkv, scale); // [B, T, nh, rkv]; values = keys[..., :rkv]
     const ol = op.permute(op.reshape(oLat, [B * T, nh, rkv]), [1, 0, 2]); // [nh, BT, rkv]
     o = op.permute(op.matmul(ol, wUV, { transB: true }), [1, 0, 2]); // [BT, nh, dv]
   }

@@ -5,8 +5,9 @@
  * saves the per-row log-sum-exp; backward recomputes probabilities row by row).
  */
 import { Tensor, fmtShape } from '../autograd/tensor.js';
+import { slice } from './shape.js';
 import { record, needsGrad } from '../autograd/tape.js';
-import { kernel } from '../backend/registry.js';
+import { kernel, optionalKernel, type AttnGeometry } from '../backend/registry.js';
 
 /** x / sqrt(mean(x²) + eps) ⊙ w over the last axis. */
 export function rmsNorm(x: Tensor, w: Tensor, eps = 1e-6): Tensor {
@@ -195,6 +196,31 @@ export function linearCrossEntropy(x: Tensor, w: Tensor, targets: Tensor, ignore
 }
 
 /**
+ * Attention with one shared latent key/value head (MLA's absorbed form, SPEC §5.6): q [B, T, H, D],
+ * keys [B, S, 1, D], and the values are the first `dv` features of the keys. Equal to
+ * `causalAttention(q, keys, slice(keys, 3, 0, dv), scale)`; a backend with the fused kernel reads
+ * the values in place (no [B, S, dv] copy per call, which at 1K context is most of a decode step's
+ * attention traffic).
+ */
+export function latentAttention(q: Tensor, keys: Tensor, dv: number, scale: number): Tensor {
+  if (q.rank !== 4 || keys.rank !== 4 || keys.shape[2] !== 1) throw new Error(`latentAttention: q must be [B, T, H, D] and keys [B, S, 1, D], got ${fmtShape(q.shape)} and ${fmtShape(keys.shape)}`);
+  const [B, T, H, Dk] = q.shape as [number, number, number, number];
+  const S = keys.shape[1]!;
+  if (keys.shape[0] !== B || keys.shape[3] !== Dk || !(dv >= 1 && dv <= Dk) || S < T) throw new Error(`latentAttention: shapes q ${fmtShape(q.shape)} keys ${fmtShape(keys.shape)} dv ${dv} do not fit`);
+  const fwd = optionalKernel('AttentionForward'), bwd = optionalKernel('AttentionBackward');
+  if (!fwd || !bwd) return causalAttention(q, keys, slice(keys, 3, 0, dv), scale);
+  const Q = q.f32, K = keys.f32;
+  const out = new Float32Array(B * T * H * dv);
+  const geo: AttnGeometry = { B, T, S, H, KH: 1, Dk, Dv: dv, ldk: Dk, ldv: Dk, scale };
+  fwd(Q, K, K, out, geo);
+  return record(new Tensor(out, [B, T, H, dv]), 'LatentAttention', [q, keys], (g) => {
+    const gq = new Float32Array(Q.length), gk = new Float32Array(K.length);
+    bwd(Q, K, K, g, gq, gk, gk, geo);
+    return [gq, gk];
+  });
+}
+
+/**
  * Causal attention. q [B, T, H, Dk], k [B, S, H, Dk], v [B, S, H, Dv] with S ≥ T: query t sits at
  * position t + (S − T) and attends to keys 0..t+(S−T). k/v may have 1 head (shared by all query
  * heads, as in MLA's absorbed form). Returns [B, T, H, Dv].
@@ -210,6 +236,17 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, scale: number):
   }
   const Q = q.f32, K = k.f32, Vv = v.f32;
   const out = new Float32Array(B * T * H * Dv);
+  const fwd = optionalKernel('AttentionForward'), bwd = optionalKernel('AttentionBackward');
+  if (fwd && bwd) {
+    // Fused backend kernel (native): strided heads, no gathers, probabilities recomputed in backward.
+    const geo: AttnGeometry = { B, T, S, H, KH, Dk, Dv, ldk: KH * Dk, ldv: KH * Dv, scale };
+    fwd(Q, K, Vv, out, geo);
+    return record(new Tensor(out, [B, T, H, Dv]), 'CausalAttention', [q, k, v], (g) => {
+      const gq = new Float32Array(Q.length), gk = new Float32Array(K.length), gv = new Float32Array(Vv.length);
+      bwd(Q, K, Vv, g, gq, gk, gv, geo);
+      return [gq, gk, gv];
+    });
+  }
   const off = S - T;
   const mm = kernel('MatMul');
   // Per-head contiguous panels (reused across heads).

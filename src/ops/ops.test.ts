@@ -102,6 +102,7 @@ test('nn ops: rmsNorm, rope, embedding, crossEntropy, attention', () => {
   ok('crossEntropy', gradCheck((l) => op.crossEntropy(l!, targets), [randn([4, 5], 54)]));
   const l0 = Tensor.from([0, 0, 0, 0], [1, 4]);
   assert.ok(Math.abs(op.crossEntropy(l0, Tensor.ints([1])).item() - Math.log(4)) < 1e-6);
+  ok('latentAttention', gradCheck((q, k) => op.latentAttention(q!, k!, 3, 0.4), [randn([1, 3, 2, 5], 68), randn([1, 4, 1, 5], 69)]));
   ok('attention shared kv', gradCheck((q, k, v) => op.causalAttention(q!, k!, v!, 0.3), [randn([1, 3, 3, 4], 65), randn([1, 4, 1, 4], 66), randn([1, 4, 1, 2], 67)]));
   ok('attention', gradCheck((q, k, v) => op.causalAttention(q!, k!, v!, 0.4), [randn([2, 3, 2, 4], 55), randn([2, 5, 2, 4], 56), randn([2, 5, 2, 3], 57)]));
   // Attention equals softmax(QKᵀ·scale + causal mask)·V computed with other ops.

@@ -1,0 +1,247 @@
+// Fused causal attention, forward and backward, over strided Q/K/V (no gathers, no score
+// matrices): per (batch, head) task, each query row forms its scores against the transposed key
+// panel, a numerically safe softmax, and the weighted sum of value rows; backward recomputes that
+// row's probabilities (nothing is stored between passes) and forms dQ, dK, dV. Tasks run on the
+// pool: (b, h) pairs when every head has its own K/V; whole batch entries when one K/V head is
+// shared (MLA's absorbed form), so no two threads add into the same dK/dV rows.
+//
+// Layout (elements): q (b,t,h,d) at ((b*T+t)*H+h)*Dk+d; k (b,s,kh,d) at (b*S+s)*ldk+kh*Dk+d;
+// v (b,s,kh,d) at (b*S+s)*ldv+kh*Dv+d; out/dO (b,t,h,d) at ((b*T+t)*H+h)*Dv+d. Query t sits at
+// position t+S−T. The AVX-512 build uses the same Cephes-style exp as ops.cc.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "common.h"
+#if FRUGAL_X86
+#include <immintrin.h>
+#endif
+
+namespace frugal {
+namespace {
+
+struct Scratch {
+  std::vector<float> kt, vt, s, dp, acc, dk, dv;
+};
+
+static Scratch& scratch() {
+  static thread_local Scratch sc;
+  return sc;
+}
+
+#if FRUGAL_HAVE_X86_KERNELS
+FRUGAL_AVX512 static inline __m512 exp512a(__m512 x) {
+  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.5f)), _mm512_set1_ps(-104.f));
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  return _mm512_scalef_ps(p, n);
+}
+// s[j] = exp(s[j] − m) for j < n; returns the sum.
+FRUGAL_AVX512 static float expSub512(float* s, long n, float m) {
+  const __m512 mv = _mm512_set1_ps(m);
+  __m512 acc = _mm512_setzero_ps();
+  long j = 0;
+  for (; j + 16 <= n; j += 16) {
+    __m512 e = exp512a(_mm512_sub_ps(_mm512_loadu_ps(s + j), mv));
+    _mm512_storeu_ps(s + j, e);
+    acc = _mm512_add_ps(acc, e);
+  }
+  if (j < n) {
+    const __mmask16 mk = (__mmask16)((1u << (n - j)) - 1);
+    __m512 e = _mm512_maskz_mov_ps(mk, exp512a(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, s + j), mv)));
+    _mm512_mask_storeu_ps(s + j, mk, e);
+    acc = _mm512_add_ps(acc, e);
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+#endif
+static float expSubPortable(float* s, long n, float m) {
+  double sum = 0;
+  for (long j = 0; j < n; j++) { s[j] = std::exp(s[j] - m); sum += s[j]; }
+  return (float)sum;
+}
+
+struct Geo {
+  long B, T, S, H, KH, Dk, Dv, ldk, ldv;
+  float scale;
+};
+
+// One query row's normalised probabilities p[0..L) from q row `qr` and the transposed key panel.
+template <bool Avx>
+static inline __attribute__((always_inline)) void probsRow(const Geo& g, const float* qr, const float* kt, float* p, long L) {
+  std::fill(p, p + L, 0.f);
+  for (long d = 0; d < g.Dk; d++) {
+    const float qd = qr[d] * g.scale;
+    const float* kr = kt + d * g.S;
+    for (long j = 0; j < L; j++) p[j] += qd * kr[j];
+  }
+  float m = -INFINITY;
+  for (long j = 0; j < L; j++) m = std::max(m, p[j]);
+  float sum;
+#if FRUGAL_HAVE_X86_KERNELS
+  if (Avx) sum = expSub512(p, L, m); else
+#endif
+  sum = expSubPortable(p, L, m);
+  const float inv = 1.f / sum;
+  for (long j = 0; j < L; j++) p[j] *= inv;
+}
+
+// Transposed panel dst[d*S + s] = src[(b*S+s)*ld + off + d] for d < D.
+static inline __attribute__((always_inline)) void panelT(const float* src, long ld, long off, long b, long S, long D, float* dst) {
+  for (long s = 0; s < S; s++) {
+    const float* r = src + (b * S + s) * ld + off;
+    for (long d = 0; d < D; d++) dst[d * S + s] = r[d];
+  }
+}
+
+// Heads [h0, h1) of batch entry b; they share one K/V head when KH = 1 (one panel transpose).
+template <bool Avx>
+static inline __attribute__((always_inline)) void fwdTask(const Geo& g, const float* q, const float* k, const float* v, float* out, long b, long h0, long h1) {
+  Scratch& sc = scratch();
+  const long off = g.S - g.T;
+  sc.kt.resize((size_t)(g.Dk * g.S));
+  sc.s.resize((size_t)g.S);
+  float* p = sc.s.data();
+  for (long h = h0; h < h1; h++) {
+    const long kh = g.KH == 1 ? 0 : h;
+    if (h == h0 || g.KH != 1) panelT(k, g.ldk, kh * g.Dk, b, g.S, g.Dk, sc.kt.data());
+    for (long t = 0; t < g.T; t++) {
+      const long L = t + off + 1;
+      probsRow<Avx>(g, q + ((b * g.T + t) * g.H + h) * g.Dk, sc.kt.data(), p, L);
+      float* o = out + ((b * g.T + t) * g.H + h) * g.Dv;
+      std::fill(o, o + g.Dv, 0.f);
+      for (long j = 0; j < L; j++) {
+        const float pj = p[j];
+        const float* vr = v + (b * g.S + j) * g.ldv + kh * g.Dv;
+        for (long d = 0; d < g.Dv; d++) o[d] += pj * vr[d];
+      }
+    }
+  }
+}
+
+// Backward of one (b, h): adds into dk/dv panels [S, Dk] / [S, Dv] (the caller's, zeroed per KV head).
+template <bool Avx>
+static inline __attribute__((always_inline)) void bwdTask(const Geo& g, const float* q, const float* k, const float* v, const float* go,
+                                                          float* gq, float* dk, float* dv, long b, long h) {
+  Scratch& sc = scratch();
+  const long kh = g.KH == 1 ? 0 : h, off = g.S - g.T;
+  sc.kt.resize((size_t)(g.Dk * g.S));
+  sc.vt.resize((size_t)(g.Dv * g.S));
+  sc.s.resize((size_t)g.S);
+  sc.dp.resize((size_t)g.S);
+  panelT(k, g.ldk, kh * g.Dk, b, g.S, g.Dk, sc.kt.data());
+  panelT(v, g.ldv, kh * g.Dv, b, g.S, g.Dv, sc.vt.data());
+  float* p = sc.s.data();
+  float* dp = sc.dp.data();
+  for (long t = 0; t < g.T; t++) {
+    const long L = t + off + 1;
+    const float* qr = q + ((b * g.T + t) * g.H + h) * g.Dk;
+    const float* gr = go + ((b * g.T + t) * g.H + h) * g.Dv;
+    probsRow<Avx>(g, qr, sc.kt.data(), p, L);
+    // dP_j = dO_t · v_j ; D = Σ p_j dP_j ; dS_j = scale · p_j (dP_j − D)
+    std::fill(dp, dp + L, 0.f);
+    for (long d = 0; d < g.Dv; d++) {
+      const float gd = gr[d];
+      const float* vr = sc.vt.data() + d * g.S;
+      for (long j = 0; j < L; j++) dp[j] += gd * vr[j];
+    }
+    float D = 0.f;
+    for (long j = 0; j < L; j++) D += p[j] * dp[j];
+    for (long j = 0; j < L; j++) dp[j] = g.scale * p[j] * (dp[j] - D);
+    // dq_t = Σ_j dS_j k_j ; dk_j += dS_j q_t ; dv_j += p_j dO_t
+    float* gqr = gq + ((b * g.T + t) * g.H + h) * g.Dk;
+    for (long d = 0; d < g.Dk; d++) {
+      const float* kr = sc.kt.data() + d * g.S;
+      float a = 0.f;
+      for (long j = 0; j < L; j++) a += dp[j] * kr[j];
+      gqr[d] += a;
+    }
+    for (long j = 0; j < L; j++) {
+      const float sj = dp[j], pj = p[j];
+      float* dkr = dk + j * g.Dk;
+      float* dvr = dv + j * g.Dv;
+      for (long d = 0; d < g.Dk; d++) dkr[d] += sj * qr[d];
+      for (long d = 0; d < g.Dv; d++) dvr[d] += pj * gr[d];
+    }
+  }
+}
+
+static void fwdPortable(const Geo& g, const float* q, const float* k, const float* v, float* out, long b, long h0, long h1) { fwdTask<false>(g, q, k, v, out, b, h0, h1); }
+static void bwdPortable(const Geo& g, const float* q, const float* k, const float* v, const float* go, float* gq, float* dk, float* dv, long b, long h) {
+  bwdTask<false>(g, q, k, v, go, gq, dk, dv, b, h);
+}
+#if FRUGAL_HAVE_X86_KERNELS
+FRUGAL_AVX512 static void fwd512(const Geo& g, const float* q, const float* k, const float* v, float* out, long b, long h0, long h1) { fwdTask<true>(g, q, k, v, out, b, h0, h1); }
+FRUGAL_AVX512 static void bwd512(const Geo& g, const float* q, const float* k, const float* v, const float* go, float* gq, float* dk, float* dv, long b, long h) {
+  bwdTask<true>(g, q, k, v, go, gq, dk, dv, b, h);
+}
+#endif
+
+static int tasksThreads(long tasks, long workPerTask) {
+  if (tasks * workPerTask < (1L << 17)) return 1;
+  return (int)std::max<long>(1, std::min<long>(poolThreads(), tasks));
+}
+
+}  // namespace
+
+void attentionForward(const AttnArgs& a) {
+  const Geo g{a.B, a.T, a.S, a.H, a.KH, a.Dk, a.Dv, a.ldk, a.ldv, a.scale};
+  auto fn = fwdPortable;
+#if FRUGAL_HAVE_X86_KERNELS
+  if (cpu().isa == Isa::Avx512) fn = fwd512;
+#endif
+  // Tasks: (b, h) with per-head K/V; with one shared K/V head, (b, group of heads) so the key
+  // panel is transposed once per group — G groups per entry, enough to give every thread work.
+  const long G = g.KH == 1 ? std::max<long>(1, std::min<long>(g.H, (poolThreads() + g.B - 1) / g.B)) : g.H;
+  const long tasks = g.B * G;
+  auto task = [&](long i) {
+    const long b = i / G, gi = i % G;
+    fn(g, a.q, a.k, a.v, a.out, b, g.H * gi / G, g.H * (gi + 1) / G);
+  };
+  const int T = tasksThreads(tasks, (g.H / G) * g.T * g.S * (g.Dk + g.Dv) / 2);
+  if (T <= 1) { for (long i = 0; i < tasks; i++) task(i); return; }
+  poolRun(T, [&](int tid) {
+    for (long i = tasks * tid / T; i < tasks * (tid + 1) / T; i++) task(i);
+  });
+}
+
+void attentionBackward(const AttnArgs& a, const float* go, float* gq, float* gk, float* gv) {
+  const Geo g{a.B, a.T, a.S, a.H, a.KH, a.Dk, a.Dv, a.ldk, a.ldv, a.scale};
+  auto fn = bwdPortable;
+#if FRUGAL_HAVE_X86_KERNELS
+  if (cpu().isa == Isa::Avx512) fn = bwd512;
+#endif
+  // A task owns the dK/dV rows of one (b, kv head): (b, h) when KH = H, all heads of b when KH = 1.
+  const long perTask = g.KH == 1 ? g.H : 1;
+  const long tasks = g.B * g.H / perTask;
+  auto task = [&](long i) {
+    thread_local std::vector<float> dk, dv;
+    dk.assign((size_t)(g.S * g.Dk), 0.f);
+    dv.assign((size_t)(g.S * g.Dv), 0.f);
+    const long b = g.KH == 1 ? i : i / g.H, h0 = g.KH == 1 ? 0 : i % g.H, kh = g.KH == 1 ? 0 : h0;
+    for (long h = h0; h < h0 + perTask; h++) fn(g, a.q, a.k, a.v, go, gq, dk.data(), dv.data(), b, h);
+    // Strided add into the K/V gradients (their own layout, which may interleave K and V).
+    for (long s = 0; s < g.S; s++) {
+      float* kr = gk + (b * g.S + s) * g.ldk + kh * g.Dk;
+      float* vr = gv + (b * g.S + s) * g.ldv + kh * g.Dv;
+      for (long d = 0; d < g.Dk; d++) kr[d] += dk[(size_t)(s * g.Dk + d)];
+      for (long d = 0; d < g.Dv; d++) vr[d] += dv[(size_t)(s * g.Dv + d)];
+    }
+  };
+  const int T = tasksThreads(tasks, perTask * g.T * g.S * (g.Dk + g.Dv));
+  if (T <= 1) { for (long i = 0; i < tasks; i++) task(i); return; }
+  poolRun(T, [&](int tid) {
+    for (long i = tasks * tid / T; i < tasks * (tid + 1) / T; i++) task(i);
+  });
+}
+
+}  // namespace frugal
