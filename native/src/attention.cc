@@ -75,114 +75,124 @@ struct Geo {
   float scale;
 };
 
-// One query row's normalised probabilities p[0..L) from q row `qr` and the transposed key panel.
+// C[m,n] (+)= op(A)·op(B) on this thread (A [m,k] or [k,m] if ta; B [k,n] or [n,k] if tb).
+static inline void gemm(const float* a, const float* b, float* c, long m, long n, long k, bool ta, bool tb, bool acc) {
+  MatMulArgs x{a, b, c, 1, m, n, k, ta, tb, 0, 0, 0, acc};
+  matmulF32Serial(x);
+}
+
+// dst[r*D + d] = src[(b*L + r)*ld + off + d] for r < L, d < D (a strided head panel made contiguous).
+static void gatherPanel(const float* src, long ld, long off, long b, long L, long D, float* dst) {
+  for (long r = 0; r < L; r++) std::memcpy(dst + r * D, src + (b * L + r) * ld + off, (size_t)D * sizeof(float));
+}
+
+// Rows of query t: mask keys past t+off, softmax in place. P holds `rows` rows of S scores, row r
+// being query r % T (heads stacked T rows each).
 template <bool Avx>
-static inline __attribute__((always_inline)) void probsRow(const Geo& g, const float* qr, const float* kt, float* p, long L) {
-  std::fill(p, p + L, 0.f);
-  for (long d = 0; d < g.Dk; d++) {
-    const float qd = qr[d] * g.scale;
-    const float* kr = kt + d * g.S;
-    for (long j = 0; j < L; j++) p[j] += qd * kr[j];
-  }
-  float m = -INFINITY;
-  for (long j = 0; j < L; j++) m = std::max(m, p[j]);
-  float sum;
+static inline __attribute__((always_inline)) void maskSoftmax(const Geo& g, float* P, long rows) {
+  const long off = g.S - g.T;
+  for (long r = 0; r < rows; r++) {
+    float* p = P + r * g.S;
+    const long L = r % g.T + off + 1;
+    float m = -INFINITY;
+    for (long j = 0; j < L; j++) m = std::max(m, p[j]);
+    float sum;
 #if FRUGAL_HAVE_X86_KERNELS
-  if (Avx) sum = expSub512(p, L, m); else
+    if (Avx) sum = expSub512(p, L, m); else
 #endif
-  sum = expSubPortable(p, L, m);
-  const float inv = 1.f / sum;
-  for (long j = 0; j < L; j++) p[j] *= inv;
-}
-
-// Transposed panel dst[d*S + s] = src[(b*S+s)*ld + off + d] for d < D.
-static inline __attribute__((always_inline)) void panelT(const float* src, long ld, long off, long b, long S, long D, float* dst) {
-  for (long s = 0; s < S; s++) {
-    const float* r = src + (b * S + s) * ld + off;
-    for (long d = 0; d < D; d++) dst[d * S + s] = r[d];
+    sum = expSubPortable(p, L, m);
+    const float inv = 1.f / sum;
+    for (long j = 0; j < L; j++) p[j] *= inv;
+    std::fill(p + L, p + g.S, 0.f);
   }
 }
 
-// Heads [h0, h1) of batch entry b; they share one K/V head when KH = 1 (one panel transpose).
+// Forward for heads [h0, h1) of batch entry b. Queries of those heads are stacked into one panel
+// when they share a K/V head, so scores and outputs are one GEMM each.
 template <bool Avx>
 static inline __attribute__((always_inline)) void fwdTask(const Geo& g, const float* q, const float* k, const float* v, float* out, long b, long h0, long h1) {
   Scratch& sc = scratch();
-  const long off = g.S - g.T;
-  sc.kt.resize((size_t)(g.Dk * g.S));
-  sc.s.resize((size_t)g.S);
-  float* p = sc.s.data();
-  for (long h = h0; h < h1; h++) {
-    const long kh = g.KH == 1 ? 0 : h;
-    if (h == h0 || g.KH != 1) panelT(k, g.ldk, kh * g.Dk, b, g.S, g.Dk, sc.kt.data());
-    for (long t = 0; t < g.T; t++) {
-      const long L = t + off + 1;
-      probsRow<Avx>(g, q + ((b * g.T + t) * g.H + h) * g.Dk, sc.kt.data(), p, L);
-      float* o = out + ((b * g.T + t) * g.H + h) * g.Dv;
-      std::fill(o, o + g.Dv, 0.f);
-      for (long j = 0; j < L; j++) {
-        const float pj = p[j];
-        const float* vr = v + (b * g.S + j) * g.ldv + kh * g.Dv;
-        for (long d = 0; d < g.Dv; d++) o[d] += pj * vr[d];
-      }
+  const long nh = g.KH == 1 ? h1 - h0 : 1, rows = nh * g.T;
+  sc.acc.resize((size_t)(rows * g.Dk));
+  sc.s.resize((size_t)(rows * g.S));
+  sc.kt.resize((size_t)(g.S * g.Dk));
+  sc.vt.resize((size_t)(g.S * g.Dv));
+  sc.dp.resize((size_t)(rows * g.Dv));
+  float *Q = sc.acc.data(), *P = sc.s.data(), *K = sc.kt.data(), *V = sc.vt.data(), *O = sc.dp.data();
+  for (long hb = h0; hb < h1; hb += nh) {
+    const long kh = g.KH == 1 ? 0 : hb;
+    if (hb == h0 || g.KH != 1) {
+      gatherPanel(k, g.ldk, kh * g.Dk, b, g.S, g.Dk, K);
+      gatherPanel(v, g.ldv, kh * g.Dv, b, g.S, g.Dv, V);
     }
+    // Q rows (head-major, then t), pre-scaled.
+    for (long i = 0; i < nh; i++)
+      for (long t = 0; t < g.T; t++) {
+        const float* src = q + ((b * g.T + t) * g.H + hb + i) * g.Dk;
+        float* dst = Q + (i * g.T + t) * g.Dk;
+        for (long d = 0; d < g.Dk; d++) dst[d] = src[d] * g.scale;
+      }
+    gemm(Q, K, P, rows, g.S, g.Dk, false, true, false);
+    maskSoftmax<Avx>(g, P, rows);
+    gemm(P, V, O, rows, g.Dv, g.S, false, false, false);
+    for (long i = 0; i < nh; i++)
+      for (long t = 0; t < g.T; t++)
+        std::memcpy(out + ((b * g.T + t) * g.H + hb + i) * g.Dv, O + (i * g.T + t) * g.Dv, (size_t)g.Dv * sizeof(float));
   }
 }
 
-// Backward of one (b, h): adds into dk/dv panels [S, Dk] / [S, Dv] (the caller's, zeroed per KV head).
+// Backward of head h of batch entry b: adds dK/dV of this head into the panels dk [S, Dk], dv [S, Dv].
 template <bool Avx>
 static inline __attribute__((always_inline)) void bwdTask(const Geo& g, const float* q, const float* k, const float* v, const float* go,
-                                                          float* gq, float* dk, float* dv, long b, long h) {
+                                                          float* gq, float* dk, float* dv, long b, long h, bool loadKV) {
   Scratch& sc = scratch();
-  const long kh = g.KH == 1 ? 0 : h, off = g.S - g.T;
-  sc.kt.resize((size_t)(g.Dk * g.S));
-  sc.vt.resize((size_t)(g.Dv * g.S));
-  sc.s.resize((size_t)g.S);
-  sc.dp.resize((size_t)g.S);
-  panelT(k, g.ldk, kh * g.Dk, b, g.S, g.Dk, sc.kt.data());
-  panelT(v, g.ldv, kh * g.Dv, b, g.S, g.Dv, sc.vt.data());
-  float* p = sc.s.data();
-  float* dp = sc.dp.data();
+  const long kh = g.KH == 1 ? 0 : h;
+  sc.kt.resize((size_t)(g.S * g.Dk));
+  sc.vt.resize((size_t)(g.S * g.Dv));
+  sc.s.resize((size_t)(g.T * g.S));
+  sc.dp.resize((size_t)(g.T * g.S));
+  sc.acc.resize((size_t)(g.T * (2 * g.Dk + g.Dv)));
+  float *K = sc.kt.data(), *V = sc.vt.data(), *P = sc.s.data(), *dP = sc.dp.data();
+  float *Q = sc.acc.data(), *dO = Q + g.T * g.Dk, *dQ = dO + g.T * g.Dv;
+  if (loadKV) {
+    gatherPanel(k, g.ldk, kh * g.Dk, b, g.S, g.Dk, K);
+    gatherPanel(v, g.ldv, kh * g.Dv, b, g.S, g.Dv, V);
+  }
   for (long t = 0; t < g.T; t++) {
-    const long L = t + off + 1;
-    const float* qr = q + ((b * g.T + t) * g.H + h) * g.Dk;
-    const float* gr = go + ((b * g.T + t) * g.H + h) * g.Dv;
-    probsRow<Avx>(g, qr, sc.kt.data(), p, L);
-    // dP_j = dO_t · v_j ; D = Σ p_j dP_j ; dS_j = scale · p_j (dP_j − D)
-    std::fill(dp, dp + L, 0.f);
-    for (long d = 0; d < g.Dv; d++) {
-      const float gd = gr[d];
-      const float* vr = sc.vt.data() + d * g.S;
-      for (long j = 0; j < L; j++) dp[j] += gd * vr[j];
-    }
+    std::memcpy(Q + t * g.Dk, q + ((b * g.T + t) * g.H + h) * g.Dk, (size_t)g.Dk * sizeof(float));
+    std::memcpy(dO + t * g.Dv, go + ((b * g.T + t) * g.H + h) * g.Dv, (size_t)g.Dv * sizeof(float));
+  }
+  // P = softmax(mask(scale·Q·Kᵀ)), the forward's probabilities recomputed.
+  gemm(Q, K, P, g.T, g.S, g.Dk, false, true, false);
+  for (long i = 0; i < g.T * g.S; i++) P[i] *= g.scale;
+  maskSoftmax<Avx>(g, P, g.T);
+  // dV += Pᵀ·dO ; dP = dO·Vᵀ ; dS = scale·P⊙(dP − rowsum(P⊙dP)) ; dQ = dS·K ; dK += dSᵀ·Q
+  gemm(P, dO, dv, g.S, g.Dv, g.T, true, false, true);
+  gemm(dO, V, dP, g.T, g.S, g.Dv, false, true, false);
+  for (long t = 0; t < g.T; t++) {
+    const float* p = P + t * g.S;
+    float* d = dP + t * g.S;
     float D = 0.f;
-    for (long j = 0; j < L; j++) D += p[j] * dp[j];
-    for (long j = 0; j < L; j++) dp[j] = g.scale * p[j] * (dp[j] - D);
-    // dq_t = Σ_j dS_j k_j ; dk_j += dS_j q_t ; dv_j += p_j dO_t
-    float* gqr = gq + ((b * g.T + t) * g.H + h) * g.Dk;
-    for (long d = 0; d < g.Dk; d++) {
-      const float* kr = sc.kt.data() + d * g.S;
-      float a = 0.f;
-      for (long j = 0; j < L; j++) a += dp[j] * kr[j];
-      gqr[d] += a;
-    }
-    for (long j = 0; j < L; j++) {
-      const float sj = dp[j], pj = p[j];
-      float* dkr = dk + j * g.Dk;
-      float* dvr = dv + j * g.Dv;
-      for (long d = 0; d < g.Dk; d++) dkr[d] += sj * qr[d];
-      for (long d = 0; d < g.Dv; d++) dvr[d] += pj * gr[d];
-    }
+    for (long j = 0; j < g.S; j++) D += p[j] * d[j];
+    for (long j = 0; j < g.S; j++) d[j] = g.scale * p[j] * (d[j] - D);
+  }
+  gemm(dP, K, dQ, g.T, g.Dk, g.S, false, false, false);
+  gemm(dP, Q, dk, g.S, g.Dk, g.T, true, false, true);
+  for (long t = 0; t < g.T; t++) {
+    float* dst = gq + ((b * g.T + t) * g.H + h) * g.Dk;
+    const float* src = dQ + t * g.Dk;
+    for (long d = 0; d < g.Dk; d++) dst[d] += src[d];
   }
 }
 
 static void fwdPortable(const Geo& g, const float* q, const float* k, const float* v, float* out, long b, long h0, long h1) { fwdTask<false>(g, q, k, v, out, b, h0, h1); }
-static void bwdPortable(const Geo& g, const float* q, const float* k, const float* v, const float* go, float* gq, float* dk, float* dv, long b, long h) {
-  bwdTask<false>(g, q, k, v, go, gq, dk, dv, b, h);
+static void bwdPortable(const Geo& g, const float* q, const float* k, const float* v, const float* go, float* gq, float* dk, float* dv, long b, long h, bool l) {
+  bwdTask<false>(g, q, k, v, go, gq, dk, dv, b, h, l);
 }
 #if FRUGAL_HAVE_X86_KERNELS
 FRUGAL_AVX512 static void fwd512(const Geo& g, const float* q, const float* k, const float* v, float* out, long b, long h0, long h1) { fwdTask<true>(g, q, k, v, out, b, h0, h1); }
-FRUGAL_AVX512 static void bwd512(const Geo& g, const float* q, const float* k, const float* v, const float* go, float* gq, float* dk, float* dv, long b, long h) {
-  bwdTask<true>(g, q, k, v, go, gq, dk, dv, b, h);
+FRUGAL_AVX512 static void bwd512(const Geo& g, const float* q, const float* k, const float* v, const float* go, float* gq, float* dk, float* dv, long b, long h, bool l) {
+  bwdTask<true>(g, q, k, v, go, gq, dk, dv, b, h, l);
 }
 #endif
 
@@ -228,7 +238,7 @@ void attentionBackward(const AttnArgs& a, const float* go, float* gq, float* gk,
     dk.assign((size_t)(g.S * g.Dk), 0.f);
     dv.assign((size_t)(g.S * g.Dv), 0.f);
     const long b = g.KH == 1 ? i : i / g.H, h0 = g.KH == 1 ? 0 : i % g.H, kh = g.KH == 1 ? 0 : h0;
-    for (long h = h0; h < h0 + perTask; h++) fn(g, a.q, a.k, a.v, go, gq, dk.data(), dv.data(), b, h);
+    for (long h = h0; h < h0 + perTask; h++) fn(g, a.q, a.k, a.v, go, gq, dk.data(), dv.data(), b, h, h == h0);
     // Strided add into the K/V gradients (their own layout, which may interleave K and V).
     for (long s = 0; s < g.S; s++) {
       float* kr = gk + (b * g.S + s) * g.ldk + kh * g.Dk;

@@ -52,6 +52,8 @@ struct MatMulArgs {
   bool accumulate;
 };
 void matmulF32(const MatMulArgs& x);
+/** The same on the calling thread only (for use inside pool tasks). */
+void matmulF32Serial(const MatMulArgs& x);
 
 /** Operand of the BF16/FP8 GEMM: bf16 bits (u16) or FP8 codes (u8) with a format. */
 struct LowpOperand {

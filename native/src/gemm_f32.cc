@@ -318,17 +318,17 @@ static void gemmBlock(const MatMulArgs& x, const float* a, const float* b, float
 using GemvFn = void (*)(const float*, const float*, long, float*, long, long, long, bool);
 
 template <class F>
-static void matmulWith(const MatMulArgs& x) {
+static void matmulWith(const MatMulArgs& x, int maxT) {
   const long work = x.batch * x.m * x.n * x.k;
   // Below ~4M multiply-adds (~40 µs on one core) waking a sleeping worker costs more than it saves.
-  int T = work < (1L << 22) ? 1 : poolThreads();
+  int T = work < (1L << 22) ? 1 : std::min(maxT, poolThreads());
   const bool gemv = x.m == 1 || x.n == 1;
   if (gemv) {
     // A matrix-vector product streams its matrix from memory once: past ~256 KB of matrix (L2 no
     // longer holds it across calls) one core's share of DRAM bandwidth (~9 GB/s on the reference
     // VM) is the limit, and a second core nearly doubles it. Workers spin ~100 µs after a job, so
     // back-to-back decode GEMMs find them awake.
-    T = work < (1L << 16) ? 1 : poolThreads();
+    T = work < (1L << 16) ? 1 : std::min(maxT, poolThreads());
     GemvFn rows = gemvRowsPortable, dots = gemvDotsPortable;
 #if FRUGAL_HAVE_X86_KERNELS
     if (cpu().isa == Isa::Avx512) { rows = gemvRows512; dots = gemvDots512; }
@@ -380,13 +380,17 @@ static void matmulWith(const MatMulArgs& x) {
 
 }  // namespace
 
-void matmulF32(const MatMulArgs& x) {
+static void matmulDispatch(const MatMulArgs& x, int maxT) {
   if (x.batch <= 0 || x.m <= 0 || x.n <= 0) return;
 #if FRUGAL_HAVE_X86_KERNELS
-  if (cpu().isa == Isa::Avx512) return matmulWith<Avx512>(x);
-  if (cpu().isa == Isa::Avx2) return matmulWith<Avx2>(x);
+  if (cpu().isa == Isa::Avx512) return matmulWith<Avx512>(x, maxT);
+  if (cpu().isa == Isa::Avx2) return matmulWith<Avx2>(x, maxT);
 #endif
-  matmulWith<Portable>(x);
+  matmulWith<Portable>(x, maxT);
 }
+
+void matmulF32(const MatMulArgs& x) { matmulDispatch(x, 1 << 20); }
+
+void matmulF32Serial(const MatMulArgs& x) { matmulDispatch(x, 1); }
 
 }  // namespace frugal
