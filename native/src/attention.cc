@@ -219,9 +219,7 @@ void attentionForward(const AttnArgs& a) {
   };
   const int T = tasksThreads(tasks, (g.H / G) * g.T * g.S * (g.Dk + g.Dv) / 2);
   if (T <= 1) { for (long i = 0; i < tasks; i++) task(i); return; }
-  poolRun(T, [&](int tid) {
-    for (long i = tasks * tid / T; i < tasks * (tid + 1) / T; i++) task(i);
-  });
+  poolRunChunks(tasks, [&](long i, int) { task(i); });
 }
 
 void attentionBackward(const AttnArgs& a, const float* go, float* gq, float* gk, float* gv) {
@@ -249,9 +247,7 @@ void attentionBackward(const AttnArgs& a, const float* go, float* gq, float* gk,
   };
   const int T = tasksThreads(tasks, perTask * g.T * g.S * (g.Dk + g.Dv));
   if (T <= 1) { for (long i = 0; i < tasks; i++) task(i); return; }
-  poolRun(T, [&](int tid) {
-    for (long i = tasks * tid / T; i < tasks * (tid + 1) / T; i++) task(i);
-  });
+  poolRunChunks(tasks, [&](long i, int) { task(i); });
 }
 
 }  // namespace frugal

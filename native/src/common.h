@@ -42,6 +42,9 @@ void poolSetThreads(int n);
 int poolThreads();
 /** Runs fn(tid) for tid in [0, n) (n <= poolThreads()), returning when all are done. */
 void poolRun(int n, const std::function<void(int)>& fn);
+/** Runs fn(chunk, tid) for chunk in [0, count) on the caller and any workers that join in time
+ *  (dynamic: a late or descheduled worker never delays the caller). tid < poolThreads(). */
+void poolRunChunks(long count, const std::function<void(long, int)>& fn);
 
 /** Batched f32 GEMM, C[b] = op(A[b])·op(B[b]) (+C[b]); see registry.ts MatMulArgs. */
 struct MatMulArgs {

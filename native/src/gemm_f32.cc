@@ -340,8 +340,10 @@ static void matmulWith(const MatMulArgs& x, int maxT) {
     const long ld = m1 ? (x.transB ? x.k : x.n) : (x.transA ? x.m : x.k);
     const long chunks = (outs + 63) / 64;
     if (chunks < T) T = (int)std::max<long>(1, chunks);
-    poolRun(T, [&](int tid) {
-      const long j0 = std::min(outs, chunks * tid / T * 64), j1 = std::min(outs, chunks * (tid + 1) / T * 64);
+    // Work is handed out in pieces (dynamic): a worker that arrives late only takes fewer.
+    const long pieces = T <= 1 ? 1 : std::min<long>(chunks, 4L * T);
+    poolRunChunks(pieces, [&](long pc, int) {
+      const long j0 = std::min(outs, chunks * pc / pieces * 64), j1 = std::min(outs, chunks * (pc + 1) / pieces * 64);
       for (long bi = 0; bi < x.batch; bi++) {
         const float* vec = m1 ? x.a + bi * x.strideA : x.b + bi * x.strideB;
         const float* mat = m1 ? x.b + bi * x.strideB : x.a + bi * x.strideA;
@@ -353,9 +355,8 @@ static void matmulWith(const MatMulArgs& x, int maxT) {
   // Whole batch entries per thread when they are independent and plentiful; else split N or M.
   const bool byBatch = T > 1 && x.strideC >= x.m * x.n && (x.batch % T == 0 || x.batch >= 4 * T);
   if (byBatch) {
-    poolRun(T, [&](int tid) {
-      for (long bi = x.batch * tid / T; bi < x.batch * (tid + 1) / T; bi++)
-        gemmBlock<F>(x, x.a + bi * x.strideA, x.b + bi * x.strideB, x.c + bi * x.strideC, 0, x.m, 0, x.n);
+    poolRunChunks(x.batch, [&](long bi, int) {
+      gemmBlock<F>(x, x.a + bi * x.strideA, x.b + bi * x.strideB, x.c + bi * x.strideC, 0, x.m, 0, x.n);
     });
     return;
   }
@@ -364,9 +365,12 @@ static void matmulWith(const MatMulArgs& x, int maxT) {
   const long unit = splitN ? F::NR : F::MR;
   const long chunks = ((splitN ? x.n : x.m) + unit - 1) / unit;
   if (chunks < T) T = (int)std::max<long>(1, chunks);
-  poolRun(T, [&](int tid) {
+  // Dynamic pieces (a few per thread): a descheduled worker never stalls the caller; more pieces
+  // would repack the shared operand more often.
+  const long pieces = T <= 1 ? 1 : std::min<long>(chunks, 3L * T);
+  poolRunChunks(pieces, [&](long pc, int) {
     const long lim = splitN ? x.n : x.m;
-    const long s0 = std::min(lim, chunks * tid / T * unit), s1 = std::min(lim, chunks * (tid + 1) / T * unit);
+    const long s0 = std::min(lim, chunks * pc / pieces * unit), s1 = std::min(lim, chunks * (pc + 1) / pieces * unit);
     if (s0 >= s1) return;
     for (long bi = 0; bi < x.batch; bi++) {
       const float* a = x.a + bi * x.strideA;

@@ -66,39 +66,86 @@ const char* isaName(Isa isa) {
 
 // ---- thread pool ----
 namespace {
+// How long an idle worker spins before sleeping on the condition variable. Waking a sleeping
+// worker costs tens to hundreds of microseconds on a VM (the idle vCPU is halted), which is the
+// whole duration of a mid-sized GEMM; (1 ms was measured slower: the spinning worker takes the
+// core V8's GC and compiler threads need). FRUGAL_SPIN_US overrides it (0..100000).
+static long spinMicros() {
+  static const long us = [] {
+    const char* e = std::getenv("FRUGAL_SPIN_US");
+    long v = e ? std::atol(e) : 100;
+    return v < 0 ? 0L : v > 100000 ? 100000L : v;
+  }();
+  return us;
+}
+
 struct Pool {
   std::vector<std::thread> workers;
+  // Job generation, a seqlock: odd while the caller writes the job fields, even once published.
   std::atomic<uint64_t> gen{0};
   std::atomic<int> pending{0};
   std::atomic<int> sleepers{0};
   std::atomic<bool> quit{false};
-  const std::function<void(int)>* job = nullptr;
-  int jobN = 0;
+  // Static jobs: every worker runs fn(tid) once and the caller waits for all (`pending`).
+  std::atomic<const std::function<void(int)>*> job{nullptr};
+  std::atomic<int> jobN{0};
+  // Chunked jobs: threads take chunk indices from `next` until `nChunks`; a worker joins only by
+  // claiming the job in `claim` (high bits = generation, bit 15 = closed, low 15 bits = workers in),
+  // so the caller never waits for a worker that has not arrived.
+  std::atomic<bool> chunked{false};
+  std::atomic<const std::function<void(long, int)>*> cjob{nullptr};
+  std::atomic<long> nChunks{0};
+  std::atomic<long> next{0};
+  std::atomic<uint64_t> claim{0};
+  static constexpr uint64_t kClosed = 1u << 15, kCount = kClosed - 1;
   std::mutex mu;
   std::condition_variable cv;
+
+  bool idle(uint64_t g, uint64_t seen) const { return g == seen || (g & 1); }
 
   // `seen` is the generation at creation: a job published before this thread first runs still counts.
   void loop(int tid, uint64_t seen) {
     for (;;) {
-      // Spin ~100 us for the next job (back-to-back kernels), then sleep. (1 ms was slower: the
-      // spinning worker takes the core V8's GC and compiler threads need.)
+      // Spin for the next job (back-to-back kernels), then sleep (see spinMicros).
       auto t0 = std::chrono::steady_clock::now();
       int spins = 0;
-      while (gen.load(std::memory_order_acquire) == seen && !quit.load(std::memory_order_relaxed)) {
+      while (idle(gen.load(std::memory_order_acquire), seen) && !quit.load(std::memory_order_relaxed)) {
 #if FRUGAL_X86
         _mm_pause();
 #endif
-        if (++spins % 256 == 0 && std::chrono::steady_clock::now() - t0 > std::chrono::microseconds(100)) {
+        if (++spins % 256 == 0 && std::chrono::steady_clock::now() - t0 > std::chrono::microseconds(spinMicros())) {
           std::unique_lock<std::mutex> lk(mu);
           sleepers.fetch_add(1);
-          while (gen.load() == seen && !quit.load()) cv.wait(lk);
+          while (idle(gen.load(), seen) && !quit.load()) cv.wait(lk);
           sleepers.fetch_sub(1);
           break;
         }
       }
       if (quit.load()) return;
-      seen = gen.load(std::memory_order_acquire);
-      if (tid < jobN) (*job)(tid);
+      // Read the published job consistently (retry if the caller moved on meanwhile).
+      const uint64_t g = gen.load(std::memory_order_acquire);
+      if (g & 1) continue;
+      const bool isChunked = chunked.load(std::memory_order_relaxed);
+      const auto* sj = job.load(std::memory_order_relaxed);
+      const int n = jobN.load(std::memory_order_relaxed);
+      const auto* cj = cjob.load(std::memory_order_relaxed);
+      const long count = nChunks.load(std::memory_order_relaxed);
+      std::atomic_thread_fence(std::memory_order_acquire);
+      if (gen.load(std::memory_order_relaxed) != g) continue;
+      seen = g;
+      if (isChunked) {
+        uint64_t c = claim.load(std::memory_order_acquire);
+        bool in = false;
+        while ((c >> 16) == (g & 0xFFFFFFFFFFFFull) && !(c & kClosed)) {
+          if (claim.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel)) { in = true; break; }
+        }
+        if (in) {
+          for (long i; (i = next.fetch_add(1, std::memory_order_relaxed)) < count;) (*cj)(i, tid);
+          claim.fetch_sub(1, std::memory_order_acq_rel);
+        }
+        continue;
+      }
+      if (tid < n) (*sj)(tid);
       pending.fetch_sub(1, std::memory_order_acq_rel);
     }
   }
@@ -122,27 +169,58 @@ struct Pool {
     for (int t = 1; t < n; t++) workers.emplace_back([this, t, g0] { loop(t, g0); });
   }
 
-  void run(int n, const std::function<void(int)>& fn) {
-    if (n <= 1 || workers.empty()) { fn(0); return; }
-    job = &fn;
-    jobN = n;
-    pending.store((int)workers.size(), std::memory_order_release);
-    gen.fetch_add(1, std::memory_order_seq_cst);
+  // Publishes a job: gen odd, fields, gen even (release), wake sleepers. Returns the new generation.
+  template <class Write>
+  uint64_t publish(Write write) {
+    gen.fetch_add(1, std::memory_order_acq_rel);
+    write();
+    const uint64_t g = gen.fetch_add(1, std::memory_order_seq_cst) + 1;
     if (sleepers.load(std::memory_order_seq_cst) > 0) {
       std::lock_guard<std::mutex> lk(mu);
       cv.notify_all();
     }
-    fn(0);
-    while (pending.load(std::memory_order_acquire) != 0) {
+    return g;
+  }
+
+  static void relax() {
 #if FRUGAL_X86
-      _mm_pause();
+    _mm_pause();
 #else
-      std::this_thread::yield();
+    std::this_thread::yield();
 #endif
-    }
+  }
+
+  // Chunks 0..count-1 over the caller and whichever workers arrive in time: a worker that is
+  // descheduled (another process, V8's GC threads) never holds the caller up.
+  void runChunks(long count, const std::function<void(long, int)>& fn) {
+    if (count <= 1 || workers.empty()) { for (long i = 0; i < count; i++) fn(i, 0); return; }
+    publish([&] {
+      chunked.store(true, std::memory_order_relaxed);
+      cjob.store(&fn, std::memory_order_relaxed);
+      nChunks.store(count, std::memory_order_relaxed);
+      next.store(0, std::memory_order_relaxed);
+      claim.store(((gen.load(std::memory_order_relaxed) + 1) & 0xFFFFFFFFFFFFull) << 16, std::memory_order_relaxed);
+    });
+    for (long i; (i = next.fetch_add(1, std::memory_order_relaxed)) < count;) fn(i, 0);
+    claim.fetch_or(kClosed, std::memory_order_acq_rel);
+    while ((claim.load(std::memory_order_acquire) & kCount) != 0) relax();
+  }
+
+  void run(int n, const std::function<void(int)>& fn) {
+    if (n <= 1 || workers.empty()) { fn(0); return; }
+    publish([&] {
+      chunked.store(false, std::memory_order_relaxed);
+      job.store(&fn, std::memory_order_relaxed);
+      jobN.store(n, std::memory_order_relaxed);
+      pending.store((int)workers.size(), std::memory_order_relaxed);
+    });
+    fn(0);
+    while (pending.load(std::memory_order_acquire) != 0) relax();
   }
   ~Pool() { stop(); }
 };
+// One caller at a time owns the workers; a concurrent caller (another JS thread) runs inline.
+std::mutex g_owner;
 Pool& pool() {
   static Pool* p = new Pool();  // never destroyed: workers must not outlive a static destructor order
   return *p;
@@ -153,11 +231,15 @@ void poolSetThreads(int n) { pool().resize(n); }
 int poolThreads() { return (int)pool().workers.size() + 1; }
 void poolRun(int n, const std::function<void(int)>& fn) {
   if (n > poolThreads()) n = poolThreads();
-  // One caller at a time owns the workers; a concurrent caller (another JS thread) runs its shares inline.
-  static std::mutex owner;
-  std::unique_lock<std::mutex> lk(owner, std::try_to_lock);
+  std::unique_lock<std::mutex> lk(g_owner, std::try_to_lock);
   if (!lk.owns_lock()) { for (int t = 0; t < n; t++) fn(t); return; }
   pool().run(n, fn);
+}
+
+void poolRunChunks(long count, const std::function<void(long, int)>& fn) {
+  std::unique_lock<std::mutex> lk(g_owner, std::try_to_lock);
+  if (!lk.owns_lock() || poolThreads() <= 1) { for (long i = 0; i < count; i++) fn(i, 0); return; }
+  pool().runChunks(count, fn);
 }
 
 void* threadScratch(int slot, size_t bytes) {
