@@ -193,7 +193,9 @@ static int splitThreads(long count, long workPerItem) {
 template <class Fn>
 static void splitRowsT(int T, long count, Fn fn) {
   if (T <= 1) { fn(0, 0L, count); return; }
-  poolRun(T, [&](int tid) { fn(tid, count * tid / T, count * (tid + 1) / T); });
+  // Two pieces per thread, handed out dynamically (tid = the thread that runs the piece).
+  const long P = std::min<long>(count, 2L * T);
+  poolRunChunks(P, [&](long pc, int tid) { fn(tid, count * pc / P, count * (pc + 1) / P); });
 }
 
 // Runs fn over [0, count) split across threads when the work is large enough.
@@ -263,7 +265,8 @@ void rmsnormBackward(const float* x, const float* w, const float* rstd, const fl
   const int T = splitThreads(rows, cols * 3);
   // Each thread past the first sums its weight gradient into its own zeroed slice; thread 0 adds
   // straight into gw. The slices are added to gw after the join.
-  std::vector<float> part(gw && T > 1 ? (size_t)(T - 1) * cols : 0, 0.f);
+  const int NT = poolThreads();
+  std::vector<float> part(gw && T > 1 ? (size_t)(NT - 1) * cols : 0, 0.f);
   splitRowsT(T, rows, [&](int tid, long r0, long r1) {
     float* pw = !gw ? nullptr : tid == 0 ? gw : part.data() + (size_t)(tid - 1) * cols;
 #if FRUGAL_HAVE_X86_KERNELS
@@ -271,7 +274,7 @@ void rmsnormBackward(const float* x, const float* w, const float* rstd, const fl
 #endif
     rmsnormBackwardRows(x, w, rstd, go, gx, pw, r0, r1, cols);
   });
-  if (gw) for (int t = 1; t < T; t++) {
+  if (gw && T > 1) for (int t = 1; t < NT; t++) {
     const float* p = part.data() + (size_t)(t - 1) * cols;
     for (long j = 0; j < cols; j++) gw[j] += p[j];
   }

@@ -15,9 +15,10 @@ template <class F>
 static void splitRange(long n, F fn) {
   const int T = n < (1L << 18) ? 1 : std::min<int>(poolThreads(), (int)std::max<long>(1, n >> 16));
   if (T <= 1) { fn(0, 0L, n); return; }
-  // Chunks stay multiples of 64 elements so vector loops see aligned-size blocks.
-  poolRun(T, [&](int t) {
-    const long a = (n * t / T) & ~63L, b = t == T - 1 ? n : (n * (t + 1) / T) & ~63L;
+  // Pieces stay multiples of 64 elements so vector loops see aligned-size blocks.
+  const long P = 2L * T;
+  poolRunChunks(P, [&](long pc, int t) {
+    const long a = (n * pc / P) & ~63L, b = pc == P - 1 ? n : (n * (pc + 1) / P) & ~63L;
     fn(t, a, b);
   });
 }
@@ -84,9 +85,9 @@ double sumSquares(const float* x, long n) {
   std::vector<double> part((size_t)std::max(1, poolThreads()), 0.0);
   splitRange(n, [&](int t, long i0, long i1) {
 #if FRUGAL_HAVE_X86_KERNELS
-    if (cpu().isa == Isa::Avx512) { part[(size_t)t] = sumSqRange512(x, i0, i1); return; }
+    if (cpu().isa == Isa::Avx512) { part[(size_t)t] += sumSqRange512(x, i0, i1); return; }
 #endif
-    part[(size_t)t] = sumSqRange(x, i0, i1);
+    part[(size_t)t] += sumSqRange(x, i0, i1);
   });
   double s = 0;
   for (double p : part) s += p;
