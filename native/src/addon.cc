@@ -324,6 +324,22 @@ napi_value AttentionBackward(napi_env env, napi_callback_info info) {
   });
 }
 
+// gemvBf16(x, w, y, m, n, k): y[m,n] = x[m,k] · W[n,k]^T, W bf16 bits (Uint16Array)
+napi_value GemvBf16(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Args g(env, info, "gemvBf16", 6);
+    size_t lx, lw, ly;
+    const float* x = g.arr<float>(0, napi_float32_array, "x", &lx);
+    const uint16_t* w = g.arr<uint16_t>(1, napi_uint16_array, "w", &lw);
+    float* y = g.arr<float>(2, napi_float32_array, "y", &ly);
+    const long m = g.count(3, "m"), n = g.count(4, "n"), k = g.count(5, "k");
+    if (m > (1L << 20) || n > (1L << 30) || k > (1L << 30)) g.range("size out of range");
+    g.need("x", lx, m * k); g.need("w", lw, n * k); g.need("y", ly, m * n);
+    gemvBf16(x, w, y, m, n, k);
+    return undef(env);
+  });
+}
+
 // adamw(w, g, m, v, beta1, beta2, eps, stepSize, decay, invBc2Sqrt): in place over w, m, v.
 napi_value AdamW(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
@@ -429,6 +445,7 @@ NAPI_MODULE_INIT() {
       {"cpuFeatures", nullptr, CpuFeatures, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"attentionForward", nullptr, AttentionForward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"attentionBackward", nullptr, AttentionBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"gemvBf16", nullptr, GemvBf16, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"adamw", nullptr, AdamW, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"sumSquares", nullptr, SumSquares, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"addInto", nullptr, AddInto, nullptr, nullptr, nullptr, napi_enumerable, nullptr},

@@ -88,6 +88,9 @@ struct AdamWHyper {
 void adamw(float* w, const float* g, float* m, float* v, long n, const AdamWHyper& h);
 /** Σ x² (float lanes in blocks, summed in double). */
 double sumSquares(const float* x, long n);
+/** y[m,n] = x[m,k] · W[n,k]^T with W as bf16 bit patterns widened exactly to f32 (f32 x, f32 sums);
+ *  for decode (small m): the matrix is read once per row of x. */
+void gemvBf16(const float* x, const uint16_t* w, float* y, long m, long n, long k);
 /** dst[i] += src[i]. */
 void addInto(float* dst, const float* src, long n);
 

@@ -46,6 +46,7 @@ export interface NativeAddon {
   adamw?(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, beta1: number, beta2: number, eps: number,
     stepSize: number, decay: number, invBc2Sqrt: number): void;
   sumSquares?(x: Float32Array): number;
+  gemvBf16?(x: Float32Array, w: Uint16Array, y: Float32Array, m: number, n: number, k: number): void;
   attentionForward?(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, B: number, T: number, S: number, H: number,
     KH: number, Dk: number, Dv: number, ldk: number, ldv: number, scale: number): void;
   attentionBackward?(q: Float32Array, k: Float32Array, v: Float32Array, gradOut: Float32Array, gradQ: Float32Array, gradK: Float32Array,

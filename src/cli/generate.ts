@@ -8,10 +8,11 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs, usage, type OptionSpec } from './args.js';
 import { UsageError } from './main.js';
-import { Generation } from '../infer/generate.js';
+import { Generation, type Model } from '../infer/generate.js';
 import { StopMatcher, checkSampling, type SamplingOptions } from '../infer/sampling.js';
 import { StreamDecoder } from '../io/tokenizer.js';
 import { checkModelDir, openModel, parseTokenList, selectBackend } from '../serve/model-node.js';
+import { withBf16Weights } from '../infer/bf16-node.js';
 
 export const summary = 'generate text from a model directory';
 
@@ -29,6 +30,7 @@ const spec: OptionSpec = {
   speculative: { type: 'boolean', help: 'MTP speculative decoding (models with MTP layers)' },
   'ignore-eos': { type: 'boolean', help: 'keep going past the end-of-sequence token' },
   backend: { type: 'string', help: 'compute backend: auto (native > wasm > ts), ts, wasm, native', default: 'auto' },
+  weights: { type: 'string', help: 'decode weight precision: f32, or bf16 (half the memory traffic per token; native backend)', default: 'f32' },
 };
 
 export async function run(argv: string[]): Promise<number> {
@@ -42,8 +44,16 @@ export async function run(argv: string[]): Promise<number> {
   const sampling: SamplingOptions = { greedy: a.greedy === true, temperature: a.temperature, topK: a['top-k'], topP: a['top-p'] };
   if (a.seed !== undefined) sampling.seed = a.seed;
   try { checkSampling(sampling); } catch (e) { throw new UsageError((e as Error).message); }
+  if (a.weights !== 'f32' && a.weights !== 'bf16') throw new UsageError(`--weights must be f32 or bf16, got '${a.weights}'`);
   await selectBackend(a.backend);
-  const { model, tokenizer } = await openModel(dir);
+  const opened = await openModel(dir);
+  const tokenizer = opened.tokenizer;
+  let model: Model = opened.model;
+  if (a.weights === 'bf16') {
+    const r = withBf16Weights(model);
+    model = r.model;
+    console.error(`frugal generate: ${r.note}`);
+  }
   const prompt = a.tokens !== undefined ? parseTokenList(a.tokens) : tokenizer!.encode(String(a.prompt));
   const eos = tokenizer?.eosId ?? model.cfg.eosTokenId;
   const decoder = tokenizer ? new StreamDecoder(tokenizer, { skipSpecialTokens: true }) : null;

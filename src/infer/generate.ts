@@ -19,7 +19,11 @@ import { Sampler, argmax, type SamplingOptions } from './sampling.js';
 import { PrefixCache, rowsFromCache, rowsToCache, latentRowWidth } from './prefix-cache.js';
 
 /** A loaded model. */
-export interface Model { cfg: DeepSeekConfig; params: ModelParams }
+export interface Model {
+  cfg: DeepSeekConfig; params: ModelParams;
+  /** Inference linear override (ForwardOptions.linear), e.g. bf16 decode weights (bf16-node.ts). */
+  linear?: (x: Tensor, w: Tensor) => Tensor;
+}
 
 /** A second-level store of prefix rows (the disk cache implements it). Synchronous by design. */
 export interface PrefixStore {
@@ -90,6 +94,8 @@ export class Generation {
   decodeMs = 0;
   private readonly cfg: DeepSeekConfig;
   private readonly cache: KVCache;
+  /** The model's inference linear for decode steps (prefill keeps f32 GEMMs), as forward options. */
+  private lin(): { linear?: (x: Tensor, w: Tensor) => Tensor } { return this.model.linear ? { linear: this.model.linear } : {}; }
   private readonly sampler: Sampler;
   private readonly maxNew: number;
   /** Ids sampled from: [0, vocab). */
@@ -204,7 +210,7 @@ export class Generation {
   private plainStep(): void {
     const { cfg, cache } = this;
     const x = this.seq[this.seq.length - 1]!;
-    const f = forward(this.model.params, cfg, Tensor.ints([x], [1, 1]), { cache, startPos: cache.length });
+    const f = forward(this.model.params, cfg, Tensor.ints([x], [1, 1]), { cache, startPos: cache.length, ...this.lin() });
     this.emit(this.sampler.sample(f.logits.f32, 0, this.vocab));
   }
 
@@ -221,12 +227,12 @@ export class Generation {
     const m = this.pendingHidden.length;
     const h = new Float32Array(m * H);
     this.pendingHidden.forEach((row, i) => h.set(row, i * H));
-    const mt = mtpForward(model.params, cfg, 0, new Tensor(h, [1, m, H]), Tensor.ints(this.seq.slice(this.mtpLen + 1, n + 1), [1, m]), { cache, startPos: this.mtpLen });
+    const mt = mtpForward(model.params, cfg, 0, new Tensor(h, [1, m, H]), Tensor.ints(this.seq.slice(this.mtpLen + 1, n + 1), [1, m]), { cache, startPos: this.mtpLen, ...this.lin() });
     this.mtpLen = n;
     this.pendingHidden = [];
     const draft = argmax(mt.logits.f32, (m - 1) * V, this.vocab);
     // Verify: positions n (token x) and n+1 (the draft).
-    const f = forward(model.params, cfg, Tensor.ints([x, draft], [1, 2]), { cache, startPos: n });
+    const f = forward(model.params, cfg, Tensor.ints([x, draft], [1, 2]), { cache, startPos: n, ...this.lin() });
     const L = f.logits.f32, hid = f.hidden.f32;
     this.proposed++;
     const next = this.sampler.sample(L, 0, this.vocab);

@@ -8,7 +8,8 @@
  * (full sequences) and serves (KV-cached decoding under noGrad).
  */
 import { Tensor } from '../autograd/tensor.js';
-import { noGrad, recompute as recomputeFn } from '../autograd/tape.js';
+import { noGrad, needsGrad, recompute as recomputeFn } from '../autograd/tape.js';
+import { kernel } from '../backend/registry.js';
 import * as op from '../ops/index.js';
 import { type DeepSeekConfig, isMoeLayer, ropeInvFreq, softmaxScale, yarnMscale } from './config.js';
 
@@ -201,6 +202,12 @@ export interface ForwardOptions {
    * Default: f32 `op.linear`. The fp8 module supplies the FP8 one.
    */
   projLinear?: (x: Tensor, w: Tensor) => Tensor;
+  /**
+   * Inference override for every other x·Wᵀ too: projections (unless projLinear is set), the MTP
+   * input projection and the output heads; the router stays f32 `op.linear`. Used to decode
+   * with bf16 weights (src/infer/bf16-node.ts). Not for training.
+   */
+  linear?: (x: Tensor, w: Tensor) => Tensor;
 }
 
 export interface RoutingRecord { layer: number; ids: Int32Array; weights: Float32Array; tokens: number; k: number }
@@ -246,6 +253,7 @@ function mla(ctx: Ctx, x: Tensor, a: MlaParams, layerIdx: number): Tensor {
     o = op.causalAttention(op.concat([qNope, qPe], 3), k, vv, scale);
   } else {
     // Absorb W_UK into the query and W_UV into the output (SPEC §5.6).
+    if (B * T === 1 && !needsGrad(qNope, a.kvBProj)) return ctx.lin(op.reshape(absorbDecodeStep(ctx, a, layerIdx, qNope, qPe, cHat, kPe), [B, T, nh * dv]), a.oProj);
     const wkv = op.reshape(a.kvBProj, [nh, dn + dv, rkv]);
     const [wUK, wUV] = op.split(wkv, [dn, dv], 1) as [Tensor, Tensor];
     const qh = op.permute(op.reshape(qNope, [B * T, nh, dn]), [1, 0, 2]); // [nh, BT, dn]
@@ -259,6 +267,29 @@ function mla(ctx: Ctx, x: Tensor, a: MlaParams, layerIdx: number): Tensor {
     o = op.permute(op.matmul(ol, wUV, { transB: true }), [1, 0, 2]); // [BT, nh, dv]
   }
   return ctx.lin(op.reshape(o, [B, T, nh * dv]), a.oProj);
+}
+
+/**
+ * One decode token of absorbed MLA without recording: W_UK and W_UV are read in place as strided
+ * blocks of kv_b_proj (no per-token split copies of the weight), and with one token the [1, nh, ·]
+ * rows are already head-major (no permutes). Same arithmetic as the general absorbed path.
+ */
+function absorbDecodeStep(ctx: Ctx, a: MlaParams, layerIdx: number, qNope: Tensor, qPe: Tensor, cHat: Tensor, kPe: Tensor): Tensor {
+  const cfg = ctx.cfg;
+  const nh = cfg.numAttentionHeads, dn = cfg.qkNopeHeadDim, dv = cfg.vHeadDim, rkv = cfg.kvLoraRank, dr = cfg.qkRopeHeadDim;
+  const W = a.kvBProj.f32, blk = (dn + dv) * rkv;
+  const mm = kernel('MatMul');
+  // q_abs[h] = q_nope[h] · W_UK[h]   ([1, dn] · [dn, rkv] per head)
+  const qAbs = new Float32Array(nh * rkv);
+  mm({ a: qNope.f32, b: W, c: qAbs, batch: nh, m: 1, n: rkv, k: dn, transA: false, transB: false, strideA: dn, strideB: blk, strideC: rkv, accumulate: false });
+  let keys = op.concat([op.reshape(cHat, [1, 1, 1, rkv]), kPe], 3);
+  if (ctx.cache) keys = ctx.cache.append(layerIdx, 'a', op.reshape(keys, [1, 1, rkv + dr]), ctx.start, 1);
+  const q = op.concat([new Tensor(qAbs, [1, 1, nh, rkv]), op.reshape(qPe, [1, 1, nh, dr])], 3);
+  const oLat = op.latentAttention(q, keys, rkv, softmaxScale(cfg)); // [1, 1, nh, rkv]
+  // o[h] = o_lat[h] · W_UV[h]ᵀ   ([1, rkv] · [rkv, dv] per head; W_UV[h] starts dn rows into block h)
+  const o = new Float32Array(nh * dv);
+  mm({ a: oLat.f32, b: W.subarray(dn * rkv), c: o, batch: nh, m: 1, n: dv, k: rkv, transA: false, transB: true, strideA: rkv, strideB: blk, strideC: dv, accumulate: false });
+  return new Tensor(o, [1, 1, nh, dv]);
 }
 
 /** Group-limited top-k selection (no gradient): returns expert ids [N, k]. */
@@ -370,7 +401,7 @@ function makeCtx(cfg: DeepSeekConfig, B: number, T: number, opts: ForwardOptions
   return {
     cfg, B, T, start, cos, sin, impl, cache: opts.cache ?? null, recompute: opts.recompute ?? false,
     routing: opts.collectRouting ? [] : null, balanceAlpha: opts.balanceAlpha ?? 0, balance: [],
-    lin: opts.projLinear ?? op.linear,
+    lin: opts.projLinear ?? opts.linear ?? op.linear,
   };
 }
 
@@ -390,7 +421,7 @@ function forwardBody(p: ModelParams, cfg: DeepSeekConfig, tokens: Tensor, opts: 
 /** Main-model forward over tokens [B, T] (i32). */
 export function forward(p: ModelParams, cfg: DeepSeekConfig, tokens: Tensor, opts: ForwardOptions = {}): ForwardResult {
   const body = forwardBody(p, cfg, tokens, opts);
-  return { logits: op.linear(body.hidden, p.head), ...body };
+  return { logits: (opts.linear ?? op.linear)(body.hidden, p.head), ...body };
 }
 
 /** MTP depth d up to its head norm: `normed` feeds the head, `hidden` the next depth. */
@@ -400,7 +431,7 @@ function mtpBody(p: ModelParams, cfg: DeepSeekConfig, depth: number, h: Tensor, 
   const [B, T] = nextTokens.shape as [number, number];
   const ctx = makeCtx(cfg, B, T, opts);
   const e = norm(ctx, op.embedding(m.embed, nextTokens), m.enorm);
-  const x = op.linear(op.concat([e, norm(ctx, h, m.hnorm)], 2), m.ehProj);
+  const x = (opts.linear ?? op.linear)(op.concat([e, norm(ctx, h, m.hnorm)], 2), m.ehProj);
   const y = block(ctx, x, m.layer, cfg.numHiddenLayers + depth);
   return { normed: norm(ctx, y, m.headNorm), hidden: y, routing: ctx.routing ?? [], head: m.head };
 }
@@ -412,7 +443,7 @@ function mtpBody(p: ModelParams, cfg: DeepSeekConfig, depth: number, h: Tensor, 
  */
 export function mtpForward(p: ModelParams, cfg: DeepSeekConfig, depth: number, h: Tensor, nextTokens: Tensor, opts: ForwardOptions = {}): { logits: Tensor; hidden: Tensor; routing: RoutingRecord[] } {
   const b = mtpBody(p, cfg, depth, h, nextTokens, opts);
-  return { logits: op.linear(b.normed, b.head), hidden: b.hidden, routing: b.routing };
+  return { logits: (opts.linear ?? op.linear)(b.normed, b.head), hidden: b.hidden, routing: b.routing };
 }
 
 export interface LossOptions extends ForwardOptions {

@@ -168,6 +168,11 @@ export interface DenseForwardOptions {
 
 /** tokens [B, T] (i32) → logits [B, T, V]. With a cache, appends this chunk's K/V at startPos. */
 export function denseForward(p: DenseParams, cfg: DenseConfig, tokens: Tensor, opts: DenseForwardOptions = {}): Tensor {
+  return op.linear(denseHidden(p, cfg, tokens, opts), p.head);
+}
+
+/** The model up to the final norm: [B, T, H] (what the head and the fused loss read). */
+function denseHidden(p: DenseParams, cfg: DenseConfig, tokens: Tensor, opts: DenseForwardOptions): Tensor {
   if (tokens.rank !== 2) throw new Error(`denseForward: tokens must be [batch, seq], got [${tokens.shape.join(', ')}]`);
   const [B, T] = tokens.shape as [number, number];
   const start = opts.startPos ?? 0, cache = opts.cache ?? null;
@@ -186,13 +191,13 @@ export function denseForward(p: DenseParams, cfg: DenseConfig, tokens: Tensor, o
     h = op.add(h, op.linear(op.siluMul(op.linear(y, l.mlp.gate), op.linear(y, l.mlp.up)), l.mlp.down));
   });
   if (cache) cache.length = start + T;
-  return op.linear(op.rmsNorm(h, p.norm, eps), p.head);
+  return op.rmsNorm(h, p.norm, eps);
 }
 
 /** Next-token cross-entropy: inputs [B, T], targets [B·T] (or [B, T]) → {loss tensor, its value}. */
 export function denseLossFn(p: DenseParams, cfg: DenseConfig, inputs: Tensor, targets: Tensor): { loss: Tensor; mainLoss: number } {
   const [B, T] = inputs.shape as [number, number];
-  const logits = denseForward(p, cfg, inputs);
-  const loss = op.crossEntropy(op.reshape(logits, [B * T, cfg.vocabSize]), targets);
+  // Head and cross-entropy fused: the [B·T, V] logits are never stored.
+  const loss = op.linearCrossEntropy(op.reshape(denseHidden(p, cfg, inputs, {}), [B * T, cfg.hiddenSize]), p.head, targets);
   return { loss, mainLoss: loss.item() };
 }
