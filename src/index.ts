@@ -13,6 +13,7 @@ export * from './fp8/linear.js';
 export * from './fp8/recipe.js';
 export * from './model/config.js';
 export * from './model/deepseek.js';
+export * from './model/dense.js';
 export * as safetensors from './io/safetensors.js';
 export { Tokenizer, StreamDecoder } from './io/tokenizer.js';
 export { trainBpe } from './io/bpe.js';
