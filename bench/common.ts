@@ -16,6 +16,7 @@ import { createInterface } from 'node:readline';
 import type { Tensor } from '../src/autograd/tensor.js';
 import { presets, type DeepSeekConfig } from '../src/model/config.js';
 import { initParams, forward, lossFn, trainableParams, KVCache } from '../src/model/deepseek.js';
+import { withBf16Weights } from '../src/infer/bf16-node.js';
 import { saveModel } from '../src/model/load-node.js';
 import {
   denseConfigs, initDenseParams, denseForward, denseLossFn, denseParamEntries, denseTrainableParams, denseHFConfig, DenseKVCache,
@@ -82,6 +83,8 @@ export interface BenchModel {
   makeCache(capacity: number): BenchCache;
   /** Writes config.json + model.safetensors (F32) for the peer. */
   save(dir: string): Promise<void>;
+  /** Switches decode steps (cached, startPos > 0) to bf16 weights; returns what it did (throws if unsupported). */
+  useBf16Decode(): string;
 }
 
 /** The model of a benchmark config with deterministic initial weights. */
@@ -97,6 +100,7 @@ export function benchModel(shape: BenchShape, seed = 1): BenchModel {
       },
       forward: (t, cache, startPos) => denseForward(p, cfg, t, cache ? { cache: cache as DenseKVCache, startPos: startPos ?? 0 } : {}),
       makeCache: (capacity) => new DenseKVCache(cfg, capacity),
+      useBf16Decode: () => { throw new Error('bench: bf16 decode weights are implemented for the DeepSeek model only'); },
       save: async (dir) => {
         mkdirSync(dir, { recursive: true });
         await writeSafetensors(path.join(dir, 'model.safetensors'),
@@ -106,12 +110,19 @@ export function benchModel(shape: BenchShape, seed = 1): BenchModel {
     };
   }
   const cfg = shape.cfg, p = initParams(cfg, { seed });
+  let decodeLinear: ((x: Tensor, w: Tensor) => Tensor) | undefined;
   return {
     kind: 'deepseek', vocabSize: cfg.vocabSize, hasMtp: cfg.numNextnPredictLayers > 0,
     trainable: () => trainableParams(p, cfg),
     loss: (x, y, mtp) => lossFn(p, cfg, x, y, { mtpWeight: mtp }).loss,
-    forward: (t, cache, startPos) => forward(p, cfg, t, cache ? { cache: cache as KVCache, startPos: startPos ?? 0 } : {}).logits,
+    forward: (t, cache, startPos) => forward(p, cfg, t, cache ? { cache: cache as KVCache, startPos: startPos ?? 0, ...(decodeLinear && startPos ? { linear: decodeLinear } : {}) } : {}).logits,
     makeCache: (capacity) => new KVCache(cfg, 1, capacity, 'absorb'),
+    useBf16Decode: () => {
+      const r = withBf16Weights({ cfg, params: p });
+      if (!r.model.linear) throw new Error(`bench: ${r.note}`);
+      decodeLinear = r.model.linear;
+      return r.note;
+    },
     save: (dir) => saveModel(dir, cfg, p),
   };
 }

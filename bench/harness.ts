@@ -32,11 +32,13 @@ export const SUITE_SPEC: OptionSpec = {
   quick: { type: 'boolean', help: 'smoke run: 2 threads only, 3 reps' },
   json: { type: 'boolean', help: 'print one JSON array of rows {suite, config, threads, unit, frugal, pytorch, ratio, ...}' },
   'no-peer': { type: 'boolean', help: 'time Frugal only (skip PyTorch)' },
+  weights: { type: 'string', help: 'decode only: Frugal decode-step weights f32 (default) or bf16 (the peer stays f32: a different computation, labelled)' },
   write: { type: 'boolean', help: 'also write the table into docs/results/bench.md' },
 };
 
 export interface SuiteOptions {
   config: string; threads: number[]; reps: number; backend: BackendChoice; json: boolean; peer: boolean; write: boolean; quick: boolean;
+  weights?: 'f32' | 'bf16';
 }
 
 /** Parses a model suite's command line (shared by train/prefill/decode/memory). */
@@ -57,7 +59,10 @@ export function parseSuiteArgs(verb: string, argv: string[]): SuiteOptions | nul
   if (!(Number.isInteger(reps) && reps >= 1 && reps <= 100)) throw new UsageError(`--reps must be an integer 1..100, got ${reps}`);
   const backend = ((o.backend as string | undefined) ?? 'auto') as BackendChoice;
   if (!['auto', 'native', 'wasm', 'ts'].includes(backend)) throw new UsageError(`--backend must be auto, native, wasm or ts, got '${backend}'`);
-  return { config, threads, reps, backend, json: o.json === true, peer: o['no-peer'] !== true, write: o.write === true, quick };
+  const weights = (o.weights as string | undefined) ?? 'f32';
+  if (weights !== 'f32' && weights !== 'bf16') throw new UsageError(`--weights must be f32 or bf16, got '${weights}'`);
+  if (weights === 'bf16' && verb !== 'decode') throw new UsageError('--weights bf16 applies to the decode suite only');
+  return { config, threads, reps, backend, json: o.json === true, peer: o['no-peer'] !== true, write: o.write === true, quick, weights };
 }
 
 /** One benchmark case: a Frugal repetition and the matching peer request, both timed in seconds. */
@@ -155,6 +160,7 @@ export async function runModelSuite(suite: ModelSuite, o: SuiteOptions, log: (s:
           const worst = Math.max(c.maxAbsDiff, c.maxAbsDiffDecode ?? 0);
           if (!(worst < CHECK_TOLERANCE)) throw new Error(`the peer's logits differ from Frugal's by ${worst} (> ${CHECK_TOLERANCE}); refusing to time different computations`);
         }
+        if (o.weights === 'bf16') log(`  Frugal decode steps: ${model.useBf16Decode()} — PyTorch stays f32, so these rows compare different precisions`);
         const { opt, source } = await makeAdamW(model.trainable());
         if (suite === 'train') log(`  optimizer: ${source} (peer: torch.optim.AdamW)`);
         resetKernelCounts();
@@ -168,7 +174,7 @@ export async function runModelSuite(suite: ModelSuite, o: SuiteOptions, log: (s:
           }
           const fs = stats(f), ps = p.length ? stats(p) : null;
           rows.push({
-            suite, config: o.config, case: c.name, threads, unit: c.unit, frugal: fs.median, pytorch: ps ? ps.median : null,
+            suite, config: o.config, case: o.weights === 'bf16' ? `${c.name} (Frugal bf16 weights)` : c.name, threads, unit: c.unit, frugal: fs.median, pytorch: ps ? ps.median : null,
             ratio: ps ? fs.median / ps.median : null, frugalRange: [fs.min, fs.max], pytorchRange: ps ? [ps.min, ps.max] : null, reps: o.reps, backend,
           });
           log(`  ${c.name}: Frugal ${fs.median.toFixed(1)} ${c.unit}${ps ? `, PyTorch ${ps.median.toFixed(1)} (×${(fs.median / ps.median).toFixed(2)})` : ''}`);
