@@ -234,24 +234,26 @@ function mla(ctx: Ctx, x: Tensor, a: MlaParams, layerIdx: number): Tensor {
   const nh = cfg.numAttentionHeads, dn = cfg.qkNopeHeadDim, dr = cfg.qkRopeHeadDim, dv = cfg.vHeadDim, rkv = cfg.kvLoraRank;
   const up = (t: Tensor, w: Tensor): Tensor => (ctx.recompute ? recomputeFn((u) => ctx.lin(u, w), t) : ctx.lin(t, w));
   const q = a.qProj ? ctx.lin(x, a.qProj) : up(norm(ctx, ctx.lin(x, a.qAProj!), a.qANorm!), a.qBProj!);
-  const [qNope, qPe0] = op.split(op.reshape(q, [B, T, nh, dn + dr]), [dn, dr], 3) as [Tensor, Tensor];
-  const qPe = op.rope(qPe0, ctx.cos, ctx.sin);
   const [c, kPe0] = op.split(ctx.lin(x, a.kvAProj), [rkv, dr], 2) as [Tensor, Tensor];
   const cHat = norm(ctx, c, a.kvANorm);
   const kPe = op.rope(op.reshape(kPe0, [B, T, 1, dr]), ctx.cos, ctx.sin);
   const scale = softmaxScale(cfg);
   let o: Tensor;
   if (ctx.impl === 'naive') {
+    // [q_nope | rope(q_pe)] in one op; keys [k_nope | k_pe repeated per head] in one copy.
+    const qAll = op.rope(op.reshape(q, [B, T, nh, dn + dr]), ctx.cos, ctx.sin, dn);
     const kv = op.reshape(up(cHat, a.kvBProj), [B, T, nh, dn + dv]);
     const [kNope, v] = op.split(kv, [dn, dv], 3) as [Tensor, Tensor];
-    let k = op.concat([kNope, op.expand(kPe, [B, T, nh, dr])], 3);
+    let k = op.concatHeads(kNope, kPe);
     let vv = v;
     if (ctx.cache) {
       k = ctx.cache.append(layerIdx, 'a', op.reshape(k, [B, T, nh * (dn + dr)]), ctx.start, nh);
       vv = ctx.cache.append(layerIdx, 'b', op.reshape(v, [B, T, nh * dv]), ctx.start, nh);
     }
-    o = op.causalAttention(op.concat([qNope, qPe], 3), k, vv, scale);
+    o = op.causalAttention(qAll, k, vv, scale);
   } else {
+    const [qNope, qPe0] = op.split(op.reshape(q, [B, T, nh, dn + dr]), [dn, dr], 3) as [Tensor, Tensor];
+    const qPe = op.rope(qPe0, ctx.cos, ctx.sin);
     // Absorb W_UK into the query and W_UV into the output (SPEC §5.6).
     if (B * T === 1 && !needsGrad(qNope, a.kvBProj)) return ctx.lin(op.reshape(absorbDecodeStep(ctx, a, layerIdx, qNope, qPe, cHat, kPe), [B, T, nh * dv]), a.oProj);
     const wkv = op.reshape(a.kvBProj, [nh, dn + dv, rkv]);

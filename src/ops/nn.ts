@@ -27,19 +27,25 @@ export function rmsNorm(x: Tensor, w: Tensor, eps = 1e-6): Tensor {
 }
 
 /**
- * Rotary embedding on interleaved pairs: x [B, T, H, dr], cos/sin [T, dr/2] (row t = position of
- * token t). y[2i] = x[2i]cos − x[2i+1]sin, y[2i+1] = x[2i]sin + x[2i+1]cos.
+ * Rotary embedding on interleaved pairs: x [B, T, H, D], cos/sin [T, dr/2] (row t = position of
+ * token t) with dr = D − offset: features [offset, D) of every head are rotated,
+ * y[2i] = x[2i]cos − x[2i+1]sin, y[2i+1] = x[2i]sin + x[2i+1]cos (i over that tail), and features
+ * [0, offset) are copied. With offset = dn, one op does MLA's split → rope → concat of
+ * [q_nope | q_pe] (one copy instead of four).
  */
-export function rope(x: Tensor, cos: Float32Array, sin: Float32Array): Tensor {
-  if (x.rank !== 4) throw new Error(`rope: expected [B, T, H, dr], got ${fmtShape(x.shape)}`);
-  const [B, T, H, dr] = x.shape as [number, number, number, number];
-  const half = dr / 2;
-  if (dr % 2 !== 0 || cos.length < T * half || sin.length < T * half) throw new Error(`rope: tables of ${cos.length} values do not cover T=${T} × dr/2=${half}`);
+export function rope(x: Tensor, cos: Float32Array, sin: Float32Array, offset = 0): Tensor {
+  if (x.rank !== 4) throw new Error(`rope: expected [B, T, H, D], got ${fmtShape(x.shape)}`);
+  const [B, T, H, D] = x.shape as [number, number, number, number];
+  const dr = D - offset, half = dr / 2;
+  if (!(offset >= 0 && dr > 0) || dr % 2 !== 0 || cos.length < T * half || sin.length < T * half) {
+    throw new Error(`rope: offset ${offset} of ${D} features, tables of ${cos.length} values: need an even tail covered for T=${T} × ${half}`);
+  }
   const X = x.f32;
   const out = new Float32Array(X.length);
   const apply = (src: Float32Array, dst: Float32Array, sign: number): void => {
     for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (let h = 0; h < H; h++) {
-      const o = ((b * T + t) * H + h) * dr;
+      const row = ((b * T + t) * H + h) * D, o = row + offset;
+      for (let i = 0; i < offset; i++) dst[row + i] = src[row + i]!;
       for (let i = 0; i < half; i++) {
         const c = cos[t * half + i]!, s = sign * sin[t * half + i]!;
         const x0 = src[o + 2 * i]!, x1 = src[o + 2 * i + 1]!;
@@ -53,6 +59,37 @@ export function rope(x: Tensor, cos: Float32Array, sin: Float32Array): Tensor {
     const gi = new Float32Array(g.length);
     apply(g, gi, -1);
     return [gi];
+  });
+}
+
+/**
+ * [a | b] along the last axis with b's single head repeated: a [B, T, H, Da], b [B, T, 1, Db] →
+ * [B, T, H, Da + Db] (MLA's keys: per-head k_nope and the shared, roped k_pe) in one copy.
+ */
+export function concatHeads(a: Tensor, b: Tensor): Tensor {
+  if (a.rank !== 4 || b.rank !== 4 || b.shape[2] !== 1 || a.shape[0] !== b.shape[0] || a.shape[1] !== b.shape[1]) {
+    throw new Error(`concatHeads: expected a [B, T, H, Da] and b [B, T, 1, Db], got ${fmtShape(a.shape)} and ${fmtShape(b.shape)}`);
+  }
+  const [B, T, H, Da] = a.shape as [number, number, number, number];
+  const Db = b.shape[3]!, D = Da + Db;
+  const A = a.f32, Bv = b.f32;
+  const out = new Float32Array(B * T * H * D);
+  for (let r = 0; r < B * T; r++) {
+    const bs = Bv.subarray(r * Db, (r + 1) * Db);
+    for (let h = 0; h < H; h++) {
+      const o = (r * H + h) * D;
+      out.set(A.subarray((r * H + h) * Da, (r * H + h + 1) * Da), o);
+      out.set(bs, o + Da);
+    }
+  }
+  return record(new Tensor(out, [B, T, H, D]), 'ConcatHeads', [a, b], (g) => {
+    const ga = a.requiresGrad ? new Float32Array(A.length) : null, gb = b.requiresGrad ? new Float32Array(Bv.length) : null;
+    for (let r = 0; r < B * T; r++) for (let h = 0; h < H; h++) {
+      const o = (r * H + h) * D;
+      if (ga) ga.set(g.subarray(o, o + Da), (r * H + h) * Da);
+      if (gb) for (let j = 0; j < Db; j++) gb[r * Db + j]! += g[o + Da + j]!;
+    }
+    return [ga, gb];
   });
 }
 

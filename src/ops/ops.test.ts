@@ -90,6 +90,14 @@ test('nn ops: rmsNorm, rope, embedding, crossEntropy, attention', () => {
   const cos = new Float32Array(T * half), sin = new Float32Array(T * half);
   for (let t = 0; t < T; t++) for (let i = 0; i < half; i++) { cos[t * half + i] = Math.cos(t * 0.3 ** i); sin[t * half + i] = Math.sin(t * 0.3 ** i); }
   ok('rope', gradCheck((x) => op.rope(x!, cos, sin), [randn([2, T, 3, 8], 52)]));
+  ok('rope tail', gradCheck((x) => op.rope(x!, cos, sin, 3), [randn([2, T, 2, 11], 61)]));
+  // rope with an offset = split → rope → concat.
+  const xq = randn([2, T, 3, 13], 62);
+  const [head, tail] = op.split(xq, [5, 8], 3) as [Tensor, Tensor];
+  assert.deepEqual(op.rope(xq, cos, sin, 5).toArray(), op.concat([head, op.rope(tail, cos, sin)], 3).toArray());
+  ok('concatHeads', gradCheck((a, b) => op.concatHeads(a!, b!), [randn([2, 3, 4, 5], 63), randn([2, 3, 1, 3], 64)]));
+  const ka = randn([1, 2, 3, 2], 80), kb = randn([1, 2, 1, 4], 81);
+  assert.deepEqual(op.concatHeads(ka, kb).toArray(), op.concat([ka, op.expand(kb, [1, 2, 3, 4])], 3).toArray());
   // rope preserves pair norms and rotates pair (1, 0) at angle φ to (cos φ, sin φ).
   const x = new Tensor(new Float32Array(8).fill(0), [1, 1, 1, 8]); x.f32[0] = 1;
   const c1 = Float32Array.of(Math.cos(0.5), 1, 1, 1), s1 = Float32Array.of(Math.sin(0.5), 0, 0, 0);
