@@ -243,8 +243,8 @@ function mla(ctx: Ctx, x: Tensor, a: MlaParams, layerIdx: number): Tensor {
     // [q_nope | rope(q_pe)] in one op; keys [k_nope | k_pe repeated per head] in one copy.
     const qAll = op.rope(op.reshape(q, [B, T, nh, dn + dr]), ctx.cos, ctx.sin, dn);
     const kv = op.reshape(up(cHat, a.kvBProj), [B, T, nh, dn + dv]);
-    const [kNope, v] = op.split(kv, [dn, dv], 3) as [Tensor, Tensor];
-    let k = op.concatHeads(kNope, kPe);
+    const v = op.slice(kv, 3, dn, dn + dv);
+    let k = op.concatHeads(kv, kPe, dn);
     let vv = v;
     if (ctx.cache) {
       k = ctx.cache.append(layerIdx, 'a', op.reshape(k, [B, T, nh * (dn + dr)]), ctx.start, nh);

@@ -64,13 +64,16 @@ export function rope(x: Tensor, cos: Float32Array, sin: Float32Array, offset = 0
 
 /**
  * [a | b] along the last axis with b's single head repeated: a [B, T, H, Da], b [B, T, 1, Db] →
- * [B, T, H, Da + Db] (MLA's keys: per-head k_nope and the shared, roped k_pe) in one copy.
+ * [B, T, H, Da + Db] (MLA's keys: per-head k_nope and the shared, roped k_pe) in one copy. With
+ * `take` < Da only a's first `take` features are used (k_nope read straight out of [k_nope | v]).
  */
-export function concatHeads(a: Tensor, b: Tensor): Tensor {
+export function concatHeads(a: Tensor, b: Tensor, take?: number): Tensor {
   if (a.rank !== 4 || b.rank !== 4 || b.shape[2] !== 1 || a.shape[0] !== b.shape[0] || a.shape[1] !== b.shape[1]) {
     throw new Error(`concatHeads: expected a [B, T, H, Da] and b [B, T, 1, Db], got ${fmtShape(a.shape)} and ${fmtShape(b.shape)}`);
   }
-  const [B, T, H, Da] = a.shape as [number, number, number, number];
+  const [B, T, H, Dfull] = a.shape as [number, number, number, number];
+  const Da = take ?? Dfull;
+  if (!(Da >= 0 && Da <= Dfull)) throw new Error(`concatHeads: take ${take} of ${Dfull} features`);
   const Db = b.shape[3]!, D = Da + Db;
   const A = a.f32, Bv = b.f32;
   const out = new Float32Array(B * T * H * D);
@@ -78,7 +81,7 @@ export function concatHeads(a: Tensor, b: Tensor): Tensor {
     const bs = Bv.subarray(r * Db, (r + 1) * Db);
     for (let h = 0; h < H; h++) {
       const o = (r * H + h) * D;
-      out.set(A.subarray((r * H + h) * Da, (r * H + h + 1) * Da), o);
+      out.set(A.subarray((r * H + h) * Dfull, (r * H + h) * Dfull + Da), o);
       out.set(bs, o + Da);
     }
   }
@@ -86,7 +89,7 @@ export function concatHeads(a: Tensor, b: Tensor): Tensor {
     const ga = a.requiresGrad ? new Float32Array(A.length) : null, gb = b.requiresGrad ? new Float32Array(Bv.length) : null;
     for (let r = 0; r < B * T; r++) for (let h = 0; h < H; h++) {
       const o = (r * H + h) * D;
-      if (ga) ga.set(g.subarray(o, o + Da), (r * H + h) * Da);
+      if (ga) ga.set(g.subarray(o, o + Da), (r * H + h) * Dfull);
       if (gb) for (let j = 0; j < Db; j++) gb[r * Db + j]! += g[o + Da + j]!;
     }
     return [ga, gb];

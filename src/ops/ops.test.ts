@@ -96,6 +96,7 @@ test('nn ops: rmsNorm, rope, embedding, crossEntropy, attention', () => {
   const [head, tail] = op.split(xq, [5, 8], 3) as [Tensor, Tensor];
   assert.deepEqual(op.rope(xq, cos, sin, 5).toArray(), op.concat([head, op.rope(tail, cos, sin)], 3).toArray());
   ok('concatHeads', gradCheck((a, b) => op.concatHeads(a!, b!), [randn([2, 3, 4, 5], 63), randn([2, 3, 1, 3], 64)]));
+  ok('concatHeads take', gradCheck((a, b) => op.concatHeads(a!, b!, 2), [randn([2, 3, 4, 5], 65), randn([2, 3, 1, 3], 66)]));
   const ka = randn([1, 2, 3, 2], 80), kb = randn([1, 2, 1, 4], 81);
   assert.deepEqual(op.concatHeads(ka, kb).toArray(), op.concat([ka, op.expand(kb, [1, 2, 3, 4])], 3).toArray());
   // rope preserves pair norms and rotates pair (1, 0) at angle φ to (cos φ, sin φ).
