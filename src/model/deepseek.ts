@@ -352,16 +352,16 @@ function moe(ctx: Ctx, x: Tensor, m: MoeParams, layerIdx: number): Tensor {
   const slots: number[][] = Array.from({ length: E }, () => []);
   for (let n = 0; n < N; n++) for (let j = 0; j < k; j++) { const e = ids[n * k + j]!; rows[e]!.push(n); slots[e]!.push(n * k + j); }
   const wFlat = op.reshape(w, [1, N * k]);
-  const idxs: Int32Array[] = [], parts: Tensor[] = [];
+  const idxs: Int32Array[] = [], parts: Tensor[] = [], scales: Tensor[] = [];
   for (let e = 0; e < E; e++) {
     if (rows[e]!.length === 0) continue;
     const idx = Int32Array.from(rows[e]!);
-    const ye = swiglu(ctx, op.indexSelect(x, idx), m.experts[e]!);
-    const we = op.reshape(op.gather(wFlat, Tensor.ints(slots[e]!, [1, idx.length])), [idx.length, 1]);
     idxs.push(idx);
-    parts.push(op.mul(ye, we));
+    parts.push(swiglu(ctx, op.indexSelect(x, idx), m.experts[e]!));
+    scales.push(op.reshape(op.gather(wFlat, Tensor.ints(slots[e]!, [1, idx.length])), [idx.length, 1]));
   }
-  return parts.length ? op.indexAddMany(out, idxs, parts) : out;
+  // Combine: each expert's rows times their gate weights, added into the token rows, in one op.
+  return parts.length ? op.indexAddMany(out, idxs, parts, scales) : out;
 }
 
 /** Complementary sequence-wise balance loss α·Σ_i f_i·P_i per sequence, averaged over the batch. */

@@ -86,25 +86,51 @@ export function indexAdd(base: Tensor, idx: Int32Array, src: Tensor): Tensor {
 
 /**
  * base [N, D] plus every srcs[i] [M_i, D] added into rows idxs[i] — the MoE combine of all experts
- * in one op (one copy of base instead of one per expert).
+ * in one op (one copy of base instead of one per expert). With `scales` (one [M_i, 1] tensor per
+ * source) row r of source i is multiplied by scales[i][r] first: the gate weights, without a
+ * separate product tensor per expert.
  */
-export function indexAddMany(base: Tensor, idxs: Int32Array[], srcs: Tensor[]): Tensor {
+export function indexAddMany(base: Tensor, idxs: Int32Array[], srcs: Tensor[], scales?: Tensor[]): Tensor {
   const [N, D] = base.shape as [number, number];
   if (idxs.length !== srcs.length) throw new Error(`indexAddMany: ${idxs.length} index lists for ${srcs.length} sources`);
+  if (scales && scales.length !== srcs.length) throw new Error(`indexAddMany: ${scales.length} scale tensors for ${srcs.length} sources`);
   const out = base.f32.slice();
   srcs.forEach((src, k) => {
     const idx = idxs[k]!, S = src.f32;
     if (src.shape[0] !== idx.length || src.shape[1] !== D) throw new Error(`indexAddMany: source ${k} ${fmtShape(src.shape)} does not fit ${idx.length} rows of ${D}`);
+    const W = scales ? scales[k]!.f32 : null;
+    if (W && W.length !== idx.length) throw new Error(`indexAddMany: scale ${k} has ${W.length} values for ${idx.length} rows`);
     for (let i = 0; i < idx.length; i++) {
       const r = idx[i]!;
       if (!(r >= 0 && r < N)) throw new Error(`indexAddMany: row ${r} out of range [0, ${N})`);
       const o = r * D, so = i * D;
-      for (let j = 0; j < D; j++) out[o + j]! += S[so + j]!;
+      if (W) { const w = W[i]!; for (let j = 0; j < D; j++) out[o + j]! += w * S[so + j]!; }
+      else for (let j = 0; j < D; j++) out[o + j]! += S[so + j]!;
     }
   });
-  return record(new Tensor(out, base.shape), 'IndexAddMany', [base, ...srcs], (g) => [g, ...srcs.map((src, k) => {
-    const idx = idxs[k]!, gs = new Float32Array(src.size);
-    for (let i = 0; i < idx.length; i++) gs.set(g.subarray(idx[i]! * D, idx[i]! * D + D), i * D);
-    return gs;
-  })]);
+  const inputs = scales ? [base, ...srcs, ...scales] : [base, ...srcs];
+  return record(new Tensor(out, base.shape), 'IndexAddMany', inputs, (g) => {
+    const gSrc = srcs.map((src, k) => {
+      if (!src.requiresGrad) return null;
+      const idx = idxs[k]!, gs = new Float32Array(src.size), W = scales ? scales[k]!.f32 : null;
+      for (let i = 0; i < idx.length; i++) {
+        const o = idx[i]! * D;
+        if (W) { const w = W[i]!; for (let j = 0; j < D; j++) gs[i * D + j] = w * g[o + j]!; }
+        else gs.set(g.subarray(o, o + D), i * D);
+      }
+      return gs;
+    });
+    const gScale = !scales ? [] : scales.map((sc, k) => {
+      if (!sc.requiresGrad) return null;
+      const idx = idxs[k]!, S = srcs[k]!.f32, gw = new Float32Array(idx.length);
+      for (let i = 0; i < idx.length; i++) {
+        const o = idx[i]! * D;
+        let d = 0;
+        for (let j = 0; j < D; j++) d += g[o + j]! * S[i * D + j]!;
+        gw[i] = d;
+      }
+      return gw;
+    });
+    return [g, ...gSrc, ...gScale];
+  });
 }

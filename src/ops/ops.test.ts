@@ -156,6 +156,7 @@ test('index ops: topk, gather, indexSelect, indexAdd', () => {
   ok('gather', gradCheck((a) => op.gather(a!, Tensor.ints([3, 0, 0, 1], [2, 2])), [randn([2, 4], 61)]));
   ok('indexSelect', gradCheck((a) => op.indexSelect(a!, Int32Array.of(2, 0, 2)), [randn([3, 4], 62)]));
   ok('indexAddMany', gradCheck((a, b, c) => op.indexAddMany(a!, [Int32Array.of(1, 1, 0), Int32Array.of(2)], [b!, c!]), [randn([3, 2], 68), randn([3, 2], 69), randn([1, 2], 70)]));
+  ok('indexAddMany scaled', gradCheck((a, b, c, s1, s2) => op.indexAddMany(a!, [Int32Array.of(1, 1, 0), Int32Array.of(2)], [b!, c!], [s1!, s2!]), [randn([3, 2], 71), randn([3, 2], 72), randn([1, 2], 73), randn([3, 1], 74), randn([1, 1], 75)]));
   ok('indexAdd', gradCheck((a, b) => op.indexAdd(a!, Int32Array.of(1, 1, 0), b!), [randn([3, 2], 63), randn([3, 2], 64)]));
 });
 
