@@ -12,6 +12,7 @@ import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import { setUninitF32Allocator } from '../autograd/tensor.js';
 import { registerBackend, getBackendByName, type Backend, type MatMulArgs, type AdamWHyper, type AttnGeometry } from './index.js';
 
 /** CPU features seen by the addon and the kernel families it dispatches. */
@@ -113,6 +114,13 @@ export function loadNativeBackend(opts: { threads?: number } = {}): NativeBacken
   if (!(threads >= 1 && threads <= 256)) throw new Error(`native backend: threads must be 1..256, got ${opts.threads}`);
   if (backend) { backend.setThreads(threads); return backend; }
   lib.setThreads(threads);
+  // GEMM outputs are overwritten whole by the kernel: allocate large ones without the zero-fill
+  // (Buffer's non-zeroing allocation; small ones stay on the ordinary path, cheaper there).
+  setUninitF32Allocator((n) => {
+    if (n < 4096) return new Float32Array(n);
+    const buf = Buffer.allocUnsafeSlow(n * 4);
+    return new Float32Array(buf.buffer, buf.byteOffset, n);
+  });
   const b: NativeBackend = {
     name: 'native',
     get fallback() { return getBackendByName('wasm') ? 'wasm' : 'ts'; },

@@ -3,7 +3,10 @@
  * broadcast) and `linear(x, W)` = x·Wᵀ with PyTorch's [out, in] weight layout. Both dispatch to
  * the `MatMul` kernel for forward and backward.
  */
-import { Tensor, fmtShape, sizeOf } from '../autograd/tensor.js';
+import { Tensor, fmtShape, sizeOf, allocUninitF32 } from '../autograd/tensor.js';
+
+/** An output the MatMul kernel overwrites whole: uninitialised when the inner size is > 0. */
+function gemmOut(len: number, inner: number): Float32Array { return inner > 0 ? allocUninitF32(len) : new Float32Array(len); }
 import { record } from '../autograd/tape.js';
 import { kernel } from '../backend/registry.js';
 
@@ -35,13 +38,13 @@ export function matmul(a: Tensor, b: Tensor, opts: MatMulOptions = {}): Tensor {
   const batch = sizeOf(batchShape);
   const sA = aBatch.length ? m * k : 0, sB = bBatch.length ? k * n : 0;
   const A = a.f32, B = b.f32;
-  const out = new Float32Array(batch * m * n);
+  const out = gemmOut(batch * m * n, k);
   mm(A, B, out, batch, m, n, k, transA, transB, sA, sB);
   const t = new Tensor(out, [...batchShape, m, n]);
   return record(t, 'MatMul', [a, b], (g) => {
     let gA: Float32Array | null = null, gB: Float32Array | null = null;
     if (a.requiresGrad) {
-      gA = new Float32Array(A.length);
+      gA = gemmOut(A.length, batch > 0 ? n : 0);
       const accumulate = sA === 0;
       // dA: see the derivation in docs/ARCHITECTURE.md (four transpose cases).
       for (let bi = 0; bi < (sA === 0 ? batch : 1); bi++) {
@@ -54,7 +57,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatMulOptions = {}): Tensor {
       }
     }
     if (b.requiresGrad) {
-      gB = new Float32Array(B.length);
+      gB = gemmOut(B.length, batch > 0 ? m : 0);
       const shared = sB === 0;
       for (let bi = 0; bi < (shared ? batch : 1); bi++) {
         const gs = shared ? g.subarray(bi * m * n, (bi + 1) * m * n) : g;
@@ -76,13 +79,13 @@ export function linear(x: Tensor, w: Tensor): Tensor {
   if (x.shape[x.rank - 1] !== inF) throw new Error(`linear: input ${fmtShape(x.shape)} does not end in ${inF} (weight ${fmtShape(w.shape)}${w.name ? ' ' + w.name : ''})`);
   const rows = x.size / inF;
   const X = x.f32, W = w.f32;
-  const out = new Float32Array(rows * outF);
+  const out = gemmOut(rows * outF, inF);
   mm(X, W, out, 1, rows, outF, inF, false, true, 0, 0);
   const t = new Tensor(out, [...x.shape.slice(0, -1), outF]);
   return record(t, 'Linear', [x, w], (g) => {
     let gx: Float32Array | null = null, gw: Float32Array | null = null;
-    if (x.requiresGrad) { gx = new Float32Array(X.length); mm(g, W, gx, 1, rows, inF, outF, false, false, 0, 0); }
-    if (w.requiresGrad) { gw = new Float32Array(W.length); mm(g, X, gw, 1, outF, inF, rows, true, false, 0, 0); }
+    if (x.requiresGrad) { gx = gemmOut(X.length, outF); mm(g, W, gx, 1, rows, inF, outF, false, false, 0, 0); }
+    if (w.requiresGrad) { gw = gemmOut(W.length, rows); mm(g, X, gw, 1, outF, inF, rows, true, false, 0, 0); }
     return [gx, gw];
   });
 }
