@@ -2,7 +2,7 @@
  * Elementwise ops with broadcasting and their gradients: add, sub, mul, div, scalar forms,
  * neg, exp, log, sqrt, rsqrt, sigmoid, silu, the fused silu(g)*u of SwiGLU, square, and masked fill.
  */
-import { Tensor, sameShape, sizeOf } from '../autograd/tensor.js';
+import { Tensor, sameShape, sizeOf, allocUninitF32 } from '../autograd/tensor.js';
 import { record, needsGrad } from '../autograd/tape.js';
 import { kernel } from '../backend/registry.js';
 import { broadcastIndex, broadcastShape, broadcastStrides, reduceTo } from './broadcast.js';
@@ -15,7 +15,7 @@ function binary(op: string, a: Tensor, b: Tensor, f: BinFn,
   const same = sameShape(a.shape, b.shape);
   const shape: readonly number[] = same ? a.shape : broadcastShape(a.shape, b.shape, op);
   const n = sizeOf(shape);
-  const out = new Float32Array(n);
+  const out = allocUninitF32(n); // every branch below writes all n elements
   let ia: Int32Array | null = null, ib: Int32Array | null = null;
   let scalarB = false;
   if (same) {
@@ -56,19 +56,19 @@ function rowBroadcast(a: readonly number[], b: readonly number[]): boolean {
 }
 
 function expandRows(B: Float32Array, D: number): Float32Array {
-  const o = new Float32Array(B.length * D);
+  const o = allocUninitF32(B.length * D);
   for (let r = 0, i = 0; r < B.length; r++) { const y = B[r]!; for (let j = 0; j < D; j++, i++) o[i] = y; }
   return o;
 }
 
 function gatherIdx(src: Float32Array, idx: Int32Array): Float32Array {
-  const o = new Float32Array(idx.length);
+  const o = allocUninitF32(idx.length);
   for (let i = 0; i < idx.length; i++) o[i] = src[idx[i]!]!;
   return o;
 }
 
 function map(n: number, f: (i: number) => number): Float32Array {
-  const o = new Float32Array(n);
+  const o = allocUninitF32(n);
   for (let i = 0; i < n; i++) o[i] = f(i);
   return o;
 }
@@ -124,11 +124,11 @@ export const mulScalar = (x: Tensor, c: number): Tensor => unary('MulScalar', x,
 export function siluMul(g: Tensor, u: Tensor): Tensor {
   if (!sameShape(g.shape, u.shape)) throw new Error(`siluMul: shapes [${g.shape}] and [${u.shape}] differ`);
   const G = g.f32, U = u.f32;
-  const out = new Float32Array(G.length);
+  const out = allocUninitF32(G.length); // the kernels overwrite their outputs
   kernel('SiluMul')(G, U, out);
   const t = new Tensor(out, g.shape);
   return record(t, 'SiluMul', [g, u], (go) => {
-    const gg = new Float32Array(G.length), gu = new Float32Array(G.length);
+    const gg = allocUninitF32(G.length), gu = allocUninitF32(G.length);
     kernel('SiluMulBackward')(G, U, go, gg, gu);
     return [gg, gu];
   });

@@ -4,7 +4,7 @@
  * with an ignore index, and causal attention that keeps only one score row at a time (forward
  * saves the per-row log-sum-exp; backward recomputes probabilities row by row).
  */
-import { Tensor, fmtShape } from '../autograd/tensor.js';
+import { Tensor, fmtShape, allocUninitF32 } from '../autograd/tensor.js';
 import { slice } from './shape.js';
 import { record, needsGrad } from '../autograd/tape.js';
 import { kernel, optionalKernel, type AttnGeometry } from '../backend/registry.js';
@@ -15,11 +15,11 @@ export function rmsNorm(x: Tensor, w: Tensor, eps = 1e-6): Tensor {
   if (w.size !== d) throw new Error(`rmsNorm: weight has ${w.size} elements, input ends in ${d}${w.name ? ` (${w.name})` : ''}`);
   const X = x.f32, W = w.f32;
   const rows = X.length / d;
-  const out = new Float32Array(X.length);
+  const out = allocUninitF32(X.length); // kernels write every element (here and below)
   const rstd = new Float32Array(rows);
   kernel('RMSNorm')(X, W, out, rows, d, eps, rstd);
   return record(new Tensor(out, x.shape), 'RMSNorm', [x, w], (g) => {
-    const gx = x.requiresGrad ? new Float32Array(X.length) : null;
+    const gx = x.requiresGrad ? allocUninitF32(X.length) : null;
     const gw = w.requiresGrad ? new Float32Array(d) : null;
     if (gx || gw) kernel('RMSNormBackward')(X, W, rstd, g, gx, gw, rows, d);
     return [gx, gw];
@@ -41,7 +41,7 @@ export function rope(x: Tensor, cos: Float32Array, sin: Float32Array, offset = 0
     throw new Error(`rope: offset ${offset} of ${D} features, tables of ${cos.length} values: need an even tail covered for T=${T} × ${half}`);
   }
   const X = x.f32;
-  const out = new Float32Array(X.length);
+  const out = allocUninitF32(X.length); // apply() writes every element
   const apply = (src: Float32Array, dst: Float32Array, sign: number): void => {
     for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (let h = 0; h < H; h++) {
       const row = ((b * T + t) * H + h) * D, o = row + offset;
@@ -56,7 +56,7 @@ export function rope(x: Tensor, cos: Float32Array, sin: Float32Array, offset = 0
   };
   apply(X, out, 1);
   return record(new Tensor(out, x.shape), 'Rope', [x], (g) => {
-    const gi = new Float32Array(g.length);
+    const gi = allocUninitF32(g.length);
     apply(g, gi, -1);
     return [gi];
   });
@@ -76,7 +76,7 @@ export function concatHeads(a: Tensor, b: Tensor, take?: number): Tensor {
   if (!(Da >= 0 && Da <= Dfull)) throw new Error(`concatHeads: take ${take} of ${Dfull} features`);
   const Db = b.shape[3]!, D = Da + Db;
   const A = a.f32, Bv = b.f32;
-  const out = new Float32Array(B * T * H * D);
+  const out = allocUninitF32(B * T * H * D); // every row is set below
   for (let r = 0; r < B * T; r++) {
     const bs = Bv.subarray(r * Db, (r + 1) * Db);
     for (let h = 0; h < H; h++) {
