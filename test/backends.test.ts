@@ -48,6 +48,11 @@ function run(): Float32Array[] {
   const acc = randn([n], 13).f32;
   kernel('AddInto')(acc, gv);
   outs.push(wv, mv, vv, acc, Float32Array.of(kernel('SumSquares')(gv) / n));
+  // Row scatter-add with repeated rows, gathers, scales, and an odd row width.
+  const dstRows = randn([7, 19], 14).f32, srcRows = randn([5, 19], 15).f32;
+  kernel('RowsAxpy')(dstRows, Int32Array.of(6, 0, 6, 3, 1), srcRows, Int32Array.of(4, 4, 0, 2, 1), Float32Array.of(0.5, -1, 2, 1, 3), 5, 19);
+  kernel('RowsAxpy')(dstRows, null, srcRows, null, null, 5, 19);
+  outs.push(dstRows);
   const cfg = presets.tiny!;
   const p = initParams(cfg, { seed: 3 });
   const inp = Tensor.ints(Array.from({ length: 2 * 9 }, (_, i) => (i * 37) % cfg.vocabSize), [2, 9]);

@@ -45,7 +45,7 @@ struct Args {
     void* data = nullptr;
     if (is) napi_get_typedarray_info(env, v[i], &t, len, &data, nullptr, nullptr);
     if (!is || t != want) {
-      const char* tn = want == napi_float32_array ? "Float32Array" : want == napi_uint16_array ? "Uint16Array" : "Uint8Array";
+      const char* tn = want == napi_float32_array ? "Float32Array" : want == napi_uint16_array ? "Uint16Array" : want == napi_int32_array ? "Int32Array" : "Uint8Array";
       type(std::string(name) + " must be a " + tn);
     }
     return static_cast<T*>(data);
@@ -340,6 +340,33 @@ napi_value GemvBf16(napi_env env, napi_callback_info info) {
   });
 }
 
+// rowsAxpy(dst, dstRows|null, src, srcRows|null, scales|null, count, D):
+// dst[row d_i] += s_i · src[row s_i'] for i < count (rows default to i, scales to 1).
+napi_value RowsAxpy(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Args g(env, info, "rowsAxpy", 7);
+    size_t ld, ls, ldr = 0, lsr = 0, lsc = 0;
+    float* dst = g.arr<float>(0, napi_float32_array, "dst", &ld);
+    const int32_t* dr = g.has(1) ? g.arr<int32_t>(1, napi_int32_array, "dstRows", &ldr) : nullptr;
+    const float* src = g.arr<float>(2, napi_float32_array, "src", &ls);
+    const int32_t* sr = g.has(3) ? g.arr<int32_t>(3, napi_int32_array, "srcRows", &lsr) : nullptr;
+    const float* sc = g.has(4) ? g.arr<float>(4, napi_float32_array, "scales", &lsc) : nullptr;
+    const long count = g.count(5, "count"), D = g.count(6, "D");
+    if (D == 0 || count == 0) return undef(env);
+    if (dr) g.need("dstRows", ldr, count);
+    if (sr) g.need("srcRows", lsr, count);
+    if (sc) g.need("scales", lsc, count);
+    const long dRowsN = (long)ld / D, sRowsN = (long)ls / D;
+    for (long i = 0; i < count; i++) {
+      const long a = dr ? dr[i] : i, b = sr ? sr[i] : i;
+      if (a < 0 || a >= dRowsN) g.range("dst row " + std::to_string(a) + " out of range [0, " + std::to_string(dRowsN) + ")");
+      if (b < 0 || b >= sRowsN) g.range("src row " + std::to_string(b) + " out of range [0, " + std::to_string(sRowsN) + ")");
+    }
+    rowsAxpy(dst, dr, src, sr, sc, count, D);
+    return undef(env);
+  });
+}
+
 // adamw(w, g, m, v, beta1, beta2, eps, stepSize, decay, invBc2Sqrt): in place over w, m, v.
 napi_value AdamW(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
@@ -446,6 +473,7 @@ NAPI_MODULE_INIT() {
       {"attentionForward", nullptr, AttentionForward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"attentionBackward", nullptr, AttentionBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"gemvBf16", nullptr, GemvBf16, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"rowsAxpy", nullptr, RowsAxpy, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"adamw", nullptr, AdamW, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"sumSquares", nullptr, SumSquares, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"addInto", nullptr, AddInto, nullptr, nullptr, nullptr, napi_enumerable, nullptr},

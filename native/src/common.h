@@ -91,6 +91,8 @@ double sumSquares(const float* x, long n);
 /** y[m,n] = x[m,k] · W[n,k]^T with W as bf16 bit patterns widened exactly to f32 (f32 x, f32 sums);
  *  for decode (small m): the matrix is read once per row of x. */
 void gemvBf16(const float* x, const uint16_t* w, float* y, long m, long n, long k);
+/** dst[dr_i·D ..] += s_i · src[sr_i·D ..] over i < count; rows/scales default to i / 1 (null). */
+void rowsAxpy(float* dst, const int32_t* dr, const float* src, const int32_t* sr, const float* sc, long count, long D);
 /** dst[i] += src[i]. */
 void addInto(float* dst, const float* src, long n);
 

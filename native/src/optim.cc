@@ -99,6 +99,39 @@ double sumSquares(const float* x, long n) {
   return s;
 }
 
+namespace {
+static void rowsAxpyPortable(float* dst, const int32_t* dr, const float* src, const int32_t* sr, const float* sc, long count, long D) {
+  for (long i = 0; i < count; i++) {
+    float* d = dst + (dr ? dr[i] : i) * D;
+    const float* s = src + (sr ? sr[i] : i) * D;
+    const float a = sc ? sc[i] : 1.f;
+    for (long j = 0; j < D; j++) d[j] += a * s[j];
+  }
+}
+#if FRUGAL_HAVE_X86_KERNELS
+FRUGAL_AVX512 static void rowsAxpy512(float* dst, const int32_t* dr, const float* src, const int32_t* sr, const float* sc, long count, long D) {
+  for (long i = 0; i < count; i++) {
+    float* d = dst + (dr ? dr[i] : i) * D;
+    const float* s = src + (sr ? sr[i] : i) * D;
+    const __m512 a = _mm512_set1_ps(sc ? sc[i] : 1.f);
+    long j = 0;
+    for (; j + 16 <= D; j += 16) _mm512_storeu_ps(d + j, _mm512_fmadd_ps(a, _mm512_loadu_ps(s + j), _mm512_loadu_ps(d + j)));
+    if (j < D) {
+      const __mmask16 mk = (__mmask16)((1u << (D - j)) - 1);
+      _mm512_mask_storeu_ps(d + j, mk, _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(mk, s + j), _mm512_maskz_loadu_ps(mk, d + j)));
+    }
+  }
+}
+#endif
+}  // namespace
+
+void rowsAxpy(float* dst, const int32_t* dr, const float* src, const int32_t* sr, const float* sc, long count, long D) {
+#if FRUGAL_HAVE_X86_KERNELS
+  if (cpu().isa == Isa::Avx512) return rowsAxpy512(dst, dr, src, sr, sc, count, D);
+#endif
+  rowsAxpyPortable(dst, dr, src, sr, sc, count, D);
+}
+
 void addInto(float* dst, const float* src, long n) {
   splitRange(n, [&](int, long i0, long i1) {
 #if FRUGAL_HAVE_X86_KERNELS

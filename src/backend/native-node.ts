@@ -47,6 +47,7 @@ export interface NativeAddon {
   adamw?(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, beta1: number, beta2: number, eps: number,
     stepSize: number, decay: number, invBc2Sqrt: number): void;
   sumSquares?(x: Float32Array): number;
+  rowsAxpy?(dst: Float32Array, dstRows: Int32Array | null, src: Float32Array, srcRows: Int32Array | null, scales: Float32Array | null, count: number, D: number): void;
   gemvBf16?(x: Float32Array, w: Uint16Array, y: Float32Array, m: number, n: number, k: number): void;
   attentionForward?(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, B: number, T: number, S: number, H: number,
     KH: number, Dk: number, Dv: number, ldk: number, ldv: number, scale: number): void;
@@ -144,6 +145,10 @@ export function loadNativeBackend(opts: { threads?: number } = {}): NativeBacken
       ...(lib.attentionBackward ? {
         AttentionBackward: (q: Float32Array, k: Float32Array, v: Float32Array, go: Float32Array, gq: Float32Array, gk: Float32Array, gv: Float32Array, g: AttnGeometry) =>
           lib.attentionBackward!(q, k, v, go, gq, gk, gv, g.B, g.T, g.S, g.H, g.KH, g.Dk, g.Dv, g.ldk, g.ldv, g.scale),
+      } : {}),
+      ...(lib.rowsAxpy ? {
+        RowsAxpy: (d: Float32Array, dr: Int32Array | null, src: Float32Array, sr: Int32Array | null, sc: Float32Array | null, count: number, D: number) =>
+          lib.rowsAxpy!(d, dr, src, sr, sc, count, D),
       } : {}),
       ...(lib.addInto ? { AddInto: (d: Float32Array, src: Float32Array) => lib.addInto!(d, src) } : {}),
     },

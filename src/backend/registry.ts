@@ -43,6 +43,10 @@ export interface Kernels {
   SumSquares(x: Float32Array): number;
   /** dst += src over dst.length elements (gradient accumulation). */
   AddInto(dst: Float32Array, src: Float32Array): void;
+  /** Row gather/scatter-add: dst row dstRows[i] += scales[i] · src row srcRows[i] for i < count, rows
+   *  of D; a null row list means row i, null scales mean 1 (MoE dispatch/combine and their grads). */
+  RowsAxpy(dst: Float32Array, dstRows: Int32Array | null, src: Float32Array, srcRows: Int32Array | null,
+    scales: Float32Array | null, count: number, D: number): void;
   /** Fused causal attention over strided Q/K/V (layout in AttnGeometry); writes out [B, T, H, Dv]. Optional. */
   AttentionForward(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, geo: AttnGeometry): void;
   /** Its backward (probabilities recomputed): ADDS into gradQ, gradK, gradV (gradK may be gradV). Optional. */
@@ -142,7 +146,7 @@ export function optionalKernel<K extends KernelName>(name: K): Kernels[K] | null
 /** Which backend serves each kernel now (after fallbacks). */
 export function kernelTable(): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const name of ['MatMul', 'RMSNorm', 'Softmax', 'SiluMul', 'SiluMulBackward', 'RMSNormBackward', 'SoftmaxBackward', 'AdamW', 'SumSquares', 'AddInto', 'AttentionForward', 'AttentionBackward'] as KernelName[]) {
+  for (const name of ['MatMul', 'RMSNorm', 'Softmax', 'SiluMul', 'SiluMulBackward', 'RMSNormBackward', 'SoftmaxBackward', 'AdamW', 'SumSquares', 'AddInto', 'RowsAxpy', 'AttentionForward', 'AttentionBackward'] as KernelName[]) {
     let b: Backend | undefined = active ?? undefined;
     while (b && !b.kernels[name]) b = b.fallback ? backends.get(b.fallback) : undefined;
     out[name] = b ? b.name : 'missing';

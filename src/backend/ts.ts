@@ -124,6 +124,15 @@ export function tsAddInto(dst: Float32Array, src: Float32Array): void {
   for (let i = 0; i < dst.length; i++) dst[i]! += src[i]!;
 }
 
+export function tsRowsAxpy(dst: Float32Array, dstRows: Int32Array | null, src: Float32Array, srcRows: Int32Array | null,
+  scales: Float32Array | null, count: number, D: number): void {
+  for (let i = 0; i < count; i++) {
+    const d = (dstRows ? dstRows[i]! : i) * D, s = (srcRows ? srcRows[i]! : i) * D, a = scales ? scales[i]! : 1;
+    if (d < 0 || d + D > dst.length || s < 0 || s + D > src.length) throw new RangeError(`RowsAxpy: row ${i} out of range`);
+    for (let j = 0; j < D; j++) dst[d + j]! += a * src[s + j]!;
+  }
+}
+
 export const tsBackend: Backend = {
   name: 'ts',
   fallback: null,
@@ -131,7 +140,7 @@ export const tsBackend: Backend = {
   kernels: {
     MatMul: tsMatMul, RMSNorm: tsRMSNorm, Softmax: tsSoftmax, SiluMul: tsSiluMul,
     SiluMulBackward: tsSiluMulBackward, RMSNormBackward: tsRMSNormBackward, SoftmaxBackward: tsSoftmaxBackward,
-    AdamW: tsAdamW, SumSquares: tsSumSquares, AddInto: tsAddInto,
+    AdamW: tsAdamW, SumSquares: tsSumSquares, AddInto: tsAddInto, RowsAxpy: tsRowsAxpy,
   },
   describe: () => 'ts (plain TypeScript loops, reference)',
 };

@@ -3,6 +3,7 @@
  * rows (dispatch) and index-add of rows (combine), each with its gradient.
  */
 import { Tensor, fmtShape } from '../autograd/tensor.js';
+import { kernel } from '../backend/registry.js';
 import { record } from '../autograd/tape.js';
 
 /** The k largest entries of each row (descending; ties keep the lower index first). */
@@ -57,12 +58,7 @@ export function indexSelect(x: Tensor, idx: Int32Array): Tensor {
     out.set(X.subarray(r * D, r * D + D), i * D);
   }
   return record(new Tensor(out, [idx.length, D]), 'IndexSelect', [x], (g) => [{
-    addInto(gx: Float32Array): void {
-      for (let i = 0; i < idx.length; i++) {
-        const o = idx[i]! * D;
-        for (let j = 0; j < D; j++) gx[o + j]! += g[i * D + j]!;
-      }
-    },
+    addInto(gx: Float32Array): void { kernel('RowsAxpy')(gx, idx, g, null, null, idx.length, D); },
   }]);
 }
 
@@ -95,29 +91,21 @@ export function indexAddMany(base: Tensor, idxs: Int32Array[], srcs: Tensor[], s
   if (idxs.length !== srcs.length) throw new Error(`indexAddMany: ${idxs.length} index lists for ${srcs.length} sources`);
   if (scales && scales.length !== srcs.length) throw new Error(`indexAddMany: ${scales.length} scale tensors for ${srcs.length} sources`);
   const out = base.f32.slice();
+  const axpy = kernel('RowsAxpy');
   srcs.forEach((src, k) => {
-    const idx = idxs[k]!, S = src.f32;
+    const idx = idxs[k]!;
     if (src.shape[0] !== idx.length || src.shape[1] !== D) throw new Error(`indexAddMany: source ${k} ${fmtShape(src.shape)} does not fit ${idx.length} rows of ${D}`);
     const W = scales ? scales[k]!.f32 : null;
     if (W && W.length !== idx.length) throw new Error(`indexAddMany: scale ${k} has ${W.length} values for ${idx.length} rows`);
-    for (let i = 0; i < idx.length; i++) {
-      const r = idx[i]!;
-      if (!(r >= 0 && r < N)) throw new Error(`indexAddMany: row ${r} out of range [0, ${N})`);
-      const o = r * D, so = i * D;
-      if (W) { const w = W[i]!; for (let j = 0; j < D; j++) out[o + j]! += w * S[so + j]!; }
-      else for (let j = 0; j < D; j++) out[o + j]! += S[so + j]!;
-    }
+    for (let i = 0; i < idx.length; i++) if (!(idx[i]! >= 0 && idx[i]! < N)) throw new Error(`indexAddMany: row ${idx[i]} out of range [0, ${N})`);
+    axpy(out, idx, src.f32, null, W, idx.length, D);
   });
   const inputs = scales ? [base, ...srcs, ...scales] : [base, ...srcs];
   return record(new Tensor(out, base.shape), 'IndexAddMany', inputs, (g) => {
     const gSrc = srcs.map((src, k) => {
       if (!src.requiresGrad) return null;
-      const idx = idxs[k]!, gs = new Float32Array(src.size), W = scales ? scales[k]!.f32 : null;
-      for (let i = 0; i < idx.length; i++) {
-        const o = idx[i]! * D;
-        if (W) { const w = W[i]!; for (let j = 0; j < D; j++) gs[i * D + j] = w * g[o + j]!; }
-        else gs.set(g.subarray(o, o + D), i * D);
-      }
+      const idx = idxs[k]!, gs = new Float32Array(src.size);
+      axpy(gs, null, g, idx, scales ? scales[k]!.f32 : null, idx.length, D);
       return gs;
     });
     const gScale = !scales ? [] : scales.map((sc, k) => {
