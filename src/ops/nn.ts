@@ -45,7 +45,7 @@ export function rope(x: Tensor, cos: Float32Array, sin: Float32Array, offset = 0
   const apply = (src: Float32Array, dst: Float32Array, sign: number): void => {
     for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (let h = 0; h < H; h++) {
       const row = ((b * T + t) * H + h) * D, o = row + offset;
-      for (let i = 0; i < offset; i++) dst[row + i] = src[row + i]!;
+      if (offset > 0) dst.set(src.subarray(row, o), row);
       for (let i = 0; i < half; i++) {
         const c = cos[t * half + i]!, s = sign * sin[t * half + i]!;
         const x0 = src[o + 2 * i]!, x1 = src[o + 2 * i + 1]!;
