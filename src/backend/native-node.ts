@@ -116,9 +116,10 @@ export function loadNativeBackend(opts: { threads?: number } = {}): NativeBacken
   if (backend) { backend.setThreads(threads); return backend; }
   lib.setThreads(threads);
   // GEMM outputs are overwritten whole by the kernel: allocate large ones without the zero-fill
-  // (Buffer's non-zeroing allocation; small ones stay on the ordinary path, cheaper there).
+  // (Buffer's non-zeroing allocation; below 256 KB the ordinary zero-filled path is cheaper:
+  // creating a Buffer costs more than the memset, measured on batch-1 decode).
   setUninitF32Allocator((n) => {
-    if (n < 4096) return new Float32Array(n);
+    if (n < 65536) return new Float32Array(n);
     const buf = Buffer.allocUnsafeSlow(n * 4);
     return new Float32Array(buf.buffer, buf.byteOffset, n);
   });
