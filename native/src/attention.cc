@@ -7,16 +7,14 @@
 //
 // Layout (elements): q (b,t,h,d) at ((b*T+t)*H+h)*Dk+d; k (b,s,kh,d) at (b*S+s)*ldk+kh*Dk+d;
 // v (b,s,kh,d) at (b*S+s)*ldv+kh*Dv+d; out/dO (b,t,h,d) at ((b*T+t)*H+h)*Dv+d. Query t sits at
-// position t+S−T. The AVX-512 build uses the same Cephes-style exp as ops.cc.
+// position t+S−T. The AVX-512 build uses the shared exp512 (vecmath.h).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "common.h"
-#if FRUGAL_X86
-#include <immintrin.h>
-#endif
+#include "vecmath.h"
 
 namespace frugal {
 namespace {
@@ -31,33 +29,19 @@ static Scratch& scratch() {
 }
 
 #if FRUGAL_HAVE_X86_KERNELS
-FRUGAL_AVX512 static inline __m512 exp512a(__m512 x) {
-  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.5f)), _mm512_set1_ps(-104.f));
-  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
-  return _mm512_scalef_ps(p, n);
-}
 // s[j] = exp(s[j] − m) for j < n; returns the sum.
 FRUGAL_AVX512 static float expSub512(float* s, long n, float m) {
   const __m512 mv = _mm512_set1_ps(m);
   __m512 acc = _mm512_setzero_ps();
   long j = 0;
   for (; j + 16 <= n; j += 16) {
-    __m512 e = exp512a(_mm512_sub_ps(_mm512_loadu_ps(s + j), mv));
+    __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(s + j), mv));
     _mm512_storeu_ps(s + j, e);
     acc = _mm512_add_ps(acc, e);
   }
   if (j < n) {
     const __mmask16 mk = (__mmask16)((1u << (n - j)) - 1);
-    __m512 e = _mm512_maskz_mov_ps(mk, exp512a(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, s + j), mv)));
+    __m512 e = _mm512_maskz_mov_ps(mk, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, s + j), mv)));
     _mm512_mask_storeu_ps(s + j, mk, e);
     acc = _mm512_add_ps(acc, e);
   }
