@@ -16,7 +16,7 @@ import { createInterface } from 'node:readline';
 import type { Tensor } from '../src/autograd/tensor.js';
 import { presets, type DeepSeekConfig } from '../src/model/config.js';
 import { initParams, forward, lossFn, trainableParams, KVCache } from '../src/model/deepseek.js';
-import { withBf16Weights } from '../src/infer/bf16-node.js';
+import { withBf16Weights, bf16Linear } from '../src/infer/bf16-node.js';
 import { saveModel } from '../src/model/load-node.js';
 import {
   denseConfigs, initDenseParams, denseForward, denseLossFn, denseParamEntries, denseTrainableParams, denseHFConfig, DenseKVCache,
@@ -91,6 +91,7 @@ export interface BenchModel {
 export function benchModel(shape: BenchShape, seed = 1): BenchModel {
   if (shape.kind === 'dense') {
     const cfg = shape.cfg, p = initDenseParams(cfg, { seed });
+    let decodeLinear: ((x: Tensor, w: Tensor) => Tensor) | undefined;
     return {
       kind: 'dense', vocabSize: cfg.vocabSize, hasMtp: false,
       trainable: () => denseTrainableParams(p),
@@ -98,9 +99,14 @@ export function benchModel(shape: BenchShape, seed = 1): BenchModel {
         if (mtp > 0) throw new Error('bench: the dense model has no MTP layers');
         return denseLossFn(p, cfg, x, y).loss;
       },
-      forward: (t, cache, startPos) => denseForward(p, cfg, t, cache ? { cache: cache as DenseKVCache, startPos: startPos ?? 0 } : {}),
+      forward: (t, cache, startPos) => denseForward(p, cfg, t, cache ? { cache: cache as DenseKVCache, startPos: startPos ?? 0, ...(decodeLinear && startPos ? { linear: decodeLinear } : {}) } : {}),
       makeCache: (capacity) => new DenseKVCache(cfg, capacity),
-      useBf16Decode: () => { throw new Error('bench: bf16 decode weights are implemented for the DeepSeek model only'); },
+      useBf16Decode: () => {
+        const r = bf16Linear();
+        if (!r.linear) throw new Error(`bench: ${r.note}`);
+        decodeLinear = r.linear;
+        return r.note;
+      },
       save: async (dir) => {
         mkdirSync(dir, { recursive: true });
         await writeSafetensors(path.join(dir, 'model.safetensors'),

@@ -12,7 +12,8 @@ import { randn } from '../ops/gradcheck.js';
 import { initParams, forward, KVCache } from '../model/deepseek.js';
 import { presets } from '../model/config.js';
 import { Generation } from './generate.js';
-import { withBf16Weights } from './bf16-node.js';
+import { withBf16Weights, bf16Linear } from './bf16-node.js';
+import { denseConfigs, initDenseParams, denseForward, DenseKVCache } from '../model/dense.js';
 
 after(() => disposeBackends());
 
@@ -72,4 +73,22 @@ test('a model decoding with bf16 weights stays close to f32 and uses the bf16 pa
   const g = new Generation(model, toks, { greedy: true, maxTokens: 4 });
   while (!g.done) g.step();
   assert.equal(g.result().tokens.length, 4);
+});
+
+test('bf16Linear drives the dense model too: decode logits close to f32, not equal', async (t) => {
+  const nb = await native();
+  if (!nb) { t.skip('native backend not available'); return; }
+  const { linear } = bf16Linear();
+  assert.ok(linear);
+  const cfg = denseConfigs['dense-tiny']!;
+  const p = initDenseParams(cfg, { seed: 3 });
+  const run = (lin?: (x: Tensor, w: Tensor) => Tensor): Float32Array => noGrad(() => {
+    const cache = new DenseKVCache(cfg, 8);
+    denseForward(p, cfg, Tensor.ints([1, 2, 3], [1, 3]), { cache });
+    return denseForward(p, cfg, Tensor.ints([4], [1, 1]), { cache, startPos: 3, ...(lin ? { linear: lin } : {}) }).f32;
+  });
+  const a = run(), b = run(linear!);
+  let diff = 0, mx = 0;
+  for (let i = 0; i < a.length; i++) { diff = Math.max(diff, Math.abs(a[i]! - b[i]!)); mx = Math.max(mx, Math.abs(a[i]!)); }
+  assert.ok(diff > 0 && diff < 2e-2 * mx, `dense bf16 decode moved logits by ${diff} (max ${mx})`);
 });

@@ -24,11 +24,14 @@ export interface Bf16Options {
   maxRows?: number;
 }
 
-/** The model with bf16 decode weights, or the same model and why not (no native backend). */
-export function withBf16Weights(model: Model, opts: Bf16Options = {}): { model: Model; note: string } {
+/**
+ * The bf16 decode linear by itself (for any model whose forward takes a `linear` option, e.g.
+ * `denseForward`), or null and why not (no native backend).
+ */
+export function bf16Linear(opts: Bf16Options = {}): { linear: ((x: Tensor, w: Tensor) => Tensor) | null; note: string } {
   const native = getBackendByName('native') as NativeBackend | undefined;
   const gemv = native?.addon.gemvBf16;
-  if (!native || !gemv) return { model, note: 'bf16 decode weights need the native backend (not loaded): using f32 weights' };
+  if (!native || !gemv) return { linear: null, note: 'bf16 decode weights need the native backend (not loaded): using f32 weights' };
   const maxRows = Math.max(1, Math.floor(opts.maxRows ?? 4));
   const copies = new WeakMap<Tensor, Uint16Array>();
   const linear = (x: Tensor, w: Tensor): Tensor => {
@@ -41,5 +44,11 @@ export function withBf16Weights(model: Model, opts: Bf16Options = {}): { model: 
     gemv.call(native.addon, x.f32, wb, out, rows, outF, inF);
     return new Tensor(out, [...x.shape.slice(0, -1), outF]);
   };
-  return { model: { ...model, linear }, note: `bf16 decode weights (native gemvBf16 for inputs of ≤ ${maxRows} rows; f32 for longer)` };
+  return { linear, note: `bf16 decode weights (native gemvBf16 for inputs of ≤ ${maxRows} rows; f32 for longer)` };
+}
+
+/** The model with bf16 decode weights, or the same model and why not (no native backend). */
+export function withBf16Weights(model: Model, opts: Bf16Options = {}): { model: Model; note: string } {
+  const { linear, note } = bf16Linear(opts);
+  return linear ? { model: { ...model, linear }, note } : { model, note };
 }

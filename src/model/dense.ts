@@ -164,11 +164,13 @@ export interface DenseForwardOptions {
   /** Position of the first token (needs a cache when > 0). */
   startPos?: number;
   cache?: DenseKVCache | null;
+  /** Inference override for every x·Wᵀ (e.g. bf16 decode weights, src/infer/bf16-node.ts). */
+  linear?: (x: Tensor, w: Tensor) => Tensor;
 }
 
 /** tokens [B, T] (i32) → logits [B, T, V]. With a cache, appends this chunk's K/V at startPos. */
 export function denseForward(p: DenseParams, cfg: DenseConfig, tokens: Tensor, opts: DenseForwardOptions = {}): Tensor {
-  return op.linear(denseHidden(p, cfg, tokens, opts), p.head);
+  return (opts.linear ?? op.linear)(denseHidden(p, cfg, tokens, opts), p.head);
 }
 
 /** The model up to the final norm: [B, T, H] (what the head and the fused loss read). */
@@ -180,15 +182,16 @@ function denseHidden(p: DenseParams, cfg: DenseConfig, tokens: Tensor, opts: Den
   const nh = cfg.numAttentionHeads, hd = denseHeadDim(cfg), H = cfg.hiddenSize, eps = cfg.rmsNormEps;
   const { cos, sin } = denseRopeTables(cfg, start, T);
   const scale = 1 / Math.sqrt(hd);
+  const lin = opts.linear ?? op.linear;
   let h = op.embedding(p.embed, tokens);
   p.layers.forEach((l, i) => {
     const x = op.rmsNorm(h, l.attnNorm, eps);
-    const heads = (w: Tensor): Tensor => op.reshape(op.linear(x, w), [B, T, nh, hd]);
+    const heads = (w: Tensor): Tensor => op.reshape(lin(x, w), [B, T, nh, hd]);
     const q = op.rope(heads(l.attn.qProj), cos, sin), k = op.rope(heads(l.attn.kProj), cos, sin), v = heads(l.attn.vProj);
     const o = cache ? cache.attend(i, q, k, v, start, scale) : op.causalAttention(q, k, v, scale);
-    h = op.add(h, op.linear(op.reshape(o, [B, T, H]), l.attn.oProj));
+    h = op.add(h, lin(op.reshape(o, [B, T, H]), l.attn.oProj));
     const y = op.rmsNorm(h, l.ffnNorm, eps);
-    h = op.add(h, op.linear(op.siluMul(op.linear(y, l.mlp.gate), op.linear(y, l.mlp.up)), l.mlp.down));
+    h = op.add(h, lin(op.siluMul(lin(y, l.mlp.gate), lin(y, l.mlp.up)), l.mlp.down));
   });
   if (cache) cache.length = start + T;
   return op.rmsNorm(h, p.norm, eps);
