@@ -26,7 +26,7 @@ function run(): Float32Array[] {
   // Attention (fused kernels where a backend has them): per-head K/V, one shared K/V head, S > T,
   // a case past the threading threshold, and the latent form (values = a prefix of the keys).
   let seed = 20;
-  for (const [B, T, S, H, KH, Dk, Dv] of [[2, 5, 7, 3, 3, 6, 5], [3, 4, 9, 4, 1, 7, 3], [2, 64, 64, 4, 4, 48, 32], [2, 40, 70, 4, 1, 24, 16]] as const) {
+  for (const [B, T, S, H, KH, Dk, Dv] of [[2, 5, 7, 3, 3, 6, 5], [3, 4, 9, 4, 1, 7, 3], [2, 64, 64, 4, 4, 48, 32], [2, 40, 70, 4, 1, 24, 16], [1, 150, 170, 2, 2, 16, 8]] as const) {
     const q = randn([B, T, H, Dk], seed++), k = randn([B, S, KH, Dk], seed++), v = randn([B, S, KH, Dv], seed++);
     for (const t of [q, k, v]) t.requiresGrad = true;
     const o = op.causalAttention(q, k, v, 0.37);

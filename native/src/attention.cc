@@ -70,14 +70,14 @@ static void gatherPanel(const float* src, long ld, long off, long b, long L, lon
   for (long r = 0; r < L; r++) std::memcpy(dst + r * D, src + (b * L + r) * ld + off, (size_t)D * sizeof(float));
 }
 
-// Rows of query t: mask keys past t+off, softmax in place. P holds `rows` rows of S scores, row r
-// being query r % T (heads stacked T rows each).
+// Masked softmax in place over `rows` rows of P (row stride ld): row r is query t = t0 + r, or
+// r % T when `stacked` (heads stacked T rows each); keys past t + S − T are masked (set to 0).
 template <bool Avx>
-static inline __attribute__((always_inline)) void maskSoftmax(const Geo& g, float* P, long rows) {
+static inline __attribute__((always_inline)) void maskSoftmax(const Geo& g, float* P, long rows, long ld, long t0, bool stacked) {
   const long off = g.S - g.T;
   for (long r = 0; r < rows; r++) {
-    float* p = P + r * g.S;
-    const long L = r % g.T + off + 1;
+    float* p = P + r * ld;
+    const long L = (stacked ? r % g.T : t0 + r) + off + 1;
     float m = -INFINITY;
     for (long j = 0; j < L; j++) m = std::max(m, p[j]);
     float sum;
@@ -87,9 +87,13 @@ static inline __attribute__((always_inline)) void maskSoftmax(const Geo& g, floa
     sum = expSubPortable(p, L, m);
     const float inv = 1.f / sum;
     for (long j = 0; j < L; j++) p[j] *= inv;
-    std::fill(p + L, p + g.S, 0.f);
+    std::fill(p + L, p + ld, 0.f);
   }
 }
+
+// Query rows are processed in causal blocks of kRB: a block only needs the keys its last row sees,
+// so about half of the masked work of a full T×S block is skipped in training.
+constexpr long kRB = 64;
 
 // Forward for heads [h0, h1) of batch entry b. Queries of those heads are stacked into one panel
 // when they share a K/V head, so scores and outputs are one GEMM each.
@@ -116,9 +120,18 @@ static inline __attribute__((always_inline)) void fwdTask(const Geo& g, const fl
         float* dst = Q + (i * g.T + t) * g.Dk;
         for (long d = 0; d < g.Dk; d++) dst[d] = src[d] * g.scale;
       }
-    gemm(Q, K, P, rows, g.S, g.Dk, false, true, false);
-    maskSoftmax<Avx>(g, P, rows);
-    gemm(P, V, O, rows, g.Dv, g.S, false, false, false);
+    if (nh == 1) {
+      for (long t0 = 0; t0 < g.T; t0 += kRB) {
+        const long nb = std::min(kRB, g.T - t0), L = std::min(g.S, t0 + nb + g.S - g.T);
+        gemm(Q + t0 * g.Dk, K, P, nb, L, g.Dk, false, true, false);
+        maskSoftmax<Avx>(g, P, nb, L, t0, false);
+        gemm(P, V, O + t0 * g.Dv, nb, g.Dv, L, false, false, false);
+      }
+    } else {
+      gemm(Q, K, P, rows, g.S, g.Dk, false, true, false);
+      maskSoftmax<Avx>(g, P, rows, g.S, 0, true);
+      gemm(P, V, O, rows, g.Dv, g.S, false, false, false);
+    }
     for (long i = 0; i < nh; i++)
       for (long t = 0; t < g.T; t++)
         std::memcpy(out + ((b * g.T + t) * g.H + hb + i) * g.Dv, O + (i * g.T + t) * g.Dv, (size_t)g.Dv * sizeof(float));
@@ -146,22 +159,27 @@ static inline __attribute__((always_inline)) void bwdTask(const Geo& g, const fl
     std::memcpy(Q + t * g.Dk, q + ((b * g.T + t) * g.H + h) * g.Dk, (size_t)g.Dk * sizeof(float));
     std::memcpy(dO + t * g.Dv, go + ((b * g.T + t) * g.H + h) * g.Dv, (size_t)g.Dv * sizeof(float));
   }
-  // P = softmax(mask(scale·Q·Kᵀ)), the forward's probabilities recomputed.
-  gemm(Q, K, P, g.T, g.S, g.Dk, false, true, false);
-  for (long i = 0; i < g.T * g.S; i++) P[i] *= g.scale;
-  maskSoftmax<Avx>(g, P, g.T);
-  // dV += Pᵀ·dO ; dP = dO·Vᵀ ; dS = scale·P⊙(dP − rowsum(P⊙dP)) ; dQ = dS·K ; dK += dSᵀ·Q
-  gemm(P, dO, dv, g.S, g.Dv, g.T, true, false, true);
-  gemm(dO, V, dP, g.T, g.S, g.Dv, false, true, false);
-  for (long t = 0; t < g.T; t++) {
-    const float* p = P + t * g.S;
-    float* d = dP + t * g.S;
-    float D = 0.f;
-    for (long j = 0; j < g.S; j++) D += p[j] * d[j];
-    for (long j = 0; j < g.S; j++) d[j] = g.scale * p[j] * (d[j] - D);
+  for (long t0 = 0; t0 < g.T; t0 += kRB) {
+    const long nb = std::min(kRB, g.T - t0), L = std::min(g.S, t0 + nb + g.S - g.T);
+    const float* Qb = Q + t0 * g.Dk;
+    const float* dOb = dO + t0 * g.Dv;
+    // P = softmax(mask(scale·Q·Kᵀ)) over this block's keys, the forward's probabilities recomputed.
+    gemm(Qb, K, P, nb, L, g.Dk, false, true, false);
+    for (long i = 0; i < nb * L; i++) P[i] *= g.scale;
+    maskSoftmax<Avx>(g, P, nb, L, t0, false);
+    // dV += Pᵀ·dO ; dP = dO·Vᵀ ; dS = scale·P⊙(dP − rowsum(P⊙dP)) ; dQ = dS·K ; dK += dSᵀ·Q
+    gemm(P, dOb, dv, L, g.Dv, nb, true, false, true);
+    gemm(dOb, V, dP, nb, L, g.Dv, false, true, false);
+    for (long t = 0; t < nb; t++) {
+      const float* p = P + t * L;
+      float* d = dP + t * L;
+      float D = 0.f;
+      for (long j = 0; j < L; j++) D += p[j] * d[j];
+      for (long j = 0; j < L; j++) d[j] = g.scale * p[j] * (d[j] - D);
+    }
+    gemm(dP, K, dQ + t0 * g.Dk, nb, g.Dk, L, false, false, false);
+    gemm(dP, Qb, dk, L, g.Dk, nb, true, false, true);
   }
-  gemm(dP, K, dQ, g.T, g.Dk, g.S, false, false, false);
-  gemm(dP, Q, dk, g.S, g.Dk, g.T, true, false, true);
   for (long t = 0; t < g.T; t++) {
     float* dst = gq + ((b * g.T + t) * g.H + h) * g.Dk;
     const float* src = dQ + t * g.Dk;
