@@ -16,7 +16,7 @@ import { createInterface } from 'node:readline';
 import type { Tensor } from '../src/autograd/tensor.js';
 import { presets, type DeepSeekConfig } from '../src/model/config.js';
 import { initParams, forward, lossFn, trainableParams, KVCache } from '../src/model/deepseek.js';
-import { withBf16Weights, bf16Linear } from '../src/infer/bf16-node.js';
+import { bf16Linear } from '../src/infer/bf16-node.js';
 import { saveModel } from '../src/model/load-node.js';
 import {
   denseConfigs, initDenseParams, denseForward, denseLossFn, denseParamEntries, denseTrainableParams, denseHFConfig, DenseKVCache,
@@ -124,9 +124,9 @@ export function benchModel(shape: BenchShape, seed = 1): BenchModel {
     forward: (t, cache, startPos) => forward(p, cfg, t, cache ? { cache: cache as KVCache, startPos: startPos ?? 0, ...(decodeLinear && startPos ? { linear: decodeLinear } : {}) } : {}).logits,
     makeCache: (capacity) => new KVCache(cfg, 1, capacity, 'absorb'),
     useBf16Decode: () => {
-      const r = withBf16Weights({ cfg, params: p });
-      if (!r.model.linear) throw new Error(`bench: ${r.note}`);
-      decodeLinear = r.model.linear;
+      const r = bf16Linear();
+      if (!r.linear) throw new Error(`bench: ${r.note}`);
+      decodeLinear = r.linear;
       return r.note;
     },
     save: (dir) => saveModel(dir, cfg, p),
