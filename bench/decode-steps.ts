@@ -9,7 +9,7 @@ import { useBackend, describeBackend, disposeBackends } from '../src/backend/set
 import { presets } from '../src/model/config.js';
 import { initParams, forward, KVCache } from '../src/model/deepseek.js';
 import { lcgTokens } from './common.js';
-import { withBf16Weights } from '../src/infer/bf16-node.js';
+import { bf16Linear } from '../src/infer/bf16-node.js';
 
 const bf16 = process.argv.includes('--bf16');
 const [config = 'small', pArg = '16', sArg = '240', thArg = '2', rArg = '3'] = process.argv.slice(2).filter((a) => !a.startsWith('--'));
@@ -20,7 +20,7 @@ await useBackend('auto', { threads: Number(thArg) });
 console.log(describeBackend());
 const params = initParams(cfg, { seed: 1 });
 // --bf16: decode steps read bf16 copies of the weights (src/infer/bf16-node.ts).
-const lin = bf16 ? withBf16Weights({ cfg, params }).model.linear : undefined;
+const lin = bf16 ? bf16Linear().linear ?? undefined : undefined;
 const extra = lin ? { linear: lin } : {};
 const rates: number[] = [];
 noGrad(() => {

@@ -247,16 +247,26 @@ export function latentAttention(q: Tensor, keys: Tensor, dv: number, scale: numb
   const [B, T, H, Dk] = q.shape as [number, number, number, number];
   const S = keys.shape[1]!;
   if (keys.shape[0] !== B || keys.shape[3] !== Dk || !(dv >= 1 && dv <= Dk) || S < T) throw new Error(`latentAttention: shapes q ${fmtShape(q.shape)} keys ${fmtShape(keys.shape)} dv ${dv} do not fit`);
+  return fusedAttention(q, keys, null, { B, T, S, H, KH: 1, Dk, Dv: dv, ldk: Dk, ldv: Dk, scale })
+    ?? causalAttention(q, keys, slice(keys, 3, 0, dv), scale);
+}
+
+/**
+ * The backend's fused attention kernels over `geo`, recorded with their backward; v = null reads
+ * the values out of k (the latent form, one gradient array for both). Null when the backend
+ * chain has no fused kernels (the caller then takes the TypeScript path).
+ */
+function fusedAttention(q: Tensor, k: Tensor, v: Tensor | null, geo: AttnGeometry): Tensor | null {
   const fwd = optionalKernel('AttentionForward'), bwd = optionalKernel('AttentionBackward');
-  if (!fwd || !bwd) return causalAttention(q, keys, slice(keys, 3, 0, dv), scale);
-  const Q = q.f32, K = keys.f32;
-  const out = new Float32Array(B * T * H * dv);
-  const geo: AttnGeometry = { B, T, S, H, KH: 1, Dk, Dv: dv, ldk: Dk, ldv: Dk, scale };
-  fwd(Q, K, K, out, geo);
-  return record(new Tensor(out, [B, T, H, dv]), 'LatentAttention', [q, keys], (g) => {
-    const gq = new Float32Array(Q.length), gk = new Float32Array(K.length);
-    bwd(Q, K, K, g, gq, gk, gk, geo);
-    return [gq, gk];
+  if (!fwd || !bwd) return null;
+  const Q = q.f32, K = k.f32, Vv = v ? v.f32 : K;
+  const out = new Float32Array(geo.B * geo.T * geo.H * geo.Dv);
+  fwd(Q, K, Vv, out, geo);
+  const t = new Tensor(out, [geo.B, geo.T, geo.H, geo.Dv]);
+  return record(t, v ? 'CausalAttention' : 'LatentAttention', v ? [q, k, v] : [q, k], (g) => {
+    const gq = new Float32Array(Q.length), gk = new Float32Array(K.length), gv = v ? new Float32Array(Vv.length) : gk;
+    bwd(Q, K, Vv, g, gq, gk, gv, geo);
+    return v ? [gq, gk, gv] : [gq, gk];
   });
 }
 
@@ -274,19 +284,11 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, scale: number):
   if (k.shape[0] !== B || v.shape[0] !== B || (KH !== H && KH !== 1) || v.shape[2] !== KH || k.shape[3] !== Dk || v.shape[1] !== S || S < T) {
     throw new Error(`causalAttention: shapes q ${fmtShape(q.shape)} k ${fmtShape(k.shape)} v ${fmtShape(v.shape)} do not fit`);
   }
+  // Fused backend kernel (native): strided heads, no gathers, probabilities recomputed in backward.
+  const fused = fusedAttention(q, k, v, { B, T, S, H, KH, Dk, Dv, ldk: KH * Dk, ldv: KH * Dv, scale });
+  if (fused) return fused;
   const Q = q.f32, K = k.f32, Vv = v.f32;
   const out = new Float32Array(B * T * H * Dv);
-  const fwd = optionalKernel('AttentionForward'), bwd = optionalKernel('AttentionBackward');
-  if (fwd && bwd) {
-    // Fused backend kernel (native): strided heads, no gathers, probabilities recomputed in backward.
-    const geo: AttnGeometry = { B, T, S, H, KH, Dk, Dv, ldk: KH * Dk, ldv: KH * Dv, scale };
-    fwd(Q, K, Vv, out, geo);
-    return record(new Tensor(out, [B, T, H, Dv]), 'CausalAttention', [q, k, v], (g) => {
-      const gq = new Float32Array(Q.length), gk = new Float32Array(K.length), gv = new Float32Array(Vv.length);
-      bwd(Q, K, Vv, g, gq, gk, gv, geo);
-      return [gq, gk, gv];
-    });
-  }
   const off = S - T;
   const mm = kernel('MatMul');
   // Per-head contiguous panels (reused across heads).
