@@ -12,7 +12,7 @@ import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { setUninitF32Allocator } from '../autograd/tensor.js';
+import { setUninitF32Allocator } from './alloc.js';
 import { registerBackend, getBackendByName, type Backend, type MatMulArgs, type AdamWHyper, type AttnGeometry } from './index.js';
 
 /** CPU features seen by the addon and the kernel families it dispatches. */
