@@ -53,11 +53,11 @@ for (const be of BACKENDS) for (const set of SETS) {
             for (const r of s.routing) {
               const rec = f.routing.find((x) => x.layer === r.layer);
               assert.ok(rec, `${set} ${s.name}: no routing recorded for layer ${r.layer}`);
-              const k = r.expert_ids.shape[1];
+              const k: number = r.expert_ids.shape[1];
               assert.equal(rec.k, k, `${set} layer ${r.layer}: experts per token`);
               assert.equal(rec.ids.length, n * k, `${set} layer ${r.layer}: n·k expert ids`);
               for (let t = 0; t < n; t++) {
-                const got = rec.ids.slice(t * k, (t + 1) * k), want = r.expert_ids.data.slice(t * k, (t + 1) * k) as number[];
+                const got: Int32Array = rec.ids.slice(t * k, (t + 1) * k), want: number[] = r.expert_ids.data.slice(t * k, (t + 1) * k) as number[];
                 assert.equal(new Set(got).size, k, `${set} ${s.name} layer ${r.layer} token ${t}: ${k} distinct experts, got [${got}]`);
                 assert.deepEqual(sorted(got), sorted(want), `${set} ${s.name} layer ${r.layer} token ${t}: experts`);
                 for (let j = 0; j < k; j++) {
