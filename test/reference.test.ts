@@ -16,6 +16,8 @@ import { forward, KVCache, greedyGenerate, mtpForward, lossFn, paramEntries, rop
 import { loadModel } from '../src/model/load-node.js';
 import { SafetensorsModel } from '../src/io/safetensors-node.js';
 import { softmaxScale } from '../src/model/config.js';
+import { fp8Linear } from '../src/fp8/linear.js';
+import { fp8Gemm, quantizeBlocks, quantizeTiles } from '../src/fp8/quant.js';
 
 const REF = path.resolve(process.cwd(), '../shared/reference');
 const SETS = ['tiny-dsv3', 'tiny-dsv3-noqlora', 'tiny-dsv3-yarn', 'tiny-dsv3-fp8'];
@@ -124,3 +126,42 @@ for (const be of BACKENDS) test(`reference tiny-dsv3 [${be}]: training loss and 
     assert.deepEqual(checked.slice().sort(), grads.names().sort(), 'every reference gradient is matched by name and checked');
   } finally { grads.close(); }
 }));
+
+// DeepSeek's model.py run on the FP8 checkpoint with its own FP8 kernels (1x128 activation
+// quantisation + block-scaled FP8 GEMM), with fp32 scales and with V3.1's `scale_fmt: "ue8m0"`,
+// which model.py passes only to its plain `Linear` layers (wq_a, wkv_a and the routed experts'
+// w1/w2/w3); the parallel linears (wq_b, wo, dense MLP, shared experts) keep amax/448 scales.
+for (const be of BACKENDS) test(`reference tiny-dsv3-fp8 [${be}]: the official FP8 GEMM path, fp32 and ue8m0 activation scales`, { skip: !existsSync(path.join(REF, 'tiny-dsv3-fp8')) }, () => withBackend(be, async () => {
+  const dir = path.join(REF, 'tiny-dsv3-fp8');
+  const v = JSON.parse(readFileSync(path.join(dir, 'vectors.json'), 'utf8')).fp8_gemm_path;
+  const { cfg, params } = await loadModel(dir);
+  const plainLinear = new Set<Tensor>();
+  for (const l of params.layers) {
+    if (l.attn.qAProj) plainLinear.add(l.attn.qAProj);
+    plainLinear.add(l.attn.kvAProj);
+    for (const e of l.moe?.experts ?? []) plainLinear.add(e.gate).add(e.up).add(e.down);
+  }
+  const seq: number[] = v.sequence;
+  const flat = (t: Tj): Float32Array => Float32Array.from((t.data as unknown as number[][]).flat(3) as number[]);
+  for (const [fmt, want] of [['fp32', flat(v.logits_gemm_fp8_path)], ['ue8m0', flat(v.logits_gemm_fp8_path_scale_fmt_ue8m0)]] as const) {
+    let plainCalls = 0;
+    const lin = (x: Tensor, w: Tensor): Tensor => {
+      const ue8m0 = fmt === 'ue8m0' && plainLinear.has(w);
+      if (ue8m0) plainCalls++;
+      return ue8m0 ? inferenceFp8Linear(x, w, 'ue8m0') : fp8Linear(x, w);
+    };
+    const got = noGrad(() => forward(params, cfg, Tensor.ints(seq, [1, seq.length]), { attn: 'absorb', projLinear: lin })).logits.f32;
+    const d = maxDiff(got, want);
+    assert.ok(d < 1e-4, `FP8 path (${fmt} activation scales): max |Δ| ${d}`);
+    if (fmt === 'ue8m0') assert.ok(plainCalls > 0, 'the ue8m0 layers ran');
+  }
+}));
+
+/** x·Wᵀ the way model.py's `linear()` runs an FP8 weight: act_quant(x, scaleFmt) + fp8_gemm, with
+ *  the weight's own amax/448 block scales (scale_fmt never touches the stored weights). */
+function inferenceFp8Linear(x: Tensor, w: Tensor, scaleFmt: 'fp32' | 'ue8m0'): Tensor {
+  const [N, K] = w.shape as [number, number];
+  const M = x.size / K;
+  const y = fp8Gemm(quantizeTiles(x.f32, M, K, { scaleFmt }), quantizeBlocks(w.f32, N, K), M, N, K);
+  return new Tensor(y, [...x.shape.slice(0, -1), N]);
+}
