@@ -164,7 +164,7 @@ test('bad requests get 4xx OpenAI errors and the server keeps serving', { skip }
   assert.equal(ok.status, 200);
 });
 
-test('a client that disconnects mid-stream frees the server', { skip }, async () => {
+test('a client that disconnects mid-stream frees the server', { skip, timeout: 60_000 }, async () => {
   // The engine is held after the first token until the server has seen the client go, so the
   // generation cannot finish (or hit EOS) before the abort: no race.
   const prompt = 'The fox';
@@ -190,7 +190,7 @@ test('a client that disconnects mid-stream frees the server', { skip }, async ()
   });
 });
 
-test('a full queue answers 429 and frees up afterwards', { skip }, async () => {
+test('a full queue answers 429 and frees up afterwards', { skip, timeout: 30_000 }, async () => {
   let release!: () => void;
   const gate = new Promise<void>((r) => { release = r; });
   // The first request runs one token, then waits at the gate: the queue is provably full.
@@ -199,7 +199,8 @@ test('a full queue answers 429 and frees up afterwards', { skip }, async () => {
     const reader = first.body!.getReader();
     // The first request holds its place (running, at the gate) until release().
     assert.equal((await (await fetch(`${s.url}/health`)).json()).queued, 1);
-    const busy = await post(`${s.url}/v1/completions`, { prompt: 'The dog', max_tokens: 2 });
+    // Without a limit this request would wait behind the held one: time out instead of hanging.
+    const busy = await fetch(`${s.url}/v1/completions`, { method: 'POST', signal: AbortSignal.timeout(5000), headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ prompt: 'The dog', max_tokens: 2 }) });
     assert.equal(busy.status, 429);
     assert.equal((await busy.json()).error.code, 'queue_full');
     release();

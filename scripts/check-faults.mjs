@@ -1,0 +1,116 @@
+// Fault injection: proves the test suite fails when the product breaks. Each fault is a small edit
+// to a scratch copy of the code (a git worktree of HEAD beside this checkout, so ../shared is the
+// same); the tests named for it must then FAIL. Opt-in (minutes, not part of `npm test`):
+//
+//   node scripts/check-faults.mjs            # every fault
+//   node scripts/check-faults.mjs nan-grad   # faults whose id contains the filter
+//
+// Exit 0 when every fault was caught, 1 when one passed the suite (a hole in the tests), 2 when a
+// fault no longer applies (its target text moved: update the fault, not the tests).
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync, rmSync, symlinkSync, cpSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const scratch = path.join(root, '..', `.frugal-faults-${process.pid}`);
+const filter = process.argv[2] ?? '';
+const ALL = 'FRUGAL_EXPECT_BACKENDS=ts,wasm,native FRUGAL_EXPECT_DEFAULT=native';
+
+/** id, what it breaks, edits [file, find, replace], test files, extra env, native rebuild. */
+const FAULTS = [
+  { id: 'server-garbage-text', what: 'every generated token\'s text replaced by "garbage" in the server',
+    edits: [['src/serve/server.ts', 'const emit = (s: string): void => { if (!s) return;', "const emit = (s: string): void => { if (!s) return; s = 'garbage';"]],
+    tests: ['test/serve.test.ts', 'test/serve-openai.test.ts'] },
+  { id: 'server-prompt-tokens', what: 'usage.prompt_tokens off by one',
+    edits: [['src/serve/server.ts', 'const u = usage(ids.length,', 'const u = usage(ids.length + 1,']],
+    tests: ['test/serve.test.ts', 'test/serve-openai.test.ts'] },
+  { id: 'server-no-cancel', what: 'a client that disconnects no longer cancels its generation',
+    edits: [['src/serve/server.ts', "res.on('close', () => { if (!res.writableFinished) { job.cancelled = true; job.gen?.cancel(); } });", "res.on('close', () => {});"]],
+    tests: ['test/serve.test.ts'] },
+  { id: 'server-no-queue-limit', what: 'the queue limit is never enforced (no 429)',
+    edits: [['src/serve/server.ts', 'if (queued >= maxQueue) throw', 'if (queued < 0) throw']],
+    tests: ['test/serve.test.ts'] },
+  { id: 'nan-grad', what: 'sqrt backward returns NaN for inputs above 1.2',
+    edits: [['src/ops/elementwise.ts', "unary('Sqrt', x, Math.sqrt, (_v, y) => 0.5 / y)", "unary('Sqrt', x, Math.sqrt, (_v, y) => (y > 1.2 ? NaN : 0.5 / y))"]],
+    tests: ['src/ops/ops.test.ts'] },
+  { id: 'duplicate-expert', what: 'top-k routing picks its first expert twice',
+    edits: [['src/model/deepseek.ts', '      ids[n * k + r] = best;\n      b[best] = -Infinity;', '      ids[n * k + r] = best;\n      if (r > 0) b[best] = -Infinity;']],
+    tests: ['test/reference.test.ts', 'test/model-v2.test.ts'] },
+  { id: 'v2-group-score', what: 'V2 groups ranked by top-2 sums instead of their max',
+    edits: [['src/model/deepseek.ts', 'gs[g] = bias ? m1 + m2 : m1;', 'gs[g] = m1 + m2;']],
+    tests: ['test/model-v2.test.ts'] },
+  { id: 'dropped-gradient-name', what: 'the shared experts vanish from the parameter names',
+    edits: [['src/model/deepseek.ts', '      if (l.moe.shared) mlp(`${pre}.mlp.shared_experts`, l.moe.shared);', '']],
+    tests: ['test/reference.test.ts'] },
+  { id: 'native-only-attention', what: 'the native backend\'s fused attention scale off by 0.1% (ts/wasm untouched)',
+    edits: [['src/backend/native-node.ts', 'lib.attentionForward!(q, k, v, out, g.B, g.T, g.S, g.H, g.KH, g.Dk, g.Dv, g.ldk, g.ldv, g.scale)', 'lib.attentionForward!(q, k, v, out, g.B, g.T, g.S, g.H, g.KH, g.Dk, g.Dv, g.ldk, g.ldv, g.scale * 1.001)']],
+    tests: ['test/reference.test.ts'] },
+  { id: 'ue8m0-ignored', what: 'ue8m0 scales no longer rounded up to powers of two',
+    edits: [['src/fp8/quant.ts', "if (scaleFmt === 'ue8m0') return pow2Ceil(s);", "if (scaleFmt === 'ue8m0') return s;"]],
+    tests: ['test/reference.test.ts'] },
+  { id: 'wasm-fails', what: 'the wasm backend cannot start (backends.test would have compared nothing)',
+    edits: [['src/backend/setup.ts', "const { createWasmBackend } = await import('./wasm/index.js');", "const { createWasmBackend } = await import('./wasm/index.js'); throw new Error('injected');"]],
+    tests: ['test/backends.test.ts'] },
+  { id: 'native-build-fails', what: 'the native addon does not compile (npm install still succeeds)',
+    edits: [['native/src/addon.cc', '#include <malloc.h>', '#include <malloc.h>\n#error injected build failure']],
+    tests: ['test/backends.test.ts'], rebuild: true },
+  { id: 'native-leak', what: 'the native AddInto kernel leaks 256 KB per call',
+    edits: [['native/src/addon.cc', '#include <malloc.h>', '#include <malloc.h>\n#include <cstring>\nstatic void leak() { static void* volatile sink; sink = std::malloc(262144); std::memset(sink, 1, 262144); }'],
+      ['native/src/addon.cc', 'napi_value AddInto(napi_env env, napi_callback_info info) {', 'napi_value AddInto(napi_env env, napi_callback_info info) {\n  leak();']],
+    tests: ['test/memory.test.ts'], rebuild: true },
+];
+
+function sh(cmd, args, opts = {}) {
+  return spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 256 << 20, ...opts });
+}
+
+function prepare() {
+  rmSync(scratch, { recursive: true, force: true });
+  sh('git', ['worktree', 'prune'], { cwd: root });
+  const r = sh('git', ['worktree', 'add', '--detach', scratch, 'HEAD'], { cwd: root });
+  if (r.status !== 0) throw new Error(`git worktree add failed: ${r.stderr}`);
+  symlinkSync(path.join(root, 'node_modules'), path.join(scratch, 'node_modules'));
+}
+
+function reset() {
+  sh('git', ['checkout', '--', '.'], { cwd: scratch });
+  rmSync(path.join(scratch, 'build'), { recursive: true, force: true });
+  if (existsSync(path.join(root, 'build'))) cpSync(path.join(root, 'build'), path.join(scratch, 'build'), { recursive: true });
+}
+
+const rows = [];
+let stale = false, holes = 0;
+prepare();
+try {
+  for (const f of FAULTS.filter((x) => x.id.includes(filter))) {
+    reset();
+    let applies = true;
+    for (const [file, find, replace] of f.edits) {
+      const p = path.join(scratch, file);
+      const text = readFileSync(p, 'utf8');
+      if (text.split(find).length !== 2) { applies = false; console.error(`fault ${f.id}: target text not found exactly once in ${file}`); break; }
+      writeFileSync(p, text.replace(find, replace));
+    }
+    if (!applies) { stale = true; rows.push([f.id, f.what, 'STALE', '']); continue; }
+    if (f.rebuild) {
+      rmSync(path.join(scratch, 'build'), { recursive: true, force: true });
+      sh(process.execPath, ['scripts/build-native.mjs'], { cwd: scratch });
+    }
+    const t0 = Date.now();
+    const env = { ...process.env, FRUGAL_QUIET: '1' };
+    for (const kv of ALL.split(' ')) { const [k, v] = kv.split('='); env[k] = v; }
+    const r = sh(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', ...f.tests], { cwd: scratch, env, timeout: 600_000 });
+    const failed = [...(r.stdout ?? '').matchAll(/^not ok \d+ - (.*)$/gm)].map((m) => m[1]).filter((n) => !/\.test\.ts$/.test(n));
+    const caught = r.status !== 0;
+    if (!caught) holes++;
+    rows.push([f.id, f.what, caught ? `caught (${((Date.now() - t0) / 1000).toFixed(0)} s)` : 'MISSED', failed.slice(0, 3).join('; ') + (failed.length > 3 ? ` (+${failed.length - 3})` : '')]);
+    console.log(`${caught ? 'caught' : 'MISSED'}  ${f.id}: ${failed.length} failing tests`);
+  }
+} finally {
+  sh('git', ['worktree', 'remove', '--force', scratch], { cwd: root });
+  rmSync(scratch, { recursive: true, force: true });
+}
+console.log('\n| fault | what it breaks | result | tests that fail |\n|---|---|---|---|');
+for (const r of rows) console.log(`| ${r.join(' | ')} |`);
+process.exit(stale ? 2 : holes ? 1 : 0);
