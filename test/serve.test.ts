@@ -195,19 +195,21 @@ test('a full queue answers 429 and frees up afterwards', { skip, timeout: 30_000
   const gate = new Promise<void>((r) => { release = r; });
   // The first request runs one token, then waits at the gate: the queue is provably full.
   await withServer({ maxQueue: 1, beforeStep: (job) => (job.tokens >= 1 ? gate : undefined) }, async (s) => {
-    const first = await fetch(`${s.url}/v1/completions`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ prompt: 'The fox', max_tokens: 30, stream: true, temperature: 0 }) });
-    const reader = first.body!.getReader();
-    // The first request holds its place (running, at the gate) until release().
-    assert.equal((await (await fetch(`${s.url}/health`)).json()).queued, 1);
-    // Without a limit this request would wait behind the held one: time out instead of hanging.
-    const busy = await fetch(`${s.url}/v1/completions`, { method: 'POST', signal: AbortSignal.timeout(5000), headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ prompt: 'The dog', max_tokens: 2 }) });
-    assert.equal(busy.status, 429);
-    assert.equal((await busy.json()).error.code, 'queue_full');
-    release();
-    let rest = '';
-    for (;;) { const { done, value } = await reader.read(); if (done) break; rest += Buffer.from(value).toString(); }
-    assert.match(rest, /data: \[DONE\]\n\n$/);
-    assert.equal((await post(`${s.url}/v1/completions`, { prompt: 'The dog', max_tokens: 2 })).status, 200);
+    try {
+      const first = await fetch(`${s.url}/v1/completions`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ prompt: 'The fox', max_tokens: 30, stream: true, temperature: 0 }) });
+      const reader = first.body!.getReader();
+      // The first request holds its place (running, at the gate) until release().
+      assert.equal((await (await fetch(`${s.url}/health`)).json()).queued, 1);
+      // Without a limit this request would wait behind the held one: time out instead of hanging.
+      const busy = await fetch(`${s.url}/v1/completions`, { method: 'POST', signal: AbortSignal.timeout(5000), headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ prompt: 'The dog', max_tokens: 2 }) });
+      assert.equal(busy.status, 429);
+      assert.equal((await busy.json()).error.code, 'queue_full');
+      release();
+      let rest = '';
+      for (;;) { const { done, value } = await reader.read(); if (done) break; rest += Buffer.from(value).toString(); }
+      assert.match(rest, /data: \[DONE\]\n\n$/);
+      assert.equal((await post(`${s.url}/v1/completions`, { prompt: 'The dog', max_tokens: 2 })).status, 200);
+    } finally { release(); } // never leave the held request (and close()) waiting
   });
 });
 
