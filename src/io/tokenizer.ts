@@ -23,6 +23,33 @@ function configToken(v: unknown): string | null {
   return null;
 }
 
+/** Largest vocabulary accepted (ids below 2^22; the largest released vocabularies are ~2^18). */
+export const MAX_VOCAB_SIZE = 2 ** 22;
+
+/**
+ * Every id in `model.vocab` (an object of token -> id, or Unigram's array of [token, score]) and
+ * in `added_tokens` must be an integer in [0, MAX_VOCAB_SIZE): the library sizes tables by the
+ * largest id, so one id of 1e9 would cost ~30 s and gigabytes before any error.
+ */
+function checkIds(vocab: object, added: unknown): void {
+  const check = (id: unknown, where: string): void => {
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= MAX_VOCAB_SIZE) {
+      throw new Error(`tokenizer.json: ${where} has id ${JSON.stringify(id)?.slice(0, 40)}; ids must be integers in [0, ${MAX_VOCAB_SIZE}) (a corrupt or hostile file?)`);
+    }
+  };
+  if (Array.isArray(vocab)) {
+    if (vocab.length > MAX_VOCAB_SIZE) throw new Error(`tokenizer.json: model.vocab has ${vocab.length} entries, over the ${MAX_VOCAB_SIZE} limit`);
+  } else {
+    for (const [token, id] of Object.entries(vocab)) check(id, `model.vocab[${JSON.stringify(token).slice(0, 40)}]`);
+  }
+  if (Array.isArray(added)) {
+    added.forEach((t, i) => {
+      if (!t || typeof t !== 'object' || typeof (t as { content?: unknown }).content !== 'string') throw new Error(`tokenizer.json: added_tokens[${i}] must be an object with a string "content"`);
+      check((t as { id?: unknown }).id, `added_tokens[${i}]`);
+    });
+  }
+}
+
 const EOS_CANDIDATES = ['<|endoftext|>', '<｜end▁of▁sentence｜>', '</s>', '<|end_of_text|>', '<eos>'];
 const BOS_CANDIDATES = ['<｜begin▁of▁sentence｜>', '<s>', '<|begin_of_text|>', '<bos>'];
 
@@ -71,6 +98,7 @@ export class Tokenizer {
       throw new Error('tokenizer.json: missing "model" object (is this a Hugging Face tokenizer.json?)');
     }
     if (!j.model.vocab || typeof j.model.vocab !== 'object') throw new Error('tokenizer.json: model.vocab is missing');
+    checkIds(j.model.vocab, j.added_tokens);
     const json = Array.isArray(j.added_tokens) ? tokenizerJson : { ...tokenizerJson, added_tokens: [] };
     let hf: HfTokenizer;
     try {
