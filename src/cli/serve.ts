@@ -9,14 +9,14 @@
  * unless `--allowed-origins` / `--allowed-hosts` add more. SIGTERM/SIGINT: stop accepting,
  * cancel in-flight work, exit.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs, usage, type OptionSpec } from './args.js';
 import { UsageError } from '../errors.js';
 import { startServer } from '../serve/server.js';
 import { DiskCache } from '../infer/disk-cache-node.js';
 import { latentRowWidth } from '../infer/prefix-cache.js';
-import { modelFingerprint, openModel, resolveModelDir, selectBackend } from '../serve/model-node.js';
+import { modelFingerprint, openModel, readTokenizerConfig, resolveModelDir, selectBackend } from '../serve/model-node.js';
 import { checkApiKey, isLoopbackName } from '../serve/access.js';
 import { withBf16Weights } from '../infer/bf16-node.js';
 
@@ -41,18 +41,6 @@ const spec: OptionSpec = {
   weights: { type: 'string', help: 'decode weight precision: f32, or bf16 (half the memory traffic per token; native backend)', default: 'f32' },
 };
 
-/** Reads chat_template and special token strings from tokenizer_config.json, when present. */
-function tokenizerConfig(dir: string): { chatTemplate: string | null; bos: string; eos: string } {
-  const file = path.join(dir, 'tokenizer_config.json');
-  if (!existsSync(file)) return { chatTemplate: null, bos: '', eos: '' };
-  let j: Record<string, unknown>;
-  try { j = JSON.parse(readFileSync(file, 'utf8')); } catch (e) { throw new Error(`${file} is not valid JSON: ${(e as Error).message}`); }
-  const tok = (v: unknown): string => (typeof v === 'string' ? v : v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string' ? (v as { content: string }).content : '');
-  let t = j.chat_template;
-  if (Array.isArray(t)) t = (t.find((x) => x && x.name === 'default') ?? t[0])?.template;
-  return { chatTemplate: typeof t === 'string' ? t : null, bos: tok(j.bos_token), eos: tok(j.eos_token) };
-}
-
 const list = (v: unknown): string[] => (typeof v === 'string' ? v.split(',').map((x) => x.trim()).filter(Boolean) : []);
 
 export async function run(argv: string[]): Promise<number> {
@@ -76,7 +64,7 @@ export async function run(argv: string[]): Promise<number> {
   const tokenizer = opened.tokenizer;
   const model = a.weights === 'bf16' ? withBf16Weights(opened.model) : { model: opened.model, note: '' };
   if (model.note) console.error(`frugal serve: ${model.note}`);
-  const tc = tokenizerConfig(dir);
+  const tc = readTokenizerConfig(dir);
   const diskCache = a['cache-dir'] ? new DiskCache({ dir: a['cache-dir'], modelId: modelFingerprint(opened.model, `weights=${a.weights}`), rowWidth: latentRowWidth(model.model.cfg), maxBytes: a['cache-dir-bytes'] }) : null;
   const name = String(a['served-model-name'] ?? a.name ?? found.name);
   const srv = await startServer({

@@ -138,6 +138,7 @@ export class ChatTemplateRenderer {
     this.child = null;
     if (c && c.exitCode === null && c.signalCode === null) {
       const gone = new Promise((r) => c.once('exit', r));
+      c.ref(); // wait for the exit even when nothing else keeps the loop alive
       c.kill('SIGKILL');
       await gone;
     }

@@ -11,7 +11,7 @@
  *   once per loaded model: weights replaced in place (same size and mtime: `cp -p`, `rsync -a`)
  *   get a new fingerprint, so a disk cache never serves another model's rows.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { UsageError } from '../errors.js';
@@ -62,6 +62,32 @@ export async function openModel(dir: string, opts: { tokenizer?: boolean } = {})
     throw new Error(`${dir}: tokenizer.json has ${tokenizer.vocabSize} ids but the model's vocab_size is ${model.cfg.vocabSize}`);
   }
   return { model, tokenizer };
+}
+
+/** Largest tokenizer_config.json read (the same bound as tokenizer files). */
+const MAX_TOKENIZER_CONFIG_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Reads `chat_template` (a string, or HF's list of named templates: `default`, else the first)
+ * and the BOS/EOS strings from DIR/tokenizer_config.json, when present. Throws an Error naming
+ * the file when it is not a JSON object of bounded size.
+ */
+export function readTokenizerConfig(dir: string): { chatTemplate: string | null; bos: string; eos: string } {
+  const file = path.join(dir, 'tokenizer_config.json');
+  if (!existsSync(file)) return { chatTemplate: null, bos: '', eos: '' };
+  const st = statSync(file);
+  if (!st.isFile() || st.size > MAX_TOKENIZER_CONFIG_BYTES) throw new Error(`${file} is not a regular file of at most ${MAX_TOKENIZER_CONFIG_BYTES} bytes`);
+  let j: unknown;
+  try { j = JSON.parse(readFileSync(file, 'utf8')); } catch (e) { throw new Error(`${file} is not valid JSON: ${(e as Error).message}`); }
+  if (!j || typeof j !== 'object' || Array.isArray(j)) throw new Error(`${file} must hold a JSON object`);
+  const o = j as Record<string, unknown>;
+  const tok = (v: unknown): string => (typeof v === 'string' ? v : v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string' ? (v as { content: string }).content : '');
+  let t = o.chat_template;
+  if (Array.isArray(t)) {
+    const named = t.find((x) => x && typeof x === 'object' && (x as { name?: unknown }).name === 'default') ?? t[0];
+    t = named && typeof named === 'object' ? (named as { template?: unknown }).template : undefined;
+  }
+  return { chatTemplate: typeof t === 'string' ? t : null, bos: tok(o.bos_token), eos: tok(o.eos_token) };
 }
 
 /** Parses "3,17,42" (or space-separated) into ids; throws UsageError on anything else. */
