@@ -27,11 +27,19 @@ function configToken(v: unknown): string | null {
 export const MAX_VOCAB_SIZE = 2 ** 22;
 
 /**
- * Every id in `model.vocab` (an object of token -> id, or Unigram's array of [token, score]) and
- * in `added_tokens` must be an integer in [0, MAX_VOCAB_SIZE): the library sizes tables by the
- * largest id, so one id of 1e9 would cost ~30 s and gigabytes before any error.
+ * `model.vocab` must have its model type's shape (Unigram: an array of [token, score]; the others:
+ * an object of token -> id), and every id there and in `added_tokens` must be an integer in
+ * [0, MAX_VOCAB_SIZE): the library sizes tables by the largest id, so one id of 1e9 would cost
+ * ~30 s and gigabytes before any error.
  */
-function checkIds(vocab: object, added: unknown): void {
+function checkIds(type: unknown, vocab: object, added: unknown): void {
+  if (type === 'Unigram') {
+    if (!Array.isArray(vocab) || !vocab.every((e) => Array.isArray(e) && e.length === 2 && typeof e[0] === 'string' && typeof e[1] === 'number')) {
+      throw new Error('tokenizer.json: a Unigram model.vocab must be an array of [token, score] pairs');
+    }
+  } else if (Array.isArray(vocab)) {
+    throw new Error(`tokenizer.json: model.vocab of a ${String(type)} model must be an object of token -> id, got an array`);
+  }
   const check = (id: unknown, where: string): void => {
     if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= MAX_VOCAB_SIZE) {
       throw new Error(`tokenizer.json: ${where} has id ${JSON.stringify(id)?.slice(0, 40)}; ids must be integers in [0, ${MAX_VOCAB_SIZE}) (a corrupt or hostile file?)`);
@@ -98,7 +106,7 @@ export class Tokenizer {
       throw new Error('tokenizer.json: missing "model" object (is this a Hugging Face tokenizer.json?)');
     }
     if (!j.model.vocab || typeof j.model.vocab !== 'object') throw new Error('tokenizer.json: model.vocab is missing');
-    checkIds(j.model.vocab, j.added_tokens);
+    checkIds(j.model.type, j.model.vocab, j.added_tokens);
     const json = Array.isArray(j.added_tokens) ? tokenizerJson : { ...tokenizerJson, added_tokens: [] };
     let hf: HfTokenizer;
     try {
