@@ -21,7 +21,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { parseArgs, usage, type OptionSpec } from './args.js';
+import { parseArgs, usage, type OptionSpec, type Parsed } from './args.js';
 import { UsageError } from '../errors.js';
 import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../backend/setup.js';
 import { getBackend } from '../backend/registry.js';
@@ -144,6 +144,34 @@ async function readConfig(specStr: string): Promise<DeepSeekConfig> {
   try { return resolveConfig(specStr); } catch (e) { throw new UsageError(`--config: ${(e as Error).message}`); }
 }
 
+/**
+ * The run folder and, on --resume, the run's saved options: refuses a checkpoint without
+ * --resume, a run option that differs from the run's, and --extend without --steps above the plan.
+ */
+async function resolveRun(a: Parsed): Promise<{ out: string; ckptDir: string; found: string | null; saved: Record<string, unknown> }> {
+  let out: string = a.out ?? (a.resume ? newestRun('runs') : null) ?? path.join('runs', new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15));
+  out = path.normalize(out);
+  const ckptDir = path.join(out, 'checkpoint');
+  const found = findCheckpoint(ckptDir);
+  if (a.extend && !a.resume) throw new UsageError('--extend continues a checkpointed run past its planned steps: use it with --resume --steps N');
+  if (!a.resume) {
+    if (found) throw new UsageError(`${out} already holds a checkpoint (${found}); pass --resume to continue it, or choose another --out (nothing was overwritten)`);
+    return { out, ckptDir, found, saved: {} };
+  }
+  if (!found) throw new UsageError(`--resume: no checkpoint in ${ckptDir} (train without --resume first, or give the run folder with --out)`);
+  const saved = savedOptions(await readCheckpointMeta(found));
+  const extending = a.extend === true && a.steps !== undefined && a.steps !== saved.steps;
+  const clash = RUN_KEYS.filter((k) => a[k] !== undefined && saved[k] !== undefined && a[k] !== saved[k] && !(k === 'steps' && extending));
+  if (clash.length) {
+    const hint = clash.includes('steps') ? `; to train past the planned ${String(saved.steps)} steps, add --extend` : '';
+    throw new UsageError(`--resume: ${clash.map((k) => `--${k} ${String(a[k])} differs from the run's ${String(saved[k])}`).join('; ')} (a resumed run keeps every option it was started with: drop these options${hint}, or start a new run with another --out)`);
+  }
+  if (a.extend && !(typeof a.steps === 'number' && typeof saved.steps === 'number' && a.steps > saved.steps)) {
+    throw new UsageError(`--extend needs --steps above the run's planned ${String(saved.steps)} steps`);
+  }
+  return { out, ckptDir, found, saved };
+}
+
 /** Entry point of the verb. */
 export async function run(argv: string[]): Promise<number> {
   const a = parseArgs(argv, spec);
@@ -153,28 +181,7 @@ export async function run(argv: string[]): Promise<number> {
   const say = (s: string): void => { if (!quiet) console.log(s); };
 
   // Run folder and resume.
-  let out: string = a.out ?? (a.resume ? newestRun('runs') : null) ?? path.join('runs', new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15));
-  out = path.normalize(out);
-  const ckptDir = path.join(out, 'checkpoint');
-  const found = findCheckpoint(ckptDir);
-  let saved: Record<string, unknown> = {};
-  if (a.extend && !a.resume) throw new UsageError('--extend continues a checkpointed run past its planned steps: use it with --resume --steps N');
-  if (a.resume) {
-    if (!found) throw new UsageError(`--resume: no checkpoint in ${ckptDir} (train without --resume first, or give the run folder with --out)`);
-    const meta = await readCheckpointMeta(found);
-    saved = savedOptions(meta);
-    const extending = a.extend === true && a.steps !== undefined && a.steps !== saved.steps;
-    const clash = RUN_KEYS.filter((k) => a[k] !== undefined && saved[k] !== undefined && a[k] !== saved[k] && !(k === 'steps' && extending));
-    if (clash.length) {
-      const hint = clash.includes('steps') ? `; to train past the planned ${String(saved.steps)} steps, add --extend` : '';
-      throw new UsageError(`--resume: ${clash.map((k) => `--${k} ${String(a[k])} differs from the run's ${String(saved[k])}`).join('; ')} (a resumed run keeps every option it was started with: drop these options${hint}, or start a new run with another --out)`);
-    }
-    if (a.extend && !(typeof a.steps === 'number' && typeof saved.steps === 'number' && a.steps > saved.steps)) {
-      throw new UsageError(`--extend needs --steps above the run's planned ${String(saved.steps)} steps`);
-    }
-  } else if (found) {
-    throw new UsageError(`${out} already holds a checkpoint (${found}); pass --resume to continue it, or choose another --out (nothing was overwritten)`);
-  }
+  const { out, ckptDir, found, saved } = await resolveRun(a);
   const opt = (k: string, d: unknown): unknown => a[k] ?? saved[k] ?? d;
 
   const precision = String(opt('precision', 'fp32'));
