@@ -11,8 +11,9 @@
  *    against the status it must have. Reports requests by outcome, unexpected ones (must be 0),
  *    p50/p99 latency of the valid ones and of /health, the server's peak RSS, and a clean SIGTERM.
  * 2. Training: `--kills` SIGKILLs at random moments of a `frugal train --save-every 1` run (resumed
- *    each time), then `--sigterms` SIGTERMs; the run must still end at its planned step with a
- *    checkpoint that verifies, no temp folders left, and no step lost to a SIGTERM.
+ *    each time), then `--sigterms` SIGTERMs (each once the run has logged 2 new steps); the run
+ *    must still end at its planned step with a checkpoint that verifies, no temp folders left,
+ *    and no step lost to a SIGTERM.
  * 3. Loaders: the fuzzers of test/loaders-fuzz.test.ts with `--fuzz-iters` inputs each.
  * Prints a markdown report (docs/results/reliability.md holds one, with the command).
  */
@@ -177,17 +178,21 @@ async function trainKills(): Promise<void> {
   const docs = readdirSync(sotu).filter((f) => f.endsWith('.txt')).sort().slice(0, 12).map((f) => readFileSync(path.join(sotu, f), 'utf8'));
   writeFileSync(data, docs.map((text) => JSON.stringify({ text })).join('\n') + '\n');
   const out = path.join(work, 'train-run');
-  const steps = 40 + 10 * (a.kills + a.sigterms);
+  const steps = 60 + 30 * (a.kills + a.sigterms);
   const base = ['train', '--config', 'tiny', '--data', data, '--batch', '2', '--seq', '32', '--steps', String(steps), '--save-every', '1', '--log-every', '1', '--eval-every', '1000', '--quiet', '--out', out];
+  const logged = (): number => (existsSync(path.join(out, 'metrics.jsonl')) ? readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').filter(Boolean).length : 0);
+  /** One run; the signal goes after `afterMs`, or (afterMs < 0) once the run has logged 2 new steps. */
   const runOnce = (resume: boolean, signal: NodeJS.Signals | null, afterMs: number): Promise<{ code: number | null; signal: string | null }> => new Promise((resolve) => {
     const c = frugal(resume ? [...base, '--resume'] : base, 'ignore');
+    const rows0 = resume ? logged() : 0;
+    const poll = signal && afterMs < 0 ? setInterval(() => { if (logged() >= rows0 + 2) { clearInterval(poll!); c.kill(signal); } }, 20) : null;
+    c.on('exit', () => { if (poll) clearInterval(poll); });
     let err = '';
     c.stderr!.on('data', (b) => { err = (err + String(b)).slice(-2000); });
     c.on('exit', (code) => { if (code !== 0 && code !== 143 && code !== null) console.error(`train exited ${code}: ${err}`); });
-    const timer = signal ? setTimeout(() => c.kill(signal), afterMs) : null;
+    const timer = signal && afterMs >= 0 ? setTimeout(() => c.kill(signal), afterMs) : null;
     c.on('exit', (code, sig) => { if (timer) clearTimeout(timer); resolve({ code, signal: sig }); });
   });
-  const logged = (): number => (existsSync(path.join(out, 'metrics.jsonl')) ? readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').filter(Boolean).length : 0);
   const ckptStep = (): number => { try { return (JSON.parse(readFileSync(path.join(out, 'checkpoint', 'trainer_state.json'), 'utf8')) as { state: { step: number } }).state.step; } catch { return 0; } };
   const started = (): boolean => findCheckpoint(path.join(out, 'checkpoint')) !== null;
   let killed = 0, resumes = 0, termOk = 0, termEarly = 0, lostOnTerm = 0, failed = 0;
@@ -201,7 +206,7 @@ async function trainKills(): Promise<void> {
   }
   for (let i = 0; i < a.sigterms; i++) {
     const resume = started();
-    const r = await runOnce(resume, 'SIGTERM', 2500 + rand() * 1500);
+    const r = await runOnce(resume, 'SIGTERM', -1);
     if (resume) resumes++;
     if (r.code === 143) { termOk++; lostOnTerm += Math.max(0, logged() - ckptStep()); }
     else if (r.signal === 'SIGTERM') termEarly++; // before the training loop: nothing to save yet
@@ -213,7 +218,7 @@ async function trainKills(): Promise<void> {
   let verified = 'yes';
   try { await loadCheckpoint(path.join(out, 'checkpoint')); } catch (e) { verified = `no: ${(e as Error).message}`; }
   say(`## Training under signals: \`frugal train --config tiny --save-every 1\`, ${steps} steps\n`);
-  say(`SIGKILLs at random moments (1.5–4 s after each start, a checkpoint written every step): ${killed} delivered, the next run resumed with --resume (${resumes} resumes, ${failed} runs that failed to start or resume). SIGTERMs: ${termOk}/${a.sigterms} exited 143 after saving, ${termEarly} arrived before the training loop started (start-up; nothing to save, default exit); steps logged but not in the checkpoint after a SIGTERM: ${lostOnTerm}. Final run: exit ${last.code}, checkpoint at step ${ckptStep()} of ${steps}, verifies: ${verified}; temp folders left: ${temps.length}; metrics rows ${logged()}.\n`);
+  say(`SIGKILLs at random moments (1.5–4 s after each start, a checkpoint written every step): ${killed} delivered, the next run resumed with --resume (${resumes} resumes, ${failed} runs that failed to start or resume). SIGTERMs (each once the run had logged 2 new steps): ${termOk}/${a.sigterms} exited 143 after saving${termEarly ? `, ${termEarly} ended by the signal itself` : ''}; steps logged but not in the checkpoint after a SIGTERM: ${lostOnTerm}. Final run: exit ${last.code}, checkpoint at step ${ckptStep()} of ${steps}, verifies: ${verified}; temp folders left: ${temps.length}; metrics rows ${logged()}.\n`);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@
  *   answers 429. Between tokens the server yields to the event loop, so /health, new requests and
  *   SSE writes proceed while a generation runs; a client that disconnects cancels its generation.
  * - Every bad request gets a 4xx in OpenAI's error shape and the server keeps serving: malformed
- *   JSON / wrong types / unknown fields 400, oversize body 413 (sent as soon as the limit is
- *   passed, chunked bodies included; the connection then closes), unknown model or route 404,
+ *   JSON / wrong types / unknown fields 400, oversize body 413 (chunked bodies included: the body
+ *   is drained, within bounds, so the client reads the 413), unknown model or route 404,
  *   wrong method 405, prompt not fitting the context 400 (`context_length_exceeded`), bad key 401,
  *   disallowed Origin or Host 403 (src/serve/access.ts). HEAD works wherever GET does.
  * - Chat templates render in a separate process under a time/heap/output budget
@@ -84,6 +84,13 @@ export interface RunningServer {
 
 interface Job { gen: Generation | null; cancelled: boolean }
 
+/** 413; `close` when the body was not read to its end (the connection cannot be reused). */
+class BodyTooLarge extends ApiError {
+  constructor(maxBody: number, readonly close: boolean) {
+    super(413, `request body is over the ${maxBody}-byte limit`, 'invalid_request_error', null, 'request_too_large');
+  }
+}
+
 /** Starts the server; resolves once it listens. */
 export async function startServer(o: ServerOptions): Promise<RunningServer> {
   const { model, tokenizer } = o;
@@ -125,30 +132,39 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
   };
 
   /**
-   * Reads the body up to maxBody bytes. A larger one (declared or, when chunked, as soon as it
-   * passes the limit) is refused with 413 at once; the rest is read and dropped (up to 16× the
-   * limit or 5 s, then the socket closes) so the client sees the 413 rather than a reset.
+   * Reads the body up to maxBody bytes. A larger one (declared, or chunked and passing the limit)
+   * is read to its end and dropped, then refused with 413, so a client that is still sending reads
+   * the 413 instead of a reset. One that goes on past max(16× the limit, 16 MiB) or 10 s is refused
+   * at once and its connection closed.
    */
   const readBody = (req: http.IncomingMessage): Promise<unknown> => new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length'] ?? 0);
+    const drainLimit = Math.max(16 * maxBody, 16 * 2 ** 20);
     const chunks: Buffer[] = [];
-    let size = 0, over = false;
+    let size = 0, over = false, refused = false;
+    let timer: NodeJS.Timeout | null = null;
+    const refuse = (close: boolean): void => {
+      if (refused) return;
+      refused = true;
+      if (timer) clearTimeout(timer);
+      reject(new BodyTooLarge(maxBody, close));
+    };
     const tooLarge = (): void => {
       over = true;
       chunks.length = 0;
-      setTimeout(() => req.destroy(), 5000).unref();
-      reject(new ApiError(413, `request body is over the ${maxBody}-byte limit`, 'invalid_request_error', null, 'request_too_large'));
+      timer = setTimeout(() => refuse(true), 10_000);
+      if (declared > drainLimit) refuse(true);
     };
     if (declared > maxBody) tooLarge();
     req.on('data', (c: Buffer) => {
       size += c.length;
-      if (over) { if (size > 16 * maxBody) req.destroy(); return; }
-      if (size > maxBody) return tooLarge();
+      if (!over && size > maxBody) tooLarge();
+      if (over) { if (size > drainLimit) refuse(true); return; }
       chunks.push(c);
     });
     req.on('error', (e) => { if (!over) reject(e); });
     req.on('end', () => {
-      if (over) return;
+      if (over) return refuse(false);
       const text = Buffer.concat(chunks).toString('utf8');
       try { resolve(JSON.parse(text)); } catch (e) { reject(new ApiError(400, `malformed JSON body: ${(e as Error).message}`, 'invalid_request_error', null, 'invalid_json')); }
     });
@@ -294,7 +310,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
       counts.errors++;
       if (e instanceof ApiError) {
         if (e.status >= 500) log(`serve: ${e.message}`);
-        if (e.status === 413 && !res.headersSent) res.setHeader('Connection', 'close');
+        if (e instanceof BodyTooLarge && e.close && !res.headersSent) res.setHeader('Connection', 'close');
         return send(res, e.status, e.body());
       }
       const msg = (e as Error)?.message ?? String(e);
