@@ -161,14 +161,14 @@ test('unknown model: the client throws NotFoundError (404) naming it', { skip },
 });
 
 test('API key: a wrong key is AuthenticationError (401), the right one works', { skip }, async () => {
-  const s = await startServer({ ...base, modelName: 'tiny', apiKey: 'sekret' });
+  const s = await startServer({ ...base, modelName: 'tiny', apiKey: 'sekret-0123456789abcdef' });
   try {
     await assert.rejects(makeClient(s.url, 'wrong').models.list(), (e: unknown) => {
       assert.ok(e instanceof OpenAI.AuthenticationError, `an AuthenticationError, got ${String(e)}`);
       assert.equal(e.status, 401);
       return true;
     });
-    const good = makeClient(s.url, 'sekret');
+    const good = makeClient(s.url, 'sekret-0123456789abcdef');
     const page = await good.models.list();
     assert.deepEqual(page.data.map((m) => m.id), ['tiny']);
     const r = await good.chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: 'fox' }], max_tokens: 2 });

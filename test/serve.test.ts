@@ -214,11 +214,11 @@ test('a full queue answers 429 and frees up afterwards', { skip, timeout: 30_000
 });
 
 test('API key: 401 without the bearer token, 200 with it', { skip }, async () => {
-  const s = await startServer({ ...base, modelName: 'tiny', apiKey: 'sekret' });
+  const s = await startServer({ ...base, modelName: 'tiny', apiKey: 'sekret-0123456789abcdef' });
   try {
     assert.equal((await fetch(`${s.url}/v1/models`)).status, 401);
     assert.equal((await fetch(`${s.url}/v1/models`, { headers: { Authorization: 'Bearer wrong!' } })).status, 401);
-    assert.equal((await fetch(`${s.url}/v1/models`, { headers: { Authorization: 'Bearer sekret' } })).status, 200);
+    assert.equal((await fetch(`${s.url}/v1/models`, { headers: { Authorization: 'Bearer sekret-0123456789abcdef' } })).status, 200);
   } finally { await s.close(); }
 });
 

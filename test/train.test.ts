@@ -185,7 +185,7 @@ test('corrupt or mismatched checkpoints are refused and left as they are', async
     const bytes = readFileSync(file);
     bytes[bytes.length - 3] = bytes[bytes.length - 3]! ^ 0xff;
     writeFileSync(file, bytes);
-    assert.equal(await run([...common, '--steps', '50', '--resume', '--out', a]), 1);
+    assert.equal(await run([...common, '--steps', '50', '--resume', '--extend', '--out', a]), 1);
     assert.match(errs.join('\n'), /corrupt: model\.safetensors does not match its checksum/);
     assert.ok(readFileSync(file).equals(bytes), 'the corrupt checkpoint must not be overwritten');
   } finally {

@@ -7,7 +7,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs, usage, type OptionSpec } from './args.js';
-import { UsageError } from './main.js';
+import { UsageError } from '../errors.js';
 import { Generation, type Model } from '../infer/generate.js';
 import { StopMatcher, checkSampling, type SamplingOptions } from '../infer/sampling.js';
 import { StreamDecoder } from '../io/tokenizer.js';
@@ -17,7 +17,7 @@ import { withBf16Weights } from '../infer/bf16-node.js';
 export const summary = 'generate text from a model directory';
 
 const spec: OptionSpec = {
-  model: { type: 'string', help: 'model directory (config.json + *.safetensors [+ tokenizer.json])' },
+  model: { type: 'string', help: 'model directory (config.json + *.safetensors [+ tokenizer.json]) or a frugal train run folder' },
   prompt: { type: 'string', help: 'prompt text (needs tokenizer.json in the model directory)' },
   tokens: { type: 'string', help: 'prompt as comma-separated token ids (no tokenizer needed)' },
   'max-tokens': { type: 'number', help: 'most new tokens', default: 64 },
@@ -30,6 +30,7 @@ const spec: OptionSpec = {
   speculative: { type: 'boolean', help: 'MTP speculative decoding (models with MTP layers)' },
   'ignore-eos': { type: 'boolean', help: 'keep going past the end-of-sequence token' },
   backend: { type: 'string', help: 'compute backend: auto (native > wasm > ts), ts, wasm, native', default: 'auto' },
+  threads: { type: 'number', help: 'worker threads of the backend (default: all cores, at most 8)' },
   weights: { type: 'string', help: 'decode weight precision: f32, or bf16 (half the memory traffic per token; native backend)', default: 'f32' },
 };
 
@@ -45,7 +46,7 @@ export async function run(argv: string[]): Promise<number> {
   if (a.seed !== undefined) sampling.seed = a.seed;
   try { checkSampling(sampling); } catch (e) { throw new UsageError((e as Error).message); }
   if (a.weights !== 'f32' && a.weights !== 'bf16') throw new UsageError(`--weights must be f32 or bf16, got '${a.weights}'`);
-  await selectBackend(a.backend);
+  await selectBackend(a.backend, a.threads);
   const opened = await openModel(dir);
   const tokenizer = opened.tokenizer;
   let model: Model = opened.model;

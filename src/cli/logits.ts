@@ -5,7 +5,7 @@
  * otherwise a short table (per position: argmax id, its logit, and the first values).
  */
 import { parseArgs, usage, type OptionSpec } from './args.js';
-import { UsageError } from './main.js';
+import { UsageError } from '../errors.js';
 import { allLogits } from '../infer/generate.js';
 import { argmax } from '../infer/sampling.js';
 import { checkModelDir, openModel, parseTokenList, selectBackend } from '../serve/model-node.js';
@@ -13,12 +13,13 @@ import { checkModelDir, openModel, parseTokenList, selectBackend } from '../serv
 export const summary = 'print the logits of every position for given token ids';
 
 const spec: OptionSpec = {
-  model: { type: 'string', help: 'model directory (config.json + *.safetensors)' },
+  model: { type: 'string', help: 'model directory (config.json + *.safetensors) or a frugal train run folder' },
   tokens: { type: 'string', help: 'comma-separated token ids, e.g. 3,17,42' },
   attn: { type: 'string', help: 'attention form: absorb or naive', default: 'absorb' },
   incremental: { type: 'boolean', help: 'feed tokens one at a time through the KV cache' },
   json: { type: 'boolean', help: 'print {"logits": number[][]} only' },
   backend: { type: 'string', help: 'compute backend: auto (native > wasm > ts), ts, wasm, native', default: 'auto' },
+  threads: { type: 'number', help: 'worker threads of the backend (default: all cores, at most 8)' },
 };
 
 export async function run(argv: string[]): Promise<number> {
@@ -27,7 +28,7 @@ export async function run(argv: string[]): Promise<number> {
   const dir = checkModelDir(a.model);
   const tokens = parseTokenList(a.tokens);
   if (a.attn !== 'absorb' && a.attn !== 'naive') throw new UsageError(`--attn must be absorb or naive, got '${a.attn}'`);
-  await selectBackend(a.backend);
+  await selectBackend(a.backend, a.threads);
   const { model } = await openModel(dir, { tokenizer: false });
   let rows: number[][];
   try {

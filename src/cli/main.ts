@@ -4,6 +4,8 @@
  * `summary` (one line for the help text); modules load lazily so `frugal cost` never pays for
  * the tensor engine.
  */
+import { UsageError } from '../errors.js';
+
 export interface Verb {
   summary: string;
   /** Module under src/cli/ (without extension) exporting `run`. */
@@ -72,5 +74,4 @@ export async function runCli(argv: string[]): Promise<number> {
   }
 }
 
-/** A mistake in the command line: printed without a stack, exit code 2. */
-export class UsageError extends Error {}
+export { UsageError };

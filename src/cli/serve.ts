@@ -1,72 +1,76 @@
 /**
  * `frugal serve --model DIR [--host 127.0.0.1] [--port 8080] [--cache-bytes N] [--cache-dir DIR]
  * [--api-key K]`: the OpenAI-compatible server (src/serve/server.ts). Binds loopback by default;
- * any other host requires an API key (`--api-key` or FRUGAL_API_KEY). The model folder needs
- * tokenizer.json; its tokenizer_config.json `chat_template` renders chats (else the default
- * template in docs/serving.md). SIGTERM/SIGINT: stop accepting, cancel in-flight work, exit.
+ * any other host requires an API key (`--api-key` or FRUGAL_API_KEY, at least 16 characters).
+ * DIR is a model folder or a `frugal train` run folder (its final/ model, else its latest
+ * checkpoint), served under the run's name unless `--name` / `--served-model-name` says otherwise.
+ * The model folder needs tokenizer.json; its tokenizer_config.json `chat_template` renders chats
+ * (else the default template in docs/serving.md). Browsers: only loopback origins and Host names
+ * unless `--allowed-origins` / `--allowed-hosts` add more. SIGTERM/SIGINT: stop accepting,
+ * cancel in-flight work, exit.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs, usage, type OptionSpec } from './args.js';
-import { UsageError } from './main.js';
+import { UsageError } from '../errors.js';
 import { startServer } from '../serve/server.js';
 import { DiskCache } from '../infer/disk-cache-node.js';
 import { latentRowWidth } from '../infer/prefix-cache.js';
-import { checkModelDir, modelFingerprint, openModel, selectBackend } from '../serve/model-node.js';
+import { modelFingerprint, openModel, readTokenizerConfig, resolveModelDir, selectBackend } from '../serve/model-node.js';
+import { checkApiKey, isLoopbackName } from '../serve/access.js';
 import { withBf16Weights } from '../infer/bf16-node.js';
 
 export const summary = 'OpenAI-compatible HTTP server with prefix/context caching';
 
 const spec: OptionSpec = {
-  model: { type: 'string', help: 'model directory (config.json, *.safetensors, tokenizer.json)' },
+  model: { type: 'string', help: 'model directory (config.json, *.safetensors, tokenizer.json) or a frugal train run folder' },
   host: { type: 'string', help: 'address to bind (non-loopback needs --api-key)', default: '127.0.0.1' },
   port: { type: 'number', help: 'TCP port (0 = any free port)', default: 8080 },
   'cache-bytes': { type: 'number', help: 'in-memory prefix cache budget in bytes', default: 256 * 2 ** 20 },
   'cache-dir': { type: 'string', help: 'disk context cache folder (survives restarts)' },
   'cache-dir-bytes': { type: 'number', help: 'disk cache size bound in bytes', default: 2 ** 30 },
-  'api-key': { type: 'string', help: 'require Authorization: Bearer <key> (or set FRUGAL_API_KEY)' },
-  name: { type: 'string', help: 'model name for /v1/models (default: the folder name)' },
-  'max-queue': { type: 'number', help: 'requests waiting or running before 429', default: 64 },
+  'api-key': { type: 'string', help: 'require Authorization: Bearer <key>, at least 16 characters (or set FRUGAL_API_KEY)' },
+  name: { type: 'string', help: "model name for /v1/models (default: the run's or folder's name)" },
+  'served-model-name': { type: 'string', help: 'same as --name (vLLM spelling)' },
+  'max-queue': { type: 'number', help: 'requests waiting or running before 429; 0 = no bound', default: 64 },
+  'allowed-origins': { type: 'string', help: 'comma-separated browser origins allowed besides localhost ones (scheme://host[:port], or *)' },
+  'allowed-hosts': { type: 'string', help: 'comma-separated Host names allowed besides localhost names (DNS-rebinding guard)' },
   speculative: { type: 'boolean', help: 'MTP speculative decoding (skips the prefix cache for prompts)' },
   backend: { type: 'string', help: 'compute backend: auto (native > wasm > ts), ts, wasm, native', default: 'auto' },
+  threads: { type: 'number', help: 'worker threads of the backend (default: all cores, at most 8)' },
   weights: { type: 'string', help: 'decode weight precision: f32, or bf16 (half the memory traffic per token; native backend)', default: 'f32' },
 };
 
-/** Reads chat_template and special token strings from tokenizer_config.json, when present. */
-function tokenizerConfig(dir: string): { chatTemplate: string | null; bos: string; eos: string } {
-  const file = path.join(dir, 'tokenizer_config.json');
-  if (!existsSync(file)) return { chatTemplate: null, bos: '', eos: '' };
-  let j: Record<string, unknown>;
-  try { j = JSON.parse(readFileSync(file, 'utf8')); } catch (e) { throw new Error(`${file} is not valid JSON: ${(e as Error).message}`); }
-  const tok = (v: unknown): string => (typeof v === 'string' ? v : v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string' ? (v as { content: string }).content : '');
-  let t = j.chat_template;
-  if (Array.isArray(t)) t = (t.find((x) => x && x.name === 'default') ?? t[0])?.template;
-  return { chatTemplate: typeof t === 'string' ? t : null, bos: tok(j.bos_token), eos: tok(j.eos_token) };
-}
-
-const isLoopback = (h: string): boolean => h === 'localhost' || h === '::1' || /^127\./.test(h);
+const list = (v: unknown): string[] => (typeof v === 'string' ? v.split(',').map((x) => x.trim()).filter(Boolean) : []);
 
 export async function run(argv: string[]): Promise<number> {
   const a = parseArgs(argv, spec);
   if (a.help) { console.log(usage('serve', '--model DIR [options]', spec)); return 0; }
-  const dir = checkModelDir(a.model);
+  const found = resolveModelDir(a.model);
+  const dir = found.dir;
   if (!existsSync(path.join(dir, 'tokenizer.json'))) throw new UsageError(`${dir} has no tokenizer.json; the server needs one (train one with 'frugal tokenizer train' and copy it there)`);
-  const apiKey: string | null = a['api-key'] ?? process.env.FRUGAL_API_KEY ?? null;
-  if (!isLoopback(a.host) && !apiKey) throw new UsageError(`--host ${a.host} is reachable from other machines: set --api-key KEY (or FRUGAL_API_KEY) so requests must send Authorization: Bearer KEY`);
+  let apiKey: string | null = a['api-key'] ?? process.env.FRUGAL_API_KEY ?? null;
+  if (apiKey !== null) { try { apiKey = checkApiKey(apiKey); } catch (e) { throw new UsageError(`--api-key: ${(e as Error).message}`); } }
+  if (!isLoopbackName(a.host) && !apiKey) throw new UsageError(`--host ${a.host} is reachable from other machines: set --api-key KEY (or FRUGAL_API_KEY) so requests must send Authorization: Bearer KEY`);
   if (!Number.isInteger(a.port) || a.port < 0 || a.port > 65535) throw new UsageError(`--port must be 0..65535, got ${a.port}`);
   if (!(a['cache-bytes'] >= 0)) throw new UsageError('--cache-bytes must be >= 0');
+  if (!(Number.isInteger(a['max-queue']) && a['max-queue'] >= 0)) throw new UsageError(`--max-queue must be an integer >= 0 (0 = no bound), got ${a['max-queue']}`);
   if (a.weights !== 'f32' && a.weights !== 'bf16') throw new UsageError(`--weights must be f32 or bf16, got '${a.weights}'`);
-  await selectBackend(a.backend);
+  if (a.name !== undefined && a['served-model-name'] !== undefined && a.name !== a['served-model-name']) throw new UsageError('--name and --served-model-name are the same option; give one');
+  if (found.note) console.error(`frugal serve: ${found.note}`);
+  await selectBackend(a.backend, a.threads);
   const opened = await openModel(dir);
+  for (const n of opened.model.notes) console.error(`frugal serve: ${n}`);
   const tokenizer = opened.tokenizer;
   const model = a.weights === 'bf16' ? withBf16Weights(opened.model) : { model: opened.model, note: '' };
   if (model.note) console.error(`frugal serve: ${model.note}`);
-  const tc = tokenizerConfig(dir);
-  const diskCache = a['cache-dir'] ? new DiskCache({ dir: a['cache-dir'], modelId: modelFingerprint(dir), rowWidth: latentRowWidth(model.model.cfg), maxBytes: a['cache-dir-bytes'] }) : null;
-  const name = a.name ?? path.basename(path.resolve(dir));
+  const tc = readTokenizerConfig(dir);
+  const diskCache = a['cache-dir'] ? new DiskCache({ dir: a['cache-dir'], modelId: modelFingerprint(opened.model, `weights=${a.weights}`), rowWidth: latentRowWidth(model.model.cfg), maxBytes: a['cache-dir-bytes'] }) : null;
+  const name = String(a['served-model-name'] ?? a.name ?? found.name);
   const srv = await startServer({
     model: model.model, tokenizer: tokenizer!, modelName: name, host: a.host, port: a.port, apiKey, cacheBytes: a['cache-bytes'], diskCache,
     chatTemplate: tc.chatTemplate, bosToken: tc.bos, eosToken: tc.eos, maxQueue: a['max-queue'], speculative: a.speculative === true,
+    allowedOrigins: list(a['allowed-origins']), allowedHosts: list(a['allowed-hosts']),
   });
   console.error(`frugal serve: ${name} on ${srv.url} (OpenAI API at ${srv.url}/v1; prefix cache ${a['cache-bytes']} bytes${diskCache ? `, disk cache ${a['cache-dir']}` : ''}${apiKey ? ', API key required' : ''})`);
   await new Promise<void>((resolve) => {

@@ -6,12 +6,23 @@
  * Run folder (`--out`, default runs/<timestamp>): tokenizer/ (trained BPE, reused on resume),
  * checkpoint/ (HF model files + trainer_state.*), final/ (HF model + tokenizer), metrics.jsonl,
  * loss-curve.svg. An existing checkpoint is never overwritten without --resume.
+ *
+ * Contract:
+ * - SIGINT and SIGTERM (Ctrl-C, `docker stop`, systemd, Kubernetes) both finish the current step,
+ *   save a checkpoint and exit (130 / 143); the same signal again exits at once.
+ * - Every option of the run (defaults included, resolved) is stored in the checkpoint; `--resume`
+ *   takes them from there and refuses a different explicit value. `--resume --steps N --extend` is
+ *   the one way to train past the plan: the learning-rate schedule is kept and the extra steps run
+ *   at its final rate (logged), never re-warmed.
+ * - A run's tokenizer/ is reused only for the same data and vocabulary (or on --resume); temp
+ *   folders of killed checkpoint writes are removed. The written config.json carries the
+ *   tokenizer's BOS/EOS ids. A model too large for this machine is refused before allocation.
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { parseArgs, usage, type OptionSpec } from './args.js';
-import { UsageError } from './main.js';
+import { parseArgs, usage, type OptionSpec, type Parsed } from './args.js';
+import { UsageError } from '../errors.js';
 import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../backend/setup.js';
 import { getBackend } from '../backend/registry.js';
 import { resolveConfig, parseHFConfig, type DeepSeekConfig } from '../model/config.js';
@@ -26,7 +37,10 @@ import { loadTokenizer } from '../io/tokenizer-node.js';
 import { loadCorpus } from '../train/data-node.js';
 import { packDocuments, splitDocuments, unigramEntropy } from '../train/data.js';
 import { Trainer, TrainingDivergedError, defaultTrainerOptions, type LogEntry, type TrainerOptions } from '../train/trainer.js';
-import { CheckpointError, configHash, findCheckpoint, loadCheckpoint, readCheckpointMeta, saveCheckpoint, shortHash, tokensHash } from '../train/checkpoint-node.js';
+import { CheckpointError, configHash, findCheckpoint, loadCheckpoint, readCheckpointMeta, removeStaleTemps, saveCheckpoint, shortHash, tokensHash, type CheckpointMeta } from '../train/checkpoint-node.js';
+import { lrAt } from '../train/schedule.js';
+import { checkAllocation, ModelSizeError } from '../model/size.js';
+import { memoryLimitBytes } from '../model/load-node.js';
 import { appendMetrics, lossCurveSvg, readMetrics, truncateMetrics } from '../train/metrics-node.js';
 
 export const summary = 'train a DeepSeek-style model (MLA + MoE + MTP) on the bundled corpus or your text';
@@ -69,7 +83,8 @@ const spec: OptionSpec = {
   'val-fraction': { type: 'number', help: 'documents held out for validation (default 0.05)' },
   seed: { type: 'number', help: 'seed of init, data order and split (default 1234)' },
   out: { type: 'string', help: 'run folder (default runs/<timestamp>)' },
-  resume: { type: 'boolean', help: 'continue the checkpoint in --out (default: the newest run in runs/)' },
+  resume: { type: 'boolean', help: 'continue the checkpoint in --out (default: the newest run in runs/) with every option it was started with' },
+  extend: { type: 'boolean', help: 'with --resume --steps N: train past the planned steps (the lr schedule is kept; extra steps run at its final rate)' },
   backend: { type: 'string', help: 'auto | ts | wasm | native (default auto: the fastest that loads)' },
   threads: { type: 'number', help: 'worker threads of the backend (default: all cores, at most 8)' },
   recompute: { type: 'boolean', help: 'recompute RMSNorm / MLA up-projections in backward (less memory)' },
@@ -78,8 +93,28 @@ const spec: OptionSpec = {
   quiet: { type: 'boolean', help: 'print only errors and the final summary' },
 };
 
-/** Options that define the run; on --resume they come from the checkpoint. */
-const RUN_KEYS = ['config', 'data', 'tokenizer', 'batch', 'seq', 'grad-accum', 'lr', 'warmup', 'schedule', 'precision', 'mtp-weight', 'bias-gamma', 'bias-update', 'router-lr-scale', 'aux-alpha', 'val-fraction', 'seed', 'recompute'];
+/**
+ * Options that define the run: stored resolved in the checkpoint; on --resume they come from it and
+ * may not change. (--eval-every, --log-every and --save-every are stored and reused too, but may be
+ * changed on resume: they do not change what is computed.)
+ */
+const RUN_KEYS = ['config', 'data', 'tokenizer', 'steps', 'batch', 'seq', 'grad-accum', 'lr', 'warmup', 'schedule', 'precision', 'mtp-weight', 'bias-gamma', 'bias-update', 'router-lr-scale', 'aux-alpha', 'val-fraction', 'seed', 'recompute'];
+/** Marks tokenizer/ with what it was trained from, so another run never reuses it by accident. */
+const TOKENIZER_SOURCE = 'frugal-tokenizer-source.json';
+
+/** The resolved options of a checkpointed run (older checkpoints: rebuilt from their trainer options). */
+function savedOptions(meta: CheckpointMeta): Record<string, unknown> {
+  const o = meta.options as Partial<TrainerOptions> & { cli?: Record<string, unknown> };
+  const fromTrainer: Record<string, unknown> = {
+    config: meta.config, data: meta.data, precision: meta.precision, steps: o.steps, batch: o.batch, seq: o.seq, 'grad-accum': o.gradAccum,
+    lr: o.lr, warmup: o.warmup, schedule: o.schedule, 'mtp-weight': o.mtpWeight, 'bias-gamma': o.biasGamma, 'bias-update': o.biasUpdate,
+    'router-lr-scale': o.routerLrScale, 'aux-alpha': o.auxAlpha, seed: o.seed, recompute: o.recompute,
+    'eval-every': o.evalEvery, 'log-every': o.logEvery, 'save-every': o.saveEvery, 'schedule-steps': o.scheduleSteps ?? o.steps,
+  };
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries({ ...fromTrainer, ...(o.cli ?? {}) })) if (v !== undefined && v !== null) out[k] = v;
+  return out;
+}
 
 const fmtTime = (s: number): string => (s >= 3600 ? `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m` : `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, '0')}`);
 const fmtUsd = (x: number): string => (x >= 0.01 ? x.toFixed(2) : x.toExponential(1));
@@ -109,6 +144,34 @@ async function readConfig(specStr: string): Promise<DeepSeekConfig> {
   try { return resolveConfig(specStr); } catch (e) { throw new UsageError(`--config: ${(e as Error).message}`); }
 }
 
+/**
+ * The run folder and, on --resume, the run's saved options: refuses a checkpoint without
+ * --resume, a run option that differs from the run's, and --extend without --steps above the plan.
+ */
+async function resolveRun(a: Parsed): Promise<{ out: string; ckptDir: string; found: string | null; saved: Record<string, unknown> }> {
+  let out: string = a.out ?? (a.resume ? newestRun('runs') : null) ?? path.join('runs', new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15));
+  out = path.normalize(out);
+  const ckptDir = path.join(out, 'checkpoint');
+  const found = findCheckpoint(ckptDir);
+  if (a.extend && !a.resume) throw new UsageError('--extend continues a checkpointed run past its planned steps: use it with --resume --steps N');
+  if (!a.resume) {
+    if (found) throw new UsageError(`${out} already holds a checkpoint (${found}); pass --resume to continue it, or choose another --out (nothing was overwritten)`);
+    return { out, ckptDir, found, saved: {} };
+  }
+  if (!found) throw new UsageError(`--resume: no checkpoint in ${ckptDir} (train without --resume first, or give the run folder with --out)`);
+  const saved = savedOptions(await readCheckpointMeta(found));
+  const extending = a.extend === true && a.steps !== undefined && a.steps !== saved.steps;
+  const clash = RUN_KEYS.filter((k) => a[k] !== undefined && saved[k] !== undefined && a[k] !== saved[k] && !(k === 'steps' && extending));
+  if (clash.length) {
+    const hint = clash.includes('steps') ? `; to train past the planned ${String(saved.steps)} steps, add --extend` : '';
+    throw new UsageError(`--resume: ${clash.map((k) => `--${k} ${String(a[k])} differs from the run's ${String(saved[k])}`).join('; ')} (a resumed run keeps every option it was started with: drop these options${hint}, or start a new run with another --out)`);
+  }
+  if (a.extend && !(typeof a.steps === 'number' && typeof saved.steps === 'number' && a.steps > saved.steps)) {
+    throw new UsageError(`--extend needs --steps above the run's planned ${String(saved.steps)} steps`);
+  }
+  return { out, ckptDir, found, saved };
+}
+
 /** Entry point of the verb. */
 export async function run(argv: string[]): Promise<number> {
   const a = parseArgs(argv, spec);
@@ -118,23 +181,8 @@ export async function run(argv: string[]): Promise<number> {
   const say = (s: string): void => { if (!quiet) console.log(s); };
 
   // Run folder and resume.
-  let out: string = a.out ?? (a.resume ? newestRun('runs') : null) ?? path.join('runs', new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15));
-  out = path.normalize(out);
-  const ckptDir = path.join(out, 'checkpoint');
-  const found = findCheckpoint(ckptDir);
-  let saved: Record<string, unknown> = {};
-  if (a.resume) {
-    if (!found) throw new UsageError(`--resume: no checkpoint in ${ckptDir} (train without --resume first, or give the run folder with --out)`);
-    const meta = await readCheckpointMeta(found);
-    saved = (meta.options.cli ?? {}) as Record<string, unknown>;
-    const clash = RUN_KEYS.filter((k) => a[k] !== undefined && saved[k] !== undefined && a[k] !== saved[k]);
-    if (clash.length) throw new UsageError(`--resume: ${clash.map((k) => `--${k} ${String(a[k])} differs from the checkpoint's ${String(saved[k])}`).join('; ')} (drop these options to resume exactly, or start a new run with another --out)`);
-  } else if (found) {
-    throw new UsageError(`${out} already holds a checkpoint (${found}); pass --resume to continue it, or choose another --out (nothing was overwritten)`);
-  }
+  const { out, ckptDir, found, saved } = await resolveRun(a);
   const opt = (k: string, d: unknown): unknown => a[k] ?? saved[k] ?? d;
-  const cli: Record<string, unknown> = {};
-  for (const k of RUN_KEYS) { const v = opt(k, undefined); if (v !== undefined) cli[k] = v; }
 
   const precision = String(opt('precision', 'fp32'));
   if (precision !== 'fp32' && precision !== 'fp8') throw new UsageError(`--precision must be fp32 or fp8, got '${precision}'`);
@@ -156,6 +204,7 @@ export async function run(argv: string[]): Promise<number> {
     return v;
   };
   const valFraction = numOpt('val-fraction', 0.05, (x) => x > 0 && x < 1, 'in (0, 1)');
+  const scheduleSteps = intOpt('schedule-steps', steps, 1);
   const gpu = (() => { try { return getGpu(String(a.gpu ?? 'h800')); } catch (e) { throw new UsageError(`--gpu: ${(e as Error).message}`); } })();
 
   // FP8 recipe: the FP8 linear from src/fp8 when it is built.
@@ -188,8 +237,19 @@ export async function run(argv: string[]): Promise<number> {
     say(`backend: ${describeBackend()} — threads ${backend.threads}`);
     // Model config (on resume: the checkpoint's).
     const resumeFrom = a.resume ? found! : null;
-    const cfg = resumeFrom ? parseHFConfig(JSON.parse(readFileSync(path.join(resumeFrom, 'config.json'), 'utf8'))) : await readConfig(String(opt('config', trainDefaults.config)));
+    const configSpec = String(opt('config', trainDefaults.config));
+    const cfg = resumeFrom ? parseHFConfig(JSON.parse(readFileSync(path.join(resumeFrom, 'config.json'), 'utf8'))) : await readConfig(configSpec);
     if (seq > cfg.maxPositionEmbeddings) throw new UsageError(`--seq ${seq} exceeds the model's max_position_embeddings ${cfg.maxPositionEmbeddings}`);
+    try {
+      // Weights, gradients and two AdamW moments per parameter, before anything is allocated.
+      checkAllocation(cfg, { limitBytes: memoryLimitBytes(), bytesPerElement: precision === 'fp8' ? 12 : 16, what: `--config ${configSpec}`, purpose: 'training',
+        fix: "train a preset sized for a CPU (tiny, small, demo) or a smaller config.json ('frugal cost --config NAME' shows the sizes)" });
+    } catch (e) {
+      if (e instanceof ModelSizeError) throw new UsageError(e.message);
+      throw e;
+    }
+    const stale = await removeStaleTemps(out);
+    if (stale.length) say(`removed ${stale.length} temp folder(s) of interrupted checkpoint writes in ${out}: ${stale.join(', ')}`);
 
     // Data.
     const dataSpec = String(opt('data', 'sotu'));
@@ -202,15 +262,20 @@ export async function run(argv: string[]): Promise<number> {
     const tokDir = path.join(out, 'tokenizer');
     let tok: Tokenizer;
     const given = opt('tokenizer', undefined) as string | undefined;
+    const tokSource = JSON.stringify({ format: 1, vocabSize: cfg.vocabSize, documents: shortHash(split.train.join('\u0000')) });
+    const readText = (f: string): string | null => { try { return readFileSync(f, 'utf8'); } catch { return null; } };
+    const haveTok = existsSync(path.join(tokDir, 'tokenizer.json'));
     if (given && !resumeFrom) tok = await loadTokenizer(given);
-    else if (existsSync(path.join(tokDir, 'tokenizer.json'))) tok = await loadTokenizer(tokDir);
+    else if (haveTok && (resumeFrom || readText(path.join(tokDir, TOKENIZER_SOURCE)) === tokSource)) tok = await loadTokenizer(tokDir);
     else {
+      if (haveTok) say(`tokenizer: ${tokDir} was left by another run (other data or vocabulary, or an unfinished one); training a new one`);
       const tb = performance.now();
       const json = trainBpe(split.train, { vocabSize: cfg.vocabSize });
       tok = Tokenizer.fromJSON(json);
       await mkdir(tokDir, { recursive: true });
       await writeFile(path.join(tokDir, 'tokenizer.json'), JSON.stringify(json));
       await writeFile(path.join(tokDir, 'tokenizer_config.json'), JSON.stringify({ tokenizer_class: 'PreTrainedTokenizerFast', eos_token: '<|endoftext|>', pad_token: '<|endoftext|>', bos_token: null, add_bos_token: false, add_eos_token: false, clean_up_tokenization_spaces: false }, null, 2) + '\n');
+      await writeFile(path.join(tokDir, TOKENIZER_SOURCE), tokSource);
       say(`tokenizer: trained byte-level BPE, vocab ${tok.vocabSize}, in ${((performance.now() - tb) / 1000).toFixed(1)} s → ${tokDir}`);
     }
     const tokSrc = given && !resumeFrom ? given : tokDir;
@@ -219,6 +284,10 @@ export async function run(argv: string[]): Promise<number> {
     if (tok.vocabSize > cfg.vocabSize) throw new UsageError(`tokenizer vocabulary ${tok.vocabSize} exceeds the model's vocab_size ${cfg.vocabSize} (use a config with a larger vocab_size or a smaller tokenizer)`);
     const eos = tok.eosId;
     if (eos === null) throw new UsageError('the tokenizer has no end-of-text token (eos_token); add one to tokenizer_config.json');
+    // The model's config.json names the tokenizer's special ids (a resumed checkpoint is matched as saved).
+    const savedConfigHash = configHash(cfg);
+    cfg.eosTokenId = eos;
+    cfg.bosTokenId = tok.bosId;
     const encode = (docs: string[]): Int32Array => packDocuments(docs.map((d) => tok.encode(d, { addSpecialTokens: false })), eos);
     const trainTokens = encode(split.train), valTokens = encode(split.val);
     if (valTokens.length < seq + 1) throw new UsageError(`validation data has ${valTokens.length} tokens, fewer than --seq ${seq} + 1 (use a larger --val-fraction or a shorter --seq)`);
@@ -236,8 +305,20 @@ export async function run(argv: string[]): Promise<number> {
       routerLrScale: numOpt('router-lr-scale', trainDefaults.routerLrScale, (x) => x >= 0 && Number.isFinite(x), 'a number >= 0'), biasUpdate: biasUpdate as TrainerOptions['biasUpdate'],
       evalEvery: intOpt('eval-every', Math.max(1, Math.round(steps / 5)), 1), logEvery: intOpt('log-every', Math.max(1, Math.round(steps / 30)), 1),
       saveEvery: intOpt('save-every', Math.max(1, Math.round(steps / 3)), 0),
-      momentDtype: precision === 'fp8' ? 'bf16' : 'f32', recompute: opt('recompute', false) === true,
+      momentDtype: precision === 'fp8' ? 'bf16' : 'f32', recompute: opt('recompute', false) === true, scheduleSteps,
     };
+    // Every option, resolved (defaults included): a resume takes them all from the checkpoint.
+    const cli: Record<string, unknown> = {
+      config: configSpec, data: dataSpec, steps, batch, seq, 'grad-accum': opts.gradAccum, lr: opts.lr, warmup: opts.warmup, schedule, precision,
+      'mtp-weight': opts.mtpWeight, 'bias-gamma': opts.biasGamma, 'bias-update': opts.biasUpdate, 'router-lr-scale': opts.routerLrScale,
+      'aux-alpha': opts.auxAlpha, 'val-fraction': valFraction, seed, recompute: opts.recompute,
+      'eval-every': opts.evalEvery, 'log-every': opts.logEvery, 'save-every': opts.saveEvery, 'schedule-steps': scheduleSteps,
+    };
+    if (given !== undefined) cli.tokenizer = given;
+    if (resumeFrom && typeof saved.steps === 'number' && steps > saved.steps) {
+      const finalLr = lrAt({ kind: opts.schedule, peak: opts.lr, warmup: Math.min(opts.warmup, scheduleSteps), total: scheduleSteps, minRatio: opts.minLrRatio, decayStart: opts.decayStart }, scheduleSteps);
+      say(`extending the run from ${saved.steps} to ${steps} steps (--extend): the learning-rate schedule planned for ${scheduleSteps} steps is kept; steps ${scheduleSteps + 1}..${steps} run at its final rate ${finalLr.toExponential(1)}, no re-warmup`);
+    }
     const f = flopsPerToken(cfg, seq);
     const perToken = opts.mtpWeight > 0 ? f.training : f.trainingMain;
     const price = numOpt('price', 2, (x) => x >= 0, '>= 0');
@@ -249,7 +330,7 @@ export async function run(argv: string[]): Promise<number> {
     const dataHash = tokensHash(trainTokens), tokenizerHash = shortHash(tokFiles['tokenizer.json'] ?? '');
     if (resumeFrom) {
       try {
-        ck = await loadCheckpoint(resumeFrom, { configHash: configHash(cfg), tokenizerHash, dataHash, momentDtype: opts.momentDtype });
+        ck = await loadCheckpoint(resumeFrom, { configHash: savedConfigHash, tokenizerHash, dataHash, momentDtype: opts.momentDtype });
       } catch (e) {
         if (e instanceof CheckpointError) { console.error(`frugal train: ${e.message}`); return 1; }
         throw e;
@@ -257,7 +338,7 @@ export async function run(argv: string[]): Promise<number> {
       params = ck.params;
     } else params = initParams(cfg, { seed });
     const pc = countParams(cfg);
-    say(`model: ${String(opt('config', trainDefaults.config))} — ${(pc.total / 1e6).toFixed(2)}M params (+${(pc.mtp.unique / 1e6).toFixed(2)}M MTP), ${(pc.active / 1e6).toFixed(2)}M active; ${cfg.numHiddenLayers} layers, ${cfg.nRoutedExperts} experts top-${cfg.numExpertsPerTok}; precision ${precision}${precision === 'fp8' ? ' (emulated on CPU: FP8 saves memory, not time)' : ''}`);
+    say(`model: ${configSpec} — ${(pc.total / 1e6).toFixed(2)}M params (+${(pc.mtp.unique / 1e6).toFixed(2)}M MTP), ${(pc.active / 1e6).toFixed(2)}M active; ${cfg.numHiddenLayers} layers, ${cfg.nRoutedExperts} experts top-${cfg.numExpertsPerTok}; precision ${precision}${precision === 'fp8' ? ' (emulated on CPU: FP8 saves memory, not time)' : ''}`);
     say(`run: ${steps} steps × ${batch}×${seq} tokens${opts.gradAccum > 1 ? ` × ${opts.gradAccum} accum` : ''}; lr ${opts.lr} (${schedule}, warmup ${opts.warmup}); MTP λ ${opts.mtpWeight}; bias γ ${opts.biasGamma}${opts.biasUpdate === 'sign' ? '' : ' (relative)'}; router lr ×${opts.routerLrScale}; α ${opts.auxAlpha}; out ${out}`);
 
     // Hooks: log, metrics, checkpoints, SIGINT.
@@ -276,17 +357,21 @@ export async function run(argv: string[]): Promise<number> {
       bar = `[${'#'.repeat(done)}${'-'.repeat(w - done)}] ${step}/${steps} ETA ${Number.isFinite(eta) ? fmtTime(eta) : '--:--'}`;
       process.stdout.write(`\r${bar}`);
     };
-    let stop = false;
-    const onSigint = (): void => {
-      if (stop) { console.error('\nfrugal train: second Ctrl-C, exiting without saving'); process.exit(130); }
-      stop = true;
+    // SIGINT (Ctrl-C) and SIGTERM (docker stop, systemd, Kubernetes): save after this step, then exit.
+    let stop: NodeJS.Signals | null = null;
+    const exitCode = (sig: NodeJS.Signals): number => (sig === 'SIGTERM' ? 143 : 130);
+    const onSignal = (sig: NodeJS.Signals): void => {
+      const what = sig === 'SIGINT' ? 'Ctrl-C' : sig;
+      if (stop) { console.error(`\nfrugal train: second ${what}, exiting without saving`); process.exit(exitCode(sig)); }
+      stop = sig;
       clearBar();
-      console.error('\nfrugal train: Ctrl-C — saving a checkpoint after this step (Ctrl-C again to quit at once)');
+      console.error(`\nfrugal train: ${what} — saving a checkpoint after this step (${what} again to quit at once)`);
     };
-    process.on('SIGINT', onSigint);
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
     const metaBase = {
       options: { ...opts, cli } as Record<string, unknown>, configHash: configHash(cfg), tokenizerHash, dataHash,
-      data: dataSpec, config: String(opt('config', trainDefaults.config)), precision,
+      data: dataSpec, config: configSpec, precision,
     };
     let lastSaved = ck ? ck.meta.state.step : 0;
     const save = async (reason: string, snap: ReturnType<Trainer['snapshot']>): Promise<void> => {
@@ -305,7 +390,7 @@ export async function run(argv: string[]): Promise<number> {
       onStep: (s) => drawBar(s, trainer),
       onSkip: (s, why) => { clearBar(); console.error(`frugal train: step ${s} skipped: ${why}`); },
       save: (reason, snap) => save(reason, snap),
-      shouldStop: () => stop,
+      shouldStop: () => stop !== null,
       decode: (ids) => tok.decode(ids, { skipSpecialTokens: true }),
     });
     if (ck) {
@@ -313,7 +398,7 @@ export async function run(argv: string[]): Promise<number> {
       say(`resumed from ${resumeFrom} at step ${ck.meta.state.step}`);
     }
     const startStep = trainer.progress.step;
-    if (startStep >= steps) { say(`checkpoint is at step ${startStep} ≥ --steps ${steps}; nothing to do (raise --steps to train longer)`); return 0; }
+    if (startStep >= steps) { say(`checkpoint is at step ${startStep} of the run's ${steps}; nothing to do (to train longer: --resume --out ${out} --steps ${steps * 2} --extend)`); return 0; }
     const tLoop = performance.now();
     let result;
     try {
@@ -326,7 +411,8 @@ export async function run(argv: string[]): Promise<number> {
       }
       throw e;
     } finally {
-      process.off('SIGINT', onSigint);
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
     }
     clearBar();
     const rows = readMetrics(metricsFile);
@@ -334,8 +420,8 @@ export async function run(argv: string[]): Promise<number> {
     const st = result.state, secs = (performance.now() - t0) / 1000;
     const last = result.lastLog;
     if (result.interrupted) {
-      console.log(`interrupted at step ${st.step}/${steps}; checkpoint saved to ${ckptDir}. Continue with:\n  npx frugal train --resume --out ${out}`);
-      return 130;
+      console.log(`interrupted at step ${st.step}/${steps}; checkpoint saved to ${ckptDir}. Continue with (every option of the run is kept):\n  npx frugal train --resume --out ${out}`);
+      return exitCode(stop ?? 'SIGINT');
     }
     const vios = rows.map((r) => r.maxVio).filter((x): x is number => typeof x === 'number');
     console.log([
@@ -345,7 +431,7 @@ export async function run(argv: string[]): Promise<number> {
       'next:',
       `  npx frugal generate --model ${path.join(out, 'final')} --prompt "The Congress"`,
       `  npx frugal serve --model ${path.join(out, 'final')}`,
-      `  npx frugal train --resume --out ${out} --steps ${steps * 2}   # train longer`,
+      `  npx frugal train --resume --out ${out} --steps ${steps * 2} --extend   # train longer (extra steps at the final lr)`,
     ].join('\n'));
     return 0;
   }

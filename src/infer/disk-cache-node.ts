@@ -11,15 +11,23 @@
  *   a miss: logged, deleted, never a crash and never used.
  * - Writes are atomic (temp file + rename). Total size is bounded by `maxBytes`: least recently
  *   used files (mtime, refreshed on every hit) are deleted first.
- * Synchronous on purpose: the engine is synchronous, and a write has landed when save() returns.
+ * - Only regular files are ever opened: entries that are FIFOs, sockets, directories or symlinks
+ *   (dangling or not) are skipped when the folder is indexed, and reads open with O_NONBLOCK and
+ *   O_NOFOLLOW and check fstat before reading, so nothing placed in the folder can block the
+ *   event loop or redirect a read; temp files are created with O_EXCL.
+ * Synchronous on purpose: the engine is synchronous, and a write has landed when save() returns
+ * (regular files of bounded size only, so a call never waits on anything but the disk).
  */
 import { createHash } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, readdirSync, readSync, renameSync, statSync, unlinkSync, utimesSync, writeFileSync, fstatSync } from 'node:fs';
+import { closeSync, constants, lstatSync, mkdirSync, openSync, readdirSync, readSync, renameSync, unlinkSync, utimesSync, writeSync, fstatSync } from 'node:fs';
 import path from 'node:path';
 import type { PrefixStore } from './generate.js';
 
 const MAGIC = Buffer.from('FRKV0001', 'ascii');
 const HEADER = 88;
+/** Open flags: never block on a FIFO/device, never follow a symlink (0 where the OS lacks them). */
+const READ_FLAGS = constants.O_RDONLY | (constants.O_NONBLOCK ?? 0) | (constants.O_NOFOLLOW ?? 0);
+const WRITE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | (constants.O_NOFOLLOW ?? 0);
 
 export interface DiskCacheOptions {
   dir: string;
@@ -54,12 +62,20 @@ export class DiskCache implements PrefixStore {
     this.maxBytes = opts.maxBytes ?? 2 ** 30;
     this.log = opts.log ?? ((m) => console.warn(m));
     this.seed = createHash('sha256').update(`frugal-kv/1\0${opts.modelId}\0${opts.rowWidth}\0${this.unit}`).digest();
-    mkdirSync(this.dir, { recursive: true });
-    for (const f of readdirSync(this.dir)) {
+    let names: string[];
+    try {
+      mkdirSync(this.dir, { recursive: true });
+      names = readdirSync(this.dir);
+    } catch (e) {
+      throw new Error(`disk cache: cannot use ${this.dir} as a cache folder: ${(e as Error).message}`);
+    }
+    for (const f of names) {
       const p = path.join(this.dir, f);
       if (f.includes('.tmp-')) { try { unlinkSync(p); } catch { /* another process's temp file */ } continue; }
       if (!/^[0-9a-f]{64}\.kv$/.test(f)) continue;
-      const st = statSync(p);
+      let st;
+      try { st = lstatSync(p); } catch { continue; /* removed meanwhile */ }
+      if (!st.isFile()) { this.log(`disk cache: ${p} is not a regular file; ignored`); continue; }
       this.index.set(f.slice(0, 64), { bytes: st.size, used: st.mtimeMs });
       this.total += st.size;
     }
@@ -112,10 +128,12 @@ export class DiskCache implements PrefixStore {
     const payload = U * W * 4;
     let fd = -1;
     try {
-      fd = openSync(file, 'r');
-      const size = fstatSync(fd).size;
+      fd = openSync(file, READ_FLAGS);
+      const st = fstatSync(fd);
+      if (!st.isFile()) { this.drop(key, `disk cache: ${file} is not a regular file; treated as a miss and removed`); return null; }
+      const size = st.size;
       const buf = Buffer.alloc(HEADER + payload);
-      const got = size === buf.length ? readSync(fd, buf, 0, buf.length, 0) : -1;
+      const got = size === buf.length ? readFully(fd, buf) : -1;
       const bad = got !== buf.length ? `size ${size}, expected ${buf.length} (truncated?)`
         : !buf.subarray(0, 8).equals(MAGIC) ? 'bad magic'
         : buf.readUInt32LE(8) !== W || buf.readUInt32LE(12) !== U || buf.readUInt32LE(16) !== unitIndex || buf.readUInt32LE(20) !== payload ? 'header does not match'
@@ -163,9 +181,12 @@ export class DiskCache implements PrefixStore {
       createHash('sha256').update(body).digest().copy(head, 56);
       const file = this.file(key), tmp = `${file}.tmp-${process.pid}`;
       try {
-        writeFileSync(tmp, Buffer.concat([head, body]));
+        try { unlinkSync(tmp); } catch { /* not there */ }
+        const fd = openSync(tmp, WRITE_FLAGS, 0o644);
+        try { writeFully(fd, head); writeFully(fd, body); } finally { closeSync(fd); }
         renameSync(tmp, file);
       } catch (e) {
+        try { unlinkSync(tmp); } catch { /* not there */ }
         this.log(`disk cache: cannot write ${file}: ${(e as Error).message}`);
         return;
       }
@@ -192,4 +213,20 @@ export class DiskCache implements PrefixStore {
   stats(): DiskCacheStats {
     return { files: this.index.size, bytes: this.total, ...this.counters };
   }
+}
+
+/** Reads buf.length bytes from offset 0 (short reads retried); returns the bytes read. */
+function readFully(fd: number, buf: Buffer): number {
+  let done = 0;
+  while (done < buf.length) {
+    const n = readSync(fd, buf, done, buf.length - done, done);
+    if (n === 0) break;
+    done += n;
+  }
+  return done;
+}
+
+function writeFully(fd: number, buf: Buffer): void {
+  let done = 0;
+  while (done < buf.length) done += writeSync(fd, buf, done, buf.length - done);
 }

@@ -23,6 +23,56 @@ function configToken(v: unknown): string | null {
   return null;
 }
 
+/** Largest vocabulary accepted (ids below 2^22; the largest released vocabularies are ~2^18). */
+export const MAX_VOCAB_SIZE = 2 ** 22;
+
+/**
+ * `model.vocab` must have its model type's shape (Unigram: an array of [token, score]; the others:
+ * an object of token -> id), and every id there and in `added_tokens` must be an integer in
+ * [0, MAX_VOCAB_SIZE): the library sizes tables by the largest id, so one id of 1e9 would cost
+ * ~30 s and gigabytes before any error.
+ */
+function checkIds(type: unknown, vocab: object, merges: unknown, added: unknown): void {
+  if (type === 'Unigram') {
+    if (!Array.isArray(vocab) || !vocab.every((e) => Array.isArray(e) && e.length === 2 && typeof e[0] === 'string' && typeof e[1] === 'number')) {
+      throw new Error('tokenizer.json: a Unigram model.vocab must be an array of [token, score] pairs');
+    }
+  } else if (Array.isArray(vocab)) {
+    throw new Error(`tokenizer.json: model.vocab of a ${String(type)} model must be an object of token -> id, got an array`);
+  }
+  const check = (id: unknown, where: string): void => {
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= MAX_VOCAB_SIZE) {
+      throw new Error(`tokenizer.json: ${where} has id ${JSON.stringify(id)?.slice(0, 40)}; ids must be integers in [0, ${MAX_VOCAB_SIZE}) (a corrupt or hostile file?)`);
+    }
+  };
+  if (Array.isArray(vocab)) {
+    if (vocab.length > MAX_VOCAB_SIZE) throw new Error(`tokenizer.json: model.vocab has ${vocab.length} entries, over the ${MAX_VOCAB_SIZE} limit`);
+  } else {
+    for (const [token, id] of Object.entries(vocab)) check(id, `model.vocab[${JSON.stringify(token).slice(0, 40)}]`);
+  }
+  if (type === 'BPE' && !Array.isArray(vocab) && Array.isArray(merges)) checkMerges(vocab as Record<string, unknown>, merges);
+  if (Array.isArray(added)) {
+    added.forEach((t, i) => {
+      if (!t || typeof t !== 'object' || typeof (t as { content?: unknown }).content !== 'string') throw new Error(`tokenizer.json: added_tokens[${i}] must be an object with a string "content"`);
+      check((t as { id?: unknown }).id, `added_tokens[${i}]`);
+    });
+  }
+}
+
+/**
+ * Every BPE merge must join two vocabulary tokens into a vocabulary token (as the Rust library
+ * checks at load); otherwise encoding yields tokens without ids.
+ */
+function checkMerges(vocab: Record<string, unknown>, merges: unknown[]): void {
+  const has = (t: unknown): boolean => typeof t === 'string' && Object.hasOwn(vocab, t);
+  merges.forEach((m, i) => {
+    const pair = typeof m === 'string' ? m.split(' ') : m;
+    if (!Array.isArray(pair) || pair.length !== 2 || !has(pair[0]) || !has(pair[1]) || !has(`${pair[0]}${pair[1]}`)) {
+      throw new Error(`tokenizer.json: model.merges[${i}] ${JSON.stringify(m)?.slice(0, 60)} does not join two vocabulary tokens into one (a corrupt tokenizer.json?)`);
+    }
+  });
+}
+
 const EOS_CANDIDATES = ['<|endoftext|>', '<｜end▁of▁sentence｜>', '</s>', '<|end_of_text|>', '<eos>'];
 const BOS_CANDIDATES = ['<｜begin▁of▁sentence｜>', '<s>', '<|begin_of_text|>', '<bos>'];
 
@@ -71,6 +121,7 @@ export class Tokenizer {
       throw new Error('tokenizer.json: missing "model" object (is this a Hugging Face tokenizer.json?)');
     }
     if (!j.model.vocab || typeof j.model.vocab !== 'object') throw new Error('tokenizer.json: model.vocab is missing');
+    checkIds(j.model.type, j.model.vocab, (j.model as { merges?: unknown }).merges, j.added_tokens);
     const json = Array.isArray(j.added_tokens) ? tokenizerJson : { ...tokenizerJson, added_tokens: [] };
     let hf: HfTokenizer;
     try {
@@ -85,6 +136,9 @@ export class Tokenizer {
   encode(text: string, opts: { addSpecialTokens?: boolean } = {}): number[] {
     const add = opts.addSpecialTokens ?? true;
     const ids = text.length === 0 ? [] : this.fast ? this.fast.encode(text) : this.hf.encode(text, { add_special_tokens: add }).ids;
+    for (const id of ids) {
+      if (!Number.isInteger(id)) throw new Error('tokenizer: the text produced a token with no id in this vocabulary (a tokenizer.json without an unk_token for it?)');
+    }
     if (add && this.addBos && ids[0] !== this.bosId) ids.unshift(this.bosId!);
     if (add && this.addEos && ids[ids.length - 1] !== this.eosId) ids.push(this.eosId!);
     return ids;

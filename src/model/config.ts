@@ -125,6 +125,14 @@ export class ConfigError extends Error {
   }
 }
 
+/**
+ * Largest integer any config key may hold (2^31 - 1). What a config implies in total (bytes to
+ * allocate) is checked separately by `model/size.ts` before anything is allocated.
+ */
+export const MAX_CONFIG_INT = 2 ** 31 - 1;
+/** Most layers (main or MTP) a config may declare; code that walks layers stays fast. */
+export const MAX_LAYERS = 65536;
+
 type Json = Record<string, unknown>;
 const isObj = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 const show = (v: unknown): string => (typeof v === 'string' ? JSON.stringify(v) : Array.isArray(v) || isObj(v) ? JSON.stringify(v) : String(v));
@@ -135,13 +143,14 @@ class Reader {
   constructor(private readonly o: Json, private readonly prefix = '') {}
   has(k: string): boolean { return this.o[k] !== undefined; }
   private bad(k: string, what: string, v: unknown): void { this.problems.push(`${this.prefix}${k} must be ${what}, got ${show(v)}`); }
-  int(k: string, d: number, min: number): number {
+  int(k: string, d: number, min: number, max = MAX_CONFIG_INT): number {
     const v = this.o[k];
     if (v === undefined) return d;
     if (typeof v !== 'number' || !Number.isInteger(v) || v < min) {
       this.bad(k, min === 1 ? 'a positive integer' : `an integer ≥ ${min}`, v);
       return d;
     }
+    if (v > max) { this.bad(k, `at most ${max}`, v); return d; }
     return v;
   }
   num(k: string, d: number, positive = true): number {
@@ -174,8 +183,8 @@ class Reader {
     if (v === undefined) return d;
     if (v === null) return null;
     if (Array.isArray(v) && v.length > 0) v = v[0];
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min) {
-      this.bad(k, `null or an integer ≥ ${min}`, this.o[k]);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > MAX_CONFIG_INT) {
+      this.bad(k, `null or an integer in [${min}, ${MAX_CONFIG_INT}]`, this.o[k]);
       return d;
     }
     return zeroIsNull && v === 0 ? null : v;
@@ -200,7 +209,7 @@ export function parseHFConfig(json: unknown): DeepSeekConfig {
     hiddenSize: r.int('hidden_size', d.hiddenSize, 1),
     intermediateSize: r.int('intermediate_size', d.intermediateSize, 1),
     moeIntermediateSize: r.int('moe_intermediate_size', d.moeIntermediateSize, 1),
-    numHiddenLayers: r.int('num_hidden_layers', d.numHiddenLayers, 1),
+    numHiddenLayers: r.int('num_hidden_layers', d.numHiddenLayers, 1, MAX_LAYERS),
     firstKDenseReplace: r.int('first_k_dense_replace', v2 ? 0 : d.firstKDenseReplace, 0),
     moeLayerFreq: r.int('moe_layer_freq', d.moeLayerFreq, 1),
     numAttentionHeads: r.int('num_attention_heads', d.numAttentionHeads, 1),
@@ -222,7 +231,7 @@ export function parseHFConfig(json: unknown): DeepSeekConfig {
     ropeScaling: null,
     maxPositionEmbeddings: r.int('max_position_embeddings', d.maxPositionEmbeddings, 1),
     rmsNormEps: r.num('rms_norm_eps', d.rmsNormEps),
-    numNextnPredictLayers: r.int('num_nextn_predict_layers', d.numNextnPredictLayers, 0),
+    numNextnPredictLayers: r.int('num_nextn_predict_layers', d.numNextnPredictLayers, 0, MAX_LAYERS),
     tieWordEmbeddings: r.bool('tie_word_embeddings', d.tieWordEmbeddings),
     modelType,
     bosTokenId: r.intOrNull('bos_token_id', d.bosTokenId, 0),

@@ -12,6 +12,7 @@ import { noGrad, needsGrad, recompute as recomputeFn } from '../autograd/tape.js
 import { kernel } from '../backend/registry.js';
 import * as op from '../ops/index.js';
 import { type DeepSeekConfig, isMoeLayer, ropeInvFreq, softmaxScale, yarnMscale } from './config.js';
+import { checkAllocation } from './size.js';
 
 // ---------------------------------------------------------------------------------------------
 // Parameters
@@ -81,6 +82,7 @@ export function gaussian(seed: number): () => number {
  * scaled by 1/sqrt(2L) as GPT-2 does; norms 1) or 'zeros' (for loading).
  */
 export function initParams(cfg: DeepSeekConfig, opts: { seed?: number; init?: 'normal' | 'zeros' } = {}): ModelParams {
+  checkAllocation(cfg, { limitBytes: Infinity, bytesPerElement: 4, what: 'config', purpose: 'allocating', fix: 'use smaller dimensions' });
   const g = gaussian(opts.seed ?? 1234);
   const zero = opts.init === 'zeros';
   const resid = 0.02 / Math.sqrt(2 * (cfg.numHiddenLayers + cfg.numNextnPredictLayers));

@@ -1,22 +1,56 @@
 /**
- * Shared by the `logits`, `generate`, `info` and `serve` verbs: opening a model directory (with its
- * tokenizer when present), parsing `--tokens` lists, choosing a backend, and a stable model id
- * (hash of config.json and the weight files' names, sizes and mtimes) that keys the disk cache.
+ * Shared by the `logits`, `generate`, `info` and `serve` verbs: finding the model in a folder (a
+ * model directory, or a `frugal train` run folder), opening it (with its tokenizer when present),
+ * parsing `--tokens` lists, choosing a backend and threads, and the model's content fingerprint
+ * that keys the disk cache.
+ *
+ * Contract:
+ * - `resolveModelDir` accepts a model folder (config.json) or a run folder: its `final/` model,
+ *   else its latest checkpoint; the default served name is the run's name, never "final".
+ * - `modelFingerprint` hashes what the model computes with (config + every parameter's bytes),
+ *   once per loaded model: weights replaced in place (same size and mtime: `cp -p`, `rsync -a`)
+ *   get a new fingerprint, so a disk cache never serves another model's rows.
  */
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
-import { UsageError } from '../cli/main.js';
+import { UsageError } from '../errors.js';
 import { loadModel, type LoadedModel } from '../model/load-node.js';
+import { toHFConfig } from '../model/config.js';
+import { paramEntries } from '../model/deepseek.js';
 import { loadTokenizer } from '../io/tokenizer-node.js';
 import type { Tokenizer } from '../io/tokenizer.js';
+import type { Model } from '../infer/generate.js';
+import { findCheckpoint } from '../train/checkpoint-node.js';
 import { useBackend, type BackendChoice } from '../backend/setup.js';
 
-/** Checks that dir is a model directory (config.json present); throws UsageError naming the fix. */
+/** Folder names that say where a model sits in a run, never what it is. */
+const RUN_PARTS = new Set(['final', 'checkpoint', 'checkpoint.old']);
+
+/** A model folder found from what the user passed: the folder, a default name, and what was chosen. */
+export interface ResolvedModel { dir: string; name: string; note: string | null }
+
+/**
+ * Finds the model in `dir`: a model folder (config.json), or a `frugal train` run folder (its
+ * `final/`, else its latest checkpoint). Throws UsageError naming what was looked for.
+ */
+export function resolveModelDir(dir: unknown, flag = '--model'): ResolvedModel {
+  if (typeof dir !== 'string' || dir === '') throw new UsageError(`${flag} DIR is required (a folder with config.json and *.safetensors, or a 'frugal train' run folder)`);
+  const nameOf = (d: string): string => {
+    const abs = path.resolve(d);
+    return RUN_PARTS.has(path.basename(abs)) ? path.basename(path.dirname(abs)) : path.basename(abs);
+  };
+  if (existsSync(path.join(dir, 'config.json'))) return { dir, name: nameOf(dir), note: null };
+  const final = path.join(dir, 'final');
+  if (existsSync(path.join(final, 'config.json'))) return { dir: final, name: nameOf(dir), note: `${dir} is a run folder; using its final model ${final}` };
+  const ckpt = findCheckpoint(path.join(dir, 'checkpoint'));
+  if (ckpt && existsSync(path.join(ckpt, 'config.json'))) return { dir: ckpt, name: nameOf(dir), note: `${dir} is a run folder without final/ (training not finished); using its latest checkpoint ${ckpt}` };
+  throw new UsageError(`${flag} ${dir}: no config.json there, nor a run's final/ or checkpoint/ (expected a Hugging Face model folder or a 'frugal train' run folder)`);
+}
+
+/** Checks that dir holds a model (see resolveModelDir) and returns the model folder. */
 export function checkModelDir(dir: unknown, flag = '--model'): string {
-  if (typeof dir !== 'string' || dir === '') throw new UsageError(`${flag} DIR is required (a folder with config.json and *.safetensors)`);
-  if (!existsSync(path.join(dir, 'config.json'))) throw new UsageError(`${flag} ${dir}: no config.json there (expected a Hugging Face model folder)`);
-  return dir;
+  return resolveModelDir(dir, flag).dir;
 }
 
 /** Loads the model and, when the folder has tokenizer.json, its tokenizer. */
@@ -30,6 +64,32 @@ export async function openModel(dir: string, opts: { tokenizer?: boolean } = {})
   return { model, tokenizer };
 }
 
+/** Largest tokenizer_config.json read (the same bound as tokenizer files). */
+const MAX_TOKENIZER_CONFIG_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Reads `chat_template` (a string, or HF's list of named templates: `default`, else the first)
+ * and the BOS/EOS strings from DIR/tokenizer_config.json, when present. Throws an Error naming
+ * the file when it is not a JSON object of bounded size.
+ */
+export function readTokenizerConfig(dir: string): { chatTemplate: string | null; bos: string; eos: string } {
+  const file = path.join(dir, 'tokenizer_config.json');
+  if (!existsSync(file)) return { chatTemplate: null, bos: '', eos: '' };
+  const st = statSync(file);
+  if (!st.isFile() || st.size > MAX_TOKENIZER_CONFIG_BYTES) throw new Error(`${file} is not a regular file of at most ${MAX_TOKENIZER_CONFIG_BYTES} bytes`);
+  let j: unknown;
+  try { j = JSON.parse(readFileSync(file, 'utf8')); } catch (e) { throw new Error(`${file} is not valid JSON: ${(e as Error).message}`); }
+  if (!j || typeof j !== 'object' || Array.isArray(j)) throw new Error(`${file} must hold a JSON object`);
+  const o = j as Record<string, unknown>;
+  const tok = (v: unknown): string => (typeof v === 'string' ? v : v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string' ? (v as { content: string }).content : '');
+  let t = o.chat_template;
+  if (Array.isArray(t)) {
+    const named = t.find((x) => x && typeof x === 'object' && (x as { name?: unknown }).name === 'default') ?? t[0];
+    t = named && typeof named === 'object' ? (named as { template?: unknown }).template : undefined;
+  }
+  return { chatTemplate: typeof t === 'string' ? t : null, bos: tok(o.bos_token), eos: tok(o.eos_token) };
+}
+
 /** Parses "3,17,42" (or space-separated) into ids; throws UsageError on anything else. */
 export function parseTokenList(s: unknown, flag = '--tokens'): number[] {
   if (typeof s !== 'string' || s.trim() === '') throw new UsageError(`${flag} expects comma-separated token ids, e.g. ${flag} 3,17,42`);
@@ -41,21 +101,40 @@ export function parseTokenList(s: unknown, flag = '--tokens'): number[] {
   });
 }
 
-/** Selects the compute backend named by `--backend` (ts needs no set-up). */
-export async function selectBackend(choice: unknown): Promise<void> {
+/** Selects the compute backend named by `--backend` (ts needs no set-up) with `--threads`. */
+export async function selectBackend(choice: unknown, threads?: unknown): Promise<void> {
   const c = String(choice ?? 'ts');
   if (!['auto', 'ts', 'wasm', 'native'].includes(c)) throw new UsageError(`--backend must be auto, ts, wasm or native, got '${c}'`);
-  if (c !== 'ts') await useBackend(c as BackendChoice);
+  if (threads !== undefined && !(Number.isInteger(threads) && (threads as number) >= 1 && (threads as number) <= 64)) throw new UsageError(`--threads must be an integer 1..64, got ${String(threads)}`);
+  if (c === 'ts') return;
+  try {
+    await useBackend(c as BackendChoice, threads === undefined ? {} : { threads: threads as number });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
 }
 
-/** Stable id of a model directory's contents (config + weight file names, sizes, mtimes). */
-export function modelFingerprint(dir: string): string {
-  const h = createHash('sha256');
-  h.update(readFileSync(path.join(dir, 'config.json')));
-  for (const f of readdirSync(dir).sort()) {
-    if (!f.endsWith('.safetensors')) continue;
-    const st = statSync(path.join(dir, f));
-    h.update(`\0${f}\0${st.size}\0${st.mtimeMs}`);
+const fingerprints = new WeakMap<object, string>();
+
+/**
+ * Content fingerprint of a model: SHA-256 over its config and every parameter (name, shape,
+ * bytes), computed once per loaded model. `variant` adds what else changes the computed rows
+ * (e.g. decode weight precision).
+ */
+export function modelFingerprint(model: Model, variant = ''): string {
+  let base = fingerprints.get(model.params);
+  if (base === undefined) {
+    const h = createHash('sha256');
+    h.update(JSON.stringify(toHFConfig(model.cfg)));
+    const seen = new Set<object>();
+    for (const [name, t] of paramEntries(model.params, model.cfg)) {
+      if (seen.has(t)) continue;
+      seen.add(t);
+      const d = t.data as Float32Array;
+      h.update(`\0${name}\0${t.shape.join('x')}\0`).update(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+    }
+    base = h.digest('hex');
+    fingerprints.set(model.params, base);
   }
-  return h.digest('hex').slice(0, 32);
+  return createHash('sha256').update(`${base}\0${variant}`).digest('hex').slice(0, 32);
 }

@@ -8,22 +8,29 @@
  *   answers 429. Between tokens the server yields to the event loop, so /health, new requests and
  *   SSE writes proceed while a generation runs; a client that disconnects cancels its generation.
  * - Every bad request gets a 4xx in OpenAI's error shape and the server keeps serving: malformed
- *   JSON / wrong types / unknown fields 400, oversize body 413, unknown model or route 404, wrong
- *   method 405, prompt not fitting the context 400 (`context_length_exceeded`), bad key 401.
+ *   JSON / wrong types / unknown fields 400, oversize body 413 (chunked bodies included: the body
+ *   is drained, within bounds, so the client reads the 413), unknown model or route 404,
+ *   wrong method 405, prompt not fitting the context 400 (`context_length_exceeded`), bad key 401,
+ *   disallowed Origin or Host 403 (src/serve/access.ts). HEAD works wherever GET does.
+ * - Chat templates render in a separate process under a time/heap/output budget
+ *   (chat-template-node.ts): a template that loops or explodes is a 500 for that request only.
  * - Usage has prompt_tokens, completion_tokens, total_tokens, DeepSeek's prompt_cache_hit_tokens /
  *   prompt_cache_miss_tokens and OpenAI's prompt_tokens_details.cached_tokens.
  * - Prompts reuse cached prefixes: the in-memory radix tree (`cacheBytes`) and optionally a disk
  *   cache (`diskCache`) that survives restarts.
- * - With `apiKey` set, every route but /health needs `Authorization: Bearer <key>`.
+ * - With `apiKey` set (at least 16 visible characters), every route but /health needs
+ *   `Authorization: Bearer <key>`. `maxQueue: 0` means no queue bound.
  */
 import http from 'node:http';
-import { randomUUID, timingSafeEqual } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { Generation, type Model, type PrefixStore, type FinishReason } from '../infer/generate.js';
 import { PrefixCache, latentRowWidth } from '../infer/prefix-cache.js';
 import { StopMatcher } from '../infer/sampling.js';
 import { StreamDecoder, type Tokenizer } from '../io/tokenizer.js';
-import { ApiError, DEFAULT_CHAT_TEMPLATE, DEFAULT_TEMPLATE_STOPS, parseRequest, renderChat, usage, type ParsedRequest } from './openai.js';
+import { ApiError, DEFAULT_CHAT_TEMPLATE, DEFAULT_TEMPLATE_STOPS, parseRequest, usage, type ParsedRequest } from './openai.js';
+import { AccessPolicy, checkApiKey, isLoopbackName } from './access.js';
+import { ChatTemplateRenderer, type TemplateBudget } from './chat-template-node.js';
 
 export interface ServerOptions {
   model: Model;
@@ -42,8 +49,16 @@ export interface ServerOptions {
   bosToken?: string;
   eosToken?: string;
   maxBodyBytes?: number;
-  /** Requests waiting or running before 429 (default 64). */
+  /** Requests waiting or running before 429 (default 64; 0 = no bound). */
   maxQueue?: number;
+  /** Browser origins allowed besides loopback ones (`scheme://host[:port]` or `*`). */
+  allowedOrigins?: string[];
+  /** Host header names allowed besides loopback names. */
+  allowedHosts?: string[];
+  /** Limits of one chat-template render (time, output, heap). */
+  templateBudget?: Partial<TemplateBudget>;
+  /** Most KV-cache bytes one request may allocate (default 2 GiB). */
+  maxKvBytes?: number;
   /** Default max_tokens when a request gives none (default 256). */
   defaultMaxTokens?: number;
   speculative?: boolean;
@@ -69,16 +84,29 @@ export interface RunningServer {
 
 interface Job { gen: Generation | null; cancelled: boolean }
 
+/** 413; `close` when the body was not read to its end (the connection cannot be reused). */
+class BodyTooLarge extends ApiError {
+  constructor(maxBody: number, readonly close: boolean) {
+    super(413, `request body is over the ${maxBody}-byte limit`, 'invalid_request_error', null, 'request_too_large');
+  }
+}
+
 /** Starts the server; resolves once it listens. */
 export async function startServer(o: ServerOptions): Promise<RunningServer> {
   const { model, tokenizer } = o;
   const maxBody = o.maxBodyBytes ?? 1 << 20;
   const maxQueue = o.maxQueue ?? 64;
+  if (!(Number.isInteger(maxQueue) && maxQueue >= 0)) throw new Error(`maxQueue must be an integer >= 0 (0 = no bound), got ${maxQueue}`);
+  const apiKey = o.apiKey ? checkApiKey(o.apiKey) : null;
+  const host = o.host ?? '127.0.0.1';
+  const access = new AccessPolicy({ apiKey, allowedOrigins: o.allowedOrigins ?? [], allowedHosts: o.allowedHosts ?? [], loopback: isLoopbackName(host) });
+  const maxKvBytes = o.maxKvBytes ?? 2 ** 31;
+  const kvBytesPerToken = 4 * (model.cfg.kvLoraRank + model.cfg.qkRopeHeadDim) * (model.cfg.numHiddenLayers + model.cfg.numNextnPredictLayers);
   const log = o.log ?? ((m: string) => console.error(m));
   const context = model.cfg.maxPositionEmbeddings;
   const cacheBytes = o.cacheBytes ?? 256 * 2 ** 20;
   const prefixCache = cacheBytes > 0 ? new PrefixCache(latentRowWidth(model.cfg), cacheBytes) : null;
-  const template = o.chatTemplate ?? DEFAULT_CHAT_TEMPLATE;
+  const renderer = new ChatTemplateRenderer(o.chatTemplate ?? DEFAULT_CHAT_TEMPLATE, o.templateBudget);
   const templateStops = o.chatTemplate ? [] : DEFAULT_TEMPLATE_STOPS;
   const created = Math.floor(Date.now() / 1000);
   const active = new Set<Job>();
@@ -89,7 +117,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
 
   /** Runs fn after every earlier job; at most maxQueue jobs wait or run. */
   const enqueue = <T>(fn: () => Promise<T>): Promise<T> => {
-    if (queued >= maxQueue) throw new ApiError(429, `server busy: ${queued} requests queued (limit ${maxQueue}); retry later`, 'rate_limit_error', null, 'queue_full');
+    if (maxQueue > 0 && queued >= maxQueue) throw new ApiError(429, `server busy: ${queued} requests queued (limit ${maxQueue}); retry later`, 'rate_limit_error', null, 'queue_full');
     queued++;
     const run = tail.then(fn);
     tail = run.then(() => undefined, () => undefined).finally(() => { queued--; });
@@ -103,20 +131,40 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     res.end(text);
   };
 
-  /** Reads the body up to maxBody bytes; larger bodies are drained and refused with 413. */
+  /**
+   * Reads the body up to maxBody bytes. A larger one (declared, or chunked and passing the limit)
+   * is read to its end and dropped, then refused with 413, so a client that is still sending reads
+   * the 413 instead of a reset. One that goes on past max(16× the limit, 16 MiB) or 10 s is refused
+   * at once and its connection closed.
+   */
   const readBody = (req: http.IncomingMessage): Promise<unknown> => new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length'] ?? 0);
+    const drainLimit = Math.max(16 * maxBody, 16 * 2 ** 20);
     const chunks: Buffer[] = [];
-    let size = 0, over = declared > maxBody;
+    let size = 0, over = false, refused = false;
+    let timer: NodeJS.Timeout | null = null;
+    const refuse = (close: boolean): void => {
+      if (refused) return;
+      refused = true;
+      if (timer) clearTimeout(timer);
+      reject(new BodyTooLarge(maxBody, close));
+    };
+    const tooLarge = (): void => {
+      over = true;
+      chunks.length = 0;
+      timer = setTimeout(() => refuse(true), 10_000);
+      if (declared > drainLimit) refuse(true);
+    };
+    if (declared > maxBody) tooLarge();
     req.on('data', (c: Buffer) => {
       size += c.length;
-      if (size > maxBody) over = true;
-      if (!over) chunks.push(c);
-      if (size > 16 * maxBody) req.destroy();
+      if (!over && size > maxBody) tooLarge();
+      if (over) { if (size > drainLimit) refuse(true); return; }
+      chunks.push(c);
     });
-    req.on('error', reject);
+    req.on('error', (e) => { if (!over) reject(e); });
     req.on('end', () => {
-      if (over) return reject(new ApiError(413, `request body is over the ${maxBody}-byte limit`, 'invalid_request_error', null, 'request_too_large'));
+      if (over) return refuse(false);
       const text = Buffer.concat(chunks).toString('utf8');
       try { resolve(JSON.parse(text)); } catch (e) { reject(new ApiError(400, `malformed JSON body: ${(e as Error).message}`, 'invalid_request_error', null, 'invalid_json')); }
     });
@@ -127,11 +175,11 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
   };
 
   /** Tokenizes a request's prompt and checks it against the context. */
-  const promptIds = (r: ParsedRequest): { ids: number[]; stops: string[] } => {
+  const promptIds = async (r: ParsedRequest): Promise<{ ids: number[]; stops: string[] }> => {
     let ids: number[];
     let stops = r.stop;
     if (r.messages) {
-      ids = tokenizer.encode(renderChat(template, r.messages, { bos_token: o.bosToken ?? '', eos_token: o.eosToken ?? '' }), { addSpecialTokens: false });
+      ids = tokenizer.encode(await renderer.render(r.messages, { bos_token: o.bosToken ?? '', eos_token: o.eosToken ?? '' }), { addSpecialTokens: false });
       stops = [...stops, ...templateStops];
     } else if (typeof r.prompt === 'string') ids = tokenizer.encode(r.prompt);
     else {
@@ -141,13 +189,17 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     }
     if (ids.length === 0) throw new ApiError(400, 'prompt is empty after tokenization', 'invalid_request_error', 'prompt', 'invalid_value');
     if (ids.length >= context) throw new ApiError(400, `prompt has ${ids.length} tokens; this model's context is ${context} tokens (prompt plus at least one new token)`, 'invalid_request_error', 'prompt', 'context_length_exceeded');
+    const tokens = ids.length + Math.min(r.maxTokens ?? o.defaultMaxTokens ?? 256, context - ids.length) + 2;
+    if (tokens * kvBytesPerToken > maxKvBytes) {
+      throw new ApiError(400, `prompt plus max_tokens is ${tokens} tokens, ${tokens * kvBytesPerToken} bytes of KV cache, over this server's ${maxKvBytes}-byte limit per request; lower max_tokens`, 'invalid_request_error', 'max_tokens', 'invalid_value');
+    }
     return { ids, stops };
   };
 
   const completion = async (kind: 'chat' | 'completion', req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
     const r = parseRequest(kind, await readBody(req));
     checkModel(r.model);
-    const { ids, stops } = promptIds(r);
+    const { ids, stops } = await promptIds(r);
     const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID().replace(/-/g, '').slice(0, 24)}`;
     const object = kind === 'chat' ? (r.stream ? 'chat.completion.chunk' : 'chat.completion') : 'text_completion';
     const job: Job = { gen: null, cancelled: false };
@@ -208,15 +260,17 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
   };
 
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    const route = `${req.method} ${url.pathname}`;
+    let url: URL;
+    try { url = new URL(req.url ?? '/', 'http://localhost'); } catch { throw new ApiError(400, 'malformed request URL'); }
+    const origin = access.check(req, url.pathname);
+    if (origin) res.setHeader('Access-Control-Allow-Origin', origin).setHeader('Vary', 'Origin');
     const known = ['/health', '/v1/models', '/v1/completions', '/v1/chat/completions', '/tokenize', '/detokenize'];
     if (!known.includes(url.pathname)) throw new ApiError(404, `no route ${url.pathname} (routes: ${known.join(', ')})`, 'invalid_request_error', null, 'not_found');
-    if (o.apiKey && url.pathname !== '/health') {
-      const got = Buffer.from(String(req.headers.authorization ?? ''));
-      const want = Buffer.from(`Bearer ${o.apiKey}`);
-      if (got.length !== want.length || !timingSafeEqual(got, want)) throw new ApiError(401, 'missing or wrong API key (send Authorization: Bearer <key>)', 'authentication_error', null, 'invalid_api_key');
+    if (req.method === 'OPTIONS') {
+      res.writeHead(204, { Allow: 'GET, HEAD, POST, OPTIONS', 'Access-Control-Allow-Methods': 'GET, HEAD, POST, OPTIONS', 'Access-Control-Allow-Headers': 'Authorization, Content-Type', 'Access-Control-Max-Age': '600' });
+      return void res.end();
     }
+    const route = `${req.method === 'HEAD' ? 'GET' : req.method} ${url.pathname}`;
     switch (route) {
       case 'GET /health':
         return send(res, 200, { status: 'ok', model: o.modelName, queued, requests: counts, prefix_cache: prefixCache?.stats() ?? null });
@@ -256,7 +310,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
       counts.errors++;
       if (e instanceof ApiError) {
         if (e.status >= 500) log(`serve: ${e.message}`);
-        if (e.status === 413) res.setHeader('Connection', 'close');
+        if (e instanceof BodyTooLarge && e.close && !res.headersSent) res.setHeader('Connection', 'close');
         return send(res, e.status, e.body());
       }
       const msg = (e as Error)?.message ?? String(e);
@@ -265,7 +319,6 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     });
   });
   server.requestTimeout = 0;
-  const host = o.host ?? '127.0.0.1';
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(o.port ?? 8080, host, () => { server.off('error', reject); resolve(); });
@@ -281,6 +334,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
       const done = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const j of active) { j.cancelled = true; j.gen?.cancel(); }
       await tail;
+      await renderer.close();
       server.closeAllConnections();
       await done;
     },

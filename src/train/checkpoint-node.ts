@@ -9,12 +9,14 @@
  * file fsynced), then `ckpt` → `ckpt.old`, temp → `ckpt`, `ckpt.old` removed. A crash between the
  * renames leaves `ckpt.old`, which `findCheckpoint` returns. A failed write (disk full) removes the
  * temp folder and throws; the old checkpoint is untouched.
+ * Temp folders and files of writes that were killed (`.<name>.tmp-<pid>`, `<file>.tmp-<pid>`)
+ * are removed by the next save or `removeStaleTemps` once their process is gone.
  * Reading verifies the checksums and every hash the caller expects, and throws a
  * {@link CheckpointError} naming the file and the fix.
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Tensor } from '../autograd/tensor.js';
 import { toHFConfig, type DeepSeekConfig } from '../model/config.js';
@@ -85,6 +87,30 @@ async function fsyncDir(dir: string): Promise<void> {
   try { const d = await open(dir, 'r'); await d.sync().catch(() => undefined); await d.close(); } catch { /* best effort */ }
 }
 
+/** True while process `pid` exists (EPERM: it exists but is not ours). */
+function alive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+}
+
+/**
+ * Removes temp folders/files left in `dir` by killed writes (`*.tmp-<pid>[-suffix]` of a process
+ * that no longer runs); returns the names removed.
+ */
+export async function removeStaleTemps(dir: string): Promise<string[]> {
+  let names: string[];
+  try { names = await readdir(dir); } catch { return []; }
+  const removed: string[] = [];
+  for (const n of names) {
+    const m = /\.tmp-(\d+)(?:-[0-9a-z]+)?$/.exec(n);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid || alive(pid)) continue;
+    await rm(path.join(dir, n), { recursive: true, force: true }).catch(() => undefined);
+    removed.push(n);
+  }
+  return removed;
+}
+
 export interface SaveInput {
   cfg: DeepSeekConfig;
   params: ModelParams;
@@ -100,6 +126,7 @@ export interface SaveInput {
 export async function saveCheckpoint(dir: string, input: SaveInput): Promise<void> {
   const parent = path.dirname(path.resolve(dir));
   await mkdir(parent, { recursive: true });
+  await removeStaleTemps(parent);
   const tmp = path.join(parent, `.${path.basename(dir)}.tmp-${process.pid}`);
   await rm(tmp, { recursive: true, force: true });
   try {

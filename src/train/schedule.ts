@@ -30,7 +30,7 @@ export function checkSchedule(s: Schedule): void {
   if (!(s.decayStart >= 0 && s.decayStart <= 1)) throw new RangeError(`schedule: decayStart must be in [0, 1], got ${s.decayStart}`);
 }
 
-/** Learning rate of optimizer step `step` (1-based). */
+/** Learning rate of optimizer step `step` (1-based); past `total` it stays at the final rate. */
 export function lrAt(s: Schedule, step: number): number {
   if (s.warmup > 0 && step <= s.warmup) return (s.peak * step) / s.warmup;
   if (s.kind === 'constant') return s.peak;

@@ -48,6 +48,11 @@ export interface TrainerOptions {
   logEvery: number;
   /** 0 = only the final save. */
   saveEvery: number;
+  /**
+   * Steps the learning-rate schedule spans (default `steps`). A run extended past its plan keeps
+   * its schedule: steps beyond `scheduleSteps` run at the schedule's final rate, never re-warm.
+   */
+  scheduleSteps?: number;
   seed: number;
   momentDtype: 'f32' | 'bf16';
   recompute: boolean;
@@ -194,7 +199,8 @@ export class Trainer {
     }
     if (!(Number.isInteger(o.saveEvery) && o.saveEvery >= 0)) throw new RangeError(`trainer: saveEvery must be a non-negative integer, got ${o.saveEvery}`);
     if (o.seq > init.cfg.maxPositionEmbeddings) throw new RangeError(`trainer: seq ${o.seq} exceeds the model's max_position_embeddings ${init.cfg.maxPositionEmbeddings}`);
-    this.schedule = { kind: o.schedule, peak: o.lr, warmup: Math.min(o.warmup, o.steps), total: o.steps, minRatio: o.minLrRatio, decayStart: o.decayStart };
+    const total = o.scheduleSteps ?? o.steps;
+    this.schedule = { kind: o.schedule, peak: o.lr, warmup: Math.min(o.warmup, total), total, minRatio: o.minLrRatio, decayStart: o.decayStart };
     checkSchedule(this.schedule);
     this.trainable = trainableParams(init.params, init.cfg);
     if (!(o.routerLrScale >= 0 && Number.isFinite(o.routerLrScale))) throw new RangeError(`trainer: routerLrScale must be a finite number >= 0, got ${o.routerLrScale}`);
