@@ -11,7 +11,7 @@ import { parseArgs, usage, type OptionSpec } from './args.js';
 import { UsageError } from './main.js';
 import { startServer } from '../serve/server.js';
 import { DiskCache } from '../infer/disk-cache-node.js';
-import { latentRowWidth } from '../infer/prefix-cache.js';
+import { prefixRowWidth } from '../infer/prefix-cache.js';
 import { checkModelDir, modelFingerprint, openModel, selectBackend } from '../serve/model-node.js';
 import { withBf16Weights } from '../infer/bf16-node.js';
 
@@ -27,7 +27,7 @@ const spec: OptionSpec = {
   'api-key': { type: 'string', help: 'require Authorization: Bearer <key> (or set FRUGAL_API_KEY)' },
   name: { type: 'string', help: 'model name for /v1/models (default: the folder name)' },
   'max-queue': { type: 'number', help: 'requests waiting or running before 429', default: 64 },
-  speculative: { type: 'boolean', help: 'MTP speculative decoding (skips the prefix cache for prompts)' },
+  speculative: { type: 'boolean', help: 'MTP speculative decoding (works with both caches; acceptance rate in /health and usage)' },
   backend: { type: 'string', help: 'compute backend: auto (native > wasm > ts), ts, wasm, native', default: 'auto' },
   weights: { type: 'string', help: 'decode weight precision: f32, or bf16 (half the memory traffic per token; native backend)', default: 'f32' },
 };
@@ -62,7 +62,7 @@ export async function run(argv: string[]): Promise<number> {
   const model = a.weights === 'bf16' ? withBf16Weights(opened.model) : { model: opened.model, note: '' };
   if (model.note) console.error(`frugal serve: ${model.note}`);
   const tc = tokenizerConfig(dir);
-  const diskCache = a['cache-dir'] ? new DiskCache({ dir: a['cache-dir'], modelId: modelFingerprint(dir), rowWidth: latentRowWidth(model.model.cfg), maxBytes: a['cache-dir-bytes'] }) : null;
+  const diskCache = a['cache-dir'] ? new DiskCache({ dir: a['cache-dir'], modelId: modelFingerprint(dir), rowWidth: prefixRowWidth(model.model.cfg, a.speculative === true && model.model.params.mtp.length > 0 ? 1 : 0), maxBytes: a['cache-dir-bytes'] }) : null;
   const name = a.name ?? path.basename(path.resolve(dir));
   const srv = await startServer({
     model: model.model, tokenizer: tokenizer!, modelName: name, host: a.host, port: a.port, apiKey, cacheBytes: a['cache-bytes'], diskCache,
