@@ -44,8 +44,8 @@ function trainDefault(log: (s: string) => void): { dir: string; remove: () => vo
 }
 
 /** One greedy generation; returns tokens/s over its decode steps, its tokens and its acceptance. */
-function once(model: Model, prompt: number[], maxTokens: number, speculative: boolean): { tps: number; tokens: number[]; acceptance: number } {
-  const g = new Generation(model, prompt, { greedy: true, maxTokens, speculative });
+function once(model: Model, prompt: number[], maxTokens: number, speculative: boolean, vocabLimit: number): { tps: number; tokens: number[]; acceptance: number } {
+  const g = new Generation(model, prompt, { greedy: true, maxTokens, speculative, vocabLimit });
   while (!g.done) g.step();
   const r = g.result();
   return { tps: (r.tokens.length / r.decodeMs) * 1000, tokens: r.tokens, acceptance: r.speculative?.acceptanceRate ?? 0 };
@@ -64,6 +64,8 @@ export async function runSpeculativeBench(o: SpeculativeOptions, log: (s: string
       const opened = await openModel(dir);
       if (opened.model.params.mtp.length === 0) throw new UsageError(`${dir}: the model has no MTP layers (num_nextn_predict_layers = 0), so nothing to speculate with`);
       const prompt = opened.tokenizer ? opened.tokenizer.encode(o.prompt) : [1, 2, 3];
+      // As `generate` does: sample only ids the tokenizer can decode.
+      const vocab = opened.tokenizer?.vocabSize ?? opened.model.cfg.vocabSize;
       for (const weights of o.weights) {
         let model: Model = opened.model;
         if (weights === 'bf16') {
@@ -72,11 +74,11 @@ export async function runSpeculativeBench(o: SpeculativeOptions, log: (s: string
           model = r.model;
         }
         log(`[decode --speculative threads=${threads} weights=${weights}] ${backend}; prompt ${prompt.length} tokens, ${o.maxTokens} new, greedy`);
-        once(model, prompt, o.maxTokens, false);
-        once(model, prompt, o.maxTokens, true);
+        once(model, prompt, o.maxTokens, false, vocab);
+        once(model, prompt, o.maxTokens, true, vocab);
         const p: number[] = [], s: number[] = [], ratio: number[] = [], acc: number[] = [];
         for (let r = 0; r < o.reps; r++) {
-          const a = once(model, prompt, o.maxTokens, false), b = once(model, prompt, o.maxTokens, true);
+          const a = once(model, prompt, o.maxTokens, false, vocab), b = once(model, prompt, o.maxTokens, true, vocab);
           if (a.tokens.join() !== b.tokens.join()) throw new Error(`round ${r}: speculative output differs from plain output (a bug: greedy speculative decoding must be exact)`);
           p.push(a.tps); s.push(b.tps); ratio.push(b.tps / a.tps); acc.push(b.acceptance);
           log(`  round ${r + 1}: plain ${a.tps.toFixed(0)} tok/s, speculative ${b.tps.toFixed(0)} tok/s (×${(b.tps / a.tps).toFixed(2)}), acceptance ${(100 * b.acceptance).toFixed(1)}%`);

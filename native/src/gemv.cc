@@ -85,28 +85,30 @@ FRUGAL_AVX512 static void streamRows512(const float* x, long ldx, const float* M
 }
 
 // y_i[j] (+)= dot(x_i, M[j*ld .. +k]) for R rows: one 16-lane sum per (i, j) over p, then reduced.
+// J matrix rows per pass share each x load (J = 4 for up to 2 rows: 4R sums stay in registers).
 template <int R>
 FRUGAL_AVX512 static void dots512(const float* x, long ldx, const float* M, long ld, float* y, long ldy, long j0, long j1, long k, bool acc) {
+  constexpr int J = R <= 2 ? 4 : 2;
   long j = j0;
-  for (; j + 2 <= j1; j += 2) {
-    const float *r0 = M + j * ld, *r1 = r0 + ld;
-    __m512 s0[R], s1[R];
-    for (int i = 0; i < R; i++) { s0[i] = _mm512_setzero_ps(); s1[i] = _mm512_setzero_ps(); }
+  for (; j + J <= j1; j += J) {
+    __m512 s[J][R];
+    for (int t = 0; t < J; t++)
+      for (int i = 0; i < R; i++) s[t][i] = _mm512_setzero_ps();
     for (long p = 0; p < k; p += 16) {
       const __mmask16 mk = k - p >= 16 ? 0xFFFF : (__mmask16)((1u << (k - p)) - 1);
-      const __m512 w0 = _mm512_maskz_loadu_ps(mk, r0 + p), w1 = _mm512_maskz_loadu_ps(mk, r1 + p);
+      __m512 w[J];
+      for (int t = 0; t < J; t++) w[t] = _mm512_maskz_loadu_ps(mk, M + (j + t) * ld + p);
       for (int i = 0; i < R; i++) {
         const __m512 xv = _mm512_maskz_loadu_ps(mk, x + i * ldx + p);
-        s0[i] = _mm512_fmadd_ps(xv, w0, s0[i]);
-        s1[i] = _mm512_fmadd_ps(xv, w1, s1[i]);
+        for (int t = 0; t < J; t++) s[t][i] = _mm512_fmadd_ps(xv, w[t], s[t][i]);
       }
     }
-    for (int i = 0; i < R; i++) {
-      const float d0 = _mm512_reduce_add_ps(s0[i]), d1 = _mm512_reduce_add_ps(s1[i]);
-      float* yi = y + i * ldy + j;
-      yi[0] = acc ? yi[0] + d0 : d0;
-      yi[1] = acc ? yi[1] + d1 : d1;
-    }
+    for (int i = 0; i < R; i++)
+      for (int t = 0; t < J; t++) {
+        const float d = _mm512_reduce_add_ps(s[t][i]);
+        float* yi = y + i * ldy + j + t;
+        *yi = acc ? *yi + d : d;
+      }
   }
   for (; j < j1; j++) {
     const float* r0 = M + j * ld;
