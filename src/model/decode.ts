@@ -51,7 +51,6 @@ export class RowDecoder {
   private readonly scratch = new Map<string, Float32Array>();
   private readonly invFreq: Float32Array;
   private readonly ropeFactor: number;
-  private readonly ids = new Int32Array(0);
 
   constructor(readonly params: ModelParams, readonly cfg: DeepSeekConfig, opts: { linear?: RowsLinear } = {}) {
     this.lin = opts.linear ?? f32RowsLinear;
@@ -82,7 +81,9 @@ export class RowDecoder {
 
   /**
    * MTP depth d over rows i = (hidden h_i after the final norm, token t_{i+1}): logits of rows
-   * from..R-1 predict t_{i+2}. Its cache is layer numHiddenLayers + d of each segment's cache.
+   * from..R-1 predict t_{i+2}. Rows before `from` only write their latent cache rows (all a draft
+   * needs of them: their outputs feed nothing), so they skip attention, MoE and head; `from` > 0
+   * needs a single segment. Its cache is layer numHiddenLayers + d of each segment's cache.
    */
   mtp(depth: number, hiddenIn: Float32Array, nextTokens: ArrayLike<number>, segs: readonly Segment[], from = 0): RowsResult {
     const { cfg, params: p } = this;
@@ -99,10 +100,12 @@ export class RowDecoder {
     for (let r = 0; r < R; r++) { cat.set(e.subarray(r * H, (r + 1) * H), 2 * r * H); cat.set(hn.subarray(r * H, (r + 1) * H), (2 * r + 1) * H); }
     const h = this.buf('h', R * H);
     this.lin(cat, R, m.ehProj, h);
-    this.block(h, R, m.layer, layer, segs);
-    const normed = this.buf('hidden', R * H);
-    norm(h, m.headNorm.f32, normed, R, H, eps);
-    return { hidden: h, logits: this.head(normed, R, from, m.head) };
+    if (from > 0 && segs.length !== 1) throw new Error('RowDecoder.mtp: rows that only fill the cache (from > 0) need a single segment');
+    this.block(h, R, m.layer, layer, segs, from);
+    const out = h.subarray(from * H), n = R - from;
+    const normed = this.buf('hidden', n * H);
+    norm(out, m.headNorm.f32, normed, n, H, eps);
+    return { hidden: out, logits: this.head(normed, n, 0, m.head) };
   }
 
   private head(x: Float32Array, R: number, from: number, w: Tensor): Float32Array {
@@ -112,32 +115,28 @@ export class RowDecoder {
     return out;
   }
 
-  /** One decoder block in place on h [R, H]. */
-  private block(h: Float32Array, R: number, l: LayerParams, layer: number, segs: readonly Segment[]): void {
-    const cfg = this.cfg, H = cfg.hiddenSize, n = R * H;
-    const x = this.buf('x', n);
+  /** One decoder block in place on h [R, H]; rows before `from` only write their latent cache rows. */
+  private block(h: Float32Array, R: number, l: LayerParams, layer: number, segs: readonly Segment[], from = 0): void {
+    const cfg = this.cfg, H = cfg.hiddenSize, n = (R - from) * H, o = from * H;
+    const x = this.buf('x', R * H);
     kernel('RMSNorm')(h, l.attnNorm.f32, x, R, H, cfg.rmsNormEps);
-    const a = this.mla(x, R, l.attn, layer, segs);
-    for (let i = 0; i < n; i++) h[i] = h[i]! + a[i]!;
-    kernel('RMSNorm')(h, l.ffnNorm.f32, x, R, H, cfg.rmsNormEps);
-    const f = l.moe ? this.moe(x, R, l.moe) : this.swiglu(x, R, l.mlp!, 'ffn');
-    for (let i = 0; i < n; i++) h[i] = h[i]! + f[i]!;
+    const a = this.mla(x, R, l.attn, layer, segs, from);
+    for (let i = 0; i < n; i++) h[o + i] = h[o + i]! + a[i]!;
+    const hq = h.subarray(o), xq = x.subarray(0, n);
+    kernel('RMSNorm')(hq, l.ffnNorm.f32, xq, R - from, H, cfg.rmsNormEps);
+    const f = l.moe ? this.moe(xq, R - from, l.moe) : this.swiglu(xq, R - from, l.mlp!, 'ffn');
+    for (let i = 0; i < n; i++) h[o + i] = h[o + i]! + f[i]!;
   }
 
-  /** Absorbed MLA over x [R, H]: writes the rows' latents to the cache, returns o_proj output [R, H]. */
-  private mla(x: Float32Array, R: number, a: MlaParams, layer: number, segs: readonly Segment[]): Float32Array {
+  /**
+   * Absorbed MLA over x [R, H]: writes all rows' latents to the cache, returns the o_proj output
+   * [R − from, H] of rows from..R-1 (their queries attend; earlier rows only fill the cache).
+   */
+  private mla(x: Float32Array, R: number, a: MlaParams, layer: number, segs: readonly Segment[], from: number): Float32Array {
     const cfg = this.cfg, eps = cfg.rmsNormEps;
     const nh = cfg.numAttentionHeads, dn = cfg.qkNopeHeadDim, dr = cfg.qkRopeHeadDim, dv = cfg.vHeadDim, rkv = cfg.kvLoraRank;
     const dq = dn + dr, D = rkv + dr, half = dr / 2;
     const norm = kernel('RMSNorm'), mm = kernel('MatMul');
-    const q = this.buf('q', R * nh * dq);
-    if (a.qProj) this.lin(x, R, a.qProj, q);
-    else {
-      const qa = this.buf('qa', R * cfg.qLoraRank!);
-      this.lin(x, R, a.qAProj!, qa);
-      norm(qa, a.qANorm!.f32, qa, R, cfg.qLoraRank!, eps);
-      this.lin(qa, R, a.qBProj!, q);
-    }
     const kv = this.buf('kv', R * D);
     this.lin(x, R, a.kvAProj, kv);
     // Latent rows into the cache: ĉ = RMSNorm(c), k_pe roped at the row's position.
@@ -152,27 +151,37 @@ export class RowDecoder {
         rotate(kv, r * D + rkv, buf, o + rkv, cos, sin, r * half, half);
       }
     }
+    // Queries of rows from..R-1 (Rq of them).
+    const Rq = R - from, xq = x.subarray(from * cfg.hiddenSize, R * cfg.hiddenSize);
+    const q = this.buf('q', Rq * nh * dq);
+    if (a.qProj) this.lin(xq, Rq, a.qProj, q);
+    else {
+      const qa = this.buf('qa', Rq * cfg.qLoraRank!);
+      this.lin(xq, Rq, a.qAProj!, qa);
+      norm(qa, a.qANorm!.f32, qa, Rq, cfg.qLoraRank!, eps);
+      this.lin(qa, Rq, a.qBProj!, q);
+    }
     // q_abs[h] = q_nope[h] · W_UK[h] (W_UK read in place from kv_b_proj), head-major rows.
     const W = a.kvBProj.f32, blk = (dn + dv) * rkv;
-    const qn = this.buf('qn', nh * R * dn), qAbs = this.buf('qAbs', nh * R * rkv);
-    for (let h = 0; h < nh; h++) for (let r2 = 0; r2 < R; r2++) qn.set(q.subarray((r2 * nh + h) * dq, (r2 * nh + h) * dq + dn), (h * R + r2) * dn);
-    mm({ a: qn, b: W, c: qAbs, batch: nh, m: R, n: rkv, k: dn, transA: false, transB: false, strideA: R * dn, strideB: blk, strideC: R * rkv, accumulate: false });
-    // Attention queries [R, nh, rkv + dr] = [q_abs | rope(q_pe)].
-    const qa = this.buf('qatt', R * nh * D);
-    for (let r2 = 0; r2 < R; r2++) for (let h = 0; h < nh; h++) {
+    const qn = this.buf('qn', nh * Rq * dn), qAbs = this.buf('qAbs', nh * Rq * rkv);
+    for (let h = 0; h < nh; h++) for (let r2 = 0; r2 < Rq; r2++) qn.set(q.subarray((r2 * nh + h) * dq, (r2 * nh + h) * dq + dn), (h * Rq + r2) * dn);
+    mm({ a: qn, b: W, c: qAbs, batch: nh, m: Rq, n: rkv, k: dn, transA: false, transB: false, strideA: Rq * dn, strideB: blk, strideC: Rq * rkv, accumulate: false });
+    // Attention queries [Rq, nh, rkv + dr] = [q_abs | rope(q_pe)].
+    const qa = this.buf('qatt', Rq * nh * D);
+    for (let r2 = 0; r2 < Rq; r2++) for (let h = 0; h < nh; h++) {
       const o = (r2 * nh + h) * D;
-      qa.set(qAbs.subarray((h * R + r2) * rkv, (h * R + r2 + 1) * rkv), o);
-      rotate(q, (r2 * nh + h) * dq + dn, qa, o + rkv, cos, sin, r2 * half, half);
+      qa.set(qAbs.subarray((h * Rq + r2) * rkv, (h * Rq + r2 + 1) * rkv), o);
+      rotate(q, (r2 * nh + h) * dq + dn, qa, o + rkv, cos, sin, (from + r2) * half, half);
     }
-    const oLat = this.buf('olat', R * nh * rkv);
-    this.attend(qa, oLat, layer, segs);
+    const oLat = this.buf('olat', Rq * nh * rkv);
+    this.attend(qa, oLat, layer, from === 0 ? segs : [{ cache: segs[0]!.cache, start: segs[0]!.start + from, rows: Rq }]);
     // o[h] = o_lat[h] · W_UV[h]ᵀ (W_UV[h] starts dn rows into block h), head-major rows.
-    const ol = this.buf('olhm', nh * R * rkv), oh = this.buf('ohm', nh * R * dv), o = this.buf('o', R * nh * dv);
-    for (let h = 0; h < nh; h++) for (let r2 = 0; r2 < R; r2++) ol.set(oLat.subarray((r2 * nh + h) * rkv, (r2 * nh + h + 1) * rkv), (h * R + r2) * rkv);
-    mm({ a: ol, b: W.subarray(dn * rkv), c: oh, batch: nh, m: R, n: dv, k: rkv, transA: false, transB: true, strideA: R * rkv, strideB: blk, strideC: R * dv, accumulate: false });
-    for (let h = 0; h < nh; h++) for (let r2 = 0; r2 < R; r2++) o.set(oh.subarray((h * R + r2) * dv, (h * R + r2 + 1) * dv), (r2 * nh + h) * dv);
-    const out = this.buf('attn', R * cfg.hiddenSize);
-    this.lin(o, R, a.oProj, out);
+    const ol = this.buf('olhm', nh * Rq * rkv), oh = this.buf('ohm', nh * Rq * dv), o = this.buf('o', Rq * nh * dv);
+    for (let h = 0; h < nh; h++) for (let r2 = 0; r2 < Rq; r2++) ol.set(oLat.subarray((r2 * nh + h) * rkv, (r2 * nh + h + 1) * rkv), (h * Rq + r2) * rkv);
+    mm({ a: ol, b: W.subarray(dn * rkv), c: oh, batch: nh, m: Rq, n: dv, k: rkv, transA: false, transB: true, strideA: Rq * rkv, strideB: blk, strideC: Rq * dv, accumulate: false });
+    for (let h = 0; h < nh; h++) for (let r2 = 0; r2 < Rq; r2++) o.set(oh.subarray((h * Rq + r2) * dv, (h * Rq + r2 + 1) * dv), (r2 * nh + h) * dv);
+    const out = this.buf('attn', Rq * cfg.hiddenSize);
+    this.lin(o, Rq, a.oProj, out);
     return out;
   }
 
