@@ -8,6 +8,7 @@
         "src/addon.cc",
         "src/pool.cc",
         "src/gemm_f32.cc",
+        "src/gemv.cc",
         "src/gemm_bf16.cc",
         "src/ops.cc",
         "src/optim.cc",

@@ -14,6 +14,7 @@ export * from './fp8/recipe.js';
 export * from './model/config.js';
 export * from './model/deepseek.js';
 export * from './model/dense.js';
+export { RowDecoder, f32RowsLinear, rowsLinearOf, type RowsLinear, type Segment, type RowsResult } from './model/decode.js';
 export * as safetensors from './io/safetensors.js';
 export { Tokenizer, StreamDecoder } from './io/tokenizer.js';
 export { trainBpe } from './io/bpe.js';

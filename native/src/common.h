@@ -55,6 +55,12 @@ struct MatMulArgs {
   bool accumulate;
 };
 void matmulF32(const MatMulArgs& x);
+/** Most rows the few-row product kernels (gemv.cc) take; more rows go to the packed GEMM. */
+constexpr long kGemvMaxRows = 8;
+/** True when gemvF32 computes x: one row, one column, or at most kGemvMaxRows rows of a non-transposed A. */
+bool gemvF32Handles(const MatMulArgs& x);
+/** x on the matrix-vector kernels, up to maxT threads; row i is bit-identical to row i alone. */
+void gemvF32(const MatMulArgs& x, int maxT);
 /** The same on the calling thread only (for use inside pool tasks). */
 void matmulF32Serial(const MatMulArgs& x);
 
@@ -89,7 +95,8 @@ void adamw(float* w, const float* g, float* m, float* v, long n, const AdamWHype
 /** Σ x² (float lanes in blocks, summed in double). */
 double sumSquares(const float* x, long n);
 /** y[m,n] = x[m,k] · W[n,k]^T with W as bf16 bit patterns widened exactly to f32 (f32 x, f32 sums);
- *  for decode (small m): the matrix is read once per row of x. */
+ *  for decode (small m): the matrix is read once per kGemvMaxRows rows of x, and row i is
+ *  bit-identical to row i alone. */
 void gemvBf16(const float* x, const uint16_t* w, float* y, long m, long n, long k);
 /** dst[dr_i·D ..] += s_i · src[sr_i·D ..] over i < count; rows/scales default to i / 1 (null). */
 void rowsAxpy(float* dst, const int32_t* dr, const float* src, const int32_t* sr, const float* sc, long count, long D);

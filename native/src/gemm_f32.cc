@@ -1,7 +1,8 @@
 // Packed, register-blocked f32 GEMM (BLIS loop order: NC / KC / MC panels, MRxNR micro-kernel)
 // in three families picked at run time: AVX-512 (14x32 tile, masked edges), AVX2+FMA (6x16) and
-// portable C++ (4x16). All transpose cases are handled by packing; M=1 / N=1 go to gemv kernels
-// that stream the matrix once (memory bound). Threads split batch, N or M into disjoint C blocks.
+// portable C++ (4x16). All transpose cases are handled by packing; products of a few rows (M <= 8)
+// or one column go to gemv.cc, which streams the matrix once (memory bound). Threads split batch,
+// N or M into disjoint C blocks.
 #include <algorithm>
 #include <cstring>
 
@@ -107,104 +108,7 @@ struct Avx512 {
   }
 };
 
-// y[j0..j1) (+)= sum_p x[p] * M[p*ld + j]  (streams rows of M)
-FRUGAL_AVX512 static void gemvRows512(const float* x, const float* M, long ld, float* y, long j0, long j1, long k, bool acc) {
-  for (long jb = j0; jb < j1; jb += 1024) {
-    long je = std::min(j1, jb + 1024);
-    if (!acc) std::fill(y + jb, y + je, 0.f);
-    long p = 0;
-    for (; p + 8 <= k; p += 8) {
-      __m512 xv[8];
-      const float* r[8];
-      for (int t = 0; t < 8; t++) { xv[t] = _mm512_set1_ps(x[p + t]); r[t] = M + (p + t) * ld; }
-      for (long j = jb; j < je; j += 16) {
-        __mmask16 mk = je - j >= 16 ? 0xFFFF : (__mmask16)((1u << (je - j)) - 1);
-        __m512 s0 = _mm512_maskz_loadu_ps(mk, y + j), s1 = _mm512_setzero_ps();
-        s0 = _mm512_fmadd_ps(xv[0], _mm512_maskz_loadu_ps(mk, r[0] + j), s0);
-        s1 = _mm512_fmadd_ps(xv[1], _mm512_maskz_loadu_ps(mk, r[1] + j), s1);
-        s0 = _mm512_fmadd_ps(xv[2], _mm512_maskz_loadu_ps(mk, r[2] + j), s0);
-        s1 = _mm512_fmadd_ps(xv[3], _mm512_maskz_loadu_ps(mk, r[3] + j), s1);
-        s0 = _mm512_fmadd_ps(xv[4], _mm512_maskz_loadu_ps(mk, r[4] + j), s0);
-        s1 = _mm512_fmadd_ps(xv[5], _mm512_maskz_loadu_ps(mk, r[5] + j), s1);
-        s0 = _mm512_fmadd_ps(xv[6], _mm512_maskz_loadu_ps(mk, r[6] + j), s0);
-        s1 = _mm512_fmadd_ps(xv[7], _mm512_maskz_loadu_ps(mk, r[7] + j), s1);
-        _mm512_mask_storeu_ps(y + j, mk, _mm512_add_ps(s0, s1));
-      }
-    }
-    for (; p + 4 <= k; p += 4) {
-      __m512 x0 = _mm512_set1_ps(x[p]), x1 = _mm512_set1_ps(x[p + 1]), x2 = _mm512_set1_ps(x[p + 2]), x3 = _mm512_set1_ps(x[p + 3]);
-      const float *r0 = M + p * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
-      for (long j = jb; j < je; j += 16) {
-        __mmask16 mk = je - j >= 16 ? 0xFFFF : (__mmask16)((1u << (je - j)) - 1);
-        __m512 s = _mm512_maskz_loadu_ps(mk, y + j);
-        s = _mm512_fmadd_ps(x0, _mm512_maskz_loadu_ps(mk, r0 + j), s);
-        s = _mm512_fmadd_ps(x1, _mm512_maskz_loadu_ps(mk, r1 + j), s);
-        s = _mm512_fmadd_ps(x2, _mm512_maskz_loadu_ps(mk, r2 + j), s);
-        s = _mm512_fmadd_ps(x3, _mm512_maskz_loadu_ps(mk, r3 + j), s);
-        _mm512_mask_storeu_ps(y + j, mk, s);
-      }
-    }
-    for (; p < k; p++) {
-      __m512 x0 = _mm512_set1_ps(x[p]);
-      const float* r0 = M + p * ld;
-      for (long j = jb; j < je; j += 16) {
-        __mmask16 mk = je - j >= 16 ? 0xFFFF : (__mmask16)((1u << (je - j)) - 1);
-        _mm512_mask_storeu_ps(y + j, mk, _mm512_fmadd_ps(x0, _mm512_maskz_loadu_ps(mk, r0 + j), _mm512_maskz_loadu_ps(mk, y + j)));
-      }
-    }
-  }
-}
-
-// y[j] (+)= dot(x, M[j*ld .. +k]) for j in [j0, j1)
-FRUGAL_AVX512 static void gemvDots512(const float* x, const float* M, long ld, float* y, long j0, long j1, long k, bool acc) {
-  long j = j0;
-  for (; j + 4 <= j1; j += 4) {
-    const float *r0 = M + j * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
-    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    for (long p = 0; p < k; p += 16) {
-      __mmask16 mk = k - p >= 16 ? 0xFFFF : (__mmask16)((1u << (k - p)) - 1);
-      __m512 xv = _mm512_maskz_loadu_ps(mk, x + p);
-      s0 = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(mk, r0 + p), s0);
-      s1 = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(mk, r1 + p), s1);
-      s2 = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(mk, r2 + p), s2);
-      s3 = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(mk, r3 + p), s3);
-    }
-    float d[4] = {_mm512_reduce_add_ps(s0), _mm512_reduce_add_ps(s1), _mm512_reduce_add_ps(s2), _mm512_reduce_add_ps(s3)};
-    for (int t = 0; t < 4; t++) y[j + t] = acc ? y[j + t] + d[t] : d[t];
-  }
-  for (; j < j1; j++) {
-    const float* r0 = M + j * ld;
-    __m512 s0 = _mm512_setzero_ps();
-    for (long p = 0; p < k; p += 16) {
-      __mmask16 mk = k - p >= 16 ? 0xFFFF : (__mmask16)((1u << (k - p)) - 1);
-      s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, x + p), _mm512_maskz_loadu_ps(mk, r0 + p), s0);
-    }
-    float d = _mm512_reduce_add_ps(s0);
-    y[j] = acc ? y[j] + d : d;
-  }
-}
 #endif
-
-static void gemvRowsPortable(const float* x, const float* M, long ld, float* y, long j0, long j1, long k, bool acc) {
-  if (!acc) std::fill(y + j0, y + j1, 0.f);
-  for (long p = 0; p < k; p++) {
-    const float xp = x[p];
-    const float* r = M + p * ld;
-    for (long j = j0; j < j1; j++) y[j] += xp * r[j];
-  }
-}
-static void gemvDotsPortable(const float* x, const float* M, long ld, float* y, long j0, long j1, long k, bool acc) {
-  for (long j = j0; j < j1; j++) {
-    const float* r = M + j * ld;
-    float s[8] = {};
-    long p = 0;
-    for (; p + 8 <= k; p += 8)
-      for (int t = 0; t < 8; t++) s[t] += x[p + t] * r[p + t];
-    float d = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-    for (; p < k; p++) d += x[p] * r[p];
-    y[j] = acc ? y[j] + d : d;
-  }
-}
 
 #if FRUGAL_HAVE_X86_KERNELS
 // Packs rows [0, mr) x cols [0, kc) of a row-major A (row stride lda) as dst[p*14 + i], zero rows
@@ -315,43 +219,11 @@ static void gemmBlock(const MatMulArgs& x, const float* a, const float* b, float
   }
 }
 
-using GemvFn = void (*)(const float*, const float*, long, float*, long, long, long, bool);
-
 template <class F>
 static void matmulWith(const MatMulArgs& x, int maxT) {
   const long work = x.batch * x.m * x.n * x.k;
   // Below ~4M multiply-adds (~40 µs on one core) waking a sleeping worker costs more than it saves.
   int T = work < (1L << 22) ? 1 : std::min(maxT, poolThreads());
-  const bool gemv = x.m == 1 || x.n == 1;
-  if (gemv) {
-    // A matrix-vector product streams its matrix from memory once: past ~256 KB of matrix (L2 no
-    // longer holds it across calls) one core's share of DRAM bandwidth (~9 GB/s on the reference
-    // VM) is the limit, and a second core nearly doubles it. Workers spin ~100 µs after a job, so
-    // back-to-back decode GEMMs find them awake.
-    T = work < (1L << 16) ? 1 : std::min(maxT, poolThreads());
-    GemvFn rows = gemvRowsPortable, dots = gemvDotsPortable;
-#if FRUGAL_HAVE_X86_KERNELS
-    if (cpu().isa == Isa::Avx512) { rows = gemvRows512; dots = gemvDots512; }
-#endif
-    // m == 1: y = a · op(B); n == 1: y = op(A) · b, i.e. the same with A and B swapped.
-    const bool m1 = x.m == 1;
-    const long outs = m1 ? x.n : x.m;
-    const bool streamRows = m1 ? !x.transB : x.transA;
-    const long ld = m1 ? (x.transB ? x.k : x.n) : (x.transA ? x.m : x.k);
-    const long chunks = (outs + 63) / 64;
-    if (chunks < T) T = (int)std::max<long>(1, chunks);
-    // Work is handed out in pieces (dynamic): a worker that arrives late only takes fewer.
-    const long pieces = T <= 1 ? 1 : std::min<long>(chunks, 4L * T);
-    poolRunChunks(pieces, [&](long pc, int) {
-      const long j0 = std::min(outs, chunks * pc / pieces * 64), j1 = std::min(outs, chunks * (pc + 1) / pieces * 64);
-      for (long bi = 0; bi < x.batch; bi++) {
-        const float* vec = m1 ? x.a + bi * x.strideA : x.b + bi * x.strideB;
-        const float* mat = m1 ? x.b + bi * x.strideB : x.a + bi * x.strideA;
-        (streamRows ? rows : dots)(vec, mat, ld, x.c + bi * x.strideC, j0, j1, x.k, x.accumulate);
-      }
-    });
-    return;
-  }
   // Whole batch entries per thread when they are independent and plentiful; else split N or M.
   const bool byBatch = T > 1 && x.strideC >= x.m * x.n && (x.batch % T == 0 || x.batch >= 4 * T);
   if (byBatch) {
@@ -386,6 +258,7 @@ static void matmulWith(const MatMulArgs& x, int maxT) {
 
 static void matmulDispatch(const MatMulArgs& x, int maxT) {
   if (x.batch <= 0 || x.m <= 0 || x.n <= 0) return;
+  if (gemvF32Handles(x)) return gemvF32(x, maxT);
 #if FRUGAL_HAVE_X86_KERNELS
   if (cpu().isa == Isa::Avx512) return matmulWith<Avx512>(x, maxT);
   if (cpu().isa == Isa::Avx2) return matmulWith<Avx2>(x, maxT);

@@ -1,5 +1,4 @@
-// Whole-array kernels of the optimizer and the tape, and the BF16-weight matrix-vector product of
-// decoding (at the end). The first group: the AdamW update (in place over parameter,
+// Whole-array kernels of the optimizer and the tape: the AdamW update (in place over parameter,
 // first and second moments), a sum of squares (gradient norm, in double) and dst += src (gradient
 // accumulation). All are memory-bound, so they are plain loops the compiler vectorises, compiled
 // once per ISA family with target attributes, and split over the pool for large arrays.
@@ -139,85 +138,6 @@ void addInto(float* dst, const float* src, long n) {
 #endif
     addRange(dst, src, i0, i1);
   });
-}
-
-}  // namespace frugal
-
-// ---- BF16-weight matrix-vector products (decode with bf16 weights) ----
-namespace frugal {
-namespace {
-
-static inline float bf16ToF32(uint16_t h) {
-  const uint32_t u = (uint32_t)h << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-static void gemvBf16RowsPortable(const float* x, const uint16_t* w, float* y, long j0, long j1, long k) {
-  for (long j = j0; j < j1; j++) {
-    const uint16_t* wr = w + j * k;
-    float s = 0.f;
-    for (long d = 0; d < k; d++) s += bf16ToF32(wr[d]) * x[d];
-    y[j] = s;
-  }
-}
-
-#if FRUGAL_HAVE_X86_KERNELS
-FRUGAL_AVX512 static inline __m512 widen16(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
-
-// Two weight rows per pass (two independent streams keep more loads in flight).
-FRUGAL_AVX512 static void gemvBf16Rows512(const float* x, const uint16_t* w, float* y, long j0, long j1, long k) {
-  long j = j0;
-  for (; j + 2 <= j1; j += 2) {
-    const uint16_t* r0 = w + j * k;
-    const uint16_t* r1 = r0 + k;
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
-    long d = 0;
-    for (; d + 32 <= k; d += 32) {
-      const __m512 x0 = _mm512_loadu_ps(x + d), x1 = _mm512_loadu_ps(x + d + 16);
-      a0 = _mm512_fmadd_ps(widen16(_mm256_loadu_si256((const __m256i*)(r0 + d))), x0, a0);
-      a1 = _mm512_fmadd_ps(widen16(_mm256_loadu_si256((const __m256i*)(r0 + d + 16))), x1, a1);
-      b0 = _mm512_fmadd_ps(widen16(_mm256_loadu_si256((const __m256i*)(r1 + d))), x0, b0);
-      b1 = _mm512_fmadd_ps(widen16(_mm256_loadu_si256((const __m256i*)(r1 + d + 16))), x1, b1);
-    }
-    for (; d < k; d += 16) {
-      const __mmask16 mk = k - d >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - d)) - 1);
-      const __m512 xv = _mm512_maskz_loadu_ps(mk, x + d);
-      a0 = _mm512_fmadd_ps(widen16(_mm256_maskz_loadu_epi16(mk, r0 + d)), xv, a0);
-      b0 = _mm512_fmadd_ps(widen16(_mm256_maskz_loadu_epi16(mk, r1 + d)), xv, b0);
-    }
-    y[j] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-    y[j + 1] = _mm512_reduce_add_ps(_mm512_add_ps(b0, b1));
-  }
-  if (j < j1) {
-    const uint16_t* r0 = w + j * k;
-    __m512 a0 = _mm512_setzero_ps();
-    for (long d = 0; d < k; d += 16) {
-      const __mmask16 mk = k - d >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - d)) - 1);
-      a0 = _mm512_fmadd_ps(widen16(_mm256_maskz_loadu_epi16(mk, r0 + d)), _mm512_maskz_loadu_ps(mk, x + d), a0);
-    }
-    y[j] = _mm512_reduce_add_ps(a0);
-  }
-}
-#endif
-
-}  // namespace
-
-void gemvBf16(const float* x, const uint16_t* w, float* y, long m, long n, long k) {
-  auto rows = gemvBf16RowsPortable;
-#if FRUGAL_HAVE_X86_KERNELS
-  if (cpu().isa == Isa::Avx512) rows = gemvBf16Rows512;
-#endif
-  // Same policy as the f32 matrix-vector product: past ~128K weights, pieces over the pool.
-  const long units = (n + 63) / 64;
-  const long pieces = n * k < (1L << 17) || poolThreads() <= 1 ? 1 : std::min<long>(units, 4L * poolThreads());
-  auto piece = [&](long pc, int) {
-    const long j0 = std::min(n, units * pc / pieces * 64), j1 = std::min(n, units * (pc + 1) / pieces * 64);
-    for (long i = 0; i < m; i++) rows(x + i * k, w, y + i * n, j0, j1, k);
-  };
-  if (pieces <= 1) { piece(0, 0); return; }
-  poolRunChunks(pieces, piece);
 }
 
 }  // namespace frugal

@@ -59,6 +59,37 @@ test('MatMul matches ts: odd shapes, all transposes, every kernel family, 1 and 
   be!.addon.setIsa('auto');
 });
 
+test('few-row products (m ≤ 8): each row bit-identical to that row alone (f32 every family, bf16), 1 and 2 threads', { skip }, () => {
+  // Speculative decoding's exactness rests on this: a 2-row verify step reproduces plain decoding.
+  for (const isa of families()) {
+    be!.addon.setIsa(isa as 'avx512');
+    for (const threads of [1, 2]) {
+      be!.setThreads(threads);
+      for (const [m, n, k] of [[2, 130, 17], [3, 2100, 128], [8, 97, 300], [5, 64, 8], [7, 1030, 33]] as const) {
+        for (const tB of [false, true]) {
+          const a = rand(m * k), b = rand(n * k), c = rand(m * n), one = new Float32Array(n);
+          const acc = n % 2 === 0;
+          const c0 = c.slice();
+          be!.addon.matmul(a, b, c, 1, m, n, k, false, tB, 0, 0, 0, acc);
+          for (let i = 0; i < m; i++) {
+            one.set(c0.subarray(i * n, (i + 1) * n));
+            be!.addon.matmul(a.subarray(i * k, (i + 1) * k), b, one, 1, 1, n, k, false, tB, 0, 0, 0, acc);
+            assert.deepEqual(c.subarray(i * n, (i + 1) * n), one, `${isa} T=${threads} ${m}x${n}x${k} tB=${tB} row ${i}`);
+          }
+          if (!tB || !be!.addon.gemvBf16 || isa !== families()[0]) continue;
+          const wb = encodeBf16(b), y = new Float32Array(m * n), y1 = new Float32Array(n);
+          be!.addon.gemvBf16(a, wb, y, m, n, k);
+          for (let i = 0; i < m; i++) {
+            be!.addon.gemvBf16(a.subarray(i * k, (i + 1) * k), wb, y1, 1, n, k);
+            assert.deepEqual(y.subarray(i * n, (i + 1) * n), y1, `bf16 T=${threads} ${m}x${n}x${k} row ${i}`);
+          }
+        }
+      }
+    }
+  }
+  be!.addon.setIsa('auto');
+});
+
 test('MatMul matches ts on blocking edges (> one KC/MC/NC panel) and k = 0', { skip }, () => {
   for (const threads of [1, 2]) {
     be!.setThreads(threads);

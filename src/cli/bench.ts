@@ -23,7 +23,7 @@ export const SUITES: Record<string, Suite> = {
   gemm: { summary: 'GEMM GFLOP/s per backend (ts, wasm, native f32/bf16/fp8, OpenBLAS) and thread count, and per-call overhead', load: () => import('../../bench/gemm.js'), options: gemmOptions },
   train: { summary: 'training tokens/s (fwd+bwd+AdamW, with/without MTP) vs PyTorch', load: () => import('../../bench/train.js'), options: modelOptions },
   prefill: { summary: 'prefill tokens/s (8x256 forward) vs PyTorch', load: () => import('../../bench/prefill.js'), options: modelOptions },
-  decode: { summary: 'batch-1 decode tokens/s with the KV cache (16->256, ~1K context) vs PyTorch', load: () => import('../../bench/decode.js'), options: modelOptions },
+  decode: { summary: 'batch-1 decode tokens/s with the KV cache (16->256, ~1K context) vs PyTorch; --speculative: plain vs MTP speculative', load: () => import('../../bench/decode.js'), options: async () => (await import('../../bench/decode.js')).OPTIONS },
   memory: { summary: 'peak RSS of training and decode (child processes) vs PyTorch', load: () => import('../../bench/memory.js'), options: modelOptions },
 };
 

@@ -15,7 +15,7 @@ import { parseArgs, usage, type OptionSpec } from './args.js';
 import { UsageError } from '../errors.js';
 import { startServer } from '../serve/server.js';
 import { DiskCache } from '../infer/disk-cache-node.js';
-import { latentRowWidth } from '../infer/prefix-cache.js';
+import { prefixRowWidth } from '../infer/prefix-cache.js';
 import { modelFingerprint, openModel, readTokenizerConfig, resolveModelDir, selectBackend } from '../serve/model-node.js';
 import { checkApiKey, isLoopbackName } from '../serve/access.js';
 import { withBf16Weights } from '../infer/bf16-node.js';
@@ -35,7 +35,7 @@ const spec: OptionSpec = {
   'max-queue': { type: 'number', help: 'requests waiting or running before 429; 0 = no bound', default: 64 },
   'allowed-origins': { type: 'string', help: 'comma-separated browser origins allowed besides localhost ones (scheme://host[:port], or *)' },
   'allowed-hosts': { type: 'string', help: 'comma-separated Host names allowed besides localhost names (DNS-rebinding guard)' },
-  speculative: { type: 'boolean', help: 'MTP speculative decoding (skips the prefix cache for prompts)' },
+  speculative: { type: 'boolean', help: 'MTP speculative decoding (works with both caches; acceptance rate in /health and usage)' },
   backend: { type: 'string', help: 'compute backend: auto (native > wasm > ts), ts, wasm, native', default: 'auto' },
   threads: { type: 'number', help: 'worker threads of the backend (default: all cores, at most 8)' },
   weights: { type: 'string', help: 'decode weight precision: f32, or bf16 (half the memory traffic per token; native backend)', default: 'f32' },
@@ -65,7 +65,7 @@ export async function run(argv: string[]): Promise<number> {
   const model = a.weights === 'bf16' ? withBf16Weights(opened.model) : { model: opened.model, note: '' };
   if (model.note) console.error(`frugal serve: ${model.note}`);
   const tc = readTokenizerConfig(dir);
-  const diskCache = a['cache-dir'] ? new DiskCache({ dir: a['cache-dir'], modelId: modelFingerprint(opened.model, `weights=${a.weights}`), rowWidth: latentRowWidth(model.model.cfg), maxBytes: a['cache-dir-bytes'] }) : null;
+  const diskCache = a['cache-dir'] ? new DiskCache({ dir: a['cache-dir'], modelId: modelFingerprint(opened.model, `weights=${a.weights}`), rowWidth: prefixRowWidth(model.model.cfg, a.speculative === true && model.model.params.mtp.length > 0 ? 1 : 0), maxBytes: a['cache-dir-bytes'] }) : null;
   const name = String(a['served-model-name'] ?? a.name ?? found.name);
   const srv = await startServer({
     model: model.model, tokenizer: tokenizer!, modelName: name, host: a.host, port: a.port, apiKey, cacheBytes: a['cache-bytes'], diskCache,

@@ -18,6 +18,7 @@ import type { NativeBackend } from '../backend/native-node.js';
 import { encodeBf16 } from '../fp8/codec.js';
 import * as op from '../ops/index.js';
 import type { Model } from './generate.js';
+import { f32RowsLinear, type RowsLinear } from '../model/decode.js';
 
 export interface Bf16Options {
   /** Inputs with at most this many rows use the bf16 weights (default 4). */
@@ -28,27 +29,36 @@ export interface Bf16Options {
  * The bf16 decode linear by itself (for any model whose forward takes a `linear` option, e.g.
  * `denseForward`), or null and why not (no native backend).
  */
-export function bf16Linear(opts: Bf16Options = {}): { linear: ((x: Tensor, w: Tensor) => Tensor) | null; note: string } {
+export function bf16Linear(opts: Bf16Options = {}): { linear: ((x: Tensor, w: Tensor) => Tensor) | null; rowsLinear: RowsLinear | null; note: string } {
   const native = getBackendByName('native') as NativeBackend | undefined;
   const gemv = native?.addon.gemvBf16;
-  if (!native || !gemv) return { linear: null, note: 'bf16 decode weights need the native backend (not loaded): using f32 weights' };
+  if (!native || !gemv) return { linear: null, rowsLinear: null, note: 'bf16 decode weights need the native backend (not loaded): using f32 weights' };
   const maxRows = Math.max(1, Math.floor(opts.maxRows ?? 4));
   const copies = new WeakMap<Tensor, Uint16Array>();
+  const bf16Of = (w: Tensor): Uint16Array => {
+    let wb = copies.get(w);
+    if (!wb) { wb = encodeBf16(w.f32); copies.set(w, wb); }
+    return wb;
+  };
   const linear = (x: Tensor, w: Tensor): Tensor => {
     const [outF, inF] = w.shape as [number, number];
     const rows = x.size / inF;
     if (rows > maxRows || w.rank !== 2 || x.shape[x.rank - 1] !== inF || needsGrad(x, w)) return op.linear(x, w);
-    let wb = copies.get(w);
-    if (!wb) { wb = encodeBf16(w.f32); copies.set(w, wb); }
     const out = new Float32Array(rows * outF);
-    gemv.call(native.addon, x.f32, wb, out, rows, outF, inF);
+    gemv.call(native.addon, x.f32, bf16Of(w), out, rows, outF, inF);
     return new Tensor(out, [...x.shape.slice(0, -1), outF]);
   };
-  return { linear, note: `bf16 decode weights (native gemvBf16 for inputs of ≤ ${maxRows} rows; f32 for longer)` };
+  // Decode steps' rows (RowDecoder): caller-owned output, no Tensor per call.
+  const rowsLinear: RowsLinear = (x, rows, w, out) => {
+    if (rows > maxRows) return f32RowsLinear(x, rows, w, out);
+    const [outF, inF] = w.shape as [number, number];
+    gemv.call(native.addon, x, bf16Of(w), out, rows, outF, inF);
+  };
+  return { linear, rowsLinear, note: `bf16 decode weights (native gemvBf16 for inputs of ≤ ${maxRows} rows; f32 for longer)` };
 }
 
 /** The model with bf16 decode weights, or the same model and why not (no native backend). */
 export function withBf16Weights(model: Model, opts: Bf16Options = {}): { model: Model; note: string } {
-  const { linear, note } = bf16Linear(opts);
-  return linear ? { model: { ...model, linear }, note } : { model, note };
+  const { linear, rowsLinear, note } = bf16Linear(opts);
+  return linear && rowsLinear ? { model: { ...model, linear, rowsLinear }, note } : { model, note };
 }

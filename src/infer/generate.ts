@@ -1,13 +1,16 @@
 /**
  * Text generation over the model with the MLA latent KV cache: prompt prefill in chunks (all
- * positions of a chunk in one batched forward), then one token per step, or two per step with MTP
- * speculative decoding (the MTP head drafts the token after next; one main-model forward over
- * [next, draft] verifies it). Tokens are chosen by `Sampler`; the draft is accepted only when the
- * main model's own choice equals it, so speculative output is identical to plain decoding under
- * greedy sampling (and under seeded sampling: the same draws happen in the same order).
+ * positions of a chunk in one batched forward), then decode steps on `RowDecoder` (rows straight
+ * onto the kernels): one token per step, or, with MTP speculative decoding, a step that drafts the
+ * next token with the MTP layer (from main hidden states already computed) and verifies it with
+ * one 2-row main pass over [newest, draft]; a rejected draft is rolled back by setting the cache
+ * length. Greedy: the draft is kept when it is the main model's argmax, and since a 2-row pass is
+ * row-exact (model/decode.ts) the output is plain decoding's, token for token. Sampling: the
+ * standard accept/resample rule (`acceptOrResample`), so tokens keep the model's distribution.
  *
  * A `PrefixCache` (radix tree, in memory) and a `PrefixStore` (e.g. the disk cache) supply cached
- * latent rows of the prompt's longest known prefix; the rest is computed and inserted back.
+ * latent rows of the prompt's longest known prefix; the rest is computed and inserted back. With
+ * speculative decoding the rows also carry the MTP layer's latents (`specRowsFromCache`).
  * `Generation` is stepwise so a server can yield to the event loop between tokens; `generate` runs
  * one to the end. Browser-safe.
  */
@@ -15,14 +18,17 @@ import { Tensor } from '../autograd/tensor.js';
 import { noGrad } from '../autograd/tape.js';
 import { forward, mtpForward, KVCache, type ModelParams, type AttnImpl } from '../model/deepseek.js';
 import type { DeepSeekConfig } from '../model/config.js';
-import { Sampler, argmax, type SamplingOptions } from './sampling.js';
-import { PrefixCache, rowsFromCache, rowsToCache, latentRowWidth } from './prefix-cache.js';
+import { RowDecoder, f32RowsLinear, rowsLinearOf, type RowsLinear } from '../model/decode.js';
+import { Sampler, acceptOrResample, argmax, isGreedy, type SamplingOptions } from './sampling.js';
+import { PrefixCache, prefixRowWidth, rowsFromCache, rowsToCache, specRowsFromCache, specRowsToCache } from './prefix-cache.js';
 
 /** A loaded model. */
 export interface Model {
   cfg: DeepSeekConfig; params: ModelParams;
   /** Inference linear override (ForwardOptions.linear), e.g. bf16 decode weights (bf16-node.ts). */
   linear?: (x: Tensor, w: Tensor) => Tensor;
+  /** The same override for decode steps' rows (RowDecoder); default: derived from `linear`, else f32. */
+  rowsLinear?: RowsLinear;
 }
 
 /** A second-level store of prefix rows (the disk cache implements it). Synchronous by design. */
@@ -94,21 +100,26 @@ export class Generation {
   decodeMs = 0;
   private readonly cfg: DeepSeekConfig;
   private readonly cache: KVCache;
-  /** The model's inference linear for decode steps (prefill keeps f32 GEMMs), as forward options. */
-  private lin(): { linear?: (x: Tensor, w: Tensor) => Tensor } { return this.model.linear ? { linear: this.model.linear } : {}; }
+  /** Decode steps (absorb cache): rows straight onto the kernels; null for the naive cache. */
+  private readonly decoder: RowDecoder | null;
   private readonly sampler: Sampler;
   private readonly maxNew: number;
   /** Ids sampled from: [0, vocab). */
   private readonly vocab: number;
   private readonly spec: boolean;
+  private readonly greedy: boolean;
   private readonly stopIds: Set<number>;
   /** Whole sequence so far (prompt + generated). */
   private readonly seq: number[];
-  /** Logits row predicting the next token (plain mode). */
+  /** Logits row predicting the first new token (from the prefill). */
   private last: Float32Array | null = null;
-  /** Speculative: hidden states of main positions not yet fed to the MTP layer, and that count's start. */
-  private pendingHidden: Float32Array[] = [];
+  /** Speculative: main hidden states (after the final norm) of positions [mtpLen, cache.length), not yet fed to the MTP layer. */
+  private pending: Float32Array;
+  private pendingRows = 0;
   private mtpLen = 0;
+  /** Speculative sampling: the target and draft distributions. */
+  private pDist: Float64Array | null = null;
+  private qDist: Float64Array | null = null;
   private prefilled = false;
 
   constructor(private readonly model: Model, readonly prompt: readonly number[], private readonly opts: GenerateOptions = {}) {
@@ -122,17 +133,25 @@ export class Generation {
     this.maxNew = Math.min(want, ctx - prompt.length);
     this.vocab = Math.min(cfg.vocabSize, opts.vocabLimit ?? cfg.vocabSize);
     if (!(this.vocab > 0)) throw new RangeError(`vocabLimit must be > 0, got ${opts.vocabLimit}`);
-    this.spec = (opts.speculative ?? false) && model.params.mtp.length > 0;
+    const attn = opts.attn ?? 'absorb';
+    // Speculative decoding runs on the absorbed latent cache (its verify step is a 2-row decode pass).
+    this.spec = (opts.speculative ?? false) && model.params.mtp.length > 0 && attn === 'absorb';
     this.sampler = new Sampler(opts);
+    this.greedy = isGreedy(opts);
     this.stopIds = new Set(opts.stopTokenIds ?? []);
     this.seq = prompt.slice();
-    const attn = opts.attn ?? 'absorb';
+    this.pending = new Float32Array(this.spec ? 2 * cfg.hiddenSize : 0);
     this.cache = new KVCache(cfg, 1, prompt.length + this.maxNew + 2, attn, this.spec ? 1 : 0);
-    if (opts.prefixCache && opts.prefixCache.rowWidth !== latentRowWidth(cfg)) {
-      throw new RangeError(`prefix cache rows are ${opts.prefixCache.rowWidth} floats but this model's latent rows are ${latentRowWidth(cfg)} (a cache built for another model?)`);
+    this.decoder = attn === 'absorb' ? new RowDecoder(model.params, cfg, { linear: model.rowsLinear ?? (model.linear ? rowsLinearOf(model.linear) : f32RowsLinear) }) : null;
+    const width = prefixRowWidth(cfg, this.spec ? 1 : 0);
+    if (opts.prefixCache && opts.prefixCache.rowWidth !== width) {
+      throw new RangeError(`prefix cache rows are ${opts.prefixCache.rowWidth} floats but this model's ${this.spec ? 'speculative ' : ''}rows are ${width} (a cache built for another model${this.spec ? ', or without speculative decoding' : ''}?)`);
     }
     if (this.maxNew === 0) this.done = true;
   }
+
+  /** Prefix rows of [from, to) as the caches store them (speculative rows carry the MTP latents). */
+  private rowsAt = (from: number, to: number): Float32Array => (this.spec ? specRowsFromCache(this.cache, from, to, 1) : rowsFromCache(this.cache, from, to));
 
   /** Prefills the prompt (using cached prefixes); called by the first step. */
   private prefill(): void {
@@ -140,39 +159,58 @@ export class Generation {
     const { cfg, cache, prompt, opts } = this;
     const P = prompt.length;
     const usable = cache.mode === 'absorb';
+    const toCache = (start: number, rows: Float32Array): void => (this.spec ? specRowsToCache(cache, start, rows, 1) : rowsToCache(cache, start, rows));
     let hit = 0;
     let handle = null;
-    // Speculative decoding needs hidden states of every prompt position for the MTP layer, which
-    // the latent rows do not hold: it recomputes the prompt instead of using cached prefixes.
-    if (usable && !this.spec && opts.prefixCache) {
+    if (usable && opts.prefixCache) {
       handle = opts.prefixCache.match(prompt, P - 1);
-      if (handle.length > 0) rowsToCache(cache, 0, handle.rows);
+      if (handle.length > 0) toCache(0, handle.rows);
       hit = handle.length;
     }
     try {
-      if (usable && !this.spec && opts.prefixStore) {
+      if (usable && opts.prefixStore) {
         const got = opts.prefixStore.lookup(prompt, P - 1, hit);
         if (got && got.length > hit) {
-          rowsToCache(cache, hit, got.rows);
+          toCache(hit, got.rows);
           this.storeTokens = got.length - hit;
           hit = got.length;
         }
       }
+      // Speculative: the MTP layer needs the main hidden state of the last cached position, which
+      // the rows do not hold: that one position is recomputed (its MTP predecessor row is cached).
+      if (this.spec && hit > 0) { hit--; if (this.storeTokens > 0) this.storeTokens--; }
       this.cachedTokens = hit;
       cache.length = hit;
       const chunk = Math.max(1, opts.prefillChunk ?? 256);
+      const H = cfg.hiddenSize;
+      const hidden = this.spec ? new Float32Array((P - hit) * H) : null;
       for (let s = hit; s < P; s += chunk) {
         const e = Math.min(P, s + chunk);
         const f = forward(this.model.params, cfg, Tensor.ints(prompt.slice(s, e), [1, e - s]), { cache, startPos: s });
         if (e === P) this.last = f.logits.f32.slice((e - s - 1) * cfg.vocabSize);
-        if (this.spec) for (let i = 0; i < e - s; i++) this.pendingHidden.push(f.hidden.f32.slice(i * cfg.hiddenSize, (i + 1) * cfg.hiddenSize));
+        hidden?.set(f.hidden.f32, (s - hit) * H);
       }
-      if (usable && opts.prefixCache) opts.prefixCache.insert(prompt, (a, b) => rowsFromCache(cache, a, b));
-      if (usable && opts.prefixStore) opts.prefixStore.save(prompt, (a, b) => rowsFromCache(cache, a, b));
+      if (hidden) this.prefillMtp(hidden, hit, chunk);
+      if (usable && opts.prefixCache) opts.prefixCache.insert(prompt, this.rowsAt);
+      if (usable && opts.prefixStore) opts.prefixStore.save(prompt, this.rowsAt);
     } finally {
       if (handle) opts.prefixCache!.release(handle);
     }
     this.prefillMs = now() - t0;
+  }
+
+  /** MTP rows of prompt positions [from, P−1) (position i reads token i+1); position P−1 waits for the first new token. */
+  private prefillMtp(hidden: Float32Array, from: number, chunk: number): void {
+    const { cfg, cache, prompt } = this;
+    const P = prompt.length, H = cfg.hiddenSize;
+    for (let s = from; s < P - 1; s += chunk) {
+      const e = Math.min(P - 1, s + chunk);
+      mtpForward(this.model.params, cfg, 0, new Tensor(hidden.slice((s - from) * H, (e - from) * H), [1, e - s, H]),
+        Tensor.ints(prompt.slice(s + 1, e + 1), [1, e - s]), { cache, startPos: s });
+    }
+    this.mtpLen = P - 1;
+    this.pending.set(hidden.subarray((P - 1 - from) * H, (P - from) * H));
+    this.pendingRows = 1;
   }
 
   /** Records one new token; returns true when generation must end. */
@@ -209,42 +247,64 @@ export class Generation {
 
   private plainStep(): void {
     const { cfg, cache } = this;
-    const x = this.seq[this.seq.length - 1]!;
-    const f = forward(this.model.params, cfg, Tensor.ints([x], [1, 1]), { cache, startPos: cache.length, ...this.lin() });
-    this.emit(this.sampler.sample(f.logits.f32, 0, this.vocab));
+    const n = cache.length, x = this.seq[n]!;
+    let logits: Float32Array;
+    if (this.decoder) {
+      logits = this.decoder.main([x], [{ cache, start: n, rows: 1 }]).logits;
+      cache.length = n + 1;
+    } else {
+      const lin = this.model.linear ? { linear: this.model.linear } : {};
+      logits = forward(this.model.params, cfg, Tensor.ints([x], [1, 1]), { cache, startPos: n, ...lin }).logits.f32;
+    }
+    this.emit(this.sampler.sample(logits, 0, this.vocab));
   }
 
   /**
-   * Main cache holds positions [0, n); seq[n] is the newest token (emitted, not fed). The MTP layer
-   * at position i reads (hidden_i, token_{i+1}) and predicts token_{i+2}.
+   * One speculative step. Main cache holds positions [0, n); seq[n] = x is the newest token
+   * (emitted, not fed); `pending` holds main hidden states of [mtpLen, n). The MTP layer at
+   * position i reads (hidden_i, token_{i+1}) and predicts token_{i+2}, so its last pending row
+   * (n−1, x) drafts token n+1. One 2-row main pass over [x, draft] at n, n+1 verifies it; a
+   * rejected draft's cache row at n+1 is dropped by setting the length (it is overwritten later).
    */
   private specStep(): void {
-    const { cfg, cache, model } = this;
+    const { cfg, cache } = this;
+    const dec = this.decoder!;
     const H = cfg.hiddenSize, V = cfg.vocabSize;
-    const n = cache.length;
-    const x = this.seq[n]!;
-    // Draft: feed MTP positions [mtpLen, n) in one forward; the last row predicts seq[n+1].
-    const m = this.pendingHidden.length;
-    const h = new Float32Array(m * H);
-    this.pendingHidden.forEach((row, i) => h.set(row, i * H));
-    const mt = mtpForward(model.params, cfg, 0, new Tensor(h, [1, m, H]), Tensor.ints(this.seq.slice(this.mtpLen + 1, n + 1), [1, m]), { cache, startPos: this.mtpLen, ...this.lin() });
+    const n = cache.length, x = this.seq[n]!, m = this.pendingRows;
+    // Draft: the MTP layer over the pending rows; only the last row's logits are needed.
+    const mt = dec.mtp(0, this.pending.subarray(0, m * H), this.seq.slice(this.mtpLen + 1, n + 1), [{ cache, start: this.mtpLen, rows: m }], m - 1);
     this.mtpLen = n;
-    this.pendingHidden = [];
-    const draft = argmax(mt.logits.f32, (m - 1) * V, this.vocab);
-    // Verify: positions n (token x) and n+1 (the draft).
-    const f = forward(model.params, cfg, Tensor.ints([x, draft], [1, 2]), { cache, startPos: n, ...this.lin() });
-    const L = f.logits.f32, hid = f.hidden.f32;
+    let draft: number;
+    if (this.greedy) draft = argmax(mt.logits, 0, this.vocab);
+    else {
+      this.qDist ??= new Float64Array(this.vocab);
+      this.pDist ??= new Float64Array(this.vocab);
+      this.sampler.probs(mt.logits, 0, this.vocab, this.qDist);
+      draft = this.sampler.sampleFrom(this.qDist, this.vocab);
+    }
+    // Verify: positions n (token x) and n+1 (the draft) in one pass.
+    const f = dec.main([x, draft], [{ cache, start: n, rows: 2 }]);
+    const L = f.logits;
+    this.pending.set(f.hidden);
     this.proposed++;
-    const next = this.sampler.sample(L, 0, this.vocab);
-    this.pendingHidden.push(hid.slice(0, H));
-    if (next !== draft) {
-      cache.length = n + 1; // the draft's row at n+1 is stale and will be overwritten
+    let next: number, ok: boolean;
+    if (this.greedy) {
+      next = argmax(L, 0, this.vocab);
+      ok = next === draft;
+    } else {
+      this.sampler.probs(L, 0, this.vocab, this.pDist!);
+      ({ id: next, accepted: ok } = acceptOrResample(this.pDist!, this.qDist!, draft, this.vocab, this.sampler));
+    }
+    if (!ok) {
+      cache.length = n + 1;
+      this.pendingRows = 1;
       this.emit(next);
       return;
     }
     this.accepted++;
-    if (this.emit(next)) { cache.length = n + 1; return; }
-    this.pendingHidden.push(hid.slice(H, 2 * H));
+    cache.length = n + 2;
+    this.pendingRows = 2;
+    if (this.emit(next)) return;
     this.emit(this.sampler.sample(L, V, this.vocab));
   }
 

@@ -9,7 +9,8 @@
  * - `insert(tokens, rowsAt)` adds the uncached suffix; edges split where prompts diverge.
  * - Memory is bounded by `budgetBytes`: least-recently-used leaves with no references are evicted
  *   (a pinned path is never evicted, so concurrent requests sharing a prefix are safe).
- * - `rowsFromCache` / `rowsToCache` copy rows out of and into a model `KVCache`.
+ * - `rowsFromCache` / `rowsToCache` copy rows out of and into a model `KVCache`; the `spec*`
+ *   pair adds the MTP layer's latents (shifted one position) for speculative decoding.
  * Browser-safe (no node imports).
  */
 import type { KVCache } from '../model/deepseek.js';
@@ -62,6 +63,39 @@ export function rowsToCache(cache: KVCache, start: number, rows: Float32Array, l
   for (let l = 0; l < layers; l++) {
     const buf = cache.layers[l]!.a;
     for (let t = 0; t < n; t++) buf.set(rows.subarray(t * W + l * D, t * W + (l + 1) * D), (b * cache.capacity + start + t) * D);
+  }
+}
+
+/**
+ * Floats per token of a prefix-cache row: the main layers' latents, plus `mtpLayers` MTP layers'
+ * latents for speculative decoding (`specRowsFromCache`).
+ */
+export function prefixRowWidth(cfg: DeepSeekConfig, mtpLayers = 0): number {
+  return (cfg.numHiddenLayers + mtpLayers) * (cfg.kvLoraRank + cfg.qkRopeHeadDim);
+}
+
+/**
+ * Rows for speculative decoding: row t holds the main layers' latents of position t and the next
+ * `mtpLayers` cache layers' (MTP) latents of position t − 1 (zeros at t = 0). The MTP layer at
+ * position i reads token i + 1, so shifted this way a prefix's rows depend on its own tokens only.
+ */
+export function specRowsFromCache(cache: KVCache, from: number, to: number, mtpLayers: number): Float32Array {
+  const L = cache.cfg.numHiddenLayers, D = cache.valuesPerToken(), W = (L + mtpLayers) * D, n = to - from;
+  const out = new Float32Array(n * W);
+  for (let l = 0; l < L + mtpLayers; l++) {
+    const buf = cache.layers[l]!.a, shift = l < L ? 0 : 1;
+    for (let t = Math.max(0, shift - from); t < n; t++) out.set(buf.subarray((from + t - shift) * D, (from + t - shift + 1) * D), t * W + l * D);
+  }
+  return out;
+}
+
+/** Writes `specRowsFromCache` rows back: main latents to [start, start+n), MTP latents to [start−1, start+n−1). */
+export function specRowsToCache(cache: KVCache, start: number, rows: Float32Array, mtpLayers: number): void {
+  const L = cache.cfg.numHiddenLayers, D = cache.valuesPerToken(), W = (L + mtpLayers) * D, n = rows.length / W;
+  if (start + n > cache.capacity) throw new Error(`prefix cache: ${start + n} rows exceed the KV cache capacity ${cache.capacity}`);
+  for (let l = 0; l < L + mtpLayers; l++) {
+    const buf = cache.layers[l]!.a, shift = l < L ? 0 : 1;
+    for (let t = Math.max(0, shift - start); t < n; t++) buf.set(rows.subarray(t * W + l * D, t * W + (l + 1) * D), (start + t - shift) * D);
   }
 }
 

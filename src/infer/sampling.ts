@@ -61,6 +61,37 @@ export class Sampler {
   /** Picks an id from logits[off, off+V). */
   sample(logits: ArrayLike<number>, off: number, V: number): number {
     if (isGreedy(this.opts)) return argmax(logits, off, V);
+    const { ids, p, n, total } = this.candidates(logits, off, V);
+    let r = this.rand() * total;
+    for (let i = 0; i < n; i++) { r -= p[i]!; if (r < 0) return ids[i]!; }
+    return ids[n - 1]!;
+  }
+
+  /**
+   * The distribution `sample` draws from, dense over ids [0, V) into out (zero outside top-k /
+   * top-p; greedy: one-hot at the argmax). For speculative decoding's accept/resample rule.
+   */
+  probs(logits: ArrayLike<number>, off: number, V: number, out: Float64Array): void {
+    out.fill(0, 0, V);
+    if (isGreedy(this.opts)) { out[argmax(logits, off, V)] = 1; return; }
+    const { ids, p, n, total } = this.candidates(logits, off, V);
+    for (let i = 0; i < n; i++) out[ids[i]!] = p[i]! / total;
+  }
+
+  /** Draws an id from a dense distribution over [0, V) (weights need not sum to 1). */
+  sampleFrom(probs: ArrayLike<number>, V: number): number {
+    let total = 0, last = 0;
+    for (let j = 0; j < V; j++) if (probs[j]! > 0) { total += probs[j]!; last = j; }
+    let r = this.rand() * total;
+    for (let j = 0; j < V; j++) { if (probs[j]! > 0) { r -= probs[j]!; if (r < 0) return j; } }
+    return last;
+  }
+
+  /** A uniform draw in [0, 1) from this sampler's stream. */
+  uniform(): number { return this.rand(); }
+
+  /** Ids by falling logit (ties: lower id) cut to top-k / top-p, their unnormalised weights, and the weights' sum. */
+  private candidates(logits: ArrayLike<number>, off: number, V: number): { ids: number[]; p: number[]; n: number; total: number } {
     const temp = this.opts.temperature ?? 1;
     let ids = Array.from({ length: V }, (_, j) => j);
     ids.sort((a, b) => logits[off + b]! - logits[off + a]! || a - b);
@@ -76,10 +107,20 @@ export class Sampler {
       for (n = 0; n < p.length; ) { acc += p[n++]! / total; if (acc >= topP) break; }
       total = p.slice(0, n).reduce((s, x) => s + x, 0);
     }
-    let r = this.rand() * total;
-    for (let i = 0; i < n; i++) { r -= p[i]!; if (r < 0) return ids[i]!; }
-    return ids[n - 1]!;
+    return { ids, p, n, total };
   }
+}
+
+/**
+ * Speculative sampling's accept/resample rule (Leviathan et al. 2023; Chen et al. 2023): a draft d
+ * drawn from q is kept with probability min(1, p(d)/q(d)); otherwise the token is drawn from
+ * max(0, p − q), renormalised. The emitted token is then distributed exactly as p. p and q are
+ * dense over [0, V) and sum to 1, q(d) > 0; p is overwritten with the residual on rejection.
+ */
+export function acceptOrResample(p: Float64Array, q: Float64Array, draft: number, V: number, sampler: Sampler): { id: number; accepted: boolean } {
+  if (sampler.uniform() * q[draft]! < p[draft]!) return { id: draft, accepted: true };
+  for (let j = 0; j < V; j++) p[j] = Math.max(0, p[j]! - q[j]!);
+  return { id: sampler.sampleFrom(p, V), accepted: false };
 }
 
 /**

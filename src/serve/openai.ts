@@ -130,11 +130,15 @@ export function renderChat(template: string, messages: ChatMessage[], vars: { bo
   }
 }
 
-/** Usage object with OpenAI's and DeepSeek's cache fields (hit + miss = prompt_tokens). */
-export function usage(promptTokens: number, completionTokens: number, cachedTokens: number): Record<string, unknown> {
+/**
+ * Usage object with OpenAI's and DeepSeek's cache fields (hit + miss = prompt_tokens), and with
+ * speculative decoding its MTP drafts: proposed, accepted and the acceptance rate.
+ */
+export function usage(promptTokens: number, completionTokens: number, cachedTokens: number, spec?: { proposed: number; accepted: number } | null): Record<string, unknown> {
   return {
     prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens,
     prompt_cache_hit_tokens: cachedTokens, prompt_cache_miss_tokens: promptTokens - cachedTokens,
     prompt_tokens_details: { cached_tokens: cachedTokens },
+    ...(spec ? { speculative: { proposed: spec.proposed, accepted: spec.accepted, acceptance_rate: spec.proposed ? spec.accepted / spec.proposed : null } } : {}),
   };
 }

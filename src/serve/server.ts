@@ -15,9 +15,10 @@
  * - Chat templates render in a separate process under a time/heap/output budget
  *   (chat-template-node.ts): a template that loops or explodes is a 500 for that request only.
  * - Usage has prompt_tokens, completion_tokens, total_tokens, DeepSeek's prompt_cache_hit_tokens /
- *   prompt_cache_miss_tokens and OpenAI's prompt_tokens_details.cached_tokens.
+ *   prompt_cache_miss_tokens and OpenAI's prompt_tokens_details.cached_tokens; with
+ *   `speculative`, `speculative: { proposed, accepted, acceptance_rate }` (totals in /health).
  * - Prompts reuse cached prefixes: the in-memory radix tree (`cacheBytes`) and optionally a disk
- *   cache (`diskCache`) that survives restarts.
+ *   cache (`diskCache`) that survives restarts; with `speculative` too (rows carry MTP latents).
  * - With `apiKey` set (at least 16 visible characters), every route but /health needs
  *   `Authorization: Bearer <key>`. `maxQueue: 0` means no queue bound.
  */
@@ -25,7 +26,7 @@ import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { Generation, type Model, type PrefixStore, type FinishReason } from '../infer/generate.js';
-import { PrefixCache, latentRowWidth } from '../infer/prefix-cache.js';
+import { PrefixCache, prefixRowWidth } from '../infer/prefix-cache.js';
 import { StopMatcher } from '../infer/sampling.js';
 import { StreamDecoder, type Tokenizer } from '../io/tokenizer.js';
 import { ApiError, DEFAULT_CHAT_TEMPLATE, DEFAULT_TEMPLATE_STOPS, parseRequest, usage, type ParsedRequest } from './openai.js';
@@ -105,7 +106,11 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
   const log = o.log ?? ((m: string) => console.error(m));
   const context = model.cfg.maxPositionEmbeddings;
   const cacheBytes = o.cacheBytes ?? 256 * 2 ** 20;
-  const prefixCache = cacheBytes > 0 ? new PrefixCache(latentRowWidth(model.cfg), cacheBytes) : null;
+  // Speculative decoding needs MTP layers; its prefix-cache rows also carry the MTP latents.
+  const speculative = (o.speculative ?? false) && model.params.mtp.length > 0;
+  if (o.speculative && !speculative) log('frugal serve: --speculative ignored: the model has no MTP layers');
+  const prefixCache = cacheBytes > 0 ? new PrefixCache(prefixRowWidth(model.cfg, speculative ? 1 : 0), cacheBytes) : null;
+  const specTotals = { proposed: 0, accepted: 0 };
   const renderer = new ChatTemplateRenderer(o.chatTemplate ?? DEFAULT_CHAT_TEMPLATE, o.templateBudget);
   const templateStops = o.chatTemplate ? [] : DEFAULT_TEMPLATE_STOPS;
   const created = Math.floor(Date.now() / 1000);
@@ -221,7 +226,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
         let text = '';
         const emit = (s: string): void => { if (!s) return; text += s; if (r.stream) sse(chunk(s, null)); };
         const gen = new Generation(model, ids, {
-          ...r.sampling, maxTokens: r.maxTokens ?? o.defaultMaxTokens ?? 256, speculative: o.speculative ?? false, vocabLimit: tokenizer.vocabSize,
+          ...r.sampling, maxTokens: r.maxTokens ?? o.defaultMaxTokens ?? 256, speculative, vocabLimit: tokenizer.vocabSize,
           stopTokenIds: tokenizer.eosId !== null ? [tokenizer.eosId] : [], prefixCache, prefixStore: o.diskCache ?? null,
           onToken: (t) => { const m = matcher.push(decoder.push(t)); emit(m.emit); return m.stopped; },
         });
@@ -242,7 +247,8 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
         if (!matcher.stopped) emit(matcher.push(decoder.flush()).emit + matcher.flush());
         const g = gen.result();
         const finish: Exclude<FinishReason, 'cancelled'> = g.finishReason === 'stop' ? 'stop' : 'length';
-        const u = usage(ids.length, g.tokens.length, g.cachedTokens);
+        if (g.speculative) { specTotals.proposed += g.speculative.proposed; specTotals.accepted += g.speculative.accepted; }
+        const u = usage(ids.length, g.tokens.length, g.cachedTokens, g.speculative);
         if (r.stream) {
           sse(chunk(null, finish));
           if (r.includeUsage) sse({ id, object, created: Math.floor(Date.now() / 1000), model: o.modelName, choices: [], usage: u });
@@ -273,7 +279,10 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     const route = `${req.method === 'HEAD' ? 'GET' : req.method} ${url.pathname}`;
     switch (route) {
       case 'GET /health':
-        return send(res, 200, { status: 'ok', model: o.modelName, queued, requests: counts, prefix_cache: prefixCache?.stats() ?? null });
+        return send(res, 200, {
+          status: 'ok', model: o.modelName, queued, requests: counts, prefix_cache: prefixCache?.stats() ?? null,
+          speculative: speculative ? { ...specTotals, acceptance_rate: specTotals.proposed ? specTotals.accepted / specTotals.proposed : null } : null,
+        });
       case 'GET /v1/models':
         return send(res, 200, { object: 'list', data: [{ id: o.modelName, object: 'model', created, owned_by: 'frugal', max_model_len: context }] });
       case 'POST /v1/completions':

@@ -1,0 +1,64 @@
+/**
+ * Where a speculative step's time goes, next to a plain step's: greedy generations of a trained
+ * model, plain and speculative alternating, with `RowDecoder.main` / `.mtp` timed by row count and
+ * the kernel calls per step counted. Medians over rounds. For before/after checks; the fair
+ * comparison is `frugal bench decode --speculative`.
+ * Run: `npx tsx bench/speculative-steps.ts MODEL_DIR [threads] [rounds] [--bf16]`.
+ */
+import { useBackend, describeBackend, disposeBackends } from '../src/backend/setup.js';
+import { kernelCounts, resetKernelCounts } from '../src/backend/registry.js';
+import { RowDecoder } from '../src/model/decode.js';
+import { Generation, type Model } from '../src/infer/generate.js';
+import { withBf16Weights } from '../src/infer/bf16-node.js';
+import { openModel } from '../src/serve/model-node.js';
+import { stats } from './common.js';
+
+const args = process.argv.slice(2).filter((a) => !a.startsWith('--'));
+const [dir, thArg = '1', rArg = '7'] = args;
+if (!dir) throw new Error('usage: npx tsx bench/speculative-steps.ts MODEL_DIR [threads] [rounds] [--bf16]');
+await useBackend('auto', { threads: Number(thArg) });
+console.log(describeBackend());
+const opened = await openModel(dir);
+let model: Model = opened.model;
+if (process.argv.includes('--bf16')) model = withBf16Weights(model).model;
+const prompt = opened.tokenizer ? opened.tokenizer.encode('The Congress of the United States') : [1, 2, 3];
+const vocabLimit = opened.tokenizer?.vocabSize ?? model.cfg.vocabSize;
+
+// Time RowDecoder passes by kind and row count (main1, main2, mtp1, mtp2).
+const spent = new Map<string, number>();
+for (const name of ['main', 'mtp'] as const) {
+  const orig = RowDecoder.prototype[name] as (...a: unknown[]) => unknown;
+  (RowDecoder.prototype as unknown as Record<string, unknown>)[name] = function (this: RowDecoder, ...a: unknown[]): unknown {
+    const t0 = performance.now();
+    const r = orig.apply(this, a);
+    const key = `${name}${(a[name === 'main' ? 0 : 2] as ArrayLike<number>).length}`;
+    spent.set(key, (spent.get(key) ?? 0) + performance.now() - t0);
+    return r;
+  };
+}
+
+const rows: Record<string, number[]> = {};
+const push = (k: string, v: number): void => { (rows[k] ??= []).push(v); };
+for (let r = 0; r <= Number(rArg); r++) {
+  for (const spec of [false, true]) {
+    spent.clear();
+    resetKernelCounts();
+    const g = new Generation(model, prompt, { greedy: true, maxTokens: 500, speculative: spec, vocabLimit });
+    while (!g.done) g.step();
+    const res = g.result();
+    const steps = spec ? res.speculative!.proposed : res.tokens.length - 1;
+    const calls = Object.values(kernelCounts()).reduce((s, n) => s + n, 0);
+    if (r === 0) continue; // warm-up
+    const tag = spec ? 'spec' : 'plain';
+    push(`${tag} µs/step`, (res.decodeMs * 1000) / steps);
+    push(`${tag} tokens/step`, res.tokens.length / (steps + 1));
+    push(`${tag} kernel calls/step`, calls / steps);
+    for (const [k, ms] of spent) push(`${tag} ${k} µs/step`, (ms * 1000) / steps);
+    if (spec) push('acceptance', res.speculative!.acceptanceRate);
+  }
+}
+for (const [k, v] of Object.entries(rows)) {
+  const s = stats(v);
+  console.log(`${k.padEnd(28)} ${s.median.toFixed(2).padStart(9)}  (${s.min.toFixed(2)}–${s.max.toFixed(2)})`);
+}
+await disposeBackends();
