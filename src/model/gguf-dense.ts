@@ -67,7 +67,8 @@ export function denseConfigFromGguf(r: GgufReader): DenseConfig {
     rmsNormEps: m.float(`${A}.attention.layer_norm_rms_epsilon`), maxPositionEmbeddings: k('context_length'),
   };
   if (heads === 0 || H === 0 || cfg.numHiddenLayers === 0 || cfg.vocabSize === 0) throw new Error('gguf: llama metadata has a zero size');
-  const hd = denseHeadDim(cfg);
+  let hd: number;
+  try { hd = denseHeadDim(cfg); } catch (e) { throw new Error(`gguf: ${(e as Error).message}`); }
   if (k('rope.dimension_count', hd) !== hd) throw new Error(`gguf: rope.dimension_count ${k('rope.dimension_count')} must equal the head size ${hd} (partial rotary is not supported)`);
   return cfg;
 }

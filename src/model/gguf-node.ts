@@ -15,6 +15,7 @@
 import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { openGgufFile, writeGguf } from '../io/gguf-node.js';
+import type { GgufReader } from '../io/gguf.js';
 import { generatedVocab, tokenizerJsonFromVocab, vocabFromMetadata, vocabFromTokenizerJson, type GgufVocab } from '../io/gguf-vocab.js';
 import { describeGgmlType } from '../io/gguf-quant.js';
 import { SafetensorsModel } from '../io/safetensors-node.js';
@@ -23,9 +24,9 @@ import { MAX_TOKENIZER_FILE_BYTES, loadTokenizer } from '../io/tokenizer-node.js
 import type { DeepSeekConfig } from './config.js';
 import type { ModelParams } from './deepseek.js';
 import { type DenseConfig, type DenseParams, denseParamEntries, initDenseParams } from './dense.js';
-import { deepseekFromGguf, deepseekGguf, type GgufFileType, type GgufPlan, type Q8Blocks } from './gguf.js';
+import { checkExportable, deepseekFromGguf, deepseekGguf, type GgufFileType, type GgufPlan, type Q8Blocks } from './gguf.js';
 import { denseFromGguf, denseGguf } from './gguf-dense.js';
-import { loadModel } from './load-node.js';
+import { loadConfig, loadModel } from './load-node.js';
 
 /** A model read from a GGUF file. */
 export type GgufModel = {
@@ -59,33 +60,39 @@ export function isGgufPath(p: string): boolean {
 export async function loadGguf(file: string): Promise<GgufModel> {
   const { reader, close } = await openGgufFile(file);
   try {
-    const m = reader.metadata;
-    const arch = m.str('general.architecture');
-    const q8: Q8Blocks = new WeakMap();
-    const tensorTypes: Record<string, number> = {};
-    for (const t of reader.header.tensors) { const n = describeGgmlType(t.type); tensorTypes[n] = (tensorTypes[n] ?? 0) + 1; }
-    const ft = m.has('general.file_type') ? m.uint('general.file_type') : -1;
-    const fileType = FTYPE_NAMES[ft] ?? (ft < 0 ? 'unknown' : `file type ${ft}`);
-    let tokenizer: Tokenizer | null = null, tokenizerNote: string | null = null;
-    if (m.has('tokenizer.ggml.tokens')) {
-      const built = tokenizerJsonFromVocab(vocabFromMetadata(m));
-      if (built.json) {
-        try { tokenizer = Tokenizer.fromJSON(built.json, built.config); } catch (e) { throw new Error(`gguf: ${file}: the vocabulary does not form a tokenizer: ${(e as Error).message}`); }
-      } else tokenizerNote = built.reason;
-    } else tokenizerNote = 'the file has no tokenizer.ggml.tokens';
-    const base = { file, fileType, tensorTypes, tokenizer, tokenizerNote, q8 };
-    if (arch === 'deepseek2') {
-      const r = await deepseekFromGguf(reader, q8);
-      return { ...base, kind: 'deepseek', cfg: r.cfg, params: r.params, unused: r.unused };
-    }
-    if (arch === 'llama') {
-      const r = await denseFromGguf(reader, q8);
-      return { ...base, kind: 'dense', cfg: r.cfg, params: r.params, unused: r.unused };
-    }
-    throw new Error(`gguf: ${file}: architecture "${arch}" is not one Frugal runs (deepseek2, llama)`);
+    return await readGgufModel(reader, file);
   } finally {
     close();
   }
+}
+
+/** The model in an opened GGUF file (`file` names it in errors). Every failure is an Error starting "gguf". */
+export async function readGgufModel(reader: GgufReader, file: string): Promise<GgufModel> {
+  const m = reader.metadata;
+  const arch = m.str('general.architecture');
+  const q8: Q8Blocks = new WeakMap();
+  const tensorTypes: Record<string, number> = {};
+  for (const t of reader.header.tensors) { const n = describeGgmlType(t.type); tensorTypes[n] = (tensorTypes[n] ?? 0) + 1; }
+  const ft = m.has('general.file_type') ? m.uint('general.file_type') : -1;
+  const fileType = FTYPE_NAMES[ft] ?? (ft < 0 ? 'unknown' : `file type ${ft}`);
+  let tokenizer: Tokenizer | null = null, tokenizerNote: string | null = null;
+  if (m.has('tokenizer.ggml.tokens')) {
+    const built = tokenizerJsonFromVocab(vocabFromMetadata(m));
+    if (built.json) {
+      try { tokenizer = Tokenizer.fromJSON(built.json, built.config); } catch (e) { throw new Error(`gguf: ${file}: the vocabulary does not form a tokenizer: ${(e as Error).message}`); }
+    } else tokenizerNote = built.reason;
+  } else tokenizerNote = 'the file has no tokenizer.ggml.tokens';
+  const base = { file, fileType, tensorTypes, tokenizer, tokenizerNote, q8 };
+  if (arch === 'deepseek2') {
+    const r = await deepseekFromGguf(reader, q8);
+    if (tokenizer && tokenizer.vocabSize > r.cfg.vocabSize) throw new Error(`gguf: ${file}: the vocabulary has ${tokenizer.vocabSize} ids, the model ${r.cfg.vocabSize}`);
+    return { ...base, kind: 'deepseek', cfg: r.cfg, params: r.params, unused: r.unused };
+  }
+  if (arch === 'llama') {
+    const r = await denseFromGguf(reader, q8);
+    return { ...base, kind: 'dense', cfg: r.cfg, params: r.params, unused: r.unused };
+  }
+  throw new Error(`gguf: ${file}: architecture "${arch}" is not one Frugal runs (deepseek2, llama)`);
 }
 
 /** Reads a JSON file of at most the tokenizer size limit. */
@@ -151,6 +158,7 @@ export async function exportGguf(dir: string, out: string, type: GgufFileType, n
     plan = denseGguf(d.cfg, d.params, { type, vocab: v.vocab, name: nm });
     vocab = v.source; arch = 'llama';
   } else {
+    checkExportable(await loadConfig(dir)); // before reading any weights
     const m = await loadModel(dir);
     const v = await folderVocab(dir, m.cfg.vocabSize, m.cfg.bosTokenId, m.cfg.eosTokenId);
     plan = deepseekGguf(m.cfg, m.params, { type, vocab: v.vocab, name: nm });

@@ -53,7 +53,7 @@ export class TensorList {
 }
 
 /** Checks that llama.cpp's deepseek2 loader computes this config's function; throws otherwise. */
-function checkExportable(cfg: DeepSeekConfig): void {
+export function checkExportable(cfg: DeepSeekConfig): void {
   const L = cfg.numHiddenLayers;
   if (cfg.qLoraRank !== null && (L === 26 || L === 27 || (L === 48 && cfg.vocabSize === 128256))) {
     throw new GgufExportError(`llama.cpp treats a ${L}-layer deepseek2 model${L === 48 ? ' with vocab 128256' : ''} as "V2-Lite" and does not read q_lora_rank, so this model (q_lora_rank ${cfg.qLoraRank}) would fail to load; train it with another depth`);
