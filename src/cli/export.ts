@@ -25,7 +25,7 @@ const spec: OptionSpec = {
 export async function run(argv: string[]): Promise<number> {
   const a = parseArgs(argv, spec);
   if (a.help) { console.log(usage('export', '--model DIR --format gguf [--type f32|f16|bf16|q8_0] [--out FILE.gguf]', spec)); return 0; }
-  const dir = checkModelDir(a.model);
+  const dir = checkModelDir(a.model, '--model', { gguf: false });
   if (a.format !== 'gguf') throw new UsageError(`--format must be gguf, got '${a.format}'`);
   const type = String(a.type).toLowerCase();
   if (!Object.hasOwn(FILE_TYPES, type)) throw new UsageError(`--type must be one of ${Object.keys(FILE_TYPES).join(', ')}, got '${a.type}'`);
