@@ -213,5 +213,6 @@ export function formatLlamaRows(rows: BenchRow[]): string {
 
 /** Writes rows into docs/results/bench.md under a llama.cpp section per suite and config. */
 export function writeLlamaResults(suite: string, config: string, weights: string, cmd: string, rows: BenchRow[]): string {
-  return writeResults(`${suite}-llamacpp-${config}-${weights}`, `#### ${suite} vs llama.cpp — ${config}, ${weights}\n\n\`${cmd}\` — ${new Date().toISOString().slice(0, 10)}, ${rows[0]?.backend ?? ''}\n\n${formatLlamaRows(rows)}`);
+  const threads = [...new Set(rows.map((r) => r.threads))].join('-');
+  return writeResults(`${suite}-llamacpp-${config}-${weights}-t${threads}`, `#### ${suite} vs llama.cpp — ${config}, ${weights}\n\n\`${cmd}\` — ${new Date().toISOString().slice(0, 10)}, ${rows[0]?.backend ?? ''}\n\n${formatLlamaRows(rows)}`);
 }

@@ -10,7 +10,8 @@
  *   user-defined (4). `pre` is `gpt-2` for the GPT-2 ByteLevel split (what `frugal tokenizer
  *   train` writes) and `deepseek-v3` for DeepSeek-V3's split; other layouts are refused.
  * - `tokenizerJsonFromVocab` rebuilds a `tokenizer.json` + `tokenizer_config.json` pair that
- *   encodes and decodes as the original did; it returns null (ids only) for a vocabulary without
+ *   encodes and decodes as the original did, leaving out padding (unused) tokens so that the
+ *   tokenizer's size stops at the real vocabulary; it returns null (ids only) for a vocabulary without
  *   the 256 byte tokens (a generated one) or a tokenizer model other than `gpt2`.
  * - Token strings are unique and non-empty (llama.cpp asserts it), merges never hold a third part.
  */
@@ -167,7 +168,7 @@ export function tokenizerJsonFromVocab(v: GgufVocab): { json: Json; config: Json
     const ty = v.tokenTypes[i];
     if (ty === TOKEN_TYPE.CONTROL || ty === TOKEN_TYPE.USER_DEFINED) {
       added.push({ id: i, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special: ty === TOKEN_TYPE.CONTROL });
-    } else vocab[t] = i;
+    } else if (ty !== TOKEN_TYPE.UNUSED) vocab[t] = i; // padding ids stay out: generation never samples them
   });
   const json: Json = {
     version: '1.0', truncation: null, padding: null, added_tokens: added, normalizer: null, pre_tokenizer: pre,

@@ -126,6 +126,7 @@ test('a trained BPE tokenizer.json becomes a gpt-2 vocabulary (padded to the mod
     const a = Tokenizer.fromJSON(json), b = Tokenizer.fromJSON(back.json!, back.config);
     for (const s of ['the people and the nation', ' 1234 times;\n\n the  people!', 'unseen wörds ✓']) assert.deepEqual(b.encode(s), a.encode(s), s);
     assert.equal(b.eosId, 0);
+    assert.equal(b.vocabSize, a.vocabSize); // the [PAD] ids past the tokenizer are not sampleable text
   });
 });
 
