@@ -165,12 +165,13 @@ export async function runLlamaCppSuite(suite: 'decode' | 'prefill', o: SuiteOpti
     await model.save(tmp.dir);
     const file = path.join(tmp.dir, `model-${weights}.gguf`);
     await exportGguf(tmp.dir, file, weights);
-    if (weights === 'bf16') log(`  Frugal decode steps: ${model.useBf16Decode()}`);
-    if (weights === 'q8_0') log(`  Frugal decode steps: ${model.useQ8Decode()}`);
     for (const threads of o.threads) {
       const be = (await useBackend(o.backend, { threads })) as Backend & { setThreads?: (n: number) => number };
       if (be.threads !== threads && be.setThreads) be.setThreads(threads);
       const backend = describeBackend();
+      // After the backend is up: the decode linears bind to its kernels.
+      if (weights === 'bf16') log(`  Frugal decode steps: ${model.useBf16Decode()}`);
+      if (weights === 'q8_0') log(`  Frugal decode steps: ${model.useQ8Decode()}`);
       log(`[${suite} ${o.config} threads=${threads} weights=${weights}] Frugal: ${backend}`);
       const peer = new LlamaCppPeer(exe, bins, file, threads);
       try {
