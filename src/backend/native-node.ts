@@ -12,7 +12,7 @@ import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { setUninitF32Allocator } from '../autograd/tensor.js';
+import { setUninitF32Allocator } from './alloc.js';
 import { registerBackend, getBackendByName, type Backend, type MatMulArgs, type AdamWHyper, type AttnGeometry } from './index.js';
 
 /** CPU features seen by the addon and the kernel families it dispatches. */
@@ -54,6 +54,8 @@ export interface NativeAddon {
   attentionBackward?(q: Float32Array, k: Float32Array, v: Float32Array, gradOut: Float32Array, gradQ: Float32Array, gradK: Float32Array,
     gradV: Float32Array, B: number, T: number, S: number, H: number, KH: number, Dk: number, Dv: number, ldk: number, ldv: number, scale: number): void;
   addInto?(dst: Float32Array, src: Float32Array): void;
+  /** Bytes the C allocator has in use (glibc mallinfo2), -1 where unknown: native-side memory for tests. */
+  mallocInUse?(): number;
 }
 
 /** An FP8 operand as produced by src/fp8/quant.ts (codes + float32 dequantisation scales). */
