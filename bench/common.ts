@@ -17,6 +17,7 @@ import type { Tensor } from '../src/autograd/tensor.js';
 import { presets, type DeepSeekConfig } from '../src/model/config.js';
 import { initParams, forward, lossFn, trainableParams, KVCache } from '../src/model/deepseek.js';
 import { bf16Linear } from '../src/infer/bf16-node.js';
+import { q8Linear } from '../src/infer/q8-node.js';
 import { saveModel } from '../src/model/load-node.js';
 import {
   denseConfigs, initDenseParams, denseForward, denseLossFn, denseParamEntries, denseTrainableParams, denseHFConfig, DenseKVCache,
@@ -85,6 +86,8 @@ export interface BenchModel {
   save(dir: string): Promise<void>;
   /** Switches decode steps (cached, startPos > 0) to bf16 weights; returns what it did (throws if unsupported). */
   useBf16Decode(): string;
+  /** Switches decode steps to Q8_0 weights (quantised as llama.cpp's converter does); returns what it did. */
+  useQ8Decode(): string;
 }
 
 /** The model of a benchmark config with deterministic initial weights. */
@@ -107,6 +110,7 @@ export function benchModel(shape: BenchShape, seed = 1): BenchModel {
         decodeLinear = r.linear;
         return r.note;
       },
+      useQ8Decode: () => { const r = q8Linear(); decodeLinear = r.linear; return r.note; },
       save: async (dir) => {
         mkdirSync(dir, { recursive: true });
         await writeSafetensors(path.join(dir, 'model.safetensors'),
@@ -129,6 +133,7 @@ export function benchModel(shape: BenchShape, seed = 1): BenchModel {
       decodeLinear = r.linear;
       return r.note;
     },
+    useQ8Decode: () => { const r = q8Linear(); decodeLinear = r.linear; return r.note; },
     save: (dir) => saveModel(dir, cfg, p),
   };
 }

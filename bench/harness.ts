@@ -32,13 +32,16 @@ export const SUITE_SPEC: OptionSpec = {
   quick: { type: 'boolean', help: 'smoke run: 2 threads only, 3 reps' },
   json: { type: 'boolean', help: 'print one JSON array of rows {suite, config, threads, unit, frugal, pytorch, ratio, ...}' },
   'no-peer': { type: 'boolean', help: 'time Frugal only (skip PyTorch)' },
-  weights: { type: 'string', help: 'decode only: Frugal decode-step weights f32 (default) or bf16 (the peer stays f32: a different computation, labelled)' },
+  weights: { type: 'string', help: 'decode only: Frugal decode-step weights f32 (default), bf16 or q8_0 (PyTorch stays f32: labelled; llama.cpp runs the same precision)' },
+  peer: { type: 'string', help: 'decode/prefill: pytorch (default) or llama.cpp (same weights as GGUF, persistent threadpool; bench/llamacpp.ts)' },
   write: { type: 'boolean', help: 'also write the table into docs/results/bench.md' },
 };
 
 export interface SuiteOptions {
   config: string; threads: number[]; reps: number; backend: BackendChoice; json: boolean; peer: boolean; write: boolean; quick: boolean;
-  weights?: 'f32' | 'bf16';
+  weights?: 'f32' | 'bf16' | 'q8_0';
+  /** Which peer: PyTorch (default) or llama.cpp. */
+  peerName?: 'pytorch' | 'llama.cpp';
 }
 
 /** Parses a model suite's command line (shared by train/prefill/decode/memory). */
@@ -60,9 +63,12 @@ export function parseSuiteArgs(verb: string, argv: string[]): SuiteOptions | nul
   const backend = ((o.backend as string | undefined) ?? 'auto') as BackendChoice;
   if (!['auto', 'native', 'wasm', 'ts'].includes(backend)) throw new UsageError(`--backend must be auto, native, wasm or ts, got '${backend}'`);
   const weights = (o.weights as string | undefined) ?? 'f32';
-  if (weights !== 'f32' && weights !== 'bf16') throw new UsageError(`--weights must be f32 or bf16, got '${weights}'`);
-  if (weights === 'bf16' && verb !== 'decode') throw new UsageError('--weights bf16 applies to the decode suite only');
-  return { config, threads, reps, backend, json: o.json === true, peer: o['no-peer'] !== true, write: o.write === true, quick, weights };
+  if (weights !== 'f32' && weights !== 'bf16' && weights !== 'q8_0') throw new UsageError(`--weights must be f32, bf16 or q8_0, got '${weights}'`);
+  if (weights !== 'f32' && verb !== 'decode') throw new UsageError(`--weights ${weights} applies to the decode suite only`);
+  const peerName = (o.peer as string | undefined) ?? 'pytorch';
+  if (peerName !== 'pytorch' && peerName !== 'llama.cpp') throw new UsageError(`--peer must be pytorch or llama.cpp, got '${peerName}'`);
+  if (peerName === 'llama.cpp' && verb !== 'decode' && verb !== 'prefill') throw new UsageError('--peer llama.cpp applies to the decode and prefill suites (llama.cpp does not train)');
+  return { config, threads, reps, backend, json: o.json === true, peer: o['no-peer'] !== true, write: o.write === true, quick, weights, peerName };
 }
 
 /** One benchmark case: a Frugal repetition and the matching peer request, both timed in seconds. */
@@ -161,6 +167,7 @@ export async function runModelSuite(suite: ModelSuite, o: SuiteOptions, log: (s:
           if (!(worst < CHECK_TOLERANCE)) throw new Error(`the peer's logits differ from Frugal's by ${worst} (> ${CHECK_TOLERANCE}); refusing to time different computations`);
         }
         if (o.weights === 'bf16') log(`  Frugal decode steps: ${model.useBf16Decode()} — PyTorch stays f32, so these rows compare different precisions`);
+        if (o.weights === 'q8_0') log(`  Frugal decode steps: ${model.useQ8Decode()} — PyTorch stays f32, so these rows compare different precisions`);
         const { opt, source } = await makeAdamW(model.trainable());
         if (suite === 'train') log(`  optimizer: ${source} (peer: torch.optim.AdamW)`);
         resetKernelCounts();
@@ -174,7 +181,7 @@ export async function runModelSuite(suite: ModelSuite, o: SuiteOptions, log: (s:
           }
           const fs = stats(f), ps = p.length ? stats(p) : null;
           rows.push({
-            suite, config: o.config, case: o.weights === 'bf16' ? `${c.name} (Frugal bf16 weights)` : c.name, threads, unit: c.unit, frugal: fs.median, pytorch: ps ? ps.median : null,
+            suite, config: o.config, case: o.weights !== 'f32' && o.weights ? `${c.name} (Frugal ${o.weights} weights)` : c.name, threads, unit: c.unit, frugal: fs.median, pytorch: ps ? ps.median : null,
             ratio: ps ? fs.median / ps.median : null, frugalRange: [fs.min, fs.max], pytorchRange: ps ? [ps.min, ps.max] : null, reps: o.reps, backend,
           });
           log(`  ${c.name}: Frugal ${fs.median.toFixed(1)} ${c.unit}${ps ? `, PyTorch ${ps.median.toFixed(1)} (×${(fs.median / ps.median).toFixed(2)})` : ''}`);
@@ -196,6 +203,16 @@ export async function runModelSuite(suite: ModelSuite, o: SuiteOptions, log: (s:
 export async function runSuiteCli(suite: ModelSuite, argv: string[]): Promise<number> {
   const o = parseSuiteArgs(suite, argv);
   if (!o) return 0;
+  if (o.peerName === 'llama.cpp' && (suite === 'decode' || suite === 'prefill')) {
+    const l = await import('./llamacpp.js');
+    const why = l.llamaCppUnavailable();
+    if (why) throw new UsageError(`--peer llama.cpp: ${why}`);
+    const rows = await l.runLlamaCppSuite(suite, o, (s) => console.error(s));
+    if (o.json) console.log(JSON.stringify(rows.map((r) => ({ ...r, peer: 'llama.cpp' }))));
+    else console.log(l.formatLlamaRows(rows));
+    if (o.write) console.error(`wrote ${l.writeLlamaResults(suite, o.config, o.weights ?? 'f32', `npx frugal bench ${suite} ${argv.filter((a) => a !== '--write').join(' ')}`.trim(), rows)}`);
+    return 0;
+  }
   const rows = await runModelSuite(suite, o, (s) => console.error(s));
   if (o.json) console.log(JSON.stringify(rows));
   else console.log(formatRows(rows));

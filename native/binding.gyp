@@ -12,7 +12,8 @@
         "src/gemm_bf16.cc",
         "src/ops.cc",
         "src/optim.cc",
-        "src/attention.cc"
+        "src/attention.cc",
+        "src/gemv_q8.cc"
       ],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++1y", "-std=gnu++17"],

@@ -16,6 +16,12 @@
 
 using namespace frugal;
 
+namespace frugal {
+// gemv_q8.cc
+void gemvQ8(const float* x, const uint8_t* w, float* y, long m, long n, long k);
+const char* q8Family();
+}  // namespace frugal
+
 namespace {
 
 struct Fail {};  // thrown after a JS exception is pending
@@ -340,6 +346,24 @@ napi_value GemvBf16(napi_env env, napi_callback_info info) {
   });
 }
 
+// gemvQ8(x, w, y, m, n, k): y[m,n] = x[m,k] · W[n,k]^T, W as ggml Q8_0 blocks (Uint8Array, 34 bytes
+// per 32 weights, n rows of k/32 blocks); x quantised to Q8_0 per row (gemv_q8.cc).
+napi_value GemvQ8(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Args g(env, info, "gemvQ8", 6);
+    size_t lx, lw, ly;
+    const float* x = g.arr<float>(0, napi_float32_array, "x", &lx);
+    const uint8_t* w = g.arr<uint8_t>(1, napi_uint8_array, "w", &lw);
+    float* y = g.arr<float>(2, napi_float32_array, "y", &ly);
+    const long m = g.count(3, "m"), n = g.count(4, "n"), k = g.count(5, "k");
+    if (m > (1L << 20) || n > (1L << 30) || k > (1L << 30)) g.range("size out of range");
+    if (k % 32 != 0) g.range("k must be a multiple of 32 (Q8_0 blocks), got " + std::to_string(k));
+    g.need("x", lx, m * k); g.need("w", lw, n * (k / 32) * 34); g.need("y", ly, m * n);
+    gemvQ8(x, w, y, m, n, k);
+    return undef(env);
+  });
+}
+
 // rowsAxpy(dst, dstRows|null, src, srcRows|null, scales|null, count, D):
 // dst[row d_i] += s_i · src[row s_i'] for i < count (rows default to i, scales to 1).
 napi_value RowsAxpy(napi_env env, napi_callback_info info) {
@@ -448,6 +472,8 @@ napi_value CpuFeatures(napi_env env, napi_callback_info) {
   napi_set_named_property(env, o, "isa", v);
   napi_create_string_utf8(env, lowpFamily(), NAPI_AUTO_LENGTH, &v);
   napi_set_named_property(env, o, "lowp", v);
+  napi_create_string_utf8(env, q8Family(), NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, o, "q8", v);
   napi_set_named_property(env, o, "threads", number(env, poolThreads()));
   napi_create_string_utf8(env, allocatorNote, NAPI_AUTO_LENGTH, &v);
   napi_set_named_property(env, o, "allocator", v);
@@ -486,6 +512,7 @@ NAPI_MODULE_INIT() {
       {"attentionForward", nullptr, AttentionForward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"attentionBackward", nullptr, AttentionBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"gemvBf16", nullptr, GemvBf16, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"gemvQ8", nullptr, GemvQ8, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"rowsAxpy", nullptr, RowsAxpy, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"adamw", nullptr, AdamW, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"sumSquares", nullptr, SumSquares, nullptr, nullptr, nullptr, napi_enumerable, nullptr},

@@ -13,11 +13,13 @@ import { StopMatcher, checkSampling, type SamplingOptions } from '../infer/sampl
 import { StreamDecoder } from '../io/tokenizer.js';
 import { checkModelDir, openModel, parseTokenList, selectBackend } from '../serve/model-node.js';
 import { withBf16Weights } from '../infer/bf16-node.js';
+import { withQ8Weights } from '../infer/q8-node.js';
+import { isGgufPath } from '../model/gguf-node.js';
 
 export const summary = 'generate text from a model directory';
 
 const spec: OptionSpec = {
-  model: { type: 'string', help: 'model directory (config.json + *.safetensors [+ tokenizer.json]) or a frugal train run folder' },
+  model: { type: 'string', help: 'model directory (config.json + *.safetensors [+ tokenizer.json]), a frugal train run folder, or a .gguf file' },
   prompt: { type: 'string', help: 'prompt text (needs tokenizer.json in the model directory)' },
   tokens: { type: 'string', help: 'prompt as comma-separated token ids (no tokenizer needed)' },
   'max-tokens': { type: 'number', help: 'most new tokens', default: 64 },
@@ -31,7 +33,7 @@ const spec: OptionSpec = {
   'ignore-eos': { type: 'boolean', help: 'keep going past the end-of-sequence token' },
   backend: { type: 'string', help: 'compute backend: auto (native > wasm > ts), ts, wasm, native', default: 'auto' },
   threads: { type: 'number', help: 'worker threads of the backend (default: all cores, at most 8)' },
-  weights: { type: 'string', help: 'decode weight precision: f32, or bf16 (half the memory traffic per token; native backend)', default: 'f32' },
+  weights: { type: 'string', help: 'decode weight precision: f32, bf16 (half the memory traffic per token; native backend) or q8_0 (a quarter; the file\'s own blocks for a Q8_0 GGUF)', default: 'f32' },
 };
 
 export async function run(argv: string[]): Promise<number> {
@@ -39,19 +41,20 @@ export async function run(argv: string[]): Promise<number> {
   if (a.help) { console.log(usage('generate', '--model DIR (--prompt TEXT | --tokens 3,17,42) [options]', spec)); return 0; }
   const dir = checkModelDir(a.model);
   if ((a.prompt === undefined) === (a.tokens === undefined)) throw new UsageError('give exactly one of --prompt TEXT or --tokens 3,17,42');
-  if (a.prompt !== undefined && !existsSync(path.join(dir, 'tokenizer.json'))) {
+  if (a.prompt !== undefined && !isGgufPath(dir) && !existsSync(path.join(dir, 'tokenizer.json'))) {
     throw new UsageError(`--prompt needs ${path.join(dir, 'tokenizer.json')} (train one with 'frugal tokenizer train' and copy it there), or pass token ids with --tokens`);
   }
   const sampling: SamplingOptions = { greedy: a.greedy === true, temperature: a.temperature, topK: a['top-k'], topP: a['top-p'] };
   if (a.seed !== undefined) sampling.seed = a.seed;
   try { checkSampling(sampling); } catch (e) { throw new UsageError((e as Error).message); }
-  if (a.weights !== 'f32' && a.weights !== 'bf16') throw new UsageError(`--weights must be f32 or bf16, got '${a.weights}'`);
+  if (!['f32', 'bf16', 'q8_0'].includes(a.weights)) throw new UsageError(`--weights must be f32, bf16 or q8_0, got '${a.weights}'`);
   await selectBackend(a.backend, a.threads);
   const opened = await openModel(dir);
   const tokenizer = opened.tokenizer;
+  if (a.prompt !== undefined && !tokenizer) throw new UsageError(`--prompt needs a tokenizer, and ${dir} has none usable (${opened.model.gguf?.tokenizerNote ?? 'no tokenizer.json'}); pass token ids with --tokens`);
   let model: Model = opened.model;
-  if (a.weights === 'bf16') {
-    const r = withBf16Weights(model);
+  if (a.weights !== 'f32') {
+    const r = a.weights === 'bf16' ? withBf16Weights(model) : withQ8Weights(model, opened.model.gguf ? { blocks: opened.model.gguf.q8 } : {});
     model = r.model;
     console.error(`frugal generate: ${r.note}`);
   }

@@ -1,5 +1,6 @@
 /**
- * `frugal info --model DIR [--json]`: from the model's config.json (no weights are read), the
+ * `frugal info --model DIR|FILE.gguf [--json]`: from the model's config.json (no weights are read;
+ * a GGUF file is read whole, with its file type, tensor types and vocabulary added), the
  * parameter counts (total, activated per token, embedding, head, MTP), the KV-cache bytes per token
  * of MLA's latent cache next to the full multi-head K/V it replaces, and a layer/expert summary.
  * `--json` prints one JSON object.
@@ -9,11 +10,12 @@ import { loadConfig } from '../model/load-node.js';
 import { isMoeLayer, type DeepSeekConfig } from '../model/config.js';
 import { countParams, kvCacheBytesPerToken } from '../cost/index.js';
 import { checkModelDir } from '../serve/model-node.js';
+import { isGgufPath, loadGguf, type GgufModel } from '../model/gguf-node.js';
 
 export const summary = 'parameters, activated parameters and KV-cache size of a model';
 
 const spec: OptionSpec = {
-  model: { type: 'string', help: 'model directory (config.json)' },
+  model: { type: 'string', help: 'model directory (config.json) or a .gguf file' },
   json: { type: 'boolean', help: 'print one JSON object' },
   'kv-bytes': { type: 'number', help: 'bytes per cached value (2 = BF16, 4 = F32)', default: 2 },
 };
@@ -53,7 +55,15 @@ export async function run(argv: string[]): Promise<number> {
   const a = parseArgs(argv, spec);
   if (a.help) { console.log(usage('info', '--model DIR [--json]', spec)); return 0; }
   const dir = checkModelDir(a.model);
-  const cfg = await loadConfig(dir);
+  const gguf = isGgufPath(dir) ? await loadGguf(dir) : null;
+  if (gguf?.kind === 'dense') return denseInfo(gguf, a.json === true);
+  const cfg = gguf?.kind === 'deepseek' ? gguf.cfg : await loadConfig(dir);
+  if (gguf) {
+    const g = ggufSummary(gguf);
+    if (a.json) { console.log(JSON.stringify({ ...modelInfo(cfg, a['kv-bytes']), gguf: g })); return 0; }
+    console.log(`${'GGUF'.padEnd(32)} deepseek2, ${g.fileType}; tensors ${Object.entries(g.tensorTypes).map(([k, v]) => `${v} ${k}`).join(', ')}; ${g.tokenizer}`);
+    if (g.unused.length) console.log(`${'  not used by Frugal'.padEnd(32)} ${g.unused.length} tensors (${g.unused.slice(0, 3).join(', ')}${g.unused.length > 3 ? ', …' : ''})`);
+  }
   const info = modelInfo(cfg, a['kv-bytes']) as { parameters: Record<string, number>; kvCache: Record<string, number>; layers: Record<string, number | null>; experts: Record<string, number | string> };
   if (a.json) { console.log(JSON.stringify(info)); return 0; }
   const p = info.parameters, kv = info.kvCache, l = info.layers, e = info.experts;
@@ -69,5 +79,25 @@ export async function run(argv: string[]): Promise<number> {
     ['experts', `${e.routed} routed (${e.perToken} per token, ${e.groups} groups, top ${e.topkGroup}) + ${e.shared} shared; ${e.scoring} scores, ${e.topkMethod}`],
   ];
   for (const [k, v] of rows) console.log(`${k.padEnd(32)} ${v}`);
+  return 0;
+}
+
+/** What a GGUF file adds to the report: its file type, tensor types and vocabulary. */
+function ggufSummary(g: GgufModel): { fileType: string; tensorTypes: Record<string, number>; tokenizer: string; unused: string[] } {
+  const tokenizer = g.tokenizer ? `tokenizer from the file (${g.tokenizer.vocabSize} tokens)` : `token ids only (${g.tokenizerNote})`;
+  return { fileType: g.fileType, tensorTypes: g.tensorTypes, tokenizer, unused: g.unused };
+}
+
+/** `info` for a llama-architecture GGUF (Frugal's dense model). */
+function denseInfo(g: GgufModel & { kind: 'dense' }, json: boolean): number {
+  const c = g.cfg;
+  const perLayer = 4 * c.hiddenSize * c.hiddenSize + 3 * c.hiddenSize * c.intermediateSize + 2 * c.hiddenSize;
+  const total = 2 * c.vocabSize * c.hiddenSize + c.numHiddenLayers * perLayer + c.hiddenSize;
+  const out = { modelType: 'llama', parameters: { total }, config: c, gguf: ggufSummary(g) };
+  if (json) { console.log(JSON.stringify(out)); return 0; }
+  console.log(`${'model'.padEnd(32)} ${g.file} (llama / Frugal dense, vocab ${c.vocabSize}, context ${c.maxPositionEmbeddings})`);
+  console.log(`${'parameters'.padEnd(32)} ${fmt(total)}`);
+  console.log(`${'layers'.padEnd(32)} ${c.numHiddenLayers}; hidden ${c.hiddenSize}, ${c.numAttentionHeads} heads, SwiGLU ${c.intermediateSize}`);
+  console.log(`${'GGUF'.padEnd(32)} ${out.gguf.fileType}; tensors ${Object.entries(out.gguf.tensorTypes).map(([k, v]) => `${v} ${k}`).join(', ')}; ${out.gguf.tokenizer}`);
   return 0;
 }

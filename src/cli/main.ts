@@ -21,6 +21,7 @@ export const verbs: Record<string, Verb> = {
   cost: { summary: 'training cost meter: params, FLOPs, memory, GPU-hours and dollars', module: 'cost' },
   tokenizer: { summary: 'train a byte-level BPE tokenizer (tokenizer.json)', module: 'tokenizer' },
   experiment: { summary: 'rerunnable experiments (fp8: FP32 vs FP8 training)', module: 'experiment' },
+  export: { summary: 'export a model folder as GGUF for llama.cpp, Ollama, LM Studio', module: 'export' },
   bench: { summary: 'benchmarks: gemm, train, prefill, decode, memory', module: 'bench' },
 };
 

@@ -19,11 +19,13 @@ import { prefixRowWidth } from '../infer/prefix-cache.js';
 import { modelFingerprint, openModel, readTokenizerConfig, resolveModelDir, selectBackend } from '../serve/model-node.js';
 import { checkApiKey, isLoopbackName } from '../serve/access.js';
 import { withBf16Weights } from '../infer/bf16-node.js';
+import { withQ8Weights } from '../infer/q8-node.js';
+import { isGgufPath } from '../model/gguf-node.js';
 
 export const summary = 'OpenAI-compatible HTTP server with prefix/context caching';
 
 const spec: OptionSpec = {
-  model: { type: 'string', help: 'model directory (config.json, *.safetensors, tokenizer.json) or a frugal train run folder' },
+  model: { type: 'string', help: 'model directory (config.json, *.safetensors, tokenizer.json), a frugal train run folder, or a .gguf file with a vocabulary' },
   host: { type: 'string', help: 'address to bind (non-loopback needs --api-key)', default: '127.0.0.1' },
   port: { type: 'number', help: 'TCP port (0 = any free port)', default: 8080 },
   'cache-bytes': { type: 'number', help: 'in-memory prefix cache budget in bytes', default: 256 * 2 ** 20 },
@@ -38,7 +40,7 @@ const spec: OptionSpec = {
   speculative: { type: 'boolean', help: 'MTP speculative decoding (works with both caches; acceptance rate in /health and usage)' },
   backend: { type: 'string', help: 'compute backend: auto (native > wasm > ts), ts, wasm, native', default: 'auto' },
   threads: { type: 'number', help: 'worker threads of the backend (default: all cores, at most 8)' },
-  weights: { type: 'string', help: 'decode weight precision: f32, or bf16 (half the memory traffic per token; native backend)', default: 'f32' },
+  weights: { type: 'string', help: 'decode weight precision: f32, bf16 (half the memory traffic per token; native backend) or q8_0 (a quarter)', default: 'f32' },
 };
 
 const list = (v: unknown): string[] => (typeof v === 'string' ? v.split(',').map((x) => x.trim()).filter(Boolean) : []);
@@ -48,27 +50,29 @@ export async function run(argv: string[]): Promise<number> {
   if (a.help) { console.log(usage('serve', '--model DIR [options]', spec)); return 0; }
   const found = resolveModelDir(a.model);
   const dir = found.dir;
-  if (!existsSync(path.join(dir, 'tokenizer.json'))) throw new UsageError(`${dir} has no tokenizer.json; the server needs one (train one with 'frugal tokenizer train' and copy it there)`);
+  if (!isGgufPath(dir) && !existsSync(path.join(dir, 'tokenizer.json'))) throw new UsageError(`${dir} has no tokenizer.json; the server needs one (train one with 'frugal tokenizer train' and copy it there)`);
   let apiKey: string | null = a['api-key'] ?? process.env.FRUGAL_API_KEY ?? null;
   if (apiKey !== null) { try { apiKey = checkApiKey(apiKey); } catch (e) { throw new UsageError(`--api-key: ${(e as Error).message}`); } }
   if (!isLoopbackName(a.host) && !apiKey) throw new UsageError(`--host ${a.host} is reachable from other machines: set --api-key KEY (or FRUGAL_API_KEY) so requests must send Authorization: Bearer KEY`);
   if (!Number.isInteger(a.port) || a.port < 0 || a.port > 65535) throw new UsageError(`--port must be 0..65535, got ${a.port}`);
   if (!(a['cache-bytes'] >= 0)) throw new UsageError('--cache-bytes must be >= 0');
   if (!(Number.isInteger(a['max-queue']) && a['max-queue'] >= 0)) throw new UsageError(`--max-queue must be an integer >= 0 (0 = no bound), got ${a['max-queue']}`);
-  if (a.weights !== 'f32' && a.weights !== 'bf16') throw new UsageError(`--weights must be f32 or bf16, got '${a.weights}'`);
+  if (!['f32', 'bf16', 'q8_0'].includes(a.weights)) throw new UsageError(`--weights must be f32, bf16 or q8_0, got '${a.weights}'`);
   if (a.name !== undefined && a['served-model-name'] !== undefined && a.name !== a['served-model-name']) throw new UsageError('--name and --served-model-name are the same option; give one');
   if (found.note) console.error(`frugal serve: ${found.note}`);
   await selectBackend(a.backend, a.threads);
   const opened = await openModel(dir);
   for (const n of opened.model.notes) console.error(`frugal serve: ${n}`);
   const tokenizer = opened.tokenizer;
-  const model = a.weights === 'bf16' ? withBf16Weights(opened.model) : { model: opened.model, note: '' };
+  if (!tokenizer) throw new UsageError(`${dir} has no usable vocabulary (${opened.model.gguf?.tokenizerNote ?? 'no tokenizer'}); the server needs text in and out`);
+  const model = a.weights === 'bf16' ? withBf16Weights(opened.model)
+    : a.weights === 'q8_0' ? withQ8Weights(opened.model, opened.model.gguf ? { blocks: opened.model.gguf.q8 } : {}) : { model: opened.model, note: '' };
   if (model.note) console.error(`frugal serve: ${model.note}`);
   const tc = readTokenizerConfig(dir);
   const diskCache = a['cache-dir'] ? new DiskCache({ dir: a['cache-dir'], modelId: modelFingerprint(opened.model, `weights=${a.weights}`), rowWidth: prefixRowWidth(model.model.cfg, a.speculative === true && model.model.params.mtp.length > 0 ? 1 : 0), maxBytes: a['cache-dir-bytes'] }) : null;
   const name = String(a['served-model-name'] ?? a.name ?? found.name);
   const srv = await startServer({
-    model: model.model, tokenizer: tokenizer!, modelName: name, host: a.host, port: a.port, apiKey, cacheBytes: a['cache-bytes'], diskCache,
+    model: model.model, tokenizer, modelName: name, host: a.host, port: a.port, apiKey, cacheBytes: a['cache-bytes'], diskCache,
     chatTemplate: tc.chatTemplate, bosToken: tc.bos, eosToken: tc.eos, maxQueue: a['max-queue'], speculative: a.speculative === true,
     allowedOrigins: list(a['allowed-origins']), allowedHosts: list(a['allowed-hosts']),
   });

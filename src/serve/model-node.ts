@@ -1,12 +1,13 @@
 /**
- * Shared by the `logits`, `generate`, `info` and `serve` verbs: finding the model in a folder (a
- * model directory, or a `frugal train` run folder), opening it (with its tokenizer when present),
- * parsing `--tokens` lists, choosing a backend and threads, and the model's content fingerprint
- * that keys the disk cache.
+ * Shared by the `logits`, `generate`, `info` and `serve` verbs: finding the model (a model
+ * directory, a `frugal train` run folder, or a GGUF file), opening it (with its tokenizer when
+ * present; a GGUF file's tokenizer comes from the file), parsing `--tokens` lists, choosing a
+ * backend and threads, and the model's content fingerprint that keys the disk cache.
  *
  * Contract:
- * - `resolveModelDir` accepts a model folder (config.json) or a run folder: its `final/` model,
- *   else its latest checkpoint; the default served name is the run's name, never "final".
+ * - `resolveModelDir` accepts a model folder (config.json), a GGUF file, or a run folder: its
+ *   `final/` model, else its latest checkpoint; the default served name is the run's name (or the
+ *   GGUF file's name without `.gguf`), never "final".
  * - `modelFingerprint` hashes what the model computes with (config + every parameter's bytes),
  *   once per loaded model: weights replaced in place (same size and mtime: `cp -p`, `rsync -a`)
  *   get a new fingerprint, so a disk cache never serves another model's rows.
@@ -18,6 +19,7 @@ import { UsageError } from '../errors.js';
 import { loadModel, type LoadedModel } from '../model/load-node.js';
 import { toHFConfig } from '../model/config.js';
 import { paramEntries } from '../model/deepseek.js';
+import { isGgufPath, loadGguf, type GgufModel } from '../model/gguf-node.js';
 import { loadTokenizer } from '../io/tokenizer-node.js';
 import type { Tokenizer } from '../io/tokenizer.js';
 import type { Model } from '../infer/generate.js';
@@ -31,31 +33,48 @@ const RUN_PARTS = new Set(['final', 'checkpoint', 'checkpoint.old']);
 export interface ResolvedModel { dir: string; name: string; note: string | null }
 
 /**
- * Finds the model in `dir`: a model folder (config.json), or a `frugal train` run folder (its
- * `final/`, else its latest checkpoint). Throws UsageError naming what was looked for.
+ * Finds the model in `dir`: a GGUF file (unless `gguf` is false), a model folder (config.json),
+ * or a `frugal train` run folder (its `final/`, else its latest checkpoint). Throws UsageError
+ * naming what was looked for.
  */
-export function resolveModelDir(dir: unknown, flag = '--model'): ResolvedModel {
-  if (typeof dir !== 'string' || dir === '') throw new UsageError(`${flag} DIR is required (a folder with config.json and *.safetensors, or a 'frugal train' run folder)`);
+export function resolveModelDir(dir: unknown, flag = '--model', opts: { gguf?: boolean } = {}): ResolvedModel {
+  const gguf = opts.gguf ?? true;
+  if (typeof dir !== 'string' || dir === '') throw new UsageError(`${flag} DIR is required (a folder with config.json and *.safetensors, a 'frugal train' run folder${gguf ? ', or a .gguf file' : ''})`);
   const nameOf = (d: string): string => {
     const abs = path.resolve(d);
     return RUN_PARTS.has(path.basename(abs)) ? path.basename(path.dirname(abs)) : path.basename(abs);
   };
+  if (gguf && isGgufPath(dir)) return { dir, name: path.basename(dir).replace(/\.gguf$/i, ''), note: null };
   if (existsSync(path.join(dir, 'config.json'))) return { dir, name: nameOf(dir), note: null };
   const final = path.join(dir, 'final');
   if (existsSync(path.join(final, 'config.json'))) return { dir: final, name: nameOf(dir), note: `${dir} is a run folder; using its final model ${final}` };
   const ckpt = findCheckpoint(path.join(dir, 'checkpoint'));
   if (ckpt && existsSync(path.join(ckpt, 'config.json'))) return { dir: ckpt, name: nameOf(dir), note: `${dir} is a run folder without final/ (training not finished); using its latest checkpoint ${ckpt}` };
-  throw new UsageError(`${flag} ${dir}: no config.json there, nor a run's final/ or checkpoint/ (expected a Hugging Face model folder or a 'frugal train' run folder)`);
+  throw new UsageError(`${flag} ${dir}: no config.json there, nor a run's final/ or checkpoint/ (expected a Hugging Face model folder, a 'frugal train' run folder${gguf ? ' or a GGUF file' : ''})`);
 }
 
 /** Checks that dir holds a model (see resolveModelDir) and returns the model folder. */
-export function checkModelDir(dir: unknown, flag = '--model'): string {
-  return resolveModelDir(dir, flag).dir;
+export function checkModelDir(dir: unknown, flag = '--model', opts: { gguf?: boolean } = {}): string {
+  return resolveModelDir(dir, flag, opts).dir;
 }
 
-/** Loads the model and, when the folder has tokenizer.json, its tokenizer. */
-export async function openModel(dir: string, opts: { tokenizer?: boolean } = {}): Promise<{ model: LoadedModel; tokenizer: Tokenizer | null }> {
-  const model = await loadModel(dir);
+/** A DeepSeek model opened from a folder or a GGUF file (with its Q8_0 blocks, when any). */
+export type OpenedModel = LoadedModel & { gguf: GgufModel | null };
+
+/** Loads a GGUF file as a DeepSeek model, or explains that it holds the dense model. */
+async function openGguf(file: string): Promise<{ model: OpenedModel; tokenizer: Tokenizer | null }> {
+  const g = await loadGguf(file);
+  if (g.kind !== 'deepseek') throw new Error(`${file} holds a llama-architecture (dense) model: 'frugal logits' and 'frugal info' read it; generate and serve run deepseek2 models`);
+  return { model: { cfg: g.cfg, params: g.params, dir: file, extraTensors: g.unused, notes: [], gguf: g }, tokenizer: g.tokenizer };
+}
+
+/** Loads the model and, when the folder has tokenizer.json (or the GGUF file a vocabulary), its tokenizer. */
+export async function openModel(dir: string, opts: { tokenizer?: boolean } = {}): Promise<{ model: OpenedModel; tokenizer: Tokenizer | null }> {
+  if (isGgufPath(dir)) {
+    const r = await openGguf(dir);
+    return opts.tokenizer === false ? { model: r.model, tokenizer: null } : r;
+  }
+  const model: OpenedModel = { ...(await loadModel(dir)), gguf: null };
   let tokenizer: Tokenizer | null = null;
   if ((opts.tokenizer ?? true) && existsSync(path.join(dir, 'tokenizer.json'))) tokenizer = await loadTokenizer(dir);
   if (tokenizer && tokenizer.vocabSize > model.cfg.vocabSize) {
