@@ -11,7 +11,11 @@
         "src/gemm_bf16.cc",
         "src/ops.cc",
         "src/optim.cc",
-        "src/attention.cc"
+        "src/attention.cc",
+        "src/fp8_quant.cc",
+        "src/fp8_gemm.cc",
+        "src/adamw_bf16.cc",
+        "src/fp8_addon.cc"
       ],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++1y", "-std=gnu++17"],
