@@ -35,31 +35,29 @@ void rangePortable(float* w, const float* g, uint16_t* m, uint16_t* v, const Ada
 }
 
 #if FRUGAL_HAVE_X86_KERNELS
-FRUGAL_AVX512 static inline __m512 load16(const uint16_t* p, __mmask16 mk) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mk, p)), 16));
-}
-FRUGAL_AVX512 static inline void store16(uint16_t* p, __mmask16 mk, __m512 x) {
+FRUGAL_AVX512 static inline __m512 widen(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
+FRUGAL_AVX512 static inline __m256i narrow(__m512 x) {
   const __m512i u = _mm512_castps_si512(x);
   const __m512i hi = _mm512_srli_epi32(u, 16);
   const __m512i rne = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), _mm512_and_si512(hi, _mm512_set1_epi32(1))), 16);
   const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
-  const __m512i r = _mm512_mask_mov_epi32(rne, nan, _mm512_or_si512(hi, _mm512_set1_epi32(0x40)));
-  _mm256_mask_storeu_epi16(p, mk, _mm512_cvtepi32_epi16(r));
+  return _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(rne, nan, _mm512_or_si512(hi, _mm512_set1_epi32(0x40))));
 }
 FRUGAL_AVX512 void range512(float* w, const float* g, uint16_t* m, uint16_t* v, const AdamWHyper& h, long i0, long i1) {
   const __m512 b1 = _mm512_set1_ps(h.beta1), ob1 = _mm512_set1_ps(h.oneMinusBeta1), b2 = _mm512_set1_ps(h.beta2), ob2 = _mm512_set1_ps(h.oneMinusBeta2);
   const __m512 dec = _mm512_set1_ps(h.decay), step = _mm512_set1_ps(h.stepSize), ibc = _mm512_set1_ps(h.invBc2Sqrt), eps = _mm512_set1_ps(h.eps);
-  for (long j = i0; j < i1; j += 16) {
-    const __mmask16 mk = i1 - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (i1 - j)) - 1);
-    const __m512 gj = _mm512_maskz_loadu_ps(mk, g + j);
-    const __m512 mj = _mm512_add_ps(_mm512_mul_ps(b1, load16(m + j, mk)), _mm512_mul_ps(ob1, gj));
-    const __m512 vj = _mm512_add_ps(_mm512_mul_ps(b2, load16(v + j, mk)), _mm512_mul_ps(_mm512_mul_ps(ob2, gj), gj));
+  long j = i0;
+  // Full vectors with plain loads and stores (masked stores are slow on some cores); the tail in C++.
+  for (; j + 16 <= i1; j += 16) {
+    const __m512 gj = _mm512_loadu_ps(g + j);
+    const __m512 mj = _mm512_add_ps(_mm512_mul_ps(b1, widen(_mm256_loadu_si256((const __m256i*)(m + j)))), _mm512_mul_ps(ob1, gj));
+    const __m512 vj = _mm512_add_ps(_mm512_mul_ps(b2, widen(_mm256_loadu_si256((const __m256i*)(v + j)))), _mm512_mul_ps(_mm512_mul_ps(ob2, gj), gj));
     const __m512 den = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(vj), ibc), eps);
-    const __m512 wj = _mm512_sub_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(mk, w + j), dec), _mm512_div_ps(_mm512_mul_ps(step, mj), den));
-    _mm512_mask_storeu_ps(w + j, mk, wj);
-    store16(m + j, mk, mj);
-    store16(v + j, mk, vj);
+    _mm512_storeu_ps(w + j, _mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(w + j), dec), _mm512_div_ps(_mm512_mul_ps(step, mj), den)));
+    _mm256_storeu_si256((__m256i*)(m + j), narrow(mj));
+    _mm256_storeu_si256((__m256i*)(v + j), narrow(vj));
   }
+  rangePortable(w, g, m, v, h, j, i1);
 }
 #endif
 

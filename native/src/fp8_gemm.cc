@@ -56,6 +56,17 @@ FRUGAL_AVX512BF16 static void micro(int nr, long np, const uint32_t* A, const ui
     }
     const __m512 s0 = _mm512_load_ps(sb + blk * NR), s1 = _mm512_load_ps(sb + blk * NR + 16);
     const bool old = !(fresh && blk == 0);
+    if (nr == NR) {  // full tile: plain loads and stores (masked stores are slow on some cores)
+      for (int i = 0; i < R; i++) {
+        float* r = C + i * ldc;
+        const __m512 si = _mm512_set1_ps(sa[i * KBL + blk]);
+        const __m512 v0 = old ? _mm512_loadu_ps(r) : _mm512_setzero_ps();
+        const __m512 v1 = old ? _mm512_loadu_ps(r + 16) : _mm512_setzero_ps();
+        _mm512_storeu_ps(r, _mm512_fmadd_ps(c0[i], _mm512_mul_ps(s0, si), v0));
+        _mm512_storeu_ps(r + 16, _mm512_fmadd_ps(c1[i], _mm512_mul_ps(s1, si), v1));
+      }
+      continue;
+    }
     for (int i = 0; i < R; i++) {
       float* r = C + i * ldc;
       const __m512 si = _mm512_set1_ps(sa[i * KBL + blk]);
@@ -74,6 +85,10 @@ static const std::array<MicroFn, 15> kRowMajor = microTable<1, KCP>(std::make_in
 static const std::array<MicroFn, 15> kPairMajor = microTable<MR, 1>(std::make_integer_sequence<int, 14>{});
 
 // Interleaves two rows of 32 decoded words into pairs (row0[j] | row1[j] << 16): columns 0-15, 16-31.
+FRUGAL_AVX512BF16 static inline __m256i load32B(const uint8_t* p, __mmask32 mk) {
+  return mk == (__mmask32)0xFFFFFFFFu ? _mm256_loadu_si256((const __m256i*)p) : _mm256_maskz_loadu_epi8(mk, p);
+}
+
 FRUGAL_AVX512BF16 static inline void pairUp(__m512i d0, __m512i d1, __m512i& lo, __m512i& hi) {
   const __m512i il = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
   const __m512i ih = _mm512_set_epi16(63, 31, 62, 30, 61, 29, 60, 28, 59, 27, 58, 26, 57, 25, 56, 24, 55, 23, 54, 22, 53, 21, 52, 20, 51, 19, 50, 18, 49, 17, 48, 16);
@@ -92,8 +107,8 @@ FRUGAL_AVX512BF16 static void packB(const Fp8GemmArgs& g, long p0, long kc, long
     const uint8_t* col = g.b + j0 + js;
     for (long q = 0; q < np; q++) {
       const long k0 = p0 + 2 * q;
-      const __m512i d0 = dec32Bf16(_mm256_maskz_loadu_epi8(mk, col + k0 * g.n));
-      const __m512i d1 = 2 * q + 1 < kc ? dec32Bf16(_mm256_maskz_loadu_epi8(mk, col + (k0 + 1) * g.n)) : _mm512_setzero_si512();
+      const __m512i d0 = dec32Bf16(load32B(col + k0 * g.n, mk));
+      const __m512i d1 = 2 * q + 1 < kc ? dec32Bf16(load32B(col + (k0 + 1) * g.n, mk)) : _mm512_setzero_si512();
       __m512i lo, hi;
       pairUp(d0, d1, lo, hi);
       _mm512_store_si512((void*)(dst + q * NR), lo);
@@ -115,7 +130,7 @@ FRUGAL_AVX512BF16 static void packA(const Fp8GemmArgs& g, long p0, long kc, long
       uint32_t* dst = Ap + i * KCP;
       for (long c = 0; c < kc; c += 64) {
         const __mmask64 mk = tail64(kc - c);
-        const __m512i bytes = _mm512_maskz_loadu_epi8(mk, src + c);
+        const __m512i bytes = mk == ~(__mmask64)0 ? _mm512_loadu_si512((const void*)(src + c)) : _mm512_maskz_loadu_epi8(mk, src + c);
         _mm512_store_si512((void*)(dst + c / 2), dec32Bf16(_mm512_castsi512_si256(bytes)));
         _mm512_store_si512((void*)(dst + c / 2 + 16), dec32Bf16(_mm512_extracti64x4_epi64(bytes, 1)));
       }
@@ -128,11 +143,11 @@ FRUGAL_AVX512BF16 static void packA(const Fp8GemmArgs& g, long p0, long kc, long
       const uint8_t* col = g.a + i0 + is;
       for (long q = 0; q < np; q++) {
         const long k0 = p0 + 2 * q;
-        const __m512i d0 = dec32Bf16(_mm256_maskz_loadu_epi8(mk, col + k0 * g.m));
-        const __m512i d1 = 2 * q + 1 < kc ? dec32Bf16(_mm256_maskz_loadu_epi8(mk, col + (k0 + 1) * g.m)) : _mm512_setzero_si512();
+        const __m512i d0 = dec32Bf16(load32B(col + k0 * g.m, mk));
+        const __m512i d1 = 2 * q + 1 < kc ? dec32Bf16(load32B(col + (k0 + 1) * g.m, mk)) : _mm512_setzero_si512();
         __m512i lo, hi;
         pairUp(d0, d1, lo, hi);
-        _mm512_mask_storeu_epi32(dst + q * MR, (__mmask16)0x3FFF, lo);
+        _mm512_storeu_si512((void*)(dst + q * MR), lo);  // 16 lanes: the 2 past MR are overwritten next (slack at the end)
       }
     }
   }
@@ -143,7 +158,7 @@ FRUGAL_AVX512BF16 static void packA(const Fp8GemmArgs& g, long p0, long kc, long
 // One work unit: C rows [i0, i1) x columns [j0, j1).
 FRUGAL_AVX512BF16 static void unitBf16(const Fp8GemmArgs& g, long i0, long i1, long j0, long j1) {
   uint32_t* Bp = (uint32_t*)threadScratch(2, sizeof(uint32_t) * KCP * NU);
-  uint32_t* Ap = (uint32_t*)threadScratch(3, sizeof(uint32_t) * KCP * MC);
+  uint32_t* Ap = (uint32_t*)threadScratch(3, sizeof(uint32_t) * (KCP * MC + 16));
   alignas(64) float Sb[(NU / NR) * KBL * NR];
   alignas(64) float Sa[MC * KBL];
   const long nc = j1 - j0;
@@ -211,7 +226,9 @@ void fp8ScaledGemm(const Fp8GemmArgs& g) {
     const long i0 = rowStrips * rg / rowGroups * MR, i1 = std::min(g.m, rowStrips * (rg + 1) / rowGroups * MR);
     if (i0 < i1) unitBf16(g, i0, i1, cb * NU, std::min(g.n, (cb + 1) * NU));
   };
-  if (T <= 1 || units <= 1 || g.m * g.n * g.k < (1L << 18)) { for (long u = 0; u < units; u++) unit(u); return; }
+  // Below ~8M multiply-adds (~25 µs on one core with BF16 dot products) a second thread's wake-up
+  // and sync cost more than it saves, most of all on a loaded machine.
+  if (T <= 1 || units <= 1 || g.m * g.n * g.k < (1L << 23)) { for (long u = 0; u < units; u++) unit(u); return; }
   poolRunChunks(units, [&](long u, int) { unit(u); });
 #endif
 }

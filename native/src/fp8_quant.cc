@@ -101,7 +101,7 @@ FRUGAL_AVX512 void rows512(const float* x, long r, long cols, uint8_t* codes, fl
     __mmask16 nan = 0;
     for (long j = 0; j < n; j += 16) {
       const __mmask16 mk = tail16(n - j);
-      const __m512 v = _mm512_maskz_loadu_ps(mk, p + c0 + j);
+      const __m512 v = load16F(p + c0 + j, mk);
       m = _mm512_max_ps(m, _mm512_abs_ps(v));
       nan |= _mm512_mask_cmp_ps_mask(mk, v, v, _CMP_UNORD_Q);
     }
@@ -110,8 +110,8 @@ FRUGAL_AVX512 void rows512(const float* x, long r, long cols, uint8_t* codes, fl
     const __m512 sv = _mm512_set1_ps(s);
     for (long j = 0; j < n; j += 16) {
       const __mmask16 mk = tail16(n - j);
-      const __m512 v = _mm512_maskz_loadu_ps(mk, p + c0 + j);
-      _mm_mask_storeu_epi8(o + c0 + j, mk, enc16(_mm512_div_ps(v, sv)));
+      const __m512 v = load16F(p + c0 + j, mk);
+      store16B(o + c0 + j, mk, enc16(_mm512_div_ps(v, sv)));
     }
   }
 }
@@ -132,12 +132,12 @@ FRUGAL_AVX512 static inline void colStrip512(L load, long r0, long r1, long rb, 
   for (int l = 0; l < 16; l++) s[l] = (mk >> l) & 1 ? fp8ScaleOf(am[l], (nan >> l) & 1, ue8m0) : 1.f;
   _mm512_mask_storeu_ps(scales + rb * cols + c0, mk, _mm512_load_ps(s));
   const __m512 sv = _mm512_load_ps(s);
-  for (long r = r0; r < r1; r++) _mm_mask_storeu_epi8(codes + r * cols + c0, mk, enc16(_mm512_div_ps(load(r, mk), sv)));
+  for (long r = r0; r < r1; r++) store16B(codes + r * cols + c0, mk, enc16(_mm512_div_ps(load(r, mk), sv)));
 }
 
 FRUGAL_AVX512 void colsF32_512(const float* x, long r0, long r1, long rb, long c0, long c1, long cols, uint8_t* codes, float* scales, bool ue8m0) {
   for (long c = c0; c < c1; c += 16)
-    colStrip512([&](long r, __mmask16 mk) FRUGAL_AVX512 { return _mm512_maskz_loadu_ps(mk, x + r * cols + c); }, r0, r1, rb, c, cols, codes, scales, ue8m0);
+    colStrip512([&](long r, __mmask16 mk) FRUGAL_AVX512 { return load16F(x + r * cols + c, mk); }, r0, r1, rb, c, cols, codes, scales, ue8m0);
 }
 
 FRUGAL_AVX512 void requant512(const uint8_t* in, const float* rs, long r0, long r1, long rb, long c0, long c1, long cols, uint8_t* codes, float* scales, bool ue8m0) {
@@ -157,7 +157,7 @@ FRUGAL_AVX512 void weightBlock512(const float* w, long rows, long cols, long rb,
   for (long r = r0; r < r1; r++)
     for (long j = 0; j < n; j += 16) {
       const __mmask16 mk = tail16(n - j);
-      const __m512 v = _mm512_maskz_loadu_ps(mk, w + r * cols + c0 + j);
+      const __m512 v = load16F(w + r * cols + c0 + j, mk);
       m = _mm512_max_ps(m, _mm512_abs_ps(v));
       nan |= _mm512_mask_cmp_ps_mask(mk, v, v, _CMP_UNORD_Q);
     }
@@ -167,7 +167,7 @@ FRUGAL_AVX512 void weightBlock512(const float* w, long rows, long cols, long rb,
   for (long r = r0; r < r1; r++)
     for (long j = 0; j < n; j += 16) {
       const __mmask16 mk = tail16(n - j);
-      _mm_mask_storeu_epi8(codes + r * cols + c0 + j, mk, enc16(_mm512_div_ps(_mm512_maskz_loadu_ps(mk, w + r * cols + c0 + j), sv)));
+      store16B(codes + r * cols + c0 + j, mk, enc16(_mm512_div_ps(load16F(w + r * cols + c0 + j, mk), sv)));
     }
 }
 
