@@ -32,6 +32,11 @@ struct Fp8GemmArgs {
   const uint8_t* a; bool aTrans; const float* sa; long saKb, saRow;
   const uint8_t* b; const float* sb; long sbKb, sbDiv, sbCol;
   float* c; long m, n, k; bool accumulate;
+  /** Accumulator (an ablation of H800 tensor cores, report §3.3.2): 0 = fp32 within each block
+   *  (default); 1 = ~14-bit accumulator (sums truncated to 14 significant bits after every two
+   *  products), promoted to fp32 every 128 of K; 2 = the same 14-bit accumulator over all of K
+   *  (block results scaled and added into it, never promoted). 1 and 2 need avx512_bf16. */
+  int accum = 0;
 };
 void fp8ScaledGemm(const Fp8GemmArgs& g);
 /** Which family fp8ScaledGemm and the quantisers use ("avx512bf16" or "portable"). */

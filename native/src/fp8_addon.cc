@@ -121,7 +121,7 @@ napi_value QuantizeWeight(napi_env env, napi_callback_info info) {
   });
 }
 
-// fp8ScaledGemm(a, aTrans, sa, saKb, saRow, b, sb, sbKb, sbDiv, sbCol, c, m, n, k, accumulate)
+// fp8ScaledGemm(a, aTrans, sa, saKb, saRow, b, sb, sbKb, sbDiv, sbCol, c, m, n, k, accumulate, accum?)
 napi_value ScaledGemm(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
     In g(env, info, "fp8ScaledGemm", 14);
@@ -137,6 +137,12 @@ napi_value ScaledGemm(napi_env env, napi_callback_info info) {
     x.c = g.arr<float>(10, napi_float32_array, "c", &lc);
     x.m = g.count(11, "m"); x.n = g.count(12, "n"); x.k = g.count(13, "k");
     x.accumulate = g.flag(14);
+    if (g.has(15)) {
+      const long acc = g.count(15, "accum");
+      if (acc > 2) g.range("accum must be 0 (fp32), 1 (14-bit, promoted every 128) or 2 (14-bit, never promoted)");
+      if (acc != 0 && std::string(fp8Family()) != "avx512bf16") g.range("accum 1 and 2 (the 14-bit accumulator ablation) need AVX-512 BF16");
+      x.accum = (int)acc;
+    }
     if (x.sbDiv < 1) g.range("sbDiv must be >= 1");
     if (x.m > (1L << 31) || x.n > (1L << 31) || x.k > (1L << 31)) g.range("m, n, k must be at most 2^31");
     g.need("a", la, (double)x.m * x.k); g.need("b", lb, (double)x.k * x.n); g.need("c", lc, (double)x.m * x.n);

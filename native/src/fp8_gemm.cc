@@ -36,9 +36,12 @@ using namespace fp8;
 // Micro-kernel: R rows x 32 columns over np pairs of one K chunk, in promotion blocks of 64 pairs.
 // A pair q of row i is at A[q*AQ + i*AI]; B pairs are [q][32]; sb is [KBL][32]; sa is [R][KBL].
 // C is overwritten by the first block when `fresh`, else added to.
-template <int R, long AQ, long AI>
+// ACC: 0 = fp32 accumulation; 1 = partial sums truncated to 14 significant bits after every
+// instruction (two products), promoted in fp32; 2 = also the promoted sum kept at 14 bits.
+template <int R, long AQ, long AI, int ACC>
 FRUGAL_AVX512BF16 static void micro(int nr, long np, const uint32_t* A, const uint32_t* B, const float* sb, const float* sa,
                                     float* C, long ldc, bool fresh) {
+  const __m512 trunc14 = _mm512_castsi512_ps(_mm512_set1_epi32((int)0xFFFFFC00u));
   const __mmask16 m0 = nr >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nr) - 1);
   const __mmask16 m1 = nr >= 32 ? (__mmask16)0xFFFF : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : (__mmask16)0;
   for (long q0 = 0, blk = 0; q0 < np; q0 += BK / 2, blk++) {
@@ -52,10 +55,22 @@ FRUGAL_AVX512BF16 static void micro(int nr, long np, const uint32_t* A, const ui
         const __m512bh a = (__m512bh)_mm512_set1_epi32((int)A[q * AQ + i * AI]);
         c0[i] = _mm512_dpbf16_ps(c0[i], a, b0);
         c1[i] = _mm512_dpbf16_ps(c1[i], a, b1);
+        if (ACC) { c0[i] = _mm512_and_ps(c0[i], trunc14); c1[i] = _mm512_and_ps(c1[i], trunc14); }
       }
     }
     const __m512 s0 = _mm512_load_ps(sb + blk * NR), s1 = _mm512_load_ps(sb + blk * NR + 16);
     const bool old = !(fresh && blk == 0);
+    if (ACC == 2) {  // no promotion: the scaled block sum joins the 14-bit accumulator
+      for (int i = 0; i < R; i++) {
+        float* r = C + i * ldc;
+        const __m512 si = _mm512_set1_ps(sa[i * KBL + blk]);
+        const __m512 v0 = old ? _mm512_maskz_loadu_ps(m0, r) : _mm512_setzero_ps();
+        const __m512 v1 = old ? _mm512_maskz_loadu_ps(m1, r + 16) : _mm512_setzero_ps();
+        _mm512_mask_storeu_ps(r, m0, _mm512_and_ps(_mm512_fmadd_ps(c0[i], _mm512_mul_ps(s0, si), v0), trunc14));
+        _mm512_mask_storeu_ps(r + 16, m1, _mm512_and_ps(_mm512_fmadd_ps(c1[i], _mm512_mul_ps(s1, si), v1), trunc14));
+      }
+      continue;
+    }
     if (nr == NR) {  // full tile: plain loads and stores (masked stores are slow on some cores)
       for (int i = 0; i < R; i++) {
         float* r = C + i * ldc;
@@ -78,11 +93,15 @@ FRUGAL_AVX512BF16 static void micro(int nr, long np, const uint32_t* A, const ui
   }
 }
 using MicroFn = void (*)(int, long, const uint32_t*, const uint32_t*, const float*, const float*, float*, long, bool);
-template <long AQ, long AI, int... Rs>
-constexpr std::array<MicroFn, 15> microTable(std::integer_sequence<int, Rs...>) { return {{nullptr, &micro<Rs + 1, AQ, AI>...}}; }
-// Row-major A panels ([i][KCP] pairs) and pair-major ones ([q][MR]).
-static const std::array<MicroFn, 15> kRowMajor = microTable<1, KCP>(std::make_integer_sequence<int, 14>{});
-static const std::array<MicroFn, 15> kPairMajor = microTable<MR, 1>(std::make_integer_sequence<int, 14>{});
+template <long AQ, long AI, int ACC, int... Rs>
+constexpr std::array<MicroFn, 15> microTable(std::integer_sequence<int, Rs...>) { return {{nullptr, &micro<Rs + 1, AQ, AI, ACC>...}}; }
+// Row-major A panels ([i][KCP] pairs) and pair-major ones ([q][MR]), per accumulator mode.
+static const std::array<MicroFn, 15> kRowMajor[3] = {microTable<1, KCP, 0>(std::make_integer_sequence<int, 14>{}),
+                                                      microTable<1, KCP, 1>(std::make_integer_sequence<int, 14>{}),
+                                                      microTable<1, KCP, 2>(std::make_integer_sequence<int, 14>{})};
+static const std::array<MicroFn, 15> kPairMajor[3] = {microTable<MR, 1, 0>(std::make_integer_sequence<int, 14>{}),
+                                                       microTable<MR, 1, 1>(std::make_integer_sequence<int, 14>{}),
+                                                       microTable<MR, 1, 2>(std::make_integer_sequence<int, 14>{})};
 
 // Interleaves two rows of 32 decoded words into pairs (row0[j] | row1[j] << 16): columns 0-15, 16-31.
 FRUGAL_AVX512BF16 static inline __m256i load32B(const uint8_t* p, __mmask32 mk) {
@@ -174,7 +193,7 @@ FRUGAL_AVX512BF16 static void unitBf16(const Fp8GemmArgs& g, long i0, long i1, l
         for (long is = 0; is < mc; is += MR) {
           const int mr = (int)std::min<long>(MR, mc - is);
           const uint32_t* a = g.aTrans ? Ap + is * np : Ap + is * KCP;
-          const MicroFn fn = g.aTrans ? kPairMajor[mr] : kRowMajor[mr];
+          const MicroFn fn = g.aTrans ? kPairMajor[g.accum][mr] : kRowMajor[g.accum][mr];
           fn(nr, np, a, Bp + js * np, Sb + (js / NR) * KBL * NR, Sa + is * KBL, g.c + (ic + is) * g.n + j0 + js, g.n, fresh);
         }
       }

@@ -60,7 +60,7 @@ export interface NativeAddon {
   fp8RequantizeCols?(codes: Uint8Array, rowScales: Float32Array, rows: number, cols: number, outCodes: Uint8Array, outScales: Float32Array, ue8m0: boolean): void;
   fp8QuantizeWeight?(w: Float32Array, rows: number, cols: number, codes: Uint8Array, scales: Float32Array, codesT: Uint8Array | null, ue8m0: boolean): void;
   fp8ScaledGemm?(a: Uint8Array, aTrans: boolean, sa: Float32Array, saKb: number, saRow: number, b: Uint8Array, sb: Float32Array,
-    sbKb: number, sbDiv: number, sbCol: number, c: Float32Array, m: number, n: number, k: number, accumulate: boolean): void;
+    sbKb: number, sbDiv: number, sbCol: number, c: Float32Array, m: number, n: number, k: number, accumulate: boolean, accum?: number): void;
   adamwBf16?(w: Float32Array, g: Float32Array, m: Uint16Array, v: Uint16Array, beta1: number, beta2: number, eps: number,
     stepSize: number, decay: number, invBc2Sqrt: number): void;
   fp8Family?(): string;
@@ -167,7 +167,7 @@ export function loadNativeBackend(opts: { threads?: number } = {}): NativeBacken
         Fp8QuantizeCols: (x: Float32Array, r: number, c: number, codes: Uint8Array, s: Float32Array, u: boolean) => lib.fp8QuantizeCols!(x, r, c, codes, s, u),
         Fp8RequantizeCols: (codes: Uint8Array, rs: Float32Array, r: number, c: number, oc: Uint8Array, os: Float32Array, u: boolean) => lib.fp8RequantizeCols!(codes, rs, r, c, oc, os, u),
         Fp8QuantizeWeight: (w: Float32Array, r: number, c: number, codes: Uint8Array, s: Float32Array, t: Uint8Array | null, u: boolean) => lib.fp8QuantizeWeight!(w, r, c, codes, s, t, u),
-        Fp8ScaledGemm: (g: Fp8GemmArgs) => lib.fp8ScaledGemm!(g.a, g.aTrans, g.sa, g.saKb, g.saRow, g.b, g.sb, g.sbKb, g.sbDiv, g.sbCol, g.c, g.m, g.n, g.k, g.accumulate),
+        Fp8ScaledGemm: (g: Fp8GemmArgs) => lib.fp8ScaledGemm!(g.a, g.aTrans, g.sa, g.saKb, g.saRow, g.b, g.sb, g.sbKb, g.sbDiv, g.sbCol, g.c, g.m, g.n, g.k, g.accumulate, g.accum ?? 0),
         AdamWBf16: (w: Float32Array, g: Float32Array, m: Uint16Array, v: Uint16Array, h: AdamWHyper) => lib.adamwBf16!(w, g, m, v, h.beta1, h.beta2, h.eps, h.stepSize, h.decay, h.invBc2Sqrt),
       } : {}),
     },

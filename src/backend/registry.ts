@@ -75,6 +75,9 @@ export interface Fp8GemmArgs {
   a: Uint8Array; aTrans: boolean; sa: Float32Array; saKb: number; saRow: number;
   b: Uint8Array; sb: Float32Array; sbKb: number; sbDiv: number; sbCol: number;
   c: Float32Array; m: number; n: number; k: number; accumulate: boolean;
+  /** Accumulator ablation: 0 fp32 (default); 1 ~14-bit within each 128-K block, promoted to fp32;
+   *  2 ~14-bit over all of K, never promoted (H800 tensor cores keep ~14 bits: report §3.3.2). */
+  accum?: 0 | 1 | 2 | undefined;
 }
 /**
  * Attention geometry: q (b,t,h,d) at ((b·T+t)·H+h)·Dk+d; k (b,s,kh,d) at (b·S+s)·ldk+kh·Dk+d;

@@ -254,3 +254,22 @@ test('one FP8 training step of the small model: native kernels equal the TS kern
   const f32 = (() => { const p = initParams(cfg, { seed: 3 }); const tp = trainableParams(p, cfg); backward(lossFn(p, cfg, inp, tgt, { projLinear: makeProjLinear('fp32'), mtpWeight: 0.3 }).loss); return flat(tp.map((t) => t.grad!)); })();
   assert.ok(relErr(flat(nat.grads), f32) > 10 * eg, 'native FP8 gradients as close to f32 as to the TS FP8 ones');
 });
+
+test('accumulator ablation: 14-bit sums lose accuracy with K, promotion every 128 recovers most of it (report Fig. 7b); native = TS emulation', { skip }, () => {
+  const M = 6, N = 40, K = 4096;
+  const x = gauss(M * K, 11), w = gauss(N * K, 12, 0.05);
+  const qx = quantizeRows(x, M, K, 'fp32', 'ts'), wq = quantizeWeight(w, N, K, 'fp32', 'ts');
+  const KB = K / 128;
+  const g: ScaledGemmOperands = { a: qx.codes, aTrans: false, sa: qx.scales, saKb: 1, saRow: KB, b: wq.codesT, sb: wq.scales, sbKb: 1, sbDiv: 128, sbCol: KB, m: M, n: N, k: K };
+  const ref = gemmRef(g);
+  const err: number[] = [];
+  for (const accum of [0, 1, 2] as const) {
+    const ts = scaledGemm({ ...g, accum }, 'ts');
+    const nat = withNative('auto', () => scaledGemm({ ...g, accum }, 'native'));
+    err.push(relErr(nat, ref));
+    if (accum) assert.ok(relErr(nat, ts) < 0.5 * relErr(ts, ref), `accum ${accum}: native ${relErr(nat, ref)} vs TS emulation ${relErr(ts, ref)} (differ by ${relErr(nat, ts)})`);
+  }
+  assert.ok(err[0]! < 1e-6, `fp32 accumulation: ${err[0]}`);
+  assert.ok(err[1]! > 10 * err[0]!, `14-bit accumulation had no effect: ${err[1]} vs ${err[0]}`);
+  assert.ok(err[2]! > 2 * err[1]!, `no promotion (${err[2]}) should be clearly worse than promotion every 128 (${err[1]}) at K=${K}`);
+});

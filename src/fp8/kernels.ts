@@ -97,6 +97,7 @@ export function scaledGemmTs(g: Fp8GemmArgs): void {
   const { m: M, n: N, k: K, c: C } = g;
   if (!g.accumulate) C.fill(0, 0, M * N);
   if (M * N * K === 0) return;
+  if (g.accum) return limitedAccumTs(g);
   const T = E4M3_TO_F32, B = FP8_BLOCK;
   const kw0 = Math.min(B, K);
   const ap = new Float32Array(M * kw0), bp = new Float32Array(kw0 * N), P = new Float32Array(M * N), sb = new Float32Array(N);
@@ -114,5 +115,35 @@ export function scaledGemmTs(g: Fp8GemmArgs): void {
       const sa = g.sa[kb * g.saKb + m * g.saRow]!;
       for (let n = 0, row = m * N; n < N; n++) C[row + n]! += sa * sb[n]! * P[row + n]!;
     }
+  }
+}
+
+const t32 = new Float32Array(1), t32u = new Uint32Array(t32.buffer);
+/** x rounded to f32 and truncated to 14 significant bits (toward zero), as the ablation's accumulator. */
+function trunc14(x: number): number { t32[0] = x; t32u[0]! &= 0xfffffc00; return t32[0]!; }
+
+/**
+ * The accumulator ablation (accum 1 or 2) element by element, as the native kernel does it: each
+ * instruction adds two exact products to the f32 partial sum (rounded after each), which is then
+ * truncated to 14 significant bits; per 128-K block the sum is scaled and added into C in fp32
+ * (accum 1) or into the truncated accumulator (accum 2). Slow: for tests.
+ */
+function limitedAccumTs(g: Fp8GemmArgs): void {
+  const { m: M, n: N, k: K, c: C } = g;
+  const T = E4M3_TO_F32, B = FP8_BLOCK;
+  const f = Math.fround;
+  for (let i = 0; i < M; i++) for (let j = 0; j < N; j++) {
+    let c = C[i * N + j]!;
+    for (let kb = 0, k0 = 0; k0 < K; kb++, k0 += B) {
+      let p = 0;
+      for (let k = k0; k < Math.min(K, k0 + B); k += 2) {
+        const a0 = T[g.a[g.aTrans ? k * M + i : i * K + k]!]!, b0 = T[g.b[k * N + j]!]!;
+        const a1 = k + 1 < K ? T[g.a[g.aTrans ? (k + 1) * M + i : i * K + k + 1]!]! : 0, b1 = k + 1 < K ? T[g.b[(k + 1) * N + j]!]! : 0;
+        p = trunc14(f(f(p + a1 * b1) + a0 * b0));
+      }
+      const s = f(g.sb[kb * g.sbKb + Math.floor(j / g.sbDiv) * g.sbCol]! * g.sa[kb * g.saKb + i * g.saRow]!);
+      c = g.accum === 2 ? trunc14(p * s + c) : f(p * s + c);
+    }
+    C[i * N + j] = c;
   }
 }

@@ -43,6 +43,8 @@ export interface Fp8LinearOptions {
   dgrad?: 'fp8' | 'bf16' | undefined;
   /** Weight-gradient GEMM: 'fp8' (default) or 'bf16' (ablation; x is then saved as BF16). */
   wgrad?: 'fp8' | 'bf16' | undefined;
+  /** GEMM accumulator (ablation, Fp8GemmArgs.accum): 0 fp32 (default), 1 14-bit promoted every 128, 2 14-bit never promoted. */
+  accum?: 0 | 1 | 2 | undefined;
 }
 
 /** The implementation `path` resolves to under the active backend; 'native' throws when unavailable. */
@@ -122,19 +124,19 @@ export function fp8Weight(w: Tensor, scaleFmt: ScaleFormat, path: 'ts' | 'native
 const KBOf = (n: number): number => Math.ceil(n / FP8_BLOCK);
 
 /** y[M,N] = x·Wᵀ: A = x [M,K] (1×128 tiles), B = Wᵀ codes [K,N] (block scales). */
-function fprop(qx: Fp8Quantized, wq: Fp8Weight, M: number, N: number, K: number, path: 'ts' | 'native'): Float32Array {
+function fprop(qx: Fp8Quantized, wq: Fp8Weight, M: number, N: number, K: number, path: 'ts' | 'native', accum: 0 | 1 | 2): Float32Array {
   const KB = KBOf(K);
-  return timedG(() => scaledGemm({ a: qx.codes, aTrans: false, sa: qx.scales, saKb: 1, saRow: KB, b: wq.codesT, sb: wq.scales, sbKb: 1, sbDiv: FP8_BLOCK, sbCol: KB, m: M, n: N, k: K }, path));
+  return timedG(() => scaledGemm({ a: qx.codes, aTrans: false, sa: qx.scales, saKb: 1, saRow: KB, b: wq.codesT, sb: wq.scales, sbKb: 1, sbDiv: FP8_BLOCK, sbCol: KB, m: M, n: N, k: K, accum }, path));
 }
 
 /** dX[M,K] = dY·W: A = dY [M,N] (1×128 tiles along N), B = W codes [N,K] (block scales). */
-function dgradFp8(qg: Fp8Quantized, wq: Fp8Weight, M: number, N: number, K: number, path: 'ts' | 'native'): Float32Array {
-  return timedG(() => scaledGemm({ a: qg.codes, aTrans: false, sa: qg.scales, saKb: 1, saRow: KBOf(N), b: wq.codes, sb: wq.scales, sbKb: KBOf(K), sbDiv: FP8_BLOCK, sbCol: 1, m: M, n: K, k: N }, path));
+function dgradFp8(qg: Fp8Quantized, wq: Fp8Weight, M: number, N: number, K: number, path: 'ts' | 'native', accum: 0 | 1 | 2): Float32Array {
+  return timedG(() => scaledGemm({ a: qg.codes, aTrans: false, sa: qg.scales, saKb: 1, saRow: KBOf(N), b: wq.codes, sb: wq.scales, sbKb: KBOf(K), sbDiv: FP8_BLOCK, sbCol: 1, m: M, n: K, k: N, accum }, path));
 }
 
 /** dW[N,K] = dYᵀ·X: A = dY [M,N] read as [reduction, out], B = X [M,K]; both in 128×1 tiles along tokens. */
-function wgradFp8(qgc: Fp8Quantized, qxc: Fp8Quantized, M: number, N: number, K: number, path: 'ts' | 'native'): Float32Array {
-  return timedG(() => scaledGemm({ a: qgc.codes, aTrans: true, sa: qgc.scales, saKb: N, saRow: 1, b: qxc.codes, sb: qxc.scales, sbKb: K, sbDiv: 1, sbCol: 1, m: N, n: K, k: M }, path));
+function wgradFp8(qgc: Fp8Quantized, qxc: Fp8Quantized, M: number, N: number, K: number, path: 'ts' | 'native', accum: 0 | 1 | 2): Float32Array {
+  return timedG(() => scaledGemm({ a: qgc.codes, aTrans: true, sa: qgc.scales, saKb: N, saRow: 1, b: qxc.codes, sb: qxc.scales, sbKb: K, sbDiv: 1, sbCol: 1, m: N, n: K, k: M, accum }, path));
 }
 
 function roundBf16(x: Float32Array): Float32Array { return decodeBf16(encodeBf16(x)); }
@@ -159,7 +161,7 @@ export function fp8Linear(x: Tensor, w: Tensor, opts: Fp8LinearOptions = {}): Te
   }
   const scaleFmt = opts.scaleFmt ?? 'fp32';
   const path = resolveFp8Gemm(opts.gemm);
-  const dgradBf16 = opts.dgrad === 'bf16', wgradBf16 = opts.wgrad === 'bf16';
+  const dgradBf16 = opts.dgrad === 'bf16', wgradBf16 = opts.wgrad === 'bf16', accum = opts.accum ?? 0;
   const M = K === 0 ? 0 : x.size / K;
   // No closure in this function may mention x: V8 would keep it (and its f32 data) alive with the
   // backward closure's context. Hence the explicit timing instead of timedQ here.
@@ -167,7 +169,7 @@ export function fp8Linear(x: Tensor, w: Tensor, opts: Fp8LinearOptions = {}): Te
   const qx = quantizeRows(x.f32, M, K, scaleFmt, path);
   timing.quantizeMs += performance.now() - t0;
   const wq = fp8Weight(w, scaleFmt, path);
-  const out = new Tensor(fprop(qx, wq, M, N, K, path), [...x.shape.slice(0, -1), N]);
+  const out = new Tensor(fprop(qx, wq, M, N, K, path, accum), [...x.shape.slice(0, -1), N]);
   if (!needsGrad(x, w)) return out;
 
   // Saved for backward: x's FP8 codes + tile scales (BF16 bits for a BF16 Wgrad), and W's FP8 copy.
@@ -183,7 +185,7 @@ export function fp8Linear(x: Tensor, w: Tensor, opts: Fp8LinearOptions = {}): Te
     const gb = dgradBf16 || wgradBf16 ? roundBf16(g) : null;
     if (xNeeds) {
       if (dgradBf16) gx = mm(gb!, roundBf16(w.f32), M, K, N, false);
-      else gx = dgradFp8(timedQ(() => quantizeRows(g, M, N, scaleFmt, path)), wq1, M, N, K, path);
+      else gx = dgradFp8(timedQ(() => quantizeRows(g, M, N, scaleFmt, path)), wq1, M, N, K, path, accum);
     }
     if (wNeeds) {
       if (wgradBf16) gw = mm(gb!, decodeBf16(savedBf16!), N, K, M, true);
@@ -191,7 +193,7 @@ export function fp8Linear(x: Tensor, w: Tensor, opts: Fp8LinearOptions = {}): Te
         const sx = saved!;
         const qgc = timedQ(() => quantizeCols(g, M, N, scaleFmt, path));
         const qxc = timedQ(() => requantizeCols(sx, M, K, scaleFmt, path));
-        gw = wgradFp8(qgc, qxc, M, N, K, path);
+        gw = wgradFp8(qgc, qxc, M, N, K, path, accum);
       }
     }
     return [gx, gw];

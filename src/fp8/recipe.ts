@@ -42,10 +42,12 @@ export const ABLATIONS = {
   'fp8:wgrad-bf16': { wgrad: 'bf16', what: 'weight gradients (Wgrad) in BF16 (x saved as BF16), Fprop and Dgrad in FP8' },
   'fp8:f32-moments': { momentDtype: 'f32', what: 'AdamW moments in f32 instead of BF16' },
   'fp8:no-recompute': { recompute: false, what: 'norm and MLA up-projection outputs stored, not recomputed' },
-} as const satisfies Record<string, { dgrad?: 'bf16'; wgrad?: 'bf16'; momentDtype?: 'f32'; recompute?: false; what: string }>;
+  'fp8:accum-14bit': { accum: 1, what: 'GEMM partial sums kept to ~14 bits (H800 tensor cores) within each 128-K block, promoted to FP32 every 128' },
+  'fp8:no-promotion': { accum: 2, what: 'GEMM sums kept to ~14 bits over the whole K, never promoted to FP32' },
+} as const satisfies Record<string, { dgrad?: 'bf16'; wgrad?: 'bf16'; momentDtype?: 'f32'; recompute?: false; accum?: 1 | 2; what: string }>;
 /** A recipe or one of its ablations (`fp8:…`). */
 export type Variant = Recipe | keyof typeof ABLATIONS;
-type AblationSpec = { dgrad?: 'bf16'; wgrad?: 'bf16'; momentDtype?: 'f32'; recompute?: false; what: string };
+type AblationSpec = { dgrad?: 'bf16'; wgrad?: 'bf16'; momentDtype?: 'f32'; recompute?: false; accum?: 1 | 2; what: string };
 const ablation = (v: Variant): AblationSpec | null => (v in ABLATIONS ? (ABLATIONS as Record<string, AblationSpec>)[v]! : null);
 
 /** Throws an error naming the accepted values unless `s` is a recipe or an ablation. */
@@ -138,7 +140,7 @@ export function fp32Linear(x: Tensor, w: Tensor): Tensor {
 export function makeProjLinear(recipe: Variant): (x: Tensor, w: Tensor) => Tensor {
   const a = ablation(recipe);
   if (a) {
-    const o = { dgrad: a.dgrad, wgrad: a.wgrad };
+    const o = { dgrad: a.dgrad, wgrad: a.wgrad, accum: a.accum };
     return (x, w) => fp8Linear(x, w, o);
   }
   switch (recipe as Recipe) {
