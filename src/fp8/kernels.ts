@@ -12,8 +12,10 @@
  *   TS: each 128-wide K block is decoded to f32 panels, multiplied with the MatMul kernel (fp32
  *   sums of exact FP8 products) and promoted (scaled, added) into C. Native: codes decoded to BF16
  *   while packing, AVX-512 BF16 dot products, the same promotion. They differ by summation order.
- * - No function keeps a reference to its inputs; outputs are fresh arrays unless `out` is given.
+ * - No function keeps a reference to its inputs; outputs are fresh arrays unless `into` / `out`
+ *   is given (the native path then writes there: scratch buffers for transient operands).
  */
+import { allocUninitF32 } from '../autograd/tensor.js';
 import { getBackend, kernel, optionalKernel, type Fp8GemmArgs } from '../backend/registry.js';
 import { E4M3_TO_F32 } from './codec.js';
 import { FP8_BLOCK, type Fp8Quantized, type ScaleFormat, quantizeBlocks, quantizeColumnTiles, quantizeTiles, requantizeColumnTiles } from './quant.js';
@@ -42,50 +44,56 @@ function nk<K extends 'Fp8QuantizeRows' | 'Fp8QuantizeCols' | 'Fp8RequantizeCols
 const ue = (f: ScaleFormat): boolean => f === 'ue8m0';
 const blocks = (n: number): number => Math.ceil(n / FP8_BLOCK);
 
+/** Output arrays of a quantiser (for reuse); fresh ones are allocated when absent. */
+export interface QuantInto { codes: Uint8Array; scales: Float32Array }
+const outOf = (into: QuantInto | undefined, n: number, ns: number): QuantInto =>
+  into ? { codes: into.codes.subarray(0, n), scales: into.scales.subarray(0, ns) } : { codes: new Uint8Array(n), scales: new Float32Array(ns) };
+
 /** 1×128 row tiles of x [rows, cols]. */
-export function quantizeRows(x: Float32Array, rows: number, cols: number, scaleFmt: ScaleFormat, path: Fp8KernelPath): Fp8Quantized {
+export function quantizeRows(x: Float32Array, rows: number, cols: number, scaleFmt: ScaleFormat, path: Fp8KernelPath, into?: QuantInto): Fp8Quantized {
   const k = nk('Fp8QuantizeRows', path);
   if (!k) return quantizeTiles(x, rows, cols, { scaleFmt });
-  const codes = new Uint8Array(rows * cols), scales = new Float32Array(rows * blocks(cols));
-  k(x, rows, cols, codes, scales, ue(scaleFmt));
-  return { codes, scales };
+  const o = outOf(into, rows * cols, rows * blocks(cols));
+  k(x, rows, cols, o.codes, o.scales, ue(scaleFmt));
+  return o;
 }
 
 /** 128×1 column tiles of x [rows, cols]: codes [rows, cols], scales [⌈rows/128⌉, cols]. */
-export function quantizeCols(x: Float32Array, rows: number, cols: number, scaleFmt: ScaleFormat, path: Fp8KernelPath): Fp8Quantized {
+export function quantizeCols(x: Float32Array, rows: number, cols: number, scaleFmt: ScaleFormat, path: Fp8KernelPath, into?: QuantInto): Fp8Quantized {
   const k = nk('Fp8QuantizeCols', path);
   if (!k) return quantizeColumnTiles(x, rows, cols, { scaleFmt });
-  const codes = new Uint8Array(rows * cols), scales = new Float32Array(blocks(rows) * cols);
-  k(x, rows, cols, codes, scales, ue(scaleFmt));
-  return { codes, scales };
+  const o = outOf(into, rows * cols, blocks(rows) * cols);
+  k(x, rows, cols, o.codes, o.scales, ue(scaleFmt));
+  return o;
 }
 
 /** FP8 rows (1×128 tiles) re-tiled to 128×1 column tiles. */
-export function requantizeCols(q: Fp8Quantized, rows: number, cols: number, scaleFmt: ScaleFormat, path: Fp8KernelPath): Fp8Quantized {
+export function requantizeCols(q: Fp8Quantized, rows: number, cols: number, scaleFmt: ScaleFormat, path: Fp8KernelPath, into?: QuantInto): Fp8Quantized {
   const k = nk('Fp8RequantizeCols', path);
   if (!k) return requantizeColumnTiles(q.codes, q.scales, rows, cols, { scaleFmt });
-  const codes = new Uint8Array(rows * cols), scales = new Float32Array(blocks(rows) * cols);
-  k(q.codes, q.scales, rows, cols, codes, scales, ue(scaleFmt));
-  return { codes, scales };
+  const o = outOf(into, rows * cols, blocks(rows) * cols);
+  k(q.codes, q.scales, rows, cols, o.codes, o.scales, ue(scaleFmt));
+  return o;
 }
 
-/** 128×128 blocks of a weight [rows, cols], with the codes also transposed. */
-export function quantizeWeight(w: Float32Array, rows: number, cols: number, scaleFmt: ScaleFormat, path: Fp8KernelPath): Fp8Weight {
+/** 128×128 blocks of a weight [rows, cols], with the codes also transposed (into `into`'s arrays when given). */
+export function quantizeWeight(w: Float32Array, rows: number, cols: number, scaleFmt: ScaleFormat, path: Fp8KernelPath, into?: Fp8Weight): Fp8Weight {
   const k = nk('Fp8QuantizeWeight', path);
-  const codesT = new Uint8Array(rows * cols);
   if (!k) {
     const q = quantizeBlocks(w, rows, cols, { scaleFmt });
+    const codesT = new Uint8Array(rows * cols);
     for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) codesT[c * rows + r] = q.codes[r * cols + c]!;
     return { ...q, codesT };
   }
-  const codes = new Uint8Array(rows * cols), scales = new Float32Array(blocks(rows) * blocks(cols));
-  k(w, rows, cols, codes, scales, codesT, ue(scaleFmt));
-  return { codes, scales, codesT };
+  const o = into ?? { codes: new Uint8Array(rows * cols), scales: new Float32Array(blocks(rows) * blocks(cols)), codesT: new Uint8Array(rows * cols) };
+  k(w, rows, cols, o.codes, o.scales, o.codesT, ue(scaleFmt));
+  return o;
 }
 
 /** C [m, n] of the scaled FP8 GEMM (written into `out` when given; `accumulate` adds to it). */
 export function scaledGemm(g: ScaledGemmOperands, path: Fp8KernelPath, out?: Float32Array, accumulate = false): Float32Array {
-  const c = out ?? new Float32Array(g.m * g.n);
+  // Without `out` the kernel writes every element (fresh C, or zeros when k = 0): no zero-fill needed.
+  const c = out ?? allocUninitF32(g.m * g.n);
   const k = nk('Fp8ScaledGemm', path);
   if (k) k({ ...g, c, accumulate });
   else scaledGemmTs({ ...g, c, accumulate });

@@ -100,22 +100,46 @@ function timedG<T>(f: () => T): T { const t0 = performance.now(); const r = f();
 // ---------------------------------------------------------------------------------------------
 // The weight cache: one FP8 copy per weight and optimizer step
 
-interface WeightEntry { version: number; data: unknown; scaleFmt: ScaleFormat; q: Fp8Weight }
+interface WeightEntry { version: number; data: unknown; scaleFmt: ScaleFormat; q: Fp8Weight; pins: number }
 const weights = new WeakMap<Tensor, WeightEntry>();
 const weightCounts = { quantized: 0, reused: 0 };
 
 /** How often fp8Linear quantised a weight and how often it reused the cached FP8 copy. */
 export function fp8WeightStats(): { quantized: number; reused: number } { return { ...weightCounts }; }
 
-/** W's FP8 copy, re-quantised only when W changed (version or data array) or the scale format differs. */
-export function fp8Weight(w: Tensor, scaleFmt: ScaleFormat, path: 'ts' | 'native'): Fp8Weight {
-  const e = weights.get(w);
-  if (e && e.version === w.version && e.data === w.data && e.scaleFmt === scaleFmt) { weightCounts.reused++; return e.q; }
-  const [N, K] = w.shape as [number, number];
-  const q = timedQ(() => quantizeWeight(w.f32, N, K, scaleFmt, path));
-  weights.set(w, { version: w.version, data: w.data, scaleFmt, q });
-  weightCounts.quantized++;
-  return q;
+/**
+ * W's FP8 copy, re-quantised only when W changed (version or data array) or the scale format
+ * differs. A re-quantisation writes into the old copy's arrays unless a pending backward still
+ * holds that copy (`pin`: the caller keeps it until its release).
+ */
+export function fp8Weight(w: Tensor, scaleFmt: ScaleFormat, path: 'ts' | 'native', pin = false): { q: Fp8Weight; unpin: () => void } {
+  let e = weights.get(w);
+  if (e && e.version === w.version && e.data === w.data && e.scaleFmt === scaleFmt) weightCounts.reused++;
+  else {
+    const [N, K] = w.shape as [number, number];
+    const reuse = e && e.pins === 0 && e.q.codes.length === N * K ? e.q : undefined;
+    const t0 = performance.now();
+    const q = quantizeWeight(w.f32, N, K, scaleFmt, path, reuse);
+    timing.quantizeMs += performance.now() - t0;
+    e = { version: w.version, data: w.data, scaleFmt, q, pins: 0 };
+    weights.set(w, e);
+    weightCounts.quantized++;
+  }
+  const entry = e;
+  if (!pin) return { q: entry.q, unpin: () => {} };
+  entry.pins++;
+  let done = false;
+  return { q: entry.q, unpin: () => { if (!done) { done = true; entry.pins--; } } };
+}
+
+// Scratch for the transient FP8 operands of backward (dY's two quantisations, X re-tiled): they
+// live only during one backward call, and backward calls never nest.
+const scratch = [0, 1, 2].map(() => ({ codes: new Uint8Array(0), scales: new Float32Array(0) }));
+function scratchInto(i: number, n: number, ns: number): { codes: Uint8Array; scales: Float32Array } {
+  const s = scratch[i]!;
+  if (s.codes.length < n) s.codes = new Uint8Array(n);
+  if (s.scales.length < ns) s.scales = new Float32Array(ns);
+  return s;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -168,9 +192,10 @@ export function fp8Linear(x: Tensor, w: Tensor, opts: Fp8LinearOptions = {}): Te
   const t0 = performance.now();
   const qx = quantizeRows(x.f32, M, K, scaleFmt, path);
   timing.quantizeMs += performance.now() - t0;
-  const wq = fp8Weight(w, scaleFmt, path);
+  const grad = needsGrad(x, w);
+  const { q: wq, unpin } = fp8Weight(w, scaleFmt, path, grad);
   const out = new Tensor(fprop(qx, wq, M, N, K, path, accum), [...x.shape.slice(0, -1), N]);
-  if (!needsGrad(x, w)) return out;
+  if (!grad) return out;
 
   // Saved for backward: x's FP8 codes + tile scales (BF16 bits for a BF16 Wgrad), and W's FP8 copy.
   let saved: Fp8Quantized | null = wgradBf16 ? null : qx;
@@ -185,14 +210,14 @@ export function fp8Linear(x: Tensor, w: Tensor, opts: Fp8LinearOptions = {}): Te
     const gb = dgradBf16 || wgradBf16 ? roundBf16(g) : null;
     if (xNeeds) {
       if (dgradBf16) gx = mm(gb!, roundBf16(w.f32), M, K, N, false);
-      else gx = dgradFp8(timedQ(() => quantizeRows(g, M, N, scaleFmt, path)), wq1, M, N, K, path, accum);
+      else gx = dgradFp8(timedQ(() => quantizeRows(g, M, N, scaleFmt, path, scratchInto(0, M * N, M * KBOf(N)))), wq1, M, N, K, path, accum);
     }
     if (wNeeds) {
       if (wgradBf16) gw = mm(gb!, decodeBf16(savedBf16!), N, K, M, true);
       else {
         const sx = saved!;
-        const qgc = timedQ(() => quantizeCols(g, M, N, scaleFmt, path));
-        const qxc = timedQ(() => requantizeCols(sx, M, K, scaleFmt, path));
+        const qgc = timedQ(() => quantizeCols(g, M, N, scaleFmt, path, scratchInto(1, M * N, KBOf(M) * N)));
+        const qxc = timedQ(() => requantizeCols(sx, M, K, scaleFmt, path, scratchInto(2, M * K, KBOf(M) * K)));
         gw = wgradFp8(qgc, qxc, M, N, K, path, accum);
       }
     }
@@ -201,6 +226,7 @@ export function fp8Linear(x: Tensor, w: Tensor, opts: Fp8LinearOptions = {}): Te
     saved = null;
     savedBf16 = null;
     wq1 = null;
+    unpin();
     release();
   });
 }
