@@ -235,7 +235,10 @@ void fp8ScaledGemm(const Fp8GemmArgs& g) {
 #if FRUGAL_HAVE_X86_KERNELS
   // Units: column blocks of NU, split further by rows (multiples of MR) until there are about
   // two per thread; scheduled dynamically, so a descheduled thread never stalls the rest.
-  const int T = poolThreads();
+  // Below ~8M multiply-adds (~25 µs on one core with BF16 dot products) a second thread's wake-up
+  // and sync cost more than it saves, most of all on a loaded machine: one unit per column block.
+  const bool parallel = poolThreads() > 1 && g.m * g.n * g.k >= (1L << 23);
+  const int T = parallel ? poolThreads() : 1;
   const long colBlocks = (g.n + NU - 1) / NU, rowStrips = (g.m + MR - 1) / MR;
   long rowGroups = 1;
   if (T > 1 && colBlocks < 2 * T) rowGroups = std::min(rowStrips, (2 * T + colBlocks - 1) / colBlocks);
@@ -245,9 +248,7 @@ void fp8ScaledGemm(const Fp8GemmArgs& g) {
     const long i0 = rowStrips * rg / rowGroups * MR, i1 = std::min(g.m, rowStrips * (rg + 1) / rowGroups * MR);
     if (i0 < i1) unitBf16(g, i0, i1, cb * NU, std::min(g.n, (cb + 1) * NU));
   };
-  // Below ~8M multiply-adds (~25 µs on one core with BF16 dot products) a second thread's wake-up
-  // and sync cost more than it saves, most of all on a loaded machine.
-  if (T <= 1 || units <= 1 || g.m * g.n * g.k < (1L << 23)) { for (long u = 0; u < units; u++) unit(u); return; }
+  if (T <= 1 || units <= 1) { for (long u = 0; u < units; u++) unit(u); return; }
   poolRunChunks(units, [&](long u, int) { unit(u); });
 #endif
 }
