@@ -83,6 +83,9 @@ export function variantRows(runs: RunResult[], order: Variant[]): VariantRow[] {
 }
 
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b', '#e377c2', '#7f7f7f', '#17becf', '#bcbd22'];
+const FIXED = ['fp32', 'fp8', 'bf16', 'fp8:fwd-only', 'fp8:dgrad-bf16', 'fp8:wgrad-bf16', 'fp8:f32-moments', 'fp8:no-recompute', 'fp8:accum-14bit', 'fp8:no-promotion'];
+/** One colour per variant in every plot. */
+const colorOf = (v: Variant): string => COLORS[Math.max(0, FIXED.indexOf(v)) % COLORS.length]!;
 
 function frame(W: number, H: number, L: number, R: number, T: number, B: number, title: string, ylabel: string): string[] {
   return [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
@@ -106,10 +109,10 @@ export function lossSvg(runs: RunResult[], order: Variant[], title: string): str
   const out = frame(W, H, L, R, T, B, title, 'loss (nats)');
   for (let i = 0; i <= 4; i++) {
     const v = lo + ((hi - lo) * i) / 4, s = from + ((steps - from) * i) / 4;
-    out.push(`<text x="${L - 6}" y="${y(v) + 4}" text-anchor="end">${v.toFixed(2)}</text>`, `<text x="${x(s)}" y="${H - B + 16}" text-anchor="middle">${Math.round(s)}</text>`);
+    out.push(`<text x="${L - 6}" y="${(y(v) + 4).toFixed(1)}" text-anchor="end">${v.toFixed(2)}</text>`, `<text x="${x(s).toFixed(1)}" y="${H - B + 16}" text-anchor="middle">${Math.round(s)}</text>`);
   }
   order.forEach((v, i) => {
-    const c = COLORS[i % COLORS.length]!;
+    const c = colorOf(v);
     const rs = shown.filter((r) => r.recipe === v);
     if (!rs.length) return;
     for (const r of rs) {
@@ -145,13 +148,13 @@ export function gapSvg(runs: RunResult[], order: Variant[], title: string): stri
   const out = frame(W, H, L, R, T, B, title, 'val loss vs fp32, same seed (%)');
   for (let i = 0; i <= 4; i++) {
     const v = lo + ((hi - lo) * i) / 4;
-    out.push(`<text x="${L - 6}" y="${y(v) + 4}" text-anchor="end">${v.toFixed(2)}</text>`, `<text x="${x((steps * i) / 4)}" y="${H - B + 16}" text-anchor="middle">${Math.round((steps * i) / 4)}</text>`);
+    out.push(`<text x="${L - 6}" y="${(y(v) + 4).toFixed(1)}" text-anchor="end">${v.toFixed(2)}</text>`, `<text x="${x((steps * i) / 4).toFixed(1)}" y="${H - B + 16}" text-anchor="middle">${Math.round((steps * i) / 4)}</text>`);
   }
   for (const b of [0.25, -0.25]) out.push(`<line x1="${L}" y1="${y(b)}" x2="${W - R}" y2="${y(b)}" stroke="#999" stroke-dasharray="2,3"/>`);
   out.push(`<line x1="${L}" y1="${y(0)}" x2="${W - R}" y2="${y(0)}" stroke="#444"/>`, `<text x="${W - R - 4}" y="${y(0.25) - 4}" text-anchor="end" fill="#666">±0.25%</text>`);
   const vs = order.filter((v) => series.some((s) => s.v === v));
   vs.forEach((v, i) => {
-    const c = COLORS[(order.indexOf(v)) % COLORS.length]!;
+    const c = colorOf(v);
     for (const s of series.filter((q) => q.v === v)) out.push(`<polyline fill="none" stroke="${c}" stroke-width="1.3" points="${s.pts.map(([a, b]) => `${x(a).toFixed(1)},${y(b).toFixed(1)}`).join(' ')}"/>`);
     out.push(`<text x="${L + 10}" y="${T + 16 * i}" fill="${c}">${v}</text>`);
   });

@@ -298,7 +298,7 @@ async function report(runs: RunResult[], o: { a: ReturnType<typeof parseArgs>; c
   if (a.json) { console.log(JSON.stringify(summary)); return 0; }
   const table = [['recipe', 'seeds', 'train loss', 'val loss', 'vs fp32 (mean)', 'sd', 'vs fp8', 'act+opt', 'ms/step', 'cpu ms/step', 'quantise', 'fp8 GEMM']];
   for (const r of rows) {
-    table.push([r.recipe, r.seeds.join(','), r.trainLoss.toFixed(4), r.valLoss.toFixed(4), pc(r.relativeGapMean), pc(r.relativeGapSd), pc(r.relativeGapVsFp8Mean),
+    table.push([r.recipe, r.seeds.join(','), r.trainLoss.toFixed(4), r.valLoss.toFixed(4), pc(r.relativeGapMean), pc(r.seeds.length > 1 ? r.relativeGapSd : null), pc(r.relativeGapVsFp8Mean),
       fmtB(r.memoryBytes), r.msPerStep.toFixed(0), r.cpuMsPerStep.toFixed(0), pc(r.quantizeShare, 1), pc(r.fp8GemmShare, 1)]);
   }
   const w = table[0]!.map((_, i) => Math.max(...table.map((t) => t[i]!.length)));
