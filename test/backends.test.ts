@@ -2,7 +2,9 @@
 // can start in this process, against the `ts` reference backend (odd shapes included).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { useBackend, disposeBackends } from '../src/backend/setup.js';
+import { useBackend, disposeBackends, describeBackend } from '../src/backend/setup.js';
+import { backendsUnderTest, whyNotUnderTest, withBackend } from '../src/backend/testing-node.js';
+import { worstError } from '../src/ops/compare.js';
 import { setBackend, listBackends, kernelCounts, resetKernelCounts, kernel } from '../src/backend/registry.js';
 import { Tensor } from '../src/autograd/tensor.js';
 import { backward, noGrad } from '../src/autograd/tape.js';
@@ -71,24 +73,34 @@ function run(): Float32Array[] {
 }
 
 test('every backend agrees with ts', async () => {
+  const names = (await backendsUnderTest()).filter((n) => n !== 'ts');
+  // wasm starts in every Node 20 process: comparing no backend at all would be a silent pass.
+  assert.ok(names.includes('wasm'), `wasm did not start: ${whyNotUnderTest('wasm')}`);
   setBackend('ts');
   const ref = run();
-  const tried: string[] = [];
-  for (const name of ['wasm', 'native'] as const) {
-    try { await useBackend(name, { threads: 2 }); } catch (e) { console.log(`# backend ${name} skipped: ${(e as Error).message}`); continue; }
-    tried.push(name);
-    resetKernelCounts();
-    const got = run();
-    assert.ok(Object.keys(kernelCounts()).some((k) => k.startsWith(name + ':')), `${name} ran none of its kernels`);
-    assert.equal(got.length, ref.length);
-    got.forEach((g, i) => {
-      const r = ref[i]!;
-      let worst = 0;
-      for (let j = 0; j < r.length; j++) worst = Math.max(worst, Math.abs(g[j]! - r[j]!) / (1e-4 + 1e-3 * Math.abs(r[j]!)));
-      assert.ok(worst <= 1, `${name} output ${i}: mismatch ${worst.toFixed(2)}× tolerance`);
+  for (const name of names) {
+    await withBackend(name, () => {
+      resetKernelCounts();
+      const got = run();
+      assert.ok(Object.keys(kernelCounts()).some((k) => k.startsWith(name + ':')), `${name} ran none of its kernels`);
+      assert.equal(got.length, ref.length);
+      got.forEach((g, i) => {
+        const { worst, index } = worstError(g, ref[i]!, 1e-4, 1e-3);
+        assert.ok(worst <= 1, `${name} output ${i}: element ${index} off by ${worst.toFixed(2)}× tolerance`);
+      });
     });
   }
-  console.log(`# backends compared with ts: ${tried.join(', ') || 'none'} (available: ${listBackends().join(', ')})`);
+  console.log(`# backends compared with ts: ${names.join(', ')} (available: ${listBackends().join(', ')})`);
+});
+
+test('the backend a user gets by default is the one CI expects (FRUGAL_EXPECT_DEFAULT)', async () => {
+  const want = process.env.FRUGAL_EXPECT_DEFAULT;
+  const b = await useBackend('auto');
+  try {
+    console.log(`# default backend: ${describeBackend()}`);
+    if (want) assert.equal(b.name, want, `auto chose ${b.name}, CI expects ${want}: ${describeBackend()}`);
+    else assert.ok(['native', 'wasm'].includes(b.name), `auto fell back to ${b.name}: ${describeBackend()}`);
+  } finally { setBackend('ts'); }
 });
 
 test('a disposed backend is not reused: the next run starts a fresh one', async () => {

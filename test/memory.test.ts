@@ -1,5 +1,7 @@
-// Memory stays flat over many training-style steps: no growth of the JS heap or of the wasm
-// backend's memory per step (gradients are freed after backward; scratch buffers are reused).
+// Memory stays flat over many training-style steps: no growth of the JS heap, of ArrayBuffer
+// backing stores (where activations and gradients live), of the wasm backend's memory, or of the
+// native side (the C allocator's bytes in use, which holds the addon's buffers and Node's
+// ArrayBuffer stores) per step (gradients are freed after backward; scratch buffers are reused).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import v8 from 'node:v8';
@@ -28,14 +30,22 @@ for (const choice of ['wasm', 'auto'] as const) test(`heap and backend memory ar
     backward(r.loss);
     for (const t of params) { const d = t.f32, g = t.grad!; for (let i = 0; i < d.length; i++) d[i]! -= 1e-3 * g[i]!; }
   };
-  const wasmBytes = (): number => ((getBackend() as { memory?: WebAssembly.Memory }).memory?.buffer.byteLength ?? 0);
+  const b = getBackend() as { name: string; memory?: WebAssembly.Memory; addon?: { mallocInUse?: () => number } };
+  const wasmBytes = (): number => b.memory?.buffer.byteLength ?? 0;
+  const nativeBytes = (): number => b.addon?.mallocInUse?.() ?? -1;
   for (let i = 0; i < 5; i++) step();
   gc(); gc();
-  const heap0 = process.memoryUsage().heapUsed, wasm0 = wasmBytes();
+  const heap0 = process.memoryUsage().heapUsed, ab0 = process.memoryUsage().arrayBuffers, wasm0 = wasmBytes(), native0 = nativeBytes();
   for (let i = 0; i < 40; i++) step();
   gc(); gc();
-  const heap1 = process.memoryUsage().heapUsed, wasm1 = wasmBytes();
-  console.log(`# backend ${getBackend().name}: heap ${(heap0 / 1e6).toFixed(1)} -> ${(heap1 / 1e6).toFixed(1)} MB, wasm ${wasm0} -> ${wasm1} bytes over 40 steps`);
+  const heap1 = process.memoryUsage().heapUsed, ab1 = process.memoryUsage().arrayBuffers, wasm1 = wasmBytes(), native1 = nativeBytes();
+  const mb = (x: number): string => (x / 1e6).toFixed(2);
+  console.log(`# backend ${b.name}: heap ${mb(heap0)} -> ${mb(heap1)} MB, array buffers ${mb(ab0)} -> ${mb(ab1)} MB, wasm ${wasm0} -> ${wasm1} bytes, native malloc ${mb(native0)} -> ${mb(native1)} MB over 40 steps`);
   assert.equal(wasm1, wasm0, 'wasm memory grew');
-  assert.ok(heap1 - heap0 < 2e6, `JS heap grew by ${((heap1 - heap0) / 1e6).toFixed(2)} MB over 40 steps`);
+  assert.ok(heap1 - heap0 < 2e6, `JS heap grew by ${mb(heap1 - heap0)} MB over 40 steps`);
+  assert.ok(ab1 - ab0 < 2e6, `ArrayBuffer memory grew by ${mb(ab1 - ab0)} MB over 40 steps`);
+  if (b.name === 'native') {
+    assert.ok(native0 > 0, 'the addon reports the C allocator\'s bytes in use (glibc)');
+    assert.ok(native1 - native0 < 2e6, `native (malloc) memory grew by ${mb(native1 - native0)} MB over 40 steps`);
+  }
 });

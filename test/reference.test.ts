@@ -1,32 +1,38 @@
 // Golden tests against DeepSeek's official inference code (../shared/reference): full-forward and
 // incremental logits (naive and absorb), routing, greedy continuation, RoPE, MTP logits, the FP8
-// checkpoint, and the training loss and every gradient of the main set.
-import { test } from 'node:test';
+// checkpoint, and the training loss and every gradient of the main set — on every backend this
+// process can start (ts, wasm, native; FRUGAL_EXPECT_BACKENDS makes a missing one an error).
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import '../src/backend/index.js';
+import { backendsUnderTest, withBackend } from '../src/backend/testing-node.js';
+import { disposeBackends } from '../src/backend/setup.js';
+import { maxAbsDiff, worstError } from '../src/ops/compare.js';
 import { Tensor } from '../src/autograd/tensor.js';
 import { backward, noGrad } from '../src/autograd/tape.js';
 import { forward, KVCache, greedyGenerate, mtpForward, lossFn, paramEntries, ropeTables, type AttnImpl } from '../src/model/deepseek.js';
 import { loadModel } from '../src/model/load-node.js';
 import { SafetensorsModel } from '../src/io/safetensors-node.js';
 import { softmaxScale } from '../src/model/config.js';
+import { fp8Linear } from '../src/fp8/linear.js';
+import { fp8Gemm, quantizeBlocks, quantizeTiles } from '../src/fp8/quant.js';
 
 const REF = path.resolve(process.cwd(), '../shared/reference');
 const SETS = ['tiny-dsv3', 'tiny-dsv3-noqlora', 'tiny-dsv3-yarn', 'tiny-dsv3-fp8'];
 interface Tj { shape: number[]; data: number[] }
 
-function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-}
+const maxDiff = maxAbsDiff;
+const BACKENDS = await backendsUnderTest();
+after(() => disposeBackends());
 
-for (const set of SETS) {
+/** Sorted copy, for comparing expert-id sets. */
+const sorted = (xs: ArrayLike<number>): number[] => Array.from(xs).sort((a, b) => a - b);
+
+for (const be of BACKENDS) for (const set of SETS) {
   const dir = path.join(REF, set);
-  test(`reference ${set}: logits, routing, greedy`, { skip: !existsSync(dir) }, async () => {
+  test(`reference ${set} [${be}]: logits, routing, greedy`, { skip: !existsSync(dir) }, () => withBackend(be, async () => {
     const v = JSON.parse(readFileSync(path.join(dir, 'vectors.json'), 'utf8'));
     const { cfg, params } = await loadModel(dir);
     assert.ok(Math.abs(softmaxScale(cfg) - v.softmax_scale) < 1e-9, 'softmax scale');
@@ -45,16 +51,21 @@ for (const set of SETS) {
           const di = maxDiff(rows, (s[`logits_decode_${impl}`] as Tj).data);
           assert.ok(di < 1e-4, `${set} ${s.name} decode ${impl}: max |Δ| ${di}`);
           if (impl === 'absorb') {
+            assert.equal(f.routing.length, s.routing.length, `${set} ${s.name}: routed layers`);
             for (const r of s.routing) {
-              const rec = f.routing.find((x) => x.layer === r.layer)!;
-              const k = r.expert_ids.shape[1];
+              const rec = f.routing.find((x) => x.layer === r.layer);
+              assert.ok(rec, `${set} ${s.name}: no routing recorded for layer ${r.layer}`);
+              const k: number = r.expert_ids.shape[1];
+              assert.equal(rec.k, k, `${set} layer ${r.layer}: experts per token`);
+              assert.equal(rec.ids.length, n * k, `${set} layer ${r.layer}: n·k expert ids`);
               for (let t = 0; t < n; t++) {
-                const want = new Map<number, number>();
-                for (let j = 0; j < k; j++) want.set(r.expert_ids.data[t * k + j], r.weights.data[t * k + j]);
+                const got: Int32Array = rec.ids.slice(t * k, (t + 1) * k), want: number[] = r.expert_ids.data.slice(t * k, (t + 1) * k) as number[];
+                assert.equal(new Set(got).size, k, `${set} ${s.name} layer ${r.layer} token ${t}: ${k} distinct experts, got [${got}]`);
+                assert.deepEqual(sorted(got), sorted(want), `${set} ${s.name} layer ${r.layer} token ${t}: experts`);
                 for (let j = 0; j < k; j++) {
-                  const id = rec.ids[t * k + j]!;
-                  assert.ok(want.has(id), `${set} ${s.name} layer ${r.layer} token ${t}: expert ${id} not in [${[...want.keys()]}]`);
-                  assert.ok(Math.abs(want.get(id)! - rec.weights[t * k + j]!) < 1e-5, 'routing weight');
+                  const w = r.weights.data[want.indexOf(got[j]!) + t * k] as number;
+                  const d = Math.abs(w - rec.weights[t * k + j]!);
+                  assert.ok(d < 1e-5, `${set} ${s.name} layer ${r.layer} token ${t} expert ${got[j]}: routing weight off by ${d}`);
                 }
               }
             }
@@ -83,10 +94,10 @@ for (const set of SETS) {
         }
       });
     }
-  });
+  }));
 }
 
-test('reference tiny-dsv3: training loss and every gradient', async () => {
+for (const be of BACKENDS) test(`reference tiny-dsv3 [${be}]: training loss and every gradient`, () => withBackend(be, async () => {
   const dir = path.join(REF, 'tiny-dsv3');
   const v = JSON.parse(readFileSync(path.join(dir, 'vectors.json'), 'utf8'));
   const { cfg, params } = await loadModel(dir);
@@ -96,16 +107,61 @@ test('reference tiny-dsv3: training loss and every gradient', async () => {
   assert.ok(Math.abs(r.loss.item() - v.training.loss) < 1e-4, `loss ${r.loss.item()} vs ${v.training.loss}`);
   backward(r.loss);
   const grads = await SafetensorsModel.open(path.join(dir, 'grads.safetensors'));
-  let checked = 0;
-  for (const [name, t] of paramEntries(params, cfg)) {
-    if (!grads.has(name)) continue;
-    const want = await grads.float32(name);
-    const got = t.grad ?? new Float32Array(t.size);
-    let worst = 0;
-    for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!) / (1e-6 / 1e-3 + Math.abs(want[i]!)));
-    assert.ok(worst < 1e-3, `gradient ${name}: worst relative error ${worst}`);
-    checked++;
+  const withoutGrad = new Set<string>(v.training.params_without_grad);
+  const mtpPrefix = `model.layers.${cfg.numHiddenLayers}.`; // the MTP module: not part of this loss
+  const checked: string[] = [];
+  try {
+    for (const [name, t] of paramEntries(params, cfg)) {
+      if (!grads.has(name)) {
+        assert.ok(withoutGrad.has(name) || name.startsWith(mtpPrefix), `parameter ${name} has no reference gradient and is not listed as gradient-free`);
+        continue;
+      }
+      const want = await grads.float32(name);
+      assert.ok(t.grad, `parameter ${name} got no gradient`);
+      assert.equal(t.grad.length, want.length, `gradient ${name}: size`);
+      const { worst, index } = worstError(t.grad, want, 1e-6, 1e-3);
+      assert.ok(worst <= 1, `gradient ${name}: element ${index} off by ${worst.toFixed(2)}× tolerance (${t.grad[index]} vs ${want[index]})`);
+      checked.push(name);
+    }
+    assert.deepEqual(checked.slice().sort(), grads.names().sort(), 'every reference gradient is matched by name and checked');
+  } finally { grads.close(); }
+}));
+
+// DeepSeek's model.py run on the FP8 checkpoint with its own FP8 kernels (1x128 activation
+// quantisation + block-scaled FP8 GEMM), with fp32 scales and with V3.1's `scale_fmt: "ue8m0"`,
+// which model.py passes only to its plain `Linear` layers (wq_a, wkv_a and the routed experts'
+// w1/w2/w3); the parallel linears (wq_b, wo, dense MLP, shared experts) keep amax/448 scales.
+for (const be of BACKENDS) test(`reference tiny-dsv3-fp8 [${be}]: the official FP8 GEMM path, fp32 and ue8m0 activation scales`, { skip: !existsSync(path.join(REF, 'tiny-dsv3-fp8')) }, () => withBackend(be, async () => {
+  const dir = path.join(REF, 'tiny-dsv3-fp8');
+  const v = JSON.parse(readFileSync(path.join(dir, 'vectors.json'), 'utf8')).fp8_gemm_path;
+  const { cfg, params } = await loadModel(dir);
+  const plainLinear = new Set<Tensor>();
+  for (const l of params.layers) {
+    if (l.attn.qAProj) plainLinear.add(l.attn.qAProj);
+    plainLinear.add(l.attn.kvAProj);
+    for (const e of l.moe?.experts ?? []) plainLinear.add(e.gate).add(e.up).add(e.down);
   }
-  grads.close();
-  assert.ok(checked >= 80, `checked ${checked} gradients`);
-});
+  const seq: number[] = v.sequence;
+  const flat = (t: Tj): Float32Array => Float32Array.from((t.data as unknown as number[][]).flat(3) as number[]);
+  for (const [fmt, want] of [['fp32', flat(v.logits_gemm_fp8_path)], ['ue8m0', flat(v.logits_gemm_fp8_path_scale_fmt_ue8m0)]] as const) {
+    let plainCalls = 0;
+    const lin = (x: Tensor, w: Tensor): Tensor => {
+      const ue8m0 = fmt === 'ue8m0' && plainLinear.has(w);
+      if (ue8m0) plainCalls++;
+      return ue8m0 ? inferenceFp8Linear(x, w, 'ue8m0') : fp8Linear(x, w);
+    };
+    const got = noGrad(() => forward(params, cfg, Tensor.ints(seq, [1, seq.length]), { attn: 'absorb', projLinear: lin })).logits.f32;
+    const d = maxDiff(got, want);
+    assert.ok(d < 1e-4, `FP8 path (${fmt} activation scales): max |Δ| ${d}`);
+    if (fmt === 'ue8m0') assert.ok(plainCalls > 0, 'the ue8m0 layers ran');
+  }
+}));
+
+/** x·Wᵀ the way model.py's `linear()` runs an FP8 weight: act_quant(x, scaleFmt) + fp8_gemm, with
+ *  the weight's own amax/448 block scales (scale_fmt never touches the stored weights). */
+function inferenceFp8Linear(x: Tensor, w: Tensor, scaleFmt: 'fp32' | 'ue8m0'): Tensor {
+  const [N, K] = w.shape as [number, number];
+  const M = x.size / K;
+  const y = fp8Gemm(quantizeTiles(x.f32, M, K, { scaleFmt }), quantizeBlocks(w.f32, N, K), M, N, K);
+  return new Tensor(y, [...x.shape.slice(0, -1), N]);
+}

@@ -3,6 +3,8 @@
 // DeepSeek's prompt_cache_hit/miss_tokens and OpenAI's cached_tokens on a repeated prefix, a 404 for
 // an unknown model and a 401 for a wrong API key, both surfacing as the client's typed errors.
 // The model is the golden tiny DeepSeek-V3 with a small BPE tokenizer trained here (as in serve.test.ts).
+// Texts and token counts are compared with the engine's own generate + decode (serve-oracle.ts);
+// the tests that count cache hits run on a server of their own.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, copyFileSync, writeFileSync, rmSync, existsSync } from 'node:fs';
@@ -14,6 +16,7 @@ import { trainBpe } from '../src/io/bpe.js';
 import { loadTokenizer } from '../src/io/tokenizer-node.js';
 import { loadModel } from '../src/model/load-node.js';
 import { startServer, type RunningServer, type ServerOptions } from '../src/serve/server.js';
+import { expected, assertAnswer, chatPrompt, CHAT_STOPS } from './serve-oracle.js';
 
 const REF = path.resolve(process.cwd(), '../shared/reference/tiny-dsv3');
 const skip = !existsSync(REF);
@@ -40,6 +43,14 @@ after(async () => {
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
 
+/** A server and client of a test's own (fresh caches), closed after fn. */
+async function own<T>(fn: (c: OpenAI) => Promise<T>): Promise<T> {
+  const s = await startServer({ ...base, modelName: 'tiny' });
+  try { return await fn(makeClient(s.url)); } finally { await s.close(); }
+}
+const greedyChat = (messages: Array<{ role: string; content: string }>, max: number) =>
+  expected(base.model, base.tokenizer, base.tokenizer.encode(chatPrompt(messages), { addSpecialTokens: false }), max, { greedy: true }, CHAT_STOPS);
+
 /** DeepSeek's and OpenAI's cache fields, which the SDK types do not name. */
 interface CacheUsage { prompt_tokens: number; completion_tokens: number; total_tokens: number; prompt_cache_hit_tokens: number; prompt_cache_miss_tokens: number; prompt_tokens_details?: { cached_tokens?: number } }
 const checkUsage = (u: CacheUsage | undefined | null, maxCompletion: number): CacheUsage => {
@@ -58,7 +69,7 @@ test('models.list names the served model', { skip }, async () => {
   assert.deepEqual(ids, ['tiny']);
 });
 
-test('chat: non-streaming, then streaming with include_usage, same greedy answer and a cache hit', { skip }, async () => {
+test('chat: non-streaming, then streaming with include_usage, the engine\'s greedy answer and a cache hit', { skip }, () => own(async (client) => {
   const messages = [
     { role: 'system' as const, content: 'You answer briefly about foxes and dogs.' },
     { role: 'user' as const, content: 'What does the quick brown fox do?' },
@@ -72,6 +83,9 @@ test('chat: non-streaming, then streaming with include_usage, same greedy answer
   assert.equal(typeof choice.message.content, 'string');
   assert.ok(choice.finish_reason === 'stop' || choice.finish_reason === 'length');
   const u1 = checkUsage(plain.usage as CacheUsage | undefined, 10);
+  const want = greedyChat(messages, 10);
+  assertAnswer('chat', { text: choice.message.content ?? '', finish: choice.finish_reason, usage: u1 }, want);
+  assert.equal(u1.prompt_cache_hit_tokens, 0, 'a fresh server has nothing cached');
 
   const stream = await client.chat.completions.create({ model: 'tiny', messages, max_tokens: 10, temperature: 0, stream: true, stream_options: { include_usage: true } });
   let content = '', role: string | undefined, finish: string | null = null, chunks = 0;
@@ -97,9 +111,10 @@ test('chat: non-streaming, then streaming with include_usage, same greedy answer
   assert.equal(u2.completion_tokens, u1.completion_tokens);
   assert.equal(u2.prompt_cache_hit_tokens, u2.prompt_tokens - 1, 'the repeated prompt is served from the cache but its last token');
   assert.equal(u2.prompt_cache_miss_tokens, 1);
-});
+  assertAnswer('chat streamed', { text: content, finish, usage: u2 }, want);
+}));
 
-test('chat: a shared system prompt is a cached prefix for a different question', { skip }, async () => {
+test('chat: a shared system prompt is a cached prefix for a different question', { skip }, () => own(async (client) => {
   const system = { role: 'system' as const, content: 'Congress shall make no law. In the beginning there were tokens. The lazy dog sleeps.' };
   const a = await client.chat.completions.create({ model: 'tiny', messages: [system, { role: 'user', content: 'Who jumps?' }], max_tokens: 3, temperature: 0 });
   const b = await client.chat.completions.create({ model: 'tiny', messages: [system, { role: 'user', content: 'What sleeps today?' }], max_tokens: 3, temperature: 0 });
@@ -107,23 +122,26 @@ test('chat: a shared system prompt is a cached prefix for a different question',
   const sysTokens = base.tokenizer.encode(`<|system|>\n${system.content}\n<|user|>\n`, { addSpecialTokens: false }).length;
   assert.ok(ub.prompt_cache_hit_tokens >= sysTokens - 2, `hit ${ub.prompt_cache_hit_tokens} covers the ~${sysTokens}-token shared prefix`);
   assert.ok(ub.prompt_cache_hit_tokens < ub.prompt_tokens - 1, 'the new question is computed, not cached');
-  assert.ok(ua.prompt_cache_hit_tokens < sysTokens, 'the first request had no such prefix cached');
-});
+  assert.equal(ua.prompt_cache_hit_tokens, 0, 'the first request had nothing cached');
+  assertAnswer('first question', { text: a.choices[0]!.message.content ?? '', finish: a.choices[0]!.finish_reason, usage: ua }, greedyChat([system, { role: 'user', content: 'Who jumps?' }], 3));
+  assertAnswer('second question, from a cached prefix', { text: b.choices[0]!.message.content ?? '', finish: b.choices[0]!.finish_reason, usage: ub }, greedyChat([system, { role: 'user', content: 'What sleeps today?' }], 3));
+}));
 
-test('completions: text, usage, and streaming', { skip }, async () => {
+test('completions: the engine\'s text and usage, then streamed from the cache', { skip }, () => own(async (client) => {
   const prompt = 'The quick brown fox jumps over the lazy dog and the';
   const r = await client.completions.create({ model: 'tiny', prompt, max_tokens: 5, temperature: 0 });
   assert.equal(r.object, 'text_completion');
   assert.equal(typeof r.choices[0]!.text, 'string');
   assert.ok(['stop', 'length'].includes(r.choices[0]!.finish_reason));
-  checkUsage(r.usage as CacheUsage | undefined, 5);
+  const want = expected(base.model, base.tokenizer, base.tokenizer.encode(prompt), 5, { greedy: true });
+  assertAnswer('completion', { text: r.choices[0]!.text, finish: r.choices[0]!.finish_reason, usage: checkUsage(r.usage as CacheUsage | undefined, 5) }, want);
   const s = await client.completions.create({ model: 'tiny', prompt, max_tokens: 5, temperature: 0, stream: true, stream_options: { include_usage: true } });
   let text = '';
   let u: CacheUsage | null = null;
   for await (const c of s) { if (c.usage) u = c.usage as unknown as CacheUsage; text += c.choices[0]?.text ?? ''; }
-  assert.equal(text, r.choices[0]!.text);
-  assert.ok(checkUsage(u, 5).prompt_cache_hit_tokens > 0);
-});
+  assertAnswer('completion streamed', { text, finish: r.choices[0]!.finish_reason, usage: checkUsage(u, 5) }, want);
+  assert.equal(u!.prompt_cache_hit_tokens, want.promptTokens - 1, 'the repeated prompt is served from the cache but its last token');
+}));
 
 test('unknown model: the client throws NotFoundError (404) naming it', { skip }, async () => {
   await assert.rejects(

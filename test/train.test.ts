@@ -1,15 +1,17 @@
 // Training pipeline, end to end: optimizer/schedule/balancing units, a tiny `frugal train` run whose
 // loss falls below the unigram entropy, SIGKILL + --resume equivalence, refusal of corrupt and
 // mismatched checkpoints, and NaN handling (skip, then stop with the last good checkpoint intact).
+// Each test stands alone: the uninterrupted reference run is made once on first use (baseRun),
+// tests that damage a run work on their own copy, and no test leaves another backend active.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Tensor } from '../src/autograd/tensor.js';
 import '../src/backend/index.js';
-import { setBackend } from '../src/backend/registry.js';
+import { getBackend, setBackend } from '../src/backend/registry.js';
 import { presets } from '../src/model/config.js';
 import { initParams } from '../src/model/deepseek.js';
 import { loadModel } from '../src/model/load-node.js';
@@ -56,6 +58,17 @@ async function finish(child: ReturnType<typeof spawn>): Promise<{ code: number |
   return new Promise((res) => child.on('close', (code, signal) => res({ code, signal, out, err })));
 }
 const losses = (dir: string): Map<number, number> => new Map(readMetrics(path.join(dir, 'metrics.jsonl')).map((r) => [r.step as number, r.totalLoss as number]));
+/** The uninterrupted 30-step run (checkpoints every 10), made once by whichever test needs it first. */
+let base: Promise<string> | null = null;
+function baseRun(): Promise<string> {
+  base ??= (async () => {
+    const dir = path.join(work, 'a');
+    const code = await run([...common, '--steps', '30', '--save-every', '10', '--out', dir]);
+    assert.equal(code, 0, 'the reference run failed');
+    return dir;
+  })();
+  return base;
+}
 const ckptStep = (dir: string): number => (JSON.parse(readFileSync(path.join(dir, 'checkpoint', 'trainer_state.json'), 'utf8')) as { state: { step: number } }).state.step;
 
 test('wsd schedule: linear warmup, constant, cosine down to minRatio', () => {
@@ -126,9 +139,7 @@ test('aux-loss-free bias: overloaded experts go down, idle ones up; MaxVio', () 
 });
 
 test('frugal train (tiny): loss falls below the unigram entropy; HF files written', async () => {
-  const dir = path.join(work, 'a');
-  const code = await run([...common, '--steps', '30', '--save-every', '10', '--out', dir]);
-  assert.equal(code, 0);
+  const dir = await baseRun();
   const rows = readMetrics(path.join(dir, 'metrics.jsonl'));
   assert.equal(rows.length, 30);
   const svg = readFileSync(path.join(dir, 'loss-curve.svg'), 'utf8');
@@ -144,7 +155,7 @@ test('frugal train (tiny): loss falls below the unigram entropy; HF files writte
 });
 
 test('SIGKILL then --resume gives the same losses as the uninterrupted run', async () => {
-  const a = path.join(work, 'a'), b = path.join(work, 'b');
+  const a = await baseRun(), b = path.join(work, 'b');
   const child = cliChild([...common, '--steps', '30', '--save-every', '5', '--out', b]);
   const done = finish(child);
   const t0 = Date.now();
@@ -162,7 +173,8 @@ test('SIGKILL then --resume gives the same losses as the uninterrupted run', asy
 });
 
 test('corrupt or mismatched checkpoints are refused and left as they are', async () => {
-  const a = path.join(work, 'a');
+  const a = path.join(work, 'corrupt');
+  cpSync(await baseRun(), a, { recursive: true }); // damage a copy, never the shared reference run
   const errs: string[] = [];
   const origErr = console.error;
   console.error = (...x: unknown[]) => { errs.push(x.join(' ')); };
@@ -182,22 +194,25 @@ test('corrupt or mismatched checkpoints are refused and left as they are', async
 });
 
 test('NaN: a bad step is skipped; three in a row stop with the last good checkpoint intact', async () => {
+  const prev = getBackend().name;
   setBackend('ts');
-  const cfg = structuredClone(presets.tiny!);
-  const params = initParams(cfg, { seed: 3 });
-  const toks = Int32Array.from({ length: 4000 }, (_, i) => (i * 7 + (i >> 3)) % 500);
-  const saves: number[] = [];
-  const poison = new Set([3, 6, 7, 8]);
-  const tr = new Trainer({ cfg, params, train: toks, val: toks, options: { ...defaultTrainerOptions, steps: 12, batch: 2, seq: 16, evalEvery: 100, saveEvery: 1, sampleTokens: 2 }, meter: { flopsPerToken: 1, peakFlops: 1, usdPerToken: 0 } }, {
-    afterBackward: (step, ps) => { if (poison.has(step)) ps[0]!.grad![0] = NaN; },
-    save: async (_r, snap) => { saves.push(snap.state.step); },
-  });
-  const before = params.embed.f32.slice();
-  await assert.rejects(tr.run(), (e: unknown) => e instanceof TrainingDivergedError && /3 consecutive/.test((e as Error).message));
-  assert.deepEqual(saves, [1, 2, 4, 5]); // no checkpoint after a skipped step
-  assert.equal(tr.progress.skippedSteps, 4);
-  assert.ok(!params.embed.f32.some((x) => !Number.isFinite(x)), 'skipped steps must not touch the parameters');
-  assert.ok(params.embed.f32.some((x, i) => x !== before[i]));
+  try {
+    const cfg = structuredClone(presets.tiny!);
+    const params = initParams(cfg, { seed: 3 });
+    const toks = Int32Array.from({ length: 4000 }, (_, i) => (i * 7 + (i >> 3)) % 500);
+    const saves: number[] = [];
+    const poison = new Set([3, 6, 7, 8]);
+    const tr = new Trainer({ cfg, params, train: toks, val: toks, options: { ...defaultTrainerOptions, steps: 12, batch: 2, seq: 16, evalEvery: 100, saveEvery: 1, sampleTokens: 2 }, meter: { flopsPerToken: 1, peakFlops: 1, usdPerToken: 0 } }, {
+      afterBackward: (step, ps) => { if (poison.has(step)) ps[0]!.grad![0] = NaN; },
+      save: async (_r, snap) => { saves.push(snap.state.step); },
+    });
+    const before = params.embed.f32.slice();
+    await assert.rejects(tr.run(), (e: unknown) => e instanceof TrainingDivergedError && /3 consecutive/.test((e as Error).message));
+    assert.deepEqual(saves, [1, 2, 4, 5]); // no checkpoint after a skipped step
+    assert.equal(tr.progress.skippedSteps, 4);
+    assert.ok(!params.embed.f32.some((x) => !Number.isFinite(x)), 'skipped steps must not touch the parameters');
+    assert.ok(params.embed.f32.some((x, i) => x !== before[i]));
+  } finally { setBackend(prev); }
 });
 
 test('frugal train --lr 1e30 stops with a clear error, keeping the last good checkpoint', () => {
@@ -212,14 +227,15 @@ test('frugal train --lr 1e30 stops with a clear error, keeping the last good che
 
 test('SIGINT saves a checkpoint and exits with 130', async () => {
   const dir = path.join(work, 'int');
-  const child = cliChild([...common, '--steps', '30', '--save-every', '0', '--out', dir]);
+  // 10,000 steps: the child cannot finish before the signal arrives, however loaded the machine.
+  const child = cliChild([...common, '--steps', '10000', '--save-every', '0', '--out', dir]);
   const done = finish(child);
   const t0 = Date.now();
   while (readMetrics(path.join(dir, 'metrics.jsonl')).length < 2 && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 10));
   child.kill('SIGINT');
   const r = await done;
   assert.equal(r.code, 130, r.err);
-  assert.match(r.out, /interrupted at step \d+\/30; checkpoint saved/);
+  assert.match(r.out, /interrupted at step \d+\/10000; checkpoint saved/);
   const at = ckptStep(dir);
-  assert.ok(at >= 2 && at < 30, `checkpoint step ${at}`);
+  assert.ok(at >= 2 && at < 10000, `checkpoint step ${at}`);
 });

@@ -456,6 +456,19 @@ napi_value CpuFeatures(napi_env env, napi_callback_info) {
   return o;
 }
 
+// mallocInUse() -> bytes the C allocator has handed out and not taken back (glibc mallinfo2:
+// in-use arena chunks plus mmapped blocks), or -1 where the C library cannot say. It covers the
+// addon's own buffers and the ArrayBuffer backing stores Node allocates, so a test can prove the
+// native side does not grow step after step.
+napi_value MallocInUse(napi_env env, napi_callback_info) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  const struct mallinfo2 m = mallinfo2();
+  return number(env, static_cast<double>(m.uordblks + m.hblkhd));
+#else
+  return number(env, -1);
+#endif
+}
+
 }  // namespace
 
 NAPI_MODULE_INIT() {
@@ -479,6 +492,7 @@ NAPI_MODULE_INIT() {
       {"adamw", nullptr, AdamW, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"sumSquares", nullptr, SumSquares, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"addInto", nullptr, AddInto, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"mallocInUse", nullptr, MallocInUse, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   tuneAllocator();
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

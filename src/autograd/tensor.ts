@@ -28,23 +28,13 @@ function allocate(dtype: DType, n: number): Storage {
   }
 }
 
+/** Non-zeroing output allocation for kernels that overwrite their whole output (src/backend/alloc.ts). */
+export { allocUninitF32, setUninitF32Allocator } from '../backend/alloc.js';
+
 /**
  * A gradient that touches few elements (row gathers, slices, embedding lookups): instead of a
  * mostly-zero dense array it adds itself into the accumulator.
  */
-let uninitF32: (n: number) => Float32Array = (n) => new Float32Array(n);
-
-/**
- * A Float32Array of n elements whose contents are unspecified, for outputs a kernel overwrites
- * entirely (GEMM results): zero-filling them is a memset per call (~8% of a training step). In the
- * browser it is `new Float32Array(n)`; on Node the native backend installs a non-zeroing
- * allocator (`setUninitF32Allocator`).
- */
-export function allocUninitF32(n: number): Float32Array { return uninitF32(n); }
-
-/** Replaces the allocator behind `allocUninitF32` (it must return a fresh, unshared array). */
-export function setUninitF32Allocator(fn: (n: number) => Float32Array): void { uninitF32 = fn; }
-
 export interface SparseGrad { addInto(dst: Float32Array): void }
 
 /** Record of how a tensor was produced: consumed by backward(). */

@@ -12,7 +12,7 @@ import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { setUninitF32Allocator } from '../autograd/tensor.js';
+import { setUninitF32Allocator } from './alloc.js';
 import { registerBackend, getBackendByName, type Backend, type MatMulArgs, type AdamWHyper, type AttnGeometry, type Fp8GemmArgs } from './index.js';
 
 /** CPU features seen by the addon and the kernel families it dispatches. */
@@ -64,6 +64,8 @@ export interface NativeAddon {
   adamwBf16?(w: Float32Array, g: Float32Array, m: Uint16Array, v: Uint16Array, beta1: number, beta2: number, eps: number,
     stepSize: number, decay: number, invBc2Sqrt: number): void;
   fp8Family?(): string;
+  /** Bytes the C allocator has in use (glibc mallinfo2), -1 where unknown: native-side memory for tests. */
+  mallocInUse?(): number;
 }
 
 /** An FP8 operand as produced by src/fp8/quant.ts (codes + float32 dequantisation scales). */

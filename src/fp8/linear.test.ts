@@ -141,7 +141,7 @@ test('tiny DeepSeek model: loss with FP8 projections within 1% of f32 at init, a
   assert.ok(g && g.some((v) => v !== 0), 'no gradient reached an FP8 projection weight');
 });
 
-test('FP8 checkpoint: re-quantised weights give the checkpoint codes; logits match its FP8-GEMM path coarsely', async () => {
+test('FP8 checkpoint: re-quantised weights give the checkpoint codes; logits match its FP8-GEMM path', async () => {
   const dir = path.join(REF, 'tiny-dsv3-fp8');
   const { cfg, params } = await loadModel(dir);
   const st = await SafetensorsModel.open(dir);
@@ -178,7 +178,7 @@ test('FP8 checkpoint: re-quantised weights give the checkpoint codes; logits mat
     if (ag === aw) same++;
   }
   assert.ok(same >= seq.length - 1, `argmax agrees on ${same}/${seq.length} rows`);
-  assert.ok(maxd < 1, `max |Δlogit| ${maxd}`);
+  assert.ok(maxd < 1e-4, `max |Δlogit| ${maxd} (the official FP8 path, emulated exactly; quantisation noise alone is ~3)`);
 });
 
 // ---------------------------------------------------------------------------------------------

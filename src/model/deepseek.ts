@@ -192,8 +192,9 @@ export interface ForwardOptions {
   cache?: KVCache | null;
   /** Recompute RMSNorm and MLA up-projections in backward instead of storing them. */
   recompute?: boolean;
-  /** Record per-layer routing (expert ids) for tests, balancing and MaxVio. */
-  collectRouting?: boolean;
+  /** Record per-layer routing (expert ids) for tests, balancing and MaxVio; 'scores' also keeps
+   *  each layer's gate scores [N, E] (for tests that recompute the selection independently). */
+  collectRouting?: boolean | 'scores';
   /** Sequence-wise balance loss weight α (report §2.1.2); 0 = off. */
   balanceAlpha?: number;
   /**
@@ -210,11 +211,15 @@ export interface ForwardOptions {
   linear?: (x: Tensor, w: Tensor) => Tensor;
 }
 
-export interface RoutingRecord { layer: number; ids: Int32Array; weights: Float32Array; tokens: number; k: number }
+export interface RoutingRecord {
+  layer: number; ids: Int32Array; weights: Float32Array; tokens: number; k: number;
+  /** Gate scores [tokens, E] before the bias (only with `collectRouting: 'scores'`). */
+  scores?: Float32Array;
+}
 
 interface Ctx {
   cfg: DeepSeekConfig; B: number; T: number; start: number; cos: Float32Array; sin: Float32Array;
-  impl: AttnImpl; cache: KVCache | null; recompute: boolean; routing: RoutingRecord[] | null;
+  impl: AttnImpl; cache: KVCache | null; recompute: boolean; routing: RoutingRecord[] | null; routingScores: boolean;
   balanceAlpha: number; balance: Tensor[];
   lin: (x: Tensor, w: Tensor) => Tensor;
 }
@@ -344,7 +349,7 @@ function moe(ctx: Ctx, x: Tensor, m: MoeParams, layerIdx: number): Tensor {
   const normalise = cfg.scoringFunc === 'sigmoid' ? true : cfg.normTopkProb;
   if (normalise && k > 1) w = op.div(w, op.sum(w, 1, true));
   w = op.mulScalar(w, cfg.routedScalingFactor);
-  if (ctx.routing) ctx.routing.push({ layer: layerIdx, ids, weights: w.f32.slice(), tokens: N, k });
+  if (ctx.routing) ctx.routing.push({ layer: layerIdx, ids, weights: w.f32.slice(), tokens: N, k, ...(ctx.routingScores ? { scores: scores.f32.slice() } : {}) });
   if (ctx.balanceAlpha > 0 && cfg.scoringFunc === 'sigmoid') ctx.balance.push(balanceLoss(ctx, scores, ids));
   const out = m.shared ? swiglu(ctx, x, m.shared) : new Tensor(new Float32Array(N * H), [N, H]);
   // Dispatch: rows per expert, then combine with index-add.
@@ -402,7 +407,7 @@ function makeCtx(cfg: DeepSeekConfig, B: number, T: number, opts: ForwardOptions
   const { cos, sin } = ropeTables(cfg, start, T);
   return {
     cfg, B, T, start, cos, sin, impl, cache: opts.cache ?? null, recompute: opts.recompute ?? false,
-    routing: opts.collectRouting ? [] : null, balanceAlpha: opts.balanceAlpha ?? 0, balance: [],
+    routing: opts.collectRouting ? [] : null, routingScores: opts.collectRouting === 'scores', balanceAlpha: opts.balanceAlpha ?? 0, balance: [],
     lin: opts.projLinear ?? opts.linear ?? op.linear,
   };
 }

@@ -6,6 +6,7 @@ import '../backend/index.js';
 import { Tensor } from '../autograd/tensor.js';
 import { backward, noGrad, zeroGrad } from '../autograd/tape.js';
 import { denseConfigs, denseForward, denseLossFn, denseParamEntries, denseTrainableParams, initDenseParams, DenseKVCache, denseHFConfig } from './dense.js';
+import { worseOf } from '../ops/compare.js';
 
 const cfg = denseConfigs['dense-tiny']!;
 const tokens = (n: number, seed: number): Int32Array => {
@@ -56,7 +57,7 @@ test('dense: loss gradients match central differences', () => {
       const num = (lp - lm) / (2 * eps);
       if (Math.abs(num) > 1e-2) big++;
       const err = Math.abs(G[i]! - num) / (2e-3 + 3e-2 * Math.abs(num));
-      if (err > worst) { worst = err; detail = `${name}[${i}]: analytic ${G[i]}, numeric ${num}`; }
+      if (worseOf(err, worst)) { worst = err; detail = `${name}[${i}]: analytic ${G[i]}, numeric ${num}`; }
     }
   }
   assert.ok(big > 20, `only ${big} gradients are large enough to check`);

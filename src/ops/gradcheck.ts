@@ -4,6 +4,7 @@
  */
 import { Tensor } from '../autograd/tensor.js';
 import { backward, noGrad } from '../autograd/tape.js';
+import { worseOf } from './compare.js';
 
 export function rng(seed: number): () => number {
   let s = seed >>> 0;
@@ -17,7 +18,8 @@ export function randn(shape: number[], seed: number, scale = 1): Tensor {
   return new Tensor(d, shape);
 }
 
-/** Returns the worst |analytic − numeric| / (atol + rtol·|numeric|) over all inputs (≤ 1 passes). */
+/** Returns the worst |analytic − numeric| / (atol + rtol·|numeric|) over all inputs (≤ 1 passes;
+ *  NaN anywhere — a NaN gradient or a NaN loss — makes `worst` NaN, which fails `worst <= 1`). */
 export function gradCheck(f: (...xs: Tensor[]) => Tensor, inputs: Tensor[], opts: { eps?: number; atol?: number; rtol?: number; seed?: number } = {}): { worst: number; detail: string } {
   const eps = opts.eps ?? 1e-2, atol = opts.atol ?? 2e-3, rtol = opts.rtol ?? 2e-2;
   for (const x of inputs) { x.requiresGrad = true; x.grad = null; }
@@ -36,7 +38,7 @@ export function gradCheck(f: (...xs: Tensor[]) => Tensor, inputs: Tensor[], opts
       const num = (lp - lm) / (2 * eps);
       const ana = x.grad ? x.grad[i]! : 0;
       const err = Math.abs(ana - num) / (atol + rtol * Math.abs(num));
-      if (err > worst) { worst = err; detail = `input ${xi} element ${i}: analytic ${ana}, numeric ${num}`; }
+      if (worseOf(err, worst)) { worst = err; detail = `input ${xi} element ${i}: analytic ${ana}, numeric ${num}`; }
     }
   });
   return { worst, detail };

@@ -1,18 +1,28 @@
 // Every op's gradient against central finite differences, on odd shapes; forward values against
-// direct formulas where the formula is simple.
-import { test } from 'node:test';
+// direct formulas where the formula is simple — on every backend this process can start.
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import '../backend/index.js';
+import { backendsUnderTest, withBackend } from '../backend/testing-node.js';
+import { disposeBackends } from '../backend/setup.js';
 import { Tensor } from '../autograd/tensor.js';
-import { backward, noGrad, recompute } from '../autograd/tape.js';
+import { backward, noGrad, recompute, record } from '../autograd/tape.js';
+import { maxAbsDiff, worstError } from './compare.js';
 import * as op from './index.js';
 import { gradCheck, randn } from './gradcheck.js';
+
+const BACKENDS = await backendsUnderTest();
+after(() => disposeBackends());
+/** One test per backend under test, each with that backend active. */
+function btest(name: string, fn: () => void): void {
+  for (const be of BACKENDS) test(`${name} [${be}]`, () => withBackend(be, fn));
+}
 
 function ok(name: string, r: { worst: number; detail: string }): void {
   assert.ok(r.worst <= 1, `${name}: gradient mismatch ${r.worst.toFixed(2)}× tolerance at ${r.detail}`);
 }
 
-test('elementwise grads with broadcasting', () => {
+btest('elementwise grads with broadcasting', () => {
   ok('add', gradCheck((a, b) => op.add(a!, b!), [randn([3, 1, 5], 1), randn([4, 5], 2)]));
   ok('sub', gradCheck((a, b) => op.sub(a!, b!), [randn([7], 3), randn([1], 4)]));
   ok('mul', gradCheck((a, b) => op.mul(a!, b!), [randn([2, 3, 4], 5), randn([3, 1], 6)]));
@@ -29,7 +39,7 @@ test('elementwise grads with broadcasting', () => {
   ok('maskedFill', gradCheck((a) => op.maskedFill(a!, Tensor.ints([1, 0, 1], [3]), -5), [randn([2, 3], 17)]));
 });
 
-test('elementwise forward values', () => {
+btest('elementwise forward values', () => {
   const a = Tensor.from([1, 2, 3, 4, 5, 6], [2, 3]);
   const b = Tensor.from([10, 20, 30], [3]);
   assert.deepEqual(op.add(a, b).toArray(), [11, 22, 33, 14, 25, 36]);
@@ -39,7 +49,7 @@ test('elementwise forward values', () => {
   assert.ok(Math.abs(s[1]! - 1 / (1 + Math.exp(-1))) < 1e-7 && s[0] === 0);
 });
 
-test('matmul: all transposes, batched, broadcast operands', () => {
+btest('matmul: all transposes, batched, broadcast operands', () => {
   for (const [tA, tB] of [[false, false], [true, false], [false, true], [true, true]] as const) {
     const a = randn(tA ? [2, 5, 3] : [2, 3, 5], 20), b = randn(tB ? [2, 4, 5] : [2, 5, 4], 21);
     ok(`matmul ${tA}${tB}`, gradCheck((x, y) => op.matmul(x!, y!, { transA: tA, transB: tB }), [a, b]));
@@ -59,7 +69,7 @@ test('matmul: all transposes, batched, broadcast operands', () => {
   ok('linear', gradCheck((x, w) => op.linear(x!, w!), [randn([2, 3, 7], 26), randn([5, 7], 27)]));
 });
 
-test('shape ops', () => {
+btest('shape ops', () => {
   ok('reshape', gradCheck((a) => op.reshape(a!, [3, -1]), [randn([2, 3, 2], 30)]));
   ok('permute', gradCheck((a) => op.permute(a!, [2, 0, 1]), [randn([2, 3, 4], 31)]));
   ok('transpose', gradCheck((a) => op.transpose(a!), [randn([2, 3, 4], 32)]));
@@ -72,7 +82,7 @@ test('shape ops', () => {
   assert.deepEqual(op.concat([Tensor.from([1, 2], [2, 1]), Tensor.from([3, 4], [2, 1])], 1).toArray(), [1, 3, 2, 4]);
 });
 
-test('reductions and normalisers', () => {
+btest('reductions and normalisers', () => {
   ok('sum all', gradCheck((a) => op.sum(a!), [randn([3, 4], 40)]));
   ok('sum axis', gradCheck((a) => op.sum(a!, 1, true), [randn([3, 4, 2], 41)]));
   ok('mean', gradCheck((a) => op.mean(a!, 0), [randn([3, 4], 42)]));
@@ -84,7 +94,7 @@ test('reductions and normalisers', () => {
   assert.deepEqual(sm, [0.5, 0.5]);
 });
 
-test('nn ops: rmsNorm, rope, embedding, crossEntropy, attention', () => {
+btest('nn ops: rmsNorm, rope, embedding, crossEntropy, attention', () => {
   ok('rmsNorm', gradCheck((x, w) => op.rmsNorm(x!, w!), [randn([3, 7], 50), randn([7], 51)]));
   const T = 5, half = 4;
   const cos = new Float32Array(T * half), sin = new Float32Array(T * half);
@@ -123,7 +133,7 @@ test('nn ops: rmsNorm, rope, embedding, crossEntropy, attention', () => {
   for (let i = 0; i < 8; i++) assert.ok(Math.abs(fused[i]! - ref[i]!) < 1e-5);
 });
 
-test('linearCrossEntropy equals crossEntropy(linear) in value and gradients, across chunks', () => {
+btest('linearCrossEntropy equals crossEntropy(linear) in value and gradients, across chunks', () => {
   ok('linearCrossEntropy', gradCheck((x, w) => op.mulScalar(op.linearCrossEntropy(x!, w!, Tensor.ints([2, -100, 0, 4, 1])), 0.3), [randn([5, 3], 70), randn([6, 3], 71)]));
   // V = 4096 → chunks of 256 rows; 300 rows span two chunks, with ignored rows in both.
   const N = 300, H = 5, V = 4096;
@@ -148,7 +158,7 @@ test('linearCrossEntropy equals crossEntropy(linear) in value and gradients, acr
   assert.throws(() => op.linearCrossEntropy(x, w, Tensor.ints([V, ...ys.slice(1)])), /out of range/);
 });
 
-test('index ops: topk, gather, indexSelect, indexAdd', () => {
+btest('index ops: topk, gather, indexSelect, indexAdd', () => {
   const x = Tensor.from([0.1, 0.9, 0.5, 0.3, 0.2, 0.8, 0.7, 0.6], [2, 4]);
   const { values, indices } = op.topk(x, 2);
   assert.deepEqual(indices.toArray(), [1, 2, 1, 2]);
@@ -160,7 +170,7 @@ test('index ops: topk, gather, indexSelect, indexAdd', () => {
   ok('indexAdd', gradCheck((a, b) => op.indexAdd(a!, Int32Array.of(1, 1, 0), b!), [randn([3, 2], 63), randn([3, 2], 64)]));
 });
 
-test('autograd: accumulation across backward calls, noGrad, recompute, freeing', () => {
+btest('autograd: accumulation across backward calls, noGrad, recompute, freeing', () => {
   const w = randn([3, 3], 70).param('w');
   const x = randn([2, 3], 71);
   backward(op.sum(op.linear(x, w)));
@@ -186,4 +196,22 @@ test('autograd: accumulation across backward calls, noGrad, recompute, freeing',
   const z = op.sum(op.linear(x, w));
   backward(z);
   assert.equal(z.node, null);
+});
+
+test('the gradient checker itself fails a NaN gradient and a wrong one (it cannot pass silently)', () => {
+  // An op y = x² whose backward is given: correct, NaN in one element, or off by 10%.
+  const square = (grad: (x: Float32Array, g: Float32Array) => Float32Array) => (x: Tensor): Tensor => {
+    const y = new Tensor(x.f32.map((v) => v * v), [...x.shape]);
+    return record(y, 'TestSquare', [x], (g) => [grad(x.f32, g)]);
+  };
+  const good = gradCheck(square((x, g) => x.map((v, i) => 2 * v * g[i]!)), [randn([6], 90)]);
+  assert.ok(good.worst <= 1, `the correct backward passes (${good.worst})`);
+  const nan = gradCheck(square((x, g) => x.map((v, i) => (i === 3 ? NaN : 2 * v * g[i]!))), [randn([6], 90)]);
+  assert.ok(!(nan.worst <= 1), 'a NaN gradient must fail the check');
+  assert.match(nan.detail, /element 3/);
+  const off = gradCheck(square((x, g) => x.map((v, i) => 2.2 * v * g[i]!)), [randn([6], 90)]);
+  assert.ok(!(off.worst <= 1), `a 10% wrong gradient must fail the check (${off.worst})`);
+  assert.equal(worstError([1, NaN, 3], [1, 2, 3], 1e-6, 0).index, 1);
+  assert.ok(Number.isNaN(maxAbsDiff([0, 0], [0, NaN])));
+  assert.throws(() => maxAbsDiff([1], [1, 2]), /lengths differ/);
 });

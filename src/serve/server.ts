@@ -48,7 +48,16 @@ export interface ServerOptions {
   defaultMaxTokens?: number;
   speculative?: boolean;
   log?: (msg: string) => void;
+  /**
+   * Test and tooling hook, awaited before every engine step of a generation: lets a test hold a
+   * generation open deterministically (e.g. until its client has gone, or while the queue is
+   * full) instead of racing the engine. Not for production use.
+   */
+  beforeStep?: (job: StepInfo) => void | Promise<void>;
 }
+
+/** What `beforeStep` sees of the generation about to step. */
+export interface StepInfo { readonly cancelled: boolean; readonly tokens: number }
 
 export interface RunningServer {
   url: string;
@@ -167,9 +176,12 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
         job.gen = gen;
         if (r.stream) {
           res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
+          res.flushHeaders(); // the client learns at once that its request runs (before any text)
           if (kind === 'chat') sse(chunk(null, null, true));
         }
+        const info: StepInfo = { get cancelled() { return job.cancelled; }, get tokens() { return gen.tokens.length; } };
         while (!gen.done) {
+          if (o.beforeStep) await o.beforeStep(info);
           if (job.cancelled) gen.cancel(); else gen.step();
           await new Promise((resolve) => setImmediate(resolve));
         }
