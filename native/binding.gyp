@@ -13,7 +13,11 @@
         "src/ops.cc",
         "src/optim.cc",
         "src/attention.cc",
-        "src/gemv_q8.cc"
+        "src/gemv_q8.cc",
+        "src/fp8_quant.cc",
+        "src/fp8_gemm.cc",
+        "src/adamw_bf16.cc",
+        "src/fp8_addon.cc"
       ],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++1y", "-std=gnu++17"],

@@ -63,6 +63,12 @@ export class Tensor {
   /** The node that produced this tensor (null for leaves and noGrad results). */
   node: Node | null = null;
   name?: string;
+  /**
+   * Bumped by every in-place update of `data` (the optimizer step); caches of values derived from
+   * the data (the FP8 copy of a weight) compare it. Code that writes a tensor's data in place after
+   * it was used must bump it too.
+   */
+  version = 0;
 
   constructor(data: Storage, shape: readonly number[], dtype?: DType) {
     const n = sizeOf(shape);

@@ -13,7 +13,7 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { setUninitF32Allocator } from './alloc.js';
-import { registerBackend, getBackendByName, type Backend, type MatMulArgs, type AdamWHyper, type AttnGeometry } from './index.js';
+import { registerBackend, getBackendByName, type Backend, type MatMulArgs, type AdamWHyper, type AttnGeometry, type Fp8GemmArgs } from './index.js';
 
 /** CPU features seen by the addon and the kernel families it dispatches. */
 export interface NativeCpuFeatures {
@@ -54,6 +54,16 @@ export interface NativeAddon {
   attentionBackward?(q: Float32Array, k: Float32Array, v: Float32Array, gradOut: Float32Array, gradQ: Float32Array, gradK: Float32Array,
     gradV: Float32Array, B: number, T: number, S: number, H: number, KH: number, Dk: number, Dv: number, ldk: number, ldv: number, scale: number): void;
   addInto?(dst: Float32Array, src: Float32Array): void;
+  // FP8 training kernels (native/src/fp8_addon.cc); absent in older builds.
+  fp8QuantizeRows?(x: Float32Array, rows: number, cols: number, codes: Uint8Array, scales: Float32Array, ue8m0: boolean): void;
+  fp8QuantizeCols?(x: Float32Array, rows: number, cols: number, codes: Uint8Array, scales: Float32Array, ue8m0: boolean): void;
+  fp8RequantizeCols?(codes: Uint8Array, rowScales: Float32Array, rows: number, cols: number, outCodes: Uint8Array, outScales: Float32Array, ue8m0: boolean): void;
+  fp8QuantizeWeight?(w: Float32Array, rows: number, cols: number, codes: Uint8Array, scales: Float32Array, codesT: Uint8Array | null, ue8m0: boolean): void;
+  fp8ScaledGemm?(a: Uint8Array, aTrans: boolean, sa: Float32Array, saKb: number, saRow: number, b: Uint8Array, sb: Float32Array,
+    sbKb: number, sbDiv: number, sbCol: number, c: Float32Array, m: number, n: number, k: number, accumulate: boolean, accum?: number): void;
+  adamwBf16?(w: Float32Array, g: Float32Array, m: Uint16Array, v: Uint16Array, beta1: number, beta2: number, eps: number,
+    stepSize: number, decay: number, invBc2Sqrt: number): void;
+  fp8Family?(): string;
   /** Bytes the C allocator has in use (glibc mallinfo2), -1 where unknown: native-side memory for tests. */
   mallocInUse?(): number;
 }
@@ -154,6 +164,14 @@ export function loadNativeBackend(opts: { threads?: number } = {}): NativeBacken
           lib.rowsAxpy!(d, dr, src, sr, sc, count, D),
       } : {}),
       ...(lib.addInto ? { AddInto: (d: Float32Array, src: Float32Array) => lib.addInto!(d, src) } : {}),
+      ...(lib.fp8ScaledGemm ? {
+        Fp8QuantizeRows: (x: Float32Array, r: number, c: number, codes: Uint8Array, s: Float32Array, u: boolean) => lib.fp8QuantizeRows!(x, r, c, codes, s, u),
+        Fp8QuantizeCols: (x: Float32Array, r: number, c: number, codes: Uint8Array, s: Float32Array, u: boolean) => lib.fp8QuantizeCols!(x, r, c, codes, s, u),
+        Fp8RequantizeCols: (codes: Uint8Array, rs: Float32Array, r: number, c: number, oc: Uint8Array, os: Float32Array, u: boolean) => lib.fp8RequantizeCols!(codes, rs, r, c, oc, os, u),
+        Fp8QuantizeWeight: (w: Float32Array, r: number, c: number, codes: Uint8Array, s: Float32Array, t: Uint8Array | null, u: boolean) => lib.fp8QuantizeWeight!(w, r, c, codes, s, t, u),
+        Fp8ScaledGemm: (g: Fp8GemmArgs) => lib.fp8ScaledGemm!(g.a, g.aTrans, g.sa, g.saKb, g.saRow, g.b, g.sb, g.sbKb, g.sbDiv, g.sbCol, g.c, g.m, g.n, g.k, g.accumulate, g.accum ?? 0),
+        AdamWBf16: (w: Float32Array, g: Float32Array, m: Uint16Array, v: Uint16Array, h: AdamWHyper) => lib.adamwBf16!(w, g, m, v, h.beta1, h.beta2, h.eps, h.stepSize, h.decay, h.invBc2Sqrt),
+      } : {}),
     },
     bf16Gemm(a, bm, m, n, k, out, accumulate = false) {
       const c = out ?? new Float32Array(m * n);
@@ -171,7 +189,7 @@ export function loadNativeBackend(opts: { threads?: number } = {}): NativeBacken
       const f = lib.cpuFeatures();
       const tile = f.isa === 'avx512' ? '14x32' : f.isa === 'avx2' ? '6x16' : '4x16';
       const feats = (['avx512f', 'avx512bf16', 'avx2', 'fma'] as const).filter((k) => f[k]).join(' ') || 'none of avx512f/avx2/fma';
-      return `native (C++ N-API: f32 GEMM ${f.isa} ${tile} tile, BF16/FP8 GEMM ${f.lowp}, ${f.threads} thread${f.threads > 1 ? 's' : ''}; cpu: ${feats}${f.allocator ? `; ${f.allocator}` : ''})`;
+      return `native (C++ N-API: f32 GEMM ${f.isa} ${tile} tile, BF16/FP8 GEMM ${f.lowp}${lib.fp8Family ? `, FP8 recipe kernels ${lib.fp8Family()}` : ''}, ${f.threads} thread${f.threads > 1 ? 's' : ''}; cpu: ${feats}${f.allocator ? `; ${f.allocator}` : ''})`;
     },
     dispose() { lib.setThreads(1); b.threads = 1; },
   };

@@ -52,6 +52,32 @@ export interface Kernels {
   /** Its backward (probabilities recomputed): ADDS into gradQ, gradK, gradV (gradK may be gradV). Optional. */
   AttentionBackward(q: Float32Array, k: Float32Array, v: Float32Array, gradOut: Float32Array,
     gradQ: Float32Array, gradK: Float32Array, gradV: Float32Array, geo: AttnGeometry): void;
+  /** FP8 E4M3 quantisation of x [rows, cols] in 1×128 tiles along cols: codes [rows, cols], scales
+   *  [rows, ⌈cols/128⌉] (src/fp8/quant.ts quantizeTiles, bit for bit). Optional: src/fp8 has the TS one. */
+  Fp8QuantizeRows(x: Float32Array, rows: number, cols: number, codes: Uint8Array, scales: Float32Array, ue8m0: boolean): void;
+  /** The same in 128×1 column tiles, codes in place [rows, cols], scales [⌈rows/128⌉, cols] (quantizeColumnTiles). Optional. */
+  Fp8QuantizeCols(x: Float32Array, rows: number, cols: number, codes: Uint8Array, scales: Float32Array, ue8m0: boolean): void;
+  /** FP8 rows (codes + 1×128 row scales) re-tiled to 128×1 column tiles (requantizeColumnTiles). Optional. */
+  Fp8RequantizeCols(codes: Uint8Array, rowScales: Float32Array, rows: number, cols: number, outCodes: Uint8Array, outScales: Float32Array, ue8m0: boolean): void;
+  /** 128×128 weight blocks (quantizeBlocks) plus, when codesT is given, the codes transposed [cols, rows]. Optional. */
+  Fp8QuantizeWeight(w: Float32Array, rows: number, cols: number, codes: Uint8Array, scales: Float32Array, codesT: Uint8Array | null, ue8m0: boolean): void;
+  /** Scaled FP8 GEMM with promotion every 128 of K (see Fp8GemmArgs). Optional. */
+  Fp8ScaledGemm(args: Fp8GemmArgs): void;
+  /** AdamW with BF16-stored moments: same bits as decoding m, v, AdamW, and encoding back. Optional. */
+  AdamWBf16(w: Float32Array, g: Float32Array, m: Uint16Array, v: Uint16Array, h: AdamWHyper): void;
+}
+/**
+ * C[m,n] (+)= Σ_kb sa(m,kb)·sb(kb,n)·Σ_{k∈kb} A(m,k)·B(k,n) over 128-wide K blocks kb, E4M3 codes.
+ * A is [m,k] row-major, or [k,m] when aTrans; B is [k,n] row-major. sa(m,kb) = sa[kb·saKb + m·saRow],
+ * sb(kb,n) = sb[kb·sbKb + ⌊n/sbDiv⌋·sbCol]. C is overwritten unless accumulate.
+ */
+export interface Fp8GemmArgs {
+  a: Uint8Array; aTrans: boolean; sa: Float32Array; saKb: number; saRow: number;
+  b: Uint8Array; sb: Float32Array; sbKb: number; sbDiv: number; sbCol: number;
+  c: Float32Array; m: number; n: number; k: number; accumulate: boolean;
+  /** Accumulator ablation: 0 fp32 (default); 1 ~14-bit within each 128-K block, promoted to fp32;
+   *  2 ~14-bit over all of K, never promoted (H800 tensor cores keep ~14 bits: report §3.3.2). */
+  accum?: 0 | 1 | 2 | undefined;
 }
 /**
  * Attention geometry: q (b,t,h,d) at ((b·T+t)·H+h)·Dk+d; k (b,s,kh,d) at (b·S+s)·ldk+kh·Dk+d;
@@ -146,7 +172,8 @@ export function optionalKernel<K extends KernelName>(name: K): Kernels[K] | null
 /** Which backend serves each kernel now (after fallbacks). */
 export function kernelTable(): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const name of ['MatMul', 'RMSNorm', 'Softmax', 'SiluMul', 'SiluMulBackward', 'RMSNormBackward', 'SoftmaxBackward', 'AdamW', 'SumSquares', 'AddInto', 'RowsAxpy', 'AttentionForward', 'AttentionBackward'] as KernelName[]) {
+  for (const name of ['MatMul', 'RMSNorm', 'Softmax', 'SiluMul', 'SiluMulBackward', 'RMSNormBackward', 'SoftmaxBackward', 'AdamW', 'SumSquares', 'AddInto', 'RowsAxpy', 'AttentionForward', 'AttentionBackward',
+    'Fp8QuantizeRows', 'Fp8QuantizeCols', 'Fp8RequantizeCols', 'Fp8QuantizeWeight', 'Fp8ScaledGemm', 'AdamWBf16'] as KernelName[]) {
     let b: Backend | undefined = active ?? undefined;
     while (b && !b.kernels[name]) b = b.fallback ? backends.get(b.fallback) : undefined;
     out[name] = b ? b.name : 'missing';

@@ -4,59 +4,54 @@
  * Contract (x [..., K] f32, W [N, K] f32 master weight, y [..., N] f32; E4M3 everywhere, online
  * `amax / 448` scales, optional power-of-two `ue8m0` scales):
  * - Fprop: x quantised per 1×128 tile (per token, 128 channels of K), W per 128×128 block.
- * - Dgrad: dX = dY·W. dY quantised 1×128 along its K (= out) axis; Wᵀ in 128×128 blocks, which are
- *   the transposes of W's blocks (same amax, same scales, same codes — re-tiling is a transpose).
- * - Wgrad: dW = dYᵀ·X. dYᵀ and Xᵀ quantised 1×128 along the token axis. Xᵀ comes from the saved
- *   FP8 x: decoded and re-quantised along tokens (the report's re-tiling of cached activations).
- * - Every GEMM: FP8 operands with scales, partial sums of each 128-wide K block computed in fp32,
- *   then scaled and promoted into an fp32 accumulator (fp8Gemm semantics). Gradients are f32.
- *   Two implementations (`Fp8LinearOptions.gemm`): 'ts' = `scaledFp8Gemm` (decoded f32 panels
- *   through the `MatMul` kernel; the reference), 'native' = the native backend's `fp8Gemm` (codes
- *   decoded exactly to BF16, AVX-512 BF16 dot products, FP32 accumulation). 'auto' (default) takes
- *   native when the active backend is `native` and offers `fp8Gemm`. Wgrad's B operand has 1×128
- *   scales, which the native kernel (128×128 weight blocks) cannot take: it runs one native call
- *   per 128-token block with unit B scales and applies B's per-row scale in the promotion.
+ * - Dgrad: dX = dY·W. dY quantised 1×128 along its K (= out) axis; W's own codes and block scales
+ *   serve as the [N, K] operand (the GEMM reads B as [reduction, out]), so nothing is re-tiled.
+ * - Wgrad: dW = dYᵀ·X. dY and X quantised in 128×1 tiles along the token axis: dY from its f32,
+ *   X re-tiled from the saved FP8 x (decoded with its row scales, re-quantised along tokens).
+ * - Every GEMM: FP8 operands with scales, the partial sums of each 128-wide K block in fp32, then
+ *   scaled and promoted into an fp32 accumulator (src/fp8/kernels.ts scaledGemm). Gradients are f32.
+ *   `Fp8LinearOptions.gemm`: 'ts' = the TypeScript reference kernels, 'native' = the native
+ *   backend's fused kernels (quantisers bit-exact with the reference; GEMM codes decoded to BF16,
+ *   AVX-512 BF16 dot products), 'auto' (default) = native when the active backend has them.
+ * - Weight: quantised once per optimizer step, not per use: the FP8 copy (codes, block scales,
+ *   codes transposed for Fprop) is cached per weight tensor and reused until `w.version` (bumped by
+ *   AdamW.step) or its data array changes. The copy used in forward is kept until backward.
  * - Saved for backward: only the FP8 codes of x (1 byte per value) + its tile scales; never the f32
- *   x. Counted by `savedActivationStats()`. W is re-quantised each call (measured cheaper than
- *   tracking versions: ~1/M of the GEMM work) and its FP8 copy is kept until backward.
+ *   x. Counted by `savedActivationStats()`.
+ * - Ablations (`dgrad` / `wgrad: 'bf16'`): that GEMM takes BF16-rounded operands and f32
+ *   accumulation instead; with `wgrad: 'bf16'` x is saved as BF16 (2 bytes per value, counted).
  * - K need not be a multiple of 128: the last tile/block is partial (ragged).
- * Emulated on the CPU: FP8 values are decoded (to f32 or BF16) before arithmetic; the saving is memory.
- * Engine caveat: the tape keeps each op's input Tensors (node.inputs), so the f32 x object stays
- * reachable until backward unless the engine stops holding inputs; the bytes counted here are the
- * buffers this op itself stores.
+ * Emulated on the CPU: FP8 values are decoded (to f32 or BF16) before arithmetic.
  */
 import { Tensor, fmtShape } from '../autograd/tensor.js';
 import { graphHandle, needsGrad, record } from '../autograd/tape.js';
 import { getBackend, kernel } from '../backend/registry.js';
-import { E4M3_TO_F32 } from './codec.js';
-import { FP8_BLOCK, type Fp8Quantized, type ScaleFormat, dequantizeTiles, quantizeBlocks, quantizeTiles } from './quant.js';
+import { decodeBf16, encodeBf16 } from './codec.js';
+import { type Fp8Weight, nativeFp8Available, quantizeCols, quantizeRows, quantizeWeight, requantizeCols, scaledGemm } from './kernels.js';
+import { FP8_BLOCK, type Fp8Quantized, type ScaleFormat } from './quant.js';
 
-/** Which implementation runs fp8Linear's scaled GEMMs (see the file comment). */
+/** Which implementation runs fp8Linear's kernels (see the file comment). */
 export type Fp8GemmPath = 'auto' | 'ts' | 'native';
 
 /** Options of {@link fp8Linear}. */
 export interface Fp8LinearOptions {
   /** Scale format of every quantisation: 'fp32' (amax/448, default) or 'ue8m0' (power of two). */
   scaleFmt?: ScaleFormat | undefined;
-  /** GEMM implementation: 'auto' (default), 'ts' (reference) or 'native' (error when not active). */
+  /** Kernels: 'auto' (default), 'ts' (reference) or 'native' (error when not active). */
   gemm?: Fp8GemmPath | undefined;
-}
-
-/** The part of the native backend used here (structural: this file stays browser-safe). */
-interface NativeFp8Gemm {
-  fp8Gemm(a: Fp8Quantized, b: Fp8Quantized, m: number, n: number, k: number, out?: Float32Array, accumulate?: boolean): Float32Array;
-}
-
-function nativeFp8(): NativeFp8Gemm | null {
-  const b = getBackend() as unknown as Partial<NativeFp8Gemm> & { name: string };
-  return b.name === 'native' && typeof b.fp8Gemm === 'function' ? (b as NativeFp8Gemm) : null;
+  /** Activation-gradient GEMM: 'fp8' (default) or 'bf16' (ablation). */
+  dgrad?: 'fp8' | 'bf16' | undefined;
+  /** Weight-gradient GEMM: 'fp8' (default) or 'bf16' (ablation; x is then saved as BF16). */
+  wgrad?: 'fp8' | 'bf16' | undefined;
+  /** GEMM accumulator (ablation, Fp8GemmArgs.accum): 0 fp32 (default), 1 14-bit promoted every 128, 2 14-bit never promoted. */
+  accum?: 0 | 1 | 2 | undefined;
 }
 
 /** The implementation `path` resolves to under the active backend; 'native' throws when unavailable. */
 export function resolveFp8Gemm(path: Fp8GemmPath = 'auto'): 'ts' | 'native' {
   if (path === 'ts') return 'ts';
-  if (nativeFp8()) return 'native';
-  if (path === 'native') throw new Error(`fp8Linear: gemm 'native' needs the native backend active (it is '${getBackend().name}'); use --backend native or gemm 'auto'`);
+  if (nativeFp8Available()) return 'native';
+  if (path === 'native') throw new Error(`fp8Linear: gemm 'native' needs the native backend active with its FP8 kernels (active: '${getBackend().name}'); use --backend native or gemm 'auto'`);
   return 'ts';
 }
 
@@ -90,107 +85,89 @@ export function trackSaved(bytes: number): () => void {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Scaled GEMM core
+// Time spent in the FP8 kernels (for the experiment's "share spent quantising")
+
+const timing = { quantizeMs: 0, gemmMs: 0 };
+
+/** Milliseconds spent quantising (activations, gradients, weights) and in FP8 GEMMs since the last reset. */
+export function fp8KernelTime(): { quantizeMs: number; gemmMs: number } { return { ...timing }; }
+/** Zeroes {@link fp8KernelTime}. */
+export function resetFp8KernelTime(): void { timing.quantizeMs = 0; timing.gemmMs = 0; }
+
+function timedQ<T>(f: () => T): T { const t0 = performance.now(); const r = f(); timing.quantizeMs += performance.now() - t0; return r; }
+function timedG<T>(f: () => T): T { const t0 = performance.now(); const r = f(); timing.gemmMs += performance.now() - t0; return r; }
+
+// ---------------------------------------------------------------------------------------------
+// The weight cache: one FP8 copy per weight and optimizer step
+
+interface WeightEntry { version: number; data: unknown; scaleFmt: ScaleFormat; q: Fp8Weight; pins: number }
+const weights = new WeakMap<Tensor, WeightEntry>();
+const weightCounts = { quantized: 0, reused: 0 };
+
+/** How often fp8Linear quantised a weight and how often it reused the cached FP8 copy. */
+export function fp8WeightStats(): { quantized: number; reused: number } { return { ...weightCounts }; }
 
 /**
- * C[M,N] = Σ_kb aS[m,kb]·bS[n,kb]·Σ_{k∈kb} fp8(a)[m,k]·fp8(b)[n,k] with one fp32 partial sum per
- * 128-wide K block (MatMul on decoded panels) promoted into an fp32 accumulator.
- * aCodes [M,K], bCodes [N,K] (e4m3); aS [M,KB], bS [N,KB] per-row-per-block dequant multipliers.
+ * W's FP8 copy, re-quantised only when W changed (version or data array) or the scale format
+ * differs. A re-quantisation writes into the old copy's arrays unless a pending backward still
+ * holds that copy (`pin`: the caller keeps it until its release).
  */
-export function scaledFp8Gemm(
-  aCodes: Uint8Array, aS: Float32Array, bCodes: Uint8Array, bS: Float32Array,
-  M: number, N: number, K: number,
-): Float32Array {
-  const B = FP8_BLOCK;
-  const KB = Math.ceil(K / B);
-  if (aCodes.length !== M * K || bCodes.length !== N * K || aS.length !== M * KB || bS.length !== N * KB) {
-    throw new Error(`fp8.scaledFp8Gemm: operand sizes do not match M=${M} N=${N} K=${K} (a ${aCodes.length}, b ${bCodes.length}, aS ${aS.length}, bS ${bS.length})`);
+export function fp8Weight(w: Tensor, scaleFmt: ScaleFormat, path: 'ts' | 'native', pin = false): { q: Fp8Weight; unpin: () => void } {
+  let e = weights.get(w);
+  if (e && e.version === w.version && e.data === w.data && e.scaleFmt === scaleFmt) weightCounts.reused++;
+  else {
+    const [N, K] = w.shape as [number, number];
+    const reuse = e && e.pins === 0 && e.q.codes.length === N * K ? e.q : undefined;
+    const t0 = performance.now();
+    const q = quantizeWeight(w.f32, N, K, scaleFmt, path, reuse);
+    timing.quantizeMs += performance.now() - t0;
+    e = { version: w.version, data: w.data, scaleFmt, q, pins: 0 };
+    weights.set(w, e);
+    weightCounts.quantized++;
   }
-  const T = E4M3_TO_F32;
-  const C = new Float32Array(M * N);
-  if (K === 0) return C;
-  const kw0 = Math.min(B, K);
-  const ap = new Float32Array(M * kw0);
-  const bp = new Float32Array(kw0 * N); // transposed panel [kw, N]: streams rows in the kernel
-  const P = new Float32Array(M * N);
-  const mm = kernel('MatMul');
-  for (let kb = 0; kb < KB; kb++) {
-    const k0 = kb * B;
-    const kw = Math.min(B, K - k0);
-    for (let m = 0; m < M; m++) {
-      const src = m * K + k0, dst = m * kw;
-      for (let j = 0; j < kw; j++) ap[dst + j] = T[aCodes[src + j]!]!;
-    }
-    for (let n = 0; n < N; n++) {
-      const src = n * K + k0;
-      for (let j = 0; j < kw; j++) bp[j * N + n] = T[bCodes[src + j]!]!;
-    }
-    mm({ a: ap, b: bp, c: P, batch: 1, m: M, n: N, k: kw, transA: false, transB: false, strideA: 0, strideB: 0, strideC: 0, accumulate: false });
-    // Promotion: scale this block's fp32 partial sums and add them to the accumulator.
-    for (let m = 0; m < M; m++) {
-      const as = aS[m * KB + kb]!;
-      const row = m * N;
-      for (let n = 0; n < N; n++) C[row + n]! += as * bS[n * KB + kb]! * P[row + n]!;
-    }
-  }
-  return C;
+  const entry = e;
+  if (!pin) return { q: entry.q, unpin: () => {} };
+  entry.pins++;
+  let done = false;
+  return { q: entry.q, unpin: () => { if (!done) { done = true; entry.pins--; } } };
 }
 
-/** Expands 128×128 block scales [ceil(N/128), KB] to per-row scales [N, KB]. */
-function rowScalesOfBlocks(blockScales: Float32Array, N: number, KB: number): Float32Array {
-  const out = new Float32Array(N * KB);
-  for (let n = 0; n < N; n++) {
-    const src = ((n / FP8_BLOCK) | 0) * KB;
-    for (let kb = 0; kb < KB; kb++) out[n * KB + kb] = blockScales[src + kb]!;
-  }
-  return out;
+// Scratch for the transient FP8 operands of backward (dY's two quantisations, X re-tiled): they
+// live only during one backward call, and backward calls never nest.
+const scratch = [0, 1, 2].map(() => ({ codes: new Uint8Array(0), scales: new Float32Array(0) }));
+function scratchInto(i: number, n: number, ns: number): { codes: Uint8Array; scales: Float32Array } {
+  const s = scratch[i]!;
+  if (s.codes.length < n) s.codes = new Uint8Array(n);
+  if (s.scales.length < ns) s.scales = new Float32Array(ns);
+  return s;
 }
 
-/** Wᵀ's 128×128 blocks from W's: codes transposed [K,N], block scales transposed [ceil(K/128), ceil(N/128)]. */
-function transposeBlocks(codes: Uint8Array, blockScales: Float32Array, N: number, K: number): Fp8Quantized {
-  const t = new Uint8Array(N * K);
-  for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) t[k * N + n] = codes[n * K + k]!;
-  const KB = Math.ceil(K / FP8_BLOCK), NB = Math.ceil(N / FP8_BLOCK);
-  const bs = new Float32Array(KB * NB);
-  for (let kb = 0; kb < KB; kb++) for (let nb = 0; nb < NB; nb++) bs[kb * NB + nb] = blockScales[nb * KB + kb]!;
-  return { codes: t, scales: bs };
+// ---------------------------------------------------------------------------------------------
+// The three GEMMs
+
+const KBOf = (n: number): number => Math.ceil(n / FP8_BLOCK);
+
+/** y[M,N] = x·Wᵀ: A = x [M,K] (1×128 tiles), B = Wᵀ codes [K,N] (block scales). */
+function fprop(qx: Fp8Quantized, wq: Fp8Weight, M: number, N: number, K: number, path: 'ts' | 'native', accum: 0 | 1 | 2): Float32Array {
+  const KB = KBOf(K);
+  return timedG(() => scaledGemm({ a: qx.codes, aTrans: false, sa: qx.scales, saKb: 1, saRow: KB, b: wq.codesT, sb: wq.scales, sbKb: 1, sbDiv: FP8_BLOCK, sbCol: KB, m: M, n: N, k: K, accum }, path));
 }
 
-/** C[M,N] = A·Bᵀ, A in 1×128 tiles, B [N,K] in 128×128 blocks (Fprop, Dgrad). */
-function gemmTilesBlocks(a: Fp8Quantized, b: Fp8Quantized, M: number, N: number, K: number, path: 'ts' | 'native'): Float32Array {
-  if (path === 'native' && M * N * K > 0) return nativeFp8()!.fp8Gemm(a, b, M, N, K);
-  return scaledFp8Gemm(a.codes, a.scales, b.codes, rowScalesOfBlocks(b.scales, N, Math.ceil(K / FP8_BLOCK)), M, N, K);
+/** dX[M,K] = dY·W: A = dY [M,N] (1×128 tiles along N), B = W codes [N,K] (block scales). */
+function dgradFp8(qg: Fp8Quantized, wq: Fp8Weight, M: number, N: number, K: number, path: 'ts' | 'native', accum: 0 | 1 | 2): Float32Array {
+  return timedG(() => scaledGemm({ a: qg.codes, aTrans: false, sa: qg.scales, saKb: 1, saRow: KBOf(N), b: wq.codes, sb: wq.scales, sbKb: KBOf(K), sbDiv: FP8_BLOCK, sbCol: 1, m: M, n: K, k: N, accum }, path));
 }
 
-/**
- * C[M,N] = A·Bᵀ with both operands in 1×128 tiles (Wgrad). Native: one call per 128-wide K block
- * (A's tile scales applied by the kernel, B's scales set to 1), then C += bS[n,kb]·P.
- */
-function gemmTilesTiles(a: Fp8Quantized, b: Fp8Quantized, M: number, N: number, K: number, path: 'ts' | 'native'): Float32Array {
-  if (path === 'ts' || M * N * K === 0) return scaledFp8Gemm(a.codes, a.scales, b.codes, b.scales, M, N, K);
-  const be = nativeFp8()!;
-  const B = FP8_BLOCK, KB = Math.ceil(K / B);
-  const C = new Float32Array(M * N), P = new Float32Array(M * N);
-  const ac = new Uint8Array(KB > 1 ? M * B : 0), bc = new Uint8Array(KB > 1 ? N * B : 0);
-  const as = new Float32Array(M), bs = new Float32Array(N), ones = new Float32Array(Math.ceil(N / B)).fill(1);
-  for (let kb = 0; kb < KB; kb++) {
-    const k0 = kb * B, kw = Math.min(B, K - k0);
-    for (let m = 0; m < M; m++) { if (KB > 1) ac.set(a.codes.subarray(m * K + k0, m * K + k0 + kw), m * kw); as[m] = a.scales[m * KB + kb]!; }
-    for (let n = 0; n < N; n++) { if (KB > 1) bc.set(b.codes.subarray(n * K + k0, n * K + k0 + kw), n * kw); bs[n] = b.scales[n * KB + kb]!; }
-    const aCodes = KB > 1 ? ac.subarray(0, M * kw) : a.codes, bCodes = KB > 1 ? bc.subarray(0, N * kw) : b.codes;
-    be.fp8Gemm({ codes: aCodes, scales: as }, { codes: bCodes, scales: ones }, M, N, kw, P, false);
-    for (let m = 0; m < M; m++) {
-      const row = m * N;
-      for (let n = 0; n < N; n++) C[row + n]! += bs[n]! * P[row + n]!;
-    }
-  }
-  return C;
+/** dW[N,K] = dYᵀ·X: A = dY [M,N] read as [reduction, out], B = X [M,K]; both in 128×1 tiles along tokens. */
+function wgradFp8(qgc: Fp8Quantized, qxc: Fp8Quantized, M: number, N: number, K: number, path: 'ts' | 'native', accum: 0 | 1 | 2): Float32Array {
+  return timedG(() => scaledGemm({ a: qgc.codes, aTrans: true, sa: qgc.scales, saKb: N, saRow: 1, b: qxc.codes, sb: qxc.scales, sbKb: K, sbDiv: 1, sbCol: 1, m: N, n: K, k: M, accum }, path));
 }
 
-function transposeF32(x: Float32Array, rows: number, cols: number): Float32Array {
-  const t = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = x[r * cols + c]!;
-  return t;
+function roundBf16(x: Float32Array): Float32Array { return decodeBf16(encodeBf16(x)); }
+function mm(a: Float32Array, b: Float32Array, m: number, n: number, k: number, transA: boolean): Float32Array {
+  const c = new Float32Array(m * n);
+  kernel('MatMul')({ a, b, c, batch: 1, m, n, k, transA, transB: false, strideA: 0, strideB: 0, strideC: 0, accumulate: false });
+  return c;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -208,38 +185,48 @@ export function fp8Linear(x: Tensor, w: Tensor, opts: Fp8LinearOptions = {}): Te
   }
   const scaleFmt = opts.scaleFmt ?? 'fp32';
   const path = resolveFp8Gemm(opts.gemm);
+  const dgradBf16 = opts.dgrad === 'bf16', wgradBf16 = opts.wgrad === 'bf16', accum = opts.accum ?? 0;
   const M = K === 0 ? 0 : x.size / K;
-  const qx = quantizeTiles(x.f32, M, K, { scaleFmt });
-  const qw = quantizeBlocks(w.f32, N, K, { scaleFmt });
-  const y = gemmTilesBlocks(qx, qw, M, N, K, path);
-  const out = new Tensor(y, [...x.shape.slice(0, -1), N]);
-  if (!needsGrad(x, w)) return out;
+  // No closure in this function may mention x: V8 would keep it (and its f32 data) alive with the
+  // backward closure's context. Hence the explicit timing instead of timedQ here.
+  const t0 = performance.now();
+  const qx = quantizeRows(x.f32, M, K, scaleFmt, path);
+  timing.quantizeMs += performance.now() - t0;
+  const grad = needsGrad(x, w);
+  const { q: wq, unpin } = fp8Weight(w, scaleFmt, path, grad);
+  const out = new Tensor(fprop(qx, wq, M, N, K, path, accum), [...x.shape.slice(0, -1), N]);
+  if (!grad) return out;
 
-  // Saved for backward: x's FP8 codes + tile scales, and W's FP8 copy (a weight, not an activation).
-  let saved: { codes: Uint8Array; scales: Float32Array } | null = qx;
-  let wq: { codes: Uint8Array; scales: Float32Array } | null = qw;
-  const release = trackSaved(qx.codes.byteLength + qx.scales.byteLength);
+  // Saved for backward: x's FP8 codes + tile scales (BF16 bits for a BF16 Wgrad), and W's FP8 copy.
+  let saved: Fp8Quantized | null = wgradBf16 ? null : qx;
+  let savedBf16: Uint16Array | null = wgradBf16 && w.requiresGrad ? encodeBf16(x.f32) : null;
+  let wq1: Fp8Weight | null = wq;
+  const release = trackSaved(savedBf16 ? savedBf16.byteLength : qx.codes.byteLength + qx.scales.byteLength);
   const xNeeds = x.requiresGrad, wNeeds = w.requiresGrad;
   // The graph keeps a data-less handle of x: its f32 values are not held for backward.
   return record(out, 'Fp8Linear', [graphHandle(x), w], (g) => {
-    if (!saved || !wq) throw new Error('fp8Linear: backward ran twice (saved FP8 activations were already released)');
+    if (!wq1 || (!saved && !savedBf16 && wNeeds)) throw new Error('fp8Linear: backward ran twice (saved FP8 activations were already released)');
     let gx: Float32Array | null = null, gw: Float32Array | null = null;
+    const gb = dgradBf16 || wgradBf16 ? roundBf16(g) : null;
     if (xNeeds) {
-      // Dgrad: dX[M,K] = dY[M,N] · W[N,K]; A = dY (1×128 along N), B = Wᵀ [K,N] (128×128 blocks).
-      const qg = quantizeTiles(g, M, N, { scaleFmt });
-      gx = gemmTilesBlocks(qg, transposeBlocks(wq.codes, wq.scales, N, K), M, K, N, path);
+      if (dgradBf16) gx = mm(gb!, roundBf16(w.f32), M, K, N, false);
+      else gx = dgradFp8(timedQ(() => quantizeRows(g, M, N, scaleFmt, path, scratchInto(0, M * N, M * KBOf(N)))), wq1, M, N, K, path, accum);
     }
     if (wNeeds) {
-      // Wgrad: dW[N,K] = dYᵀ[N,M] · X[M,K]; both transposed operands quantised 1×128 along tokens.
-      const qgt = quantizeTiles(transposeF32(g, M, N), N, M, { scaleFmt });
-      const xd = dequantizeTiles(saved.codes, saved.scales, M, K);
-      const qxt = quantizeTiles(transposeF32(xd, M, K), K, M, { scaleFmt });
-      gw = gemmTilesTiles(qgt, qxt, N, K, M, path);
+      if (wgradBf16) gw = mm(gb!, decodeBf16(savedBf16!), N, K, M, true);
+      else {
+        const sx = saved!;
+        const qgc = timedQ(() => quantizeCols(g, M, N, scaleFmt, path, scratchInto(1, M * N, KBOf(M) * N)));
+        const qxc = timedQ(() => requantizeCols(sx, M, K, scaleFmt, path, scratchInto(2, M * K, KBOf(M) * K)));
+        gw = wgradFp8(qgc, qxc, M, N, K, path, accum);
+      }
     }
     return [gx, gw];
   }, () => {
     saved = null;
-    wq = null;
+    savedBf16 = null;
+    wq1 = null;
+    unpin();
     release();
   });
 }

@@ -157,6 +157,38 @@ export function quantizeBlocks(
   return { codes, scales };
 }
 
+/**
+ * Column tiles in place: x [rows, cols] quantised in 128 x 1 tiles (128 rows of one column, e.g.
+ * 128 tokens of one channel — the along-token tiles of Wgrad), without transposing. Same codes as
+ * quantizeTiles of xᵀ, transposed back. @returns codes [rows, cols] and scales [ceil(rows/128), cols].
+ */
+export function quantizeColumnTiles(x: Float32Array, rows: number, cols: number, opts: { scaleFmt?: ScaleFormat | undefined } = {}): Fp8Quantized {
+  checkShape('quantizeColumnTiles', x.length, rows, cols);
+  const scaleFmt = opts.scaleFmt ?? 'fp32';
+  const B = FP8_BLOCK, RB = Math.ceil(rows / B);
+  const codes = new Uint8Array(rows * cols), scales = new Float32Array(RB * cols);
+  const amax = new Float64Array(cols), s = new Float64Array(cols), y = new Float32Array(cols);
+  for (let rb = 0; rb < RB; rb++) {
+    const r0 = rb * B, r1 = Math.min(rows, r0 + B);
+    amax.fill(0);
+    for (let r = r0; r < r1; r++) for (let c = 0, o = r * cols; c < cols; c++) amax[c] = Math.max(amax[c]!, Math.abs(x[o + c]!));
+    for (let c = 0; c < cols; c++) { s[c] = scaleOf(amax[c]!, 448, scaleFmt); scales[rb * cols + c] = s[c]!; }
+    for (let r = r0; r < r1; r++) {
+      for (let c = 0, o = r * cols; c < cols; c++) y[c] = x[o + c]! / s[c]!;
+      encodeInto(y, 'e4m3', codes, r * cols);
+    }
+  }
+  return { codes, scales };
+}
+
+/**
+ * Re-tiles FP8 rows to column tiles: dequantises codes [rows, cols] with their 1 x 128 row scales
+ * and quantises the values in 128 x 1 column tiles (what Wgrad does to the cached FP8 activation).
+ */
+export function requantizeColumnTiles(codes: Uint8Array, rowScales: Float32Array, rows: number, cols: number, opts: { scaleFmt?: ScaleFormat | undefined } = {}): Fp8Quantized {
+  return quantizeColumnTiles(dequantizeTiles(codes, rowScales, rows, cols), rows, cols, opts);
+}
+
 function outFor(what: string, out: Float32Array | undefined, n: number): Float32Array {
   if (!out) return new Float32Array(n);
   if (out.length < n) throw new Error(`fp8.${what}: out has ${out.length} elements, need ${n}`);

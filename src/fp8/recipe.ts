@@ -32,6 +32,33 @@ export function parseRecipe(s: string): Recipe {
   throw new Error(`unknown precision recipe '${s}' (use ${RECIPES.join(', ')})`);
 }
 
+/**
+ * Ablations of the fp8 recipe, each one switch away from it (the report separates these choices):
+ * which backward GEMMs run in FP8, the optimizer-moment format, and recomputation.
+ */
+export const ABLATIONS = {
+  'fp8:fwd-only': { dgrad: 'bf16', wgrad: 'bf16', what: 'FP8 forward only: Dgrad and Wgrad in BF16 (x saved as BF16)' },
+  'fp8:dgrad-bf16': { dgrad: 'bf16', what: 'activation gradients (Dgrad) in BF16, Fprop and Wgrad in FP8' },
+  'fp8:wgrad-bf16': { wgrad: 'bf16', what: 'weight gradients (Wgrad) in BF16 (x saved as BF16), Fprop and Dgrad in FP8' },
+  'fp8:f32-moments': { momentDtype: 'f32', what: 'AdamW moments in f32 instead of BF16' },
+  'fp8:no-recompute': { recompute: false, what: 'norm and MLA up-projection outputs stored, not recomputed' },
+  'fp8:accum-14bit': { accum: 1, what: 'GEMM partial sums kept to ~14 bits (H800 tensor cores) within each 128-K block, promoted to FP32 every 128' },
+  'fp8:no-promotion': { accum: 2, what: 'GEMM sums kept to ~14 bits over the whole K, never promoted to FP32' },
+} as const satisfies Record<string, { dgrad?: 'bf16'; wgrad?: 'bf16'; momentDtype?: 'f32'; recompute?: false; accum?: 1 | 2; what: string }>;
+/** A recipe or one of its ablations (`fp8:…`). */
+export type Variant = Recipe | keyof typeof ABLATIONS;
+type AblationSpec = { dgrad?: 'bf16'; wgrad?: 'bf16'; momentDtype?: 'f32'; recompute?: false; accum?: 1 | 2; what: string };
+const ablation = (v: Variant): AblationSpec | null => (v in ABLATIONS ? (ABLATIONS as Record<string, AblationSpec>)[v]! : null);
+
+/** Throws an error naming the accepted values unless `s` is a recipe or an ablation. */
+export function parseVariant(s: string): Variant {
+  if ((RECIPES as readonly string[]).includes(s) || s in ABLATIONS) return s as Variant;
+  throw new Error(`unknown precision recipe '${s}' (use ${RECIPES.join(', ')}, or an ablation: ${Object.keys(ABLATIONS).join(', ')})`);
+}
+
+/** The recipe an ablation modifies (the recipe itself otherwise). */
+export function baseRecipe(v: Variant): Recipe { return ablation(v) ? 'fp8' : (v as Recipe); }
+
 /** What a recipe switches besides the projection linear. */
 export interface RecipeSettings {
   /** Recompute RMSNorm and MLA up-projection outputs in backward. */
@@ -41,20 +68,24 @@ export interface RecipeSettings {
 }
 
 /** Settings of a recipe (see the file comment). */
-export function recipeSettings(recipe: Recipe): RecipeSettings {
-  return recipe === 'fp8' ? { recompute: true, momentDtype: 'bf16' } : { recompute: false, momentDtype: 'f32' };
+export function recipeSettings(recipe: Variant): RecipeSettings {
+  const base: RecipeSettings = baseRecipe(recipe) === 'fp8' ? { recompute: true, momentDtype: 'bf16' } : { recompute: false, momentDtype: 'f32' };
+  const a = ablation(recipe);
+  return { recompute: a?.recompute ?? base.recompute, momentDtype: a?.momentDtype ?? base.momentDtype };
 }
 
 /** One honest line for logs (the fp8 line names the GEMM the active backend runs: see fp8Linear). */
-export function describeRecipe(recipe: Recipe): string {
-  switch (recipe) {
+export function describeRecipe(recipe: Variant): string {
+  const a = ablation(recipe);
+  if (a) return `${recipe}: the fp8 recipe with one switch changed: ${a.what}`;
+  switch (recipe as Recipe) {
     case 'fp32':
       return 'fp32: f32 GEMMs (FP32 accumulate); memory: activations saved as f32, AdamW moments f32';
     case 'bf16':
       return 'bf16: projection operands rounded to BF16, GEMM emulated on CPU in f32 (FP32 accumulate); memory: projection inputs saved as BF16, AdamW moments f32';
     case 'fp8':
       return `fp8: E4M3 1x128/128x128 scaled GEMM emulated on CPU (${resolveFp8Gemm() === 'native'
-        ? 'native fp8Gemm: codes decoded exactly to BF16, AVX-512 BF16 dot products where the CPU has them' : 'codes decoded to f32, MatMul kernel'}; FP32 accumulate, 128-K promotion); ` +
+        ? 'native kernels: quantisers in C++, GEMM reads the codes, decoded exactly to BF16 for AVX-512 BF16 dot products' : 'TS kernels: codes decoded to f32, MatMul kernel'}; FP32 accumulate, 128-K promotion; weights quantised once per step); ` +
         'memory: activations saved as FP8 bytes, AdamW moments BF16, norms/MLA up-projections recomputed';
   }
 }
@@ -106,8 +137,13 @@ export function fp32Linear(x: Tensor, w: Tensor): Tensor {
 }
 
 /** The projection linear of a recipe (ForwardOptions.projLinear). */
-export function makeProjLinear(recipe: Recipe): (x: Tensor, w: Tensor) => Tensor {
-  switch (recipe) {
+export function makeProjLinear(recipe: Variant): (x: Tensor, w: Tensor) => Tensor {
+  const a = ablation(recipe);
+  if (a) {
+    const o = { dgrad: a.dgrad, wgrad: a.wgrad, accum: a.accum };
+    return (x, w) => fp8Linear(x, w, o);
+  }
+  switch (recipe as Recipe) {
     case 'fp32': return fp32Linear;
     case 'bf16': return bf16Linear;
     case 'fp8': return (x, w) => fp8Linear(x, w);

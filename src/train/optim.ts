@@ -9,7 +9,7 @@
  */
 import type { Tensor } from '../autograd/tensor.js';
 import { decodeBf16, encodeBf16 } from '../fp8/codec.js';
-import { kernel } from '../backend/registry.js';
+import { kernel, optionalKernel } from '../backend/registry.js';
 
 /** AdamW hyper-parameters (lr comes per step from the schedule). */
 export interface AdamWOptions {
@@ -69,12 +69,17 @@ export class AdamW {
       const g = p.grad;
       if (!g) continue;
       const w = p.f32;
-      const [m, v] = this.moments(i, w.length);
       const lrI = lr * (this.opts.lrScale?.[i] ?? 1);
       const stepSize = lrI / bc1;
       const decay = p.rank >= 2 ? 1 - lrI * weightDecay : 1;
+      const h = { beta1, beta2, eps, stepSize, decay, invBc2Sqrt: 1 / bc2Sqrt };
+      p.version++; // the data changes in place: caches of it (FP8 weight copies) are stale now
+      // BF16 moments: the backend's fused kernel where it has one (native: same bits as below).
+      const fused = this.opts.momentDtype === 'bf16' ? optionalKernel('AdamWBf16') : null;
+      if (fused) { fused(w, g, this.m[i] as Uint16Array, this.v[i] as Uint16Array, h); continue; }
+      const [m, v] = this.moments(i, w.length);
       // The backend's AdamW kernel (native: vectorised and threaded; ts: the same formula in f64).
-      kernel('AdamW')(w, g, m, v, { beta1, beta2, eps, stepSize, decay, invBc2Sqrt: 1 / bc2Sqrt });
+      kernel('AdamW')(w, g, m, v, h);
       if (this.opts.momentDtype === 'bf16') {
         (this.m[i] as Uint16Array).set(encodeBf16(m));
         (this.v[i] as Uint16Array).set(encodeBf16(v));
