@@ -17,7 +17,9 @@
         "src/fp8_quant.cc",
         "src/fp8_gemm.cc",
         "src/adamw_bf16.cc",
-        "src/fp8_addon.cc"
+        "src/fp8_addon.cc",
+        "src/moe_ffn.cc",
+        "src/train_addon.cc"
       ],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++1y", "-std=gnu++17"],

@@ -13,7 +13,7 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { setUninitF32Allocator } from './alloc.js';
-import { registerBackend, getBackendByName, type Backend, type MatMulArgs, type AdamWHyper, type AttnGeometry, type Fp8GemmArgs } from './index.js';
+import { registerBackend, getBackendByName, type Backend, type MatMulArgs, type AdamWHyper, type AttnGeometry, type Fp8GemmArgs, type MoeFfnArgs, type MoeFfnGrads } from './index.js';
 
 /** CPU features seen by the addon and the kernel families it dispatches. */
 export interface NativeCpuFeatures {
@@ -64,6 +64,9 @@ export interface NativeAddon {
   adamwBf16?(w: Float32Array, g: Float32Array, m: Uint16Array, v: Uint16Array, beta1: number, beta2: number, eps: number,
     stepSize: number, decay: number, invBc2Sqrt: number): void;
   fp8Family?(): string;
+  // Fused training kernels (native/src/train_addon.cc); absent in older builds.
+  moeFfnForward?(args: MoeFfnArgs, out: Float32Array): void;
+  moeFfnBackward?(args: MoeFfnArgs, grads: MoeFfnGrads): void;
   /** Bytes the C allocator has in use (glibc mallinfo2), -1 where unknown: native-side memory for tests. */
   mallocInUse?(): number;
 }
@@ -162,6 +165,10 @@ export function loadNativeBackend(opts: { threads?: number } = {}): NativeBacken
       ...(lib.rowsAxpy ? {
         RowsAxpy: (d: Float32Array, dr: Int32Array | null, src: Float32Array, sr: Int32Array | null, sc: Float32Array | null, count: number, D: number) =>
           lib.rowsAxpy!(d, dr, src, sr, sc, count, D),
+      } : {}),
+      ...(lib.moeFfnForward && lib.moeFfnBackward ? {
+        MoeFfnForward: (a: MoeFfnArgs, out: Float32Array) => lib.moeFfnForward!(a, out),
+        MoeFfnBackward: (a: MoeFfnArgs, g: MoeFfnGrads) => lib.moeFfnBackward!(a, g),
       } : {}),
       ...(lib.addInto ? { AddInto: (d: Float32Array, src: Float32Array) => lib.addInto!(d, src) } : {}),
       ...(lib.fp8ScaledGemm ? {

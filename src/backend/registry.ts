@@ -65,6 +65,33 @@ export interface Kernels {
   Fp8ScaledGemm(args: Fp8GemmArgs): void;
   /** AdamW with BF16-stored moments: same bits as decoding m, v, AdamW, and encoding back. Optional. */
   AdamWBf16(w: Float32Array, g: Float32Array, m: Uint16Array, v: Uint16Array, h: AdamWHyper): void;
+  /** A whole DeepSeekMoE feed-forward layer in one call (see MoeFfnArgs): out [N, H] overwritten;
+   *  g, u, y, sg, su filled for the backward. Optional (src/ops/moe.ts composes it from the others). */
+  MoeFfnForward(args: MoeFfnArgs, out: Float32Array): void;
+  /** Its backward from the saved g, u, y, sg, su (see MoeFfnGrads). Optional. */
+  MoeFfnBackward(args: MoeFfnArgs, grads: MoeFfnGrads): void;
+}
+/**
+ * One MoE feed-forward layer over x [N, H]: E routed SwiGLU experts (gate/up [I, H], down [H, I])
+ * and an optional shared one (width Is; sGate = null for none). Slot s = n·k + j is token n's j-th
+ * expert; `order` lists the N·k slots grouped by expert (expert e: order[offsets[e] ..
+ * offsets[e+1]]); slotW[s] is the slot's gate weight. g, u [N·k, I] and y [N·k, H] are stored in
+ * `order` (the routed gate/up projections and unweighted outputs), sg, su [N, Is] the shared ones.
+ * out[n] = shared(x[n]) + Σ_j slotW[n·k+j] · y[slot].
+ */
+export interface MoeFfnArgs {
+  x: Float32Array; N: number; H: number; I: number; k: number;
+  gate: Float32Array[]; up: Float32Array[]; down: Float32Array[];
+  sGate: Float32Array | null; sUp: Float32Array | null; sDown: Float32Array | null; Is: number;
+  order: Int32Array; offsets: Int32Array; slotW: Float32Array;
+  g: Float32Array; u: Float32Array; y: Float32Array; sg: Float32Array | null; su: Float32Array | null;
+}
+/** Gradients of MoeFfnForward: gradX [N, H] and gradW [N·k] (by slot) overwritten; weight
+ *  gradients (null entries skipped) accumulated (+=). */
+export interface MoeFfnGrads {
+  gradOut: Float32Array; gradX: Float32Array; gradW: Float32Array;
+  gGate: (Float32Array | null)[]; gUp: (Float32Array | null)[]; gDown: (Float32Array | null)[];
+  gsGate: Float32Array | null; gsUp: Float32Array | null; gsDown: Float32Array | null;
 }
 /**
  * C[m,n] (+)= Σ_kb sa(m,kb)·sb(kb,n)·Σ_{k∈kb} A(m,k)·B(k,n) over 128-wide K blocks kb, E4M3 codes.
@@ -173,7 +200,7 @@ export function optionalKernel<K extends KernelName>(name: K): Kernels[K] | null
 export function kernelTable(): Record<string, string> {
   const out: Record<string, string> = {};
   for (const name of ['MatMul', 'RMSNorm', 'Softmax', 'SiluMul', 'SiluMulBackward', 'RMSNormBackward', 'SoftmaxBackward', 'AdamW', 'SumSquares', 'AddInto', 'RowsAxpy', 'AttentionForward', 'AttentionBackward',
-    'Fp8QuantizeRows', 'Fp8QuantizeCols', 'Fp8RequantizeCols', 'Fp8QuantizeWeight', 'Fp8ScaledGemm', 'AdamWBf16'] as KernelName[]) {
+    'Fp8QuantizeRows', 'Fp8QuantizeCols', 'Fp8RequantizeCols', 'Fp8QuantizeWeight', 'Fp8ScaledGemm', 'AdamWBf16', 'MoeFfnForward', 'MoeFfnBackward'] as KernelName[]) {
     let b: Backend | undefined = active ?? undefined;
     while (b && !b.kernels[name]) b = b.fallback ? backends.get(b.fallback) : undefined;
     out[name] = b ? b.name : 'missing';

@@ -353,22 +353,8 @@ function moe(ctx: Ctx, x: Tensor, m: MoeParams, layerIdx: number): Tensor {
   w = op.mulScalar(w, cfg.routedScalingFactor);
   if (ctx.routing) ctx.routing.push({ layer: layerIdx, ids, weights: w.f32.slice(), tokens: N, k, ...(ctx.routingScores ? { scores: scores.f32.slice() } : {}) });
   if (ctx.balanceAlpha > 0 && cfg.scoringFunc === 'sigmoid') ctx.balance.push(balanceLoss(ctx, scores, ids));
-  const out = m.shared ? swiglu(ctx, x, m.shared) : new Tensor(new Float32Array(N * H), [N, H]);
-  // Dispatch: rows per expert, then combine with index-add.
-  const rows: number[][] = Array.from({ length: E }, () => []);
-  const slots: number[][] = Array.from({ length: E }, () => []);
-  for (let n = 0; n < N; n++) for (let j = 0; j < k; j++) { const e = ids[n * k + j]!; rows[e]!.push(n); slots[e]!.push(n * k + j); }
-  const wFlat = op.reshape(w, [1, N * k]);
-  const idxs: Int32Array[] = [], parts: Tensor[] = [], scales: Tensor[] = [];
-  for (let e = 0; e < E; e++) {
-    if (rows[e]!.length === 0) continue;
-    const idx = Int32Array.from(rows[e]!);
-    idxs.push(idx);
-    parts.push(swiglu(ctx, op.indexSelect(x, idx), m.experts[e]!));
-    scales.push(op.reshape(op.gather(wFlat, Tensor.ints(slots[e]!, [1, idx.length])), [idx.length, 1]));
-  }
-  // Combine: each expert's rows times their gate weights, added into the token rows, in one op.
-  return parts.length ? op.indexAddMany(out, idxs, parts, scales) : out;
+  // All experts in one op: the grouped native kernel for f32 projections, else composed per expert.
+  return ctx.lin === op.linear ? op.moeFfn(x, m.experts, m.shared, ids, k, w) : op.moeFfnComposed(x, m.experts, m.shared, ids, k, w, ctx.lin);
 }
 
 /** Complementary sequence-wise balance loss α·Σ_i f_i·P_i per sequence, averaged over the batch. */

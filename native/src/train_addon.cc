@@ -1,0 +1,190 @@
+// N-API entry points of the fused training kernels (moe_ffn.cc, train_rows.cc), added to the
+// addon's exports by registerTrainExports (called from addon.cc). Arguments are typed arrays used
+// in place (the grouped MoE kernel takes one object of named fields); every extent, index and
+// permutation is checked before a kernel runs, and bad input throws a TypeError/RangeError naming
+// the argument, so nothing reads or writes out of bounds.
+#define NAPI_VERSION 8
+#include <node_api.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "train.h"
+
+namespace frugal {
+namespace {
+
+struct Fail {};
+
+struct Ctx {
+  napi_env env;
+  const char* fn;
+  [[noreturn]] void type(const std::string& m) const { napi_throw_type_error(env, nullptr, (std::string("frugal_native.") + fn + ": " + m).c_str()); throw Fail{}; }
+  [[noreturn]] void range(const std::string& m) const { napi_throw_range_error(env, nullptr, (std::string("frugal_native.") + fn + ": " + m).c_str()); throw Fail{}; }
+  bool present(napi_value v) const {
+    napi_valuetype t;
+    napi_typeof(env, v, &t);
+    return t != napi_undefined && t != napi_null;
+  }
+  template <class T>
+  T* arr(napi_value v, napi_typedarray_type want, const std::string& name, double need, bool optional = false) const {
+    if (optional && !present(v)) return nullptr;
+    bool is = false;
+    napi_is_typedarray(env, v, &is);
+    napi_typedarray_type t;
+    size_t len = 0;
+    void* data = nullptr;
+    if (is) napi_get_typedarray_info(env, v, &t, &len, &data, nullptr, nullptr);
+    if (!is || t != want) type(name + (want == napi_float32_array ? " must be a Float32Array" : " must be an Int32Array"));
+    if (need > (double)len) range(name + " has " + std::to_string(len) + " elements, needs " + std::to_string((long long)need));
+    return static_cast<T*>(data);
+  }
+  double num(napi_value v, const std::string& name) const {
+    double d = 0;
+    if (napi_get_value_double(env, v, &d) != napi_ok || !std::isfinite(d)) type(name + " must be a finite number");
+    return d;
+  }
+  long count(napi_value v, const std::string& name, long min = 0) const {
+    const double d = num(v, name);
+    if (d < min || d != std::floor(d) || d > 1099511627776.0) range(name + " must be an integer in [" + std::to_string(min) + ", 2^40], got " + std::to_string(d));
+    return (long)d;
+  }
+  napi_value field(napi_value obj, const char* name) const {
+    napi_value v;
+    if (napi_get_named_property(env, obj, name, &v) != napi_ok) type(std::string("missing field ") + name);
+    return v;
+  }
+  // A JS array of `n` Float32Arrays (entries may be null when `optional`), each of `need` elements.
+  std::vector<float*> list(napi_value v, const std::string& name, long n, double need, bool optional) const {
+    bool isArr = false;
+    napi_is_array(env, v, &isArr);
+    uint32_t len = 0;
+    if (isArr) napi_get_array_length(env, v, &len);
+    if (!isArr || (long)len != n) type(name + " must be an array of " + std::to_string(n) + " Float32Arrays");
+    std::vector<float*> out(n);
+    for (uint32_t i = 0; i < len; i++) {
+      napi_value e;
+      napi_get_element(env, v, i, &e);
+      out[i] = arr<float>(e, napi_float32_array, name + "[" + std::to_string(i) + "]", need, optional);
+    }
+    return out;
+  }
+};
+
+napi_value undef(napi_env env) { napi_value u; napi_get_undefined(env, &u); return u; }
+template <class F>
+napi_value guard(napi_env env, F f) { try { return f(); } catch (const Fail&) { return nullptr; } }
+
+napi_value args(napi_env env, napi_callback_info info, size_t need, napi_value* v, const Ctx& c) {
+  size_t n = 4;
+  napi_get_cb_info(env, info, &n, v, nullptr, nullptr);
+  if (n < need) c.type("expected " + std::to_string(need) + " arguments, got " + std::to_string(n));
+  return v[0];
+}
+
+// The MoE layer description shared by forward and backward; the pointer vectors live in `keep`.
+struct MoeIn {
+  MoeFfnArgs a{};
+  std::vector<float*> gate, up, down;
+};
+
+void readMoe(const Ctx& c, napi_value o, MoeIn& m) {
+  MoeFfnArgs& a = m.a;
+  a.N = c.count(c.field(o, "N"), "N");
+  a.H = c.count(c.field(o, "H"), "H", 1);
+  a.I = c.count(c.field(o, "I"), "I", 1);
+  a.k = c.count(c.field(o, "k"), "k", 1);
+  const long M = a.N * a.k;
+  a.x = c.arr<float>(c.field(o, "x"), napi_float32_array, "x", (double)a.N * a.H);
+  napi_value gl = c.field(o, "gate");
+  uint32_t E = 0;
+  bool isArr = false;
+  napi_is_array(c.env, gl, &isArr);
+  if (!isArr) c.type("gate must be an array of Float32Arrays");
+  napi_get_array_length(c.env, gl, &E);
+  a.E = E;
+  m.gate = c.list(gl, "gate", a.E, (double)a.I * a.H, false);
+  m.up = c.list(c.field(o, "up"), "up", a.E, (double)a.I * a.H, false);
+  m.down = c.list(c.field(o, "down"), "down", a.E, (double)a.H * a.I, false);
+  a.gate = m.gate.data(); a.up = m.up.data(); a.down = m.down.data();
+  a.Is = c.count(c.field(o, "Is"), "Is");
+  a.sGate = c.arr<float>(c.field(o, "sGate"), napi_float32_array, "sGate", (double)a.Is * a.H, true);
+  a.sUp = c.arr<float>(c.field(o, "sUp"), napi_float32_array, "sUp", (double)a.Is * a.H, a.sGate == nullptr);
+  a.sDown = c.arr<float>(c.field(o, "sDown"), napi_float32_array, "sDown", (double)a.H * a.Is, a.sGate == nullptr);
+  if (a.sGate && a.Is < 1) c.range("Is must be >= 1 with a shared expert");
+  if (!a.sGate) { a.sUp = nullptr; a.sDown = nullptr; }
+  a.order = c.arr<int32_t>(c.field(o, "order"), napi_int32_array, "order", (double)M);
+  a.offsets = c.arr<int32_t>(c.field(o, "offsets"), napi_int32_array, "offsets", (double)a.E + 1);
+  // order must be a permutation of the M slots and offsets a partition of it.
+  std::vector<unsigned char> seen(M, 0);
+  for (long p = 0; p < M; p++) {
+    const long s = a.order[p];
+    if (s < 0 || s >= M || seen[s]) c.range("order must be a permutation of 0.." + std::to_string(M - 1) + " (entry " + std::to_string(p) + " is " + std::to_string(s) + ")");
+    seen[s] = 1;
+  }
+  if (a.offsets[0] != 0 || a.offsets[a.E] != M) c.range("offsets must start at 0 and end at N*k");
+  for (long e = 0; e < a.E; e++)
+    if (a.offsets[e + 1] < a.offsets[e]) c.range("offsets must be non-decreasing");
+  a.slotW = c.arr<float>(c.field(o, "slotW"), napi_float32_array, "slotW", (double)M);
+  a.g = c.arr<float>(c.field(o, "g"), napi_float32_array, "g", (double)M * a.I);
+  a.u = c.arr<float>(c.field(o, "u"), napi_float32_array, "u", (double)M * a.I);
+  a.y = c.arr<float>(c.field(o, "y"), napi_float32_array, "y", (double)M * a.H);
+  a.sg = a.sGate ? c.arr<float>(c.field(o, "sg"), napi_float32_array, "sg", (double)a.N * a.Is) : nullptr;
+  a.su = a.sGate ? c.arr<float>(c.field(o, "su"), napi_float32_array, "su", (double)a.N * a.Is) : nullptr;
+}
+
+// moeFfnForward(args, out)
+napi_value MoeForward(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Ctx c{env, "moeFfnForward"};
+    napi_value v[4];
+    args(env, info, 2, v, c);
+    MoeIn m;
+    readMoe(c, v[0], m);
+    float* out = c.arr<float>(v[1], napi_float32_array, "out", (double)m.a.N * m.a.H);
+    moeFfnForward(m.a, out);
+    return undef(env);
+  });
+}
+
+// moeFfnBackward(args, grads{gradOut, gradX, gradW, gGate[], gUp[], gDown[], gsGate?, gsUp?, gsDown?})
+napi_value MoeBackward(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Ctx c{env, "moeFfnBackward"};
+    napi_value v[4];
+    args(env, info, 2, v, c);
+    MoeIn m;
+    readMoe(c, v[0], m);
+    const MoeFfnArgs& a = m.a;
+    MoeFfnGrads d{};
+    const double NH = (double)a.N * a.H;
+    d.gradOut = c.arr<float>(c.field(v[1], "gradOut"), napi_float32_array, "gradOut", NH);
+    d.gradX = c.arr<float>(c.field(v[1], "gradX"), napi_float32_array, "gradX", NH);
+    d.gradW = c.arr<float>(c.field(v[1], "gradW"), napi_float32_array, "gradW", (double)a.N * a.k);
+    std::vector<float*> gg = c.list(c.field(v[1], "gGate"), "gGate", a.E, (double)a.I * a.H, true);
+    std::vector<float*> gu = c.list(c.field(v[1], "gUp"), "gUp", a.E, (double)a.I * a.H, true);
+    std::vector<float*> gd = c.list(c.field(v[1], "gDown"), "gDown", a.E, (double)a.H * a.I, true);
+    d.gGate = gg.data(); d.gUp = gu.data(); d.gDown = gd.data();
+    if (a.sGate) {
+      d.gsGate = c.arr<float>(c.field(v[1], "gsGate"), napi_float32_array, "gsGate", (double)a.Is * a.H, true);
+      d.gsUp = c.arr<float>(c.field(v[1], "gsUp"), napi_float32_array, "gsUp", (double)a.Is * a.H, true);
+      d.gsDown = c.arr<float>(c.field(v[1], "gsDown"), napi_float32_array, "gsDown", (double)a.H * a.Is, true);
+    }
+    moeFfnBackward(a, d);
+    return undef(env);
+  });
+}
+
+}  // namespace
+
+/** Adds the fused training kernels to the addon's exports. */
+void registerTrainExports(napi_env env, napi_value exports) {
+  const napi_property_descriptor props[] = {
+      {"moeFfnForward", nullptr, MoeForward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"moeFfnBackward", nullptr, MoeBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+}
+
+}  // namespace frugal
