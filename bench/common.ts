@@ -8,7 +8,7 @@
  * Node-only (bench code).
  */
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,9 +26,48 @@ import {
 import { writeSafetensors } from '../src/io/safetensors-node.js';
 
 /** The command a user runs to install the peer. */
-export const PEER_INSTALL = 'sh bench/peer/setup.sh   (apt-get install -y python3-torch python3-numpy libopenblas0-pthread libgoogle-perftools4)';
+export const PEER_INSTALL = 'sh bench/peer/setup-trixie.sh   (PyTorch 2.6 in a Debian trixie chroot: the main peer) and sh bench/peer/setup.sh   (PyTorch 1.13 for /usr/bin/python3: the second column)';
 export const PYTHON = '/usr/bin/python3';
 const TCMALLOC = '/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4';
+
+/** The trixie chroot of bench/peer/setup-trixie.sh (FRUGAL_PEER_CHROOT overrides the default). */
+export function trixieRoot(): string { return process.env.FRUGAL_PEER_CHROOT ?? '/var/tmp/frugal-trixie'; }
+
+/**
+ * One PyTorch peer: 'torch' is the current PyTorch from the trixie chroot (eager, or with
+ * torch.compile), 'torch-legacy' the host's /usr/bin/python3 (Debian bookworm's 1.13).
+ */
+export interface PeerSpec {
+  id: 'torch' | 'torch-compile' | 'torch-legacy';
+  /** Chroot directory the peer runs in (null: the host's python3). */
+  root: string | null;
+  compile: boolean;
+}
+export const LEGACY_PEER: PeerSpec = { id: 'torch-legacy', root: null, compile: false };
+
+/** Why the chroot peer cannot run (null when DIR/usr/bin/python3 imports torch), mounting /proc, /dev, /sys if needed. */
+export function chrootUnavailable(root = trixieRoot()): string | null {
+  if (!existsSync(path.join(root, 'usr', 'bin', 'python3'))) return `no trixie chroot at ${root} (FRUGAL_PEER_CHROOT)`;
+  if (process.getuid?.() !== 0) return 'running a chroot needs root';
+  for (const m of ['proc', 'dev', 'sys']) {
+    const dir = path.join(root, m);
+    if (spawnSync('mountpoint', ['-q', dir]).status !== 0 && spawnSync('mount', ['--bind', `/${m}`, dir]).status !== 0) return `could not mount /${m} into ${root}`;
+  }
+  const r = spawnSync('chroot', [root, PYTHON, '-c', 'import torch'], { encoding: 'utf8', timeout: 120_000 });
+  return r.status === 0 ? null : `torch does not import in ${root}: ${(r.stderr ?? '').trim().split('\n').pop()}`;
+}
+
+/** The peers this machine can run, the current PyTorch first, plus a note per missing one. */
+export function availablePeers(): { specs: PeerSpec[]; notes: string[] } {
+  const specs: PeerSpec[] = [], notes: string[] = [];
+  const root = trixieRoot(), whyChroot = chrootUnavailable(root);
+  if (whyChroot) notes.push(`PyTorch 2.6 peer skipped: ${whyChroot}`);
+  else specs.push({ id: 'torch', root, compile: false }, { id: 'torch-compile', root, compile: true });
+  const whyHost = peerUnavailable();
+  if (whyHost) notes.push(`PyTorch 1.13 peer skipped: ${whyHost}`);
+  else specs.push(LEGACY_PEER);
+  return { specs, notes };
+}
 
 /** Shapes one config is benchmarked at. */
 interface ShapeBase {
@@ -37,6 +76,9 @@ interface ShapeBase {
   /** decode: prompt then `steps` single-token steps (short context, and at ~1K context). */
   decodeShort: { prompt: number; steps: number };
   decodeLong: { prompt: number; steps: number };
+  /** The scaling row: decode steps at ~4K tokens of context (past small's max_position_embeddings
+   *  of 1024: RoPE positions are extrapolated; what is measured is cost, not quality). */
+  decodeXL?: { prompt: number; steps: number };
 }
 /** A DeepSeek-style benchmark config (src/model/deepseek.ts). */
 export type DeepSeekBenchShape = ShapeBase & { kind: 'deepseek'; cfg: DeepSeekConfig };
@@ -50,7 +92,8 @@ export type BenchShape = DeepSeekBenchShape | DenseBenchShape;
  * the test model. Scripts that drive deepseek.ts directly (profile.ts, train-steps.ts) use these.
  */
 export const BENCH_CONFIGS: Record<string, DeepSeekBenchShape> = {
-  small: { kind: 'deepseek', cfg: presets.small!, batch: 8, seq: 256, decodeShort: { prompt: 16, steps: 240 }, decodeLong: { prompt: 992, steps: 32 } },
+  small: { kind: 'deepseek', cfg: presets.small!, batch: 8, seq: 256, decodeShort: { prompt: 16, steps: 240 }, decodeLong: { prompt: 992, steps: 32 }, decodeXL: { prompt: 4064, steps: 32 } },
+  medium: { kind: 'deepseek', cfg: presets.medium!, batch: 8, seq: 256, decodeShort: { prompt: 16, steps: 240 }, decodeLong: { prompt: 992, steps: 32 }, decodeXL: { prompt: 4064, steps: 32 } },
   tiny: { kind: 'deepseek', cfg: presets.tiny!, batch: 2, seq: 32, decodeShort: { prompt: 4, steps: 16 }, decodeLong: { prompt: 200, steps: 16 } },
 };
 
@@ -61,7 +104,8 @@ export const BENCH_CONFIGS: Record<string, DeepSeekBenchShape> = {
  */
 export const MODEL_BENCH_CONFIGS: Record<string, BenchShape> = {
   small: BENCH_CONFIGS.small!,
-  'dense-10m': { kind: 'dense', cfg: denseConfigs['dense-10m']!, batch: 8, seq: 256, decodeShort: { prompt: 16, steps: 240 }, decodeLong: { prompt: 992, steps: 32 } },
+  medium: BENCH_CONFIGS.medium!,
+  'dense-10m': { kind: 'dense', cfg: denseConfigs['dense-10m']!, batch: 8, seq: 256, decodeShort: { prompt: 16, steps: 240 }, decodeLong: { prompt: 992, steps: 32 }, decodeXL: { prompt: 4064, steps: 32 } },
   tiny: BENCH_CONFIGS.tiny!,
 };
 
@@ -78,8 +122,10 @@ export interface BenchModel {
   trainable(): Tensor[];
   /** Training loss: inputs [B, T], targets [B·T]; `mtpWeight` > 0 adds the MTP loss (DeepSeek only). */
   loss(inputs: Tensor, targets: Tensor, mtpWeight: number): Tensor;
-  /** Logits [B, T, V]; with a cache, the tokens sit at `startPos` and are appended to it. */
-  forward(tokens: Tensor, cache?: BenchCache, startPos?: number): Tensor;
+  /** Logits [B, T, V] ([B, 1, V] with `last`); with a cache, the tokens sit at `startPos` and are appended to it. */
+  forward(tokens: Tensor, cache?: BenchCache, startPos?: number, last?: boolean): Tensor;
+  /** Bytes the decode cache holds per token of context (all layers, f32). */
+  cacheBytesPerToken(): number;
   /** A batch-1 decode cache for `capacity` tokens (DeepSeek: the absorbed latent cache). */
   makeCache(capacity: number): BenchCache;
   /** Writes config.json + model.safetensors (F32) for the peer. */
@@ -102,7 +148,9 @@ export function benchModel(shape: BenchShape, seed = 1): BenchModel {
         if (mtp > 0) throw new Error('bench: the dense model has no MTP layers');
         return denseLossFn(p, cfg, x, y).loss;
       },
-      forward: (t, cache, startPos) => denseForward(p, cfg, t, cache ? { cache: cache as DenseKVCache, startPos: startPos ?? 0, ...(decodeLinear && startPos ? { linear: decodeLinear } : {}) } : {}),
+      forward: (t, cache, startPos, last) => denseForward(p, cfg, t, { ...(cache ? { cache: cache as DenseKVCache, startPos: startPos ?? 0, ...(decodeLinear && startPos ? { linear: decodeLinear } : {}) } : {}), lastLogits: last ?? false }),
+      // K and V, every head, every layer.
+      cacheBytesPerToken: () => 2 * cfg.hiddenSize * cfg.numHiddenLayers * 4,
       makeCache: (capacity) => new DenseKVCache(cfg, capacity),
       useBf16Decode: () => {
         const r = bf16Linear();
@@ -125,7 +173,9 @@ export function benchModel(shape: BenchShape, seed = 1): BenchModel {
     kind: 'deepseek', vocabSize: cfg.vocabSize, hasMtp: cfg.numNextnPredictLayers > 0,
     trainable: () => trainableParams(p, cfg),
     loss: (x, y, mtp) => lossFn(p, cfg, x, y, { mtpWeight: mtp }).loss,
-    forward: (t, cache, startPos) => forward(p, cfg, t, cache ? { cache: cache as KVCache, startPos: startPos ?? 0, ...(decodeLinear && startPos ? { linear: decodeLinear } : {}) } : {}).logits,
+    forward: (t, cache, startPos, last) => forward(p, cfg, t, { ...(cache ? { cache: cache as KVCache, startPos: startPos ?? 0, ...(decodeLinear && startPos ? { linear: decodeLinear } : {}) } : {}), lastLogits: last ?? false }).logits,
+    // MLA's absorbed cache: the normalised latent and the roped k_pe per token, main layers.
+    cacheBytesPerToken: () => (cfg.kvLoraRank + cfg.qkRopeHeadDim) * cfg.numHiddenLayers * 4,
     makeCache: (capacity) => new KVCache(cfg, 1, capacity, 'absorb'),
     useBf16Decode: () => {
       const r = bf16Linear();
@@ -166,6 +216,12 @@ export interface BenchRow {
   frugal: number; pytorch: number | null; ratio: number | null;
   frugalRange: [number, number]; pytorchRange: [number, number] | null; reps: number;
   backend: string;
+  /** What the `pytorch` column ran: 'PyTorch 2.6 eager' / '… compile' (the faster per row), or 'PyTorch 1.13' when only it ran. */
+  pytorchPeer?: string;
+  /** Every peer's median and range by id ('torch', 'torch-compile', 'torch-legacy'). */
+  peers?: Record<string, { median: number; min: number; max: number }>;
+  /** The second column (PyTorch 1.13) when the current PyTorch ran too, and Frugal's ratio to it. */
+  legacy?: number | null; legacyRange?: [number, number] | null; legacyRatio?: number | null;
 }
 
 /** The repository root (holds bench/peer/model.py), from source (bench/) or compiled (dist/bench/) code. */
@@ -186,12 +242,36 @@ export function peerUnavailable(): string | null {
 }
 
 /** The peer's environment: threads, passive OpenMP waits, tcmalloc; the forced AVX2 OpenBLAS core removed. */
-export function peerEnv(threads: number): NodeJS.ProcessEnv {
+export function peerEnv(threads: number, root: string | null = null): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads), OMP_WAIT_POLICY: 'PASSIVE', MKL_NUM_THREADS: String(threads) };
   delete env.OPENBLAS_CORETYPE;
   delete env.OPENBLAS_L2_SIZE;
-  if (existsSync(TCMALLOC)) env.LD_PRELOAD = TCMALLOC;
+  delete env.LD_PRELOAD;
+  if (existsSync(path.join(root ?? '/', TCMALLOC))) env.LD_PRELOAD = TCMALLOC;
   return env;
+}
+
+/**
+ * argv and environment that run bench/peer/model.py for `spec`. A chroot peer reads model.py from
+ * `dir` (copied there; dir must lie inside the chroot) and sees paths relative to the chroot, so
+ * `peerPath` maps host paths into it. LD_PRELOAD is set inside the chroot (via env), not on chroot.
+ */
+export function peerCommand(spec: PeerSpec, dir: string, threads: number, args: string[]): { cmd: string; argv: string[]; env: NodeJS.ProcessEnv; peerPath: (p: string) => string } {
+  const script = path.join(repoRoot(), 'bench', 'peer', 'model.py');
+  const env = peerEnv(threads, spec.root);
+  const compile = spec.compile ? ['--compile', '1'] : [];
+  if (!spec.root) return { cmd: PYTHON, argv: [script, ...args, ...compile], env, peerPath: (p) => p };
+  const root = path.resolve(spec.root);
+  const peerPath = (p: string): string => {
+    const abs = path.resolve(p);
+    if (!abs.startsWith(root + path.sep)) throw new Error(`bench: ${abs} is outside the peer's chroot ${root}`);
+    return abs.slice(root.length);
+  };
+  copyFileSync(script, path.join(dir, 'model.py'));
+  const inner = Object.entries(env).filter(([k]) => /^(OPENBLAS_NUM_THREADS|OMP_NUM_THREADS|OMP_WAIT_POLICY|MKL_NUM_THREADS|LD_PRELOAD)$/.test(k)).map(([k, v]) => `${k}=${v}`);
+  const outer = { ...env };
+  delete outer.LD_PRELOAD;
+  return { cmd: 'chroot', argv: [root, '/usr/bin/env', ...inner, PYTHON, peerPath(path.join(dir, 'model.py')), ...args.map((a, i) => (args[i - 1] === '--dir' ? peerPath(a) : a)), ...compile], env: outer, peerPath };
 }
 
 /** A running peer process serving one model directory at a fixed thread count. */
@@ -201,9 +281,12 @@ export class Peer {
   private stderr = '';
   private exited: string | null = null;
 
-  constructor(modelDir: string, readonly threads: number) {
-    const script = path.join(repoRoot(), 'bench', 'peer', 'model.py');
-    this.proc = spawn(PYTHON, [script, 'serve', '--dir', modelDir, '--threads', String(threads)], { env: peerEnv(threads), stdio: ['pipe', 'pipe', 'pipe'] });
+  private readonly peerPath: (p: string) => string;
+
+  constructor(modelDir: string, readonly threads: number, readonly spec: PeerSpec = LEGACY_PEER) {
+    const c = peerCommand(spec, modelDir, threads, ['serve', '--dir', modelDir, '--threads', String(threads)]);
+    this.peerPath = c.peerPath;
+    this.proc = spawn(c.cmd, c.argv, { env: c.env, stdio: ['pipe', 'pipe', 'pipe'] });
     createInterface({ input: this.proc.stdout }).on('line', (l) => this.pending.shift()?.(l));
     this.proc.stderr.on('data', (d: Buffer) => { this.stderr = (this.stderr + d.toString()).slice(-4000); });
     this.proc.on('exit', (code) => {
@@ -222,7 +305,10 @@ export class Peer {
         if (typeof r.error === 'string') reject(new Error(`peer: ${r.error}`));
         else resolve(r as T & { maxRssKB: number });
       });
-      this.proc.stdin.write(JSON.stringify(req) + '\n');
+      // File arguments (the logits check) as the peer sees them.
+      const r = { ...req };
+      for (const k of ['tokens', 'logits']) if (typeof r[k] === 'string') r[k] = this.peerPath(r[k] as string);
+      this.proc.stdin.write(JSON.stringify(r) + '\n');
     });
   }
 
@@ -240,13 +326,15 @@ export class Peer {
 /** A description line of the peer's BLAS, kernels and allocator. */
 export function describePeer(info: Record<string, unknown>): string {
   const env = info.env as Record<string, string> | undefined;
-  return `PyTorch ${String(info.torch)} (${String(info.threads)} threads; BLAS ${String(info.blas)} [build ${String(info.build_blas)}]${info.openblas ? ' ' + String(info.openblas) : ''}; ` +
+  return `PyTorch ${String(info.torch)}${info.compile ? ' + torch.compile' : ' eager'} (${String(info.threads)} threads; BLAS ${String(info.blas)} [build ${String(info.build_blas)}]${info.openblas ? ' ' + String(info.openblas) : ''}; ` +
     `ATen CPU capability ${String(info.cpu_capability || '?')}; allocator ${String(info.allocator)}; OMP_WAIT_POLICY=${env?.OMP_WAIT_POLICY ?? ''})`;
 }
 
-/** Temporary model directory for the peer; removed by the returned function. */
+/** Temporary model directory for the peers (inside the trixie chroot's /tmp when that exists, so
+ *  every peer sees it); removed by the returned function. */
 export function tempModelDir(): { dir: string; remove: () => void } {
-  const dir = mkdtempSync(path.join(tmpdir(), 'frugal-bench-'));
+  const chrootTmp = path.join(trixieRoot(), 'tmp');
+  const dir = mkdtempSync(path.join(existsSync(chrootTmp) ? chrootTmp : tmpdir(), 'frugal-bench-'));
   return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
@@ -289,12 +377,18 @@ export async function makeAdamW(params: Tensor[]): Promise<{ opt: Optimizer; sou
 
 const fmt = (x: number): string => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
 
-/** Markdown table of rows (ratio = Frugal/PyTorch speed, or PyTorch/Frugal memory). */
+/** Markdown table of rows (ratio = Frugal/PyTorch speed, or PyTorch/Frugal memory); the PyTorch
+ *  column is the current PyTorch (the faster of eager and compiled, named), then PyTorch 1.13. */
 export function formatRows(rows: BenchRow[]): string {
-  const lines = ['| suite | config | case | threads | unit | Frugal median (min–max) | PyTorch median (min–max) | ratio |', '|---|---|---|---|---|---|---|---|'];
+  const legacy = rows.some((r) => r.legacy !== undefined && r.legacy !== null);
+  const lines = [`| suite | config | case | threads | unit | Frugal median (min–max) | PyTorch median (min–max) | ratio |${legacy ? ' PyTorch 1.13 median (min–max) | ratio vs 1.13 |' : ''}`,
+    `|---|---|---|---|---|---|---|---|${legacy ? '---|---|' : ''}`];
+  const range = (v: number | null | undefined, r: [number, number] | null | undefined): string => (v === null || v === undefined ? 'skipped' : `${fmt(v)} (${fmt(r![0])}–${fmt(r![1])})`);
+  const ratio = (x: number | null | undefined): string => (x === null || x === undefined ? '—' : x.toFixed(2) + '×');
   for (const r of rows) {
-    const p = r.pytorch === null ? 'skipped' : `${fmt(r.pytorch)} (${fmt(r.pytorchRange![0])}–${fmt(r.pytorchRange![1])})`;
-    lines.push(`| ${r.suite} | ${r.config} | ${r.case} | ${r.threads} | ${r.unit} | ${fmt(r.frugal)} (${fmt(r.frugalRange[0])}–${fmt(r.frugalRange[1])}) | ${p} | ${r.ratio === null ? '—' : r.ratio.toFixed(2) + '×'} |`);
+    const p = r.pytorch === null ? 'skipped' : `${range(r.pytorch, r.pytorchRange)}${r.pytorchPeer ? ' ' + r.pytorchPeer.replace(/^PyTorch /, '') : ''}`;
+    lines.push(`| ${r.suite} | ${r.config} | ${r.case} | ${r.threads} | ${r.unit} | ${range(r.frugal, r.frugalRange)} | ${p} | ${ratio(r.ratio)} |` +
+      (legacy ? ` ${range(r.legacy, r.legacyRange)} | ${ratio(r.legacyRatio)} |` : ''));
   }
   return lines.join('\n');
 }

@@ -18,8 +18,8 @@ import { UsageError } from '../src/cli/main.js';
 import { forward, type ModelParams } from '../src/model/deepseek.js';
 import type { DeepSeekConfig } from '../src/model/config.js';
 import {
-  MODEL_BENCH_CONFIGS, PEER_INSTALL, Peer, benchModel, describePeer, formatRows, lcgBatch, lcgTokens, makeAdamW, peerUnavailable, stats,
-  tempModelDir, writeRaw, writeResults, type BenchModel, type BenchRow, type BenchShape,
+  MODEL_BENCH_CONFIGS, PEER_INSTALL, Peer, availablePeers, benchModel, describePeer, formatRows, lcgBatch, lcgTokens, makeAdamW, stats,
+  tempModelDir, writeRaw, writeResults, type BenchModel, type BenchRow, type BenchShape, type PeerSpec, type Stats,
 } from './common.js';
 
 export type ModelSuite = 'train' | 'prefill' | 'decode';
@@ -32,6 +32,8 @@ export const SUITE_SPEC: OptionSpec = {
   quick: { type: 'boolean', help: 'smoke run: 2 threads only, 3 reps' },
   json: { type: 'boolean', help: 'print one JSON array of rows {suite, config, threads, unit, frugal, pytorch, ratio, ...}' },
   'no-peer': { type: 'boolean', help: 'time Frugal only (skip PyTorch)' },
+  'no-compile': { type: 'boolean', help: 'skip the torch.compile peer (its first steps compile for minutes)' },
+  'no-legacy': { type: 'boolean', help: 'skip the PyTorch 1.13 column' },
   weights: { type: 'string', help: 'decode only: Frugal decode-step weights f32 (default), bf16 or q8_0 (PyTorch stays f32: labelled; llama.cpp runs the same precision)' },
   peer: { type: 'string', help: 'decode/prefill: pytorch (default) or llama.cpp (same weights as GGUF, persistent threadpool; bench/llamacpp.ts)' },
   write: { type: 'boolean', help: 'also write the table into docs/results/bench.md' },
@@ -39,6 +41,8 @@ export const SUITE_SPEC: OptionSpec = {
 
 export interface SuiteOptions {
   config: string; threads: number[]; reps: number; backend: BackendChoice; json: boolean; peer: boolean; write: boolean; quick: boolean;
+  /** Run the torch.compile peer and the PyTorch 1.13 column (default true each). */
+  compile?: boolean; legacy?: boolean;
   weights?: 'f32' | 'bf16' | 'q8_0';
   /** Which peer: PyTorch (default) or llama.cpp. */
   peerName?: 'pytorch' | 'llama.cpp';
@@ -68,7 +72,8 @@ export function parseSuiteArgs(verb: string, argv: string[]): SuiteOptions | nul
   const peerName = (o.peer as string | undefined) ?? 'pytorch';
   if (peerName !== 'pytorch' && peerName !== 'llama.cpp') throw new UsageError(`--peer must be pytorch or llama.cpp, got '${peerName}'`);
   if (peerName === 'llama.cpp' && verb !== 'decode' && verb !== 'prefill') throw new UsageError('--peer llama.cpp applies to the decode and prefill suites (llama.cpp does not train)');
-  return { config, threads, reps, backend, json: o.json === true, peer: o['no-peer'] !== true, write: o.write === true, quick, weights, peerName };
+  return { config, threads, reps, backend, json: o.json === true, peer: o['no-peer'] !== true, write: o.write === true, quick, weights, peerName,
+    compile: o['no-compile'] !== true, legacy: o['no-legacy'] !== true };
 }
 
 /** One benchmark case: a Frugal repetition and the matching peer request, both timed in seconds. */
@@ -95,25 +100,33 @@ function cases(suite: ModelSuite, shape: BenchShape, model: BenchModel, opt: { s
   if (suite === 'prefill') {
     const { inputs } = lcgBatch(2, B, T, V);
     const x = new Tensor(inputs, [B, T], 'i32');
-    return [{
-      name: `forward ${B}×${T}`, unit: 'tokens/s', work: B * T, peer: { op: 'prefill', B, T },
-      frugal: () => noGrad(() => { const t0 = performance.now(); model.forward(x); return (performance.now() - t0) / 1000; }),
-    }];
+    const pre = (last: boolean): Case => ({
+      name: last ? `prefill ${B}×${T} (last position's logits)` : `forward ${B}×${T} (all logits)`, unit: 'tokens/s', work: B * T, peer: { op: 'prefill', B, T, last },
+      frugal: () => noGrad(() => { const t0 = performance.now(); model.forward(x, undefined, undefined, last); return (performance.now() - t0) / 1000; }),
+    });
+    return [pre(true), pre(false)];
   }
+  const kv = (n: number): string => { const b = n * model.cacheBytesPerToken(); return b >= 1 << 20 ? `${(b / (1 << 20)).toFixed(1)} MB` : `${(b / 1024).toFixed(0)} KB`; };
   const dec = (d: { prompt: number; steps: number }, label: string): Case => ({
-    name: label, unit: 'tokens/s', work: d.steps, peer: { op: 'decode', prompt: d.prompt, steps: d.steps },
+    name: `${label} (KV cache ${kv(d.prompt + d.steps)})`, unit: 'tokens/s', work: d.steps, peer: { op: 'decode', prompt: d.prompt, steps: d.steps },
     frugal: () => noGrad(() => {
       const toks = lcgTokens(3, d.prompt + d.steps, V);
       const cache = model.makeCache(d.prompt + d.steps);
-      model.forward(new Tensor(toks.slice(0, d.prompt), [1, d.prompt], 'i32'), cache, 0);
+      // The prompt in chunks of 512, as the peer does (and as generate() prefills).
+      for (let c0 = 0; c0 < d.prompt; c0 += 512) {
+        const c1 = Math.min(d.prompt, c0 + 512);
+        model.forward(new Tensor(toks.slice(c0, c1), [1, c1 - c0], 'i32'), cache, c0, true);
+      }
       const t0 = performance.now();
       for (let i = d.prompt; i < d.prompt + d.steps; i++) model.forward(new Tensor(toks.slice(i, i + 1), [1, 1], 'i32'), cache, i);
       return (performance.now() - t0) / 1000;
     }),
   });
+  const at = (d: { prompt: number; steps: number }): string => `batch 1, at ${d.prompt}→${d.prompt + d.steps} context`;
   return [
     dec(shape.decodeShort, `batch 1, ${shape.decodeShort.prompt}→${shape.decodeShort.prompt + shape.decodeShort.steps}`),
-    dec(shape.decodeLong, `batch 1, at ${shape.decodeLong.prompt}→${shape.decodeLong.prompt + shape.decodeLong.steps} context`),
+    dec(shape.decodeLong, at(shape.decodeLong)),
+    ...(shape.decodeXL ? [dec(shape.decodeXL, at(shape.decodeXL))] : []),
   ];
 }
 
@@ -137,11 +150,43 @@ export async function checkPeer(peer: Peer, params: ModelParams, cfg: DeepSeekCo
 /** Max |Δlogit| accepted before timing (fp32 sums in different orders). */
 export const CHECK_TOLERANCE = 1e-4;
 
+/** A started peer with its description. */
+interface LivePeer { spec: PeerSpec; peer: Peer; label: string }
+
+const PEER_NAMES: Record<PeerSpec['id'], string> = { torch: 'eager', 'torch-compile': 'torch.compile', 'torch-legacy': '' };
+
+/** Starts every peer for this thread count, proves each computes Frugal's logits, and drops a
+ *  torch.compile peer that fails (the eager ones must pass). */
+async function startPeers(specs: PeerSpec[], dir: string, threads: number, model: BenchModel, decode: boolean, log: (s: string) => void): Promise<LivePeer[]> {
+  const live: LivePeer[] = [];
+  for (const spec of specs) {
+    const peer = new Peer(dir, threads, spec);
+    try {
+      const info = await peer.request({ op: 'info' });
+      const label = `PyTorch ${String(info.torch).replace(/\+.*$/, '')}${PEER_NAMES[spec.id] ? ' ' + PEER_NAMES[spec.id] : ''}`;
+      log(`  peer ${spec.id}: ${describePeer(info)}`);
+      const c = await checkPeerModel(peer, model, dir, 2, 16, decode && !spec.compile);
+      log(`  ${label} logits check (2×16, same weights): max |Frugal − PyTorch| = ${c.maxAbsDiff.toExponential(2)}` +
+        `${c.maxAbsDiffDecode !== undefined ? `, cached decode path ${c.maxAbsDiffDecode.toExponential(2)}` : ''} (max |logit| ${c.maxAbsLogit.toFixed(3)})`);
+      const worst = Math.max(c.maxAbsDiff, c.maxAbsDiffDecode ?? 0);
+      if (!(worst < CHECK_TOLERANCE)) throw new Error(`the peer's logits differ from Frugal's by ${worst} (> ${CHECK_TOLERANCE}); refusing to time different computations`);
+      live.push({ spec, peer, label });
+    } catch (e) {
+      await peer.close();
+      if (!spec.compile) { for (const l of live) await l.peer.close(); throw e; }
+      log(`  torch.compile peer dropped: ${(e as Error).message}`);
+    }
+  }
+  return live;
+}
+
 /** Runs a suite; returns rows (and logs progress/context with `log`). */
 export async function runModelSuite(suite: ModelSuite, o: SuiteOptions, log: (s: string) => void): Promise<BenchRow[]> {
   const shape = MODEL_BENCH_CONFIGS[o.config]!;
-  const why = o.peer ? peerUnavailable() : 'disabled by --no-peer';
-  if (why) log(`PyTorch peer skipped: ${why}.${o.peer ? ` Install it with: ${PEER_INSTALL}` : ''}`);
+  const found = o.peer ? availablePeers() : { specs: [], notes: ['PyTorch peers skipped: disabled by --no-peer'] };
+  const specs = found.specs.filter((s) => (s.id !== 'torch-compile' || o.compile !== false) && (s.id !== 'torch-legacy' || o.legacy !== false || !found.specs.some((x) => x.id === 'torch')));
+  for (const n of found.notes) log(n);
+  if (o.peer && !specs.length) log(`Install a peer with: ${PEER_INSTALL}`);
   const rows: BenchRow[] = [];
   const tmp = tempModelDir();
   try {
@@ -152,20 +197,9 @@ export async function runModelSuite(suite: ModelSuite, o: SuiteOptions, log: (s:
       const backend = describeBackend();
       log(`[${suite} ${o.config} threads=${threads}] Frugal: ${backend}`);
       const model = benchModel(shape, 1);
-      let peer: Peer | null = null;
-      if (!why) {
-        await model.save(tmp.dir);
-        peer = new Peer(tmp.dir, threads);
-      }
+      if (specs.length) await model.save(tmp.dir);
+      const peers = specs.length ? await startPeers(specs, tmp.dir, threads, model, suite === 'decode', log) : [];
       try {
-        if (peer) {
-          log(`  peer: ${describePeer(await peer.request({ op: 'info' }))}`);
-          const c = await checkPeerModel(peer, model, tmp.dir, 2, 16, suite === 'decode');
-          log(`  logits check (2×16, same weights): max |Frugal − PyTorch| = ${c.maxAbsDiff.toExponential(2)}` +
-            `${c.maxAbsDiffDecode !== undefined ? `, cached decode path ${c.maxAbsDiffDecode.toExponential(2)}` : ''} (max |logit| ${c.maxAbsLogit.toFixed(3)})`);
-          const worst = Math.max(c.maxAbsDiff, c.maxAbsDiffDecode ?? 0);
-          if (!(worst < CHECK_TOLERANCE)) throw new Error(`the peer's logits differ from Frugal's by ${worst} (> ${CHECK_TOLERANCE}); refusing to time different computations`);
-        }
         if (o.weights === 'bf16') log(`  Frugal decode steps: ${model.useBf16Decode()} — PyTorch stays f32, so these rows compare different precisions`);
         if (o.weights === 'q8_0') log(`  Frugal decode steps: ${model.useQ8Decode()} — PyTorch stays f32, so these rows compare different precisions`);
         const { opt, source } = await makeAdamW(model.trainable());
@@ -173,23 +207,32 @@ export async function runModelSuite(suite: ModelSuite, o: SuiteOptions, log: (s:
         resetKernelCounts();
         for (const c of cases(suite, shape, model, opt)) {
           c.frugal();
-          if (peer) await peer.time(c.peer);
-          const f: number[] = [], p: number[] = [];
+          // Warm-ups: one per side; torch.compile twice (its second call recompiles for dynamic shapes).
+          const active: LivePeer[] = [];
+          for (const p of peers) {
+            try {
+              for (let w = 0; w < (p.spec.compile ? 2 : 1); w++) await p.peer.time(c.peer);
+              active.push(p);
+            } catch (e) {
+              if (!p.spec.compile) throw e;
+              log(`  ${p.label}: ${c.name} failed (${(e as Error).message.slice(0, 200)}); its column is left out of this row`);
+            }
+          }
+          const f: number[] = [];
+          const ps = new Map<PeerSpec['id'], number[]>(active.map((p) => [p.spec.id, []]));
           for (let r = 0; r < o.reps; r++) {
             f.push(c.work / c.frugal());
-            if (peer) p.push(c.work / (await peer.time(c.peer)));
+            for (const p of active) ps.get(p.spec.id)!.push(c.work / (await p.peer.time(c.peer)));
           }
-          const fs = stats(f), ps = p.length ? stats(p) : null;
-          rows.push({
-            suite, config: o.config, case: o.weights !== 'f32' && o.weights ? `${c.name} (Frugal ${o.weights} weights)` : c.name, threads, unit: c.unit, frugal: fs.median, pytorch: ps ? ps.median : null,
-            ratio: ps ? fs.median / ps.median : null, frugalRange: [fs.min, fs.max], pytorchRange: ps ? [ps.min, ps.max] : null, reps: o.reps, backend,
-          });
-          log(`  ${c.name}: Frugal ${fs.median.toFixed(1)} ${c.unit}${ps ? `, PyTorch ${ps.median.toFixed(1)} (×${(fs.median / ps.median).toFixed(2)})` : ''}`);
+          rows.push(makeRow(suite, o, c, threads, backend, stats(f), active, ps));
+          const r = rows[rows.length - 1]!;
+          log(`  ${c.name}: Frugal ${r.frugal.toFixed(1)} ${c.unit}${active.map((p) => `, ${p.label} ${stats(ps.get(p.spec.id)!).median.toFixed(1)}`).join('')}` +
+            `${r.ratio !== null ? ` (×${r.ratio.toFixed(2)} vs ${r.pytorchPeer})` : ''}`);
         }
         const kc = Object.entries(kernelCounts()).map(([k, n]) => `${k}×${n}`).join(' ');
         log(`  kernels that ran (calls): ${kc || 'none counted'}`);
       } finally {
-        await peer?.close();
+        for (const p of peers) await p.peer.close();
       }
     }
   } finally {
@@ -197,6 +240,23 @@ export async function runModelSuite(suite: ModelSuite, o: SuiteOptions, log: (s:
     await disposeBackends();
   }
   return rows;
+}
+
+/** One row: the `pytorch` column is the faster of the current PyTorch's eager and compiled peers
+ *  (or PyTorch 1.13 when it alone ran); 1.13 is the second column. */
+function makeRow(suite: ModelSuite, o: SuiteOptions, c: Case, threads: number, backend: string, fs: Stats, active: LivePeer[], ps: Map<PeerSpec['id'], number[]>): BenchRow {
+  const st = new Map(active.map((p) => [p.spec.id, { ...stats(ps.get(p.spec.id)!), label: p.label }]));
+  const current = [st.get('torch'), st.get('torch-compile')].filter((x) => x !== undefined);
+  const best = current.length ? current.reduce((a, b) => (b!.median > a!.median ? b : a))! : st.get('torch-legacy') ?? null;
+  const legacy = current.length ? st.get('torch-legacy') ?? null : null;
+  return {
+    suite, config: o.config, case: o.weights !== 'f32' && o.weights ? `${c.name} (Frugal ${o.weights} weights)` : c.name, threads, unit: c.unit,
+    frugal: fs.median, pytorch: best ? best.median : null, ratio: best ? fs.median / best.median : null,
+    frugalRange: [fs.min, fs.max], pytorchRange: best ? [best.min, best.max] : null, reps: o.reps, backend,
+    ...(best ? { pytorchPeer: best.label } : {}),
+    peers: Object.fromEntries([...st].map(([id, v]) => [id, { median: v.median, min: v.min, max: v.max }])),
+    ...(current.length ? { legacy: legacy ? legacy.median : null, legacyRange: legacy ? [legacy.min, legacy.max] as [number, number] : null, legacyRatio: legacy ? fs.median / legacy.median : null } : {}),
+  };
 }
 
 /** CLI entry shared by the train/prefill/decode suite modules. */

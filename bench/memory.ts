@@ -8,7 +8,7 @@
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MODEL_BENCH_CONFIGS, PEER_INSTALL, benchModel, PYTHON, formatRows, peerEnv, peerUnavailable, repoRoot, stats, tempModelDir, writeResults, type BenchRow } from './common.js';
+import { MODEL_BENCH_CONFIGS, PEER_INSTALL, availablePeers, benchModel, formatRows, peerCommand, repoRoot, stats, tempModelDir, writeResults, type BenchRow, type PeerSpec } from './common.js';
 import { parseSuiteArgs } from './harness.js';
 
 function lastJson(out: string, who: string): { maxRssKB: number } {
@@ -28,11 +28,11 @@ function frugalPeak(config: string, what: string, threads: number, backend: stri
 }
 
 /** Peak RSS in MB of one peer job in a child process. */
-function peerPeak(dir: string, config: string, what: string, threads: number): number {
+function peerPeak(spec: PeerSpec, dir: string, config: string, what: string, threads: number): number {
   const s = MODEL_BENCH_CONFIGS[config]!;
   const extra = what === 'train' ? ['--B', String(s.batch), '--T', String(s.seq), '--mtp', '0'] : ['--prompt', String(s.decodeShort.prompt), '--steps', String(s.decodeShort.steps)];
-  const r = spawnSync(PYTHON, [path.join(repoRoot(), 'bench', 'peer', 'model.py'), 'memory', '--dir', dir, '--threads', String(threads), '--what', what, ...extra],
-    { encoding: 'utf8', env: peerEnv(threads), maxBuffer: 1 << 24 });
+  const c = peerCommand(spec, dir, threads, ['memory', '--dir', dir, '--threads', String(threads), '--what', what, ...extra]);
+  const r = spawnSync(c.cmd, c.argv, { encoding: 'utf8', env: c.env, maxBuffer: 1 << 24 });
   if (r.status !== 0) throw new Error(`peer memory job failed (${r.status}): ${r.stderr.slice(-800)}`);
   return lastJson(r.stdout, 'peer memory job').maxRssKB / 1024;
 }
@@ -42,26 +42,33 @@ export async function run(argv: string[]): Promise<number> {
   const o = parseSuiteArgs('memory', argv);
   if (!o) return 0;
   const log = (s: string): void => console.error(s);
-  const why = o.peer ? peerUnavailable() : 'disabled by --no-peer';
-  if (why) log(`PyTorch peer skipped: ${why}.${o.peer ? ` Install it with: ${PEER_INSTALL}` : ''}`);
+  // Eager peers only: the current PyTorch (the `pytorch` column) and 1.13 (the second column).
+  const found = o.peer ? availablePeers() : { specs: [], notes: ['PyTorch peers skipped: disabled by --no-peer'] };
+  for (const n of found.notes) log(n);
+  const specs = found.specs.filter((x) => !x.compile && (x.id !== 'torch-legacy' || o.legacy !== false));
+  if (o.peer && !specs.length) log(`Install a peer with: ${PEER_INSTALL}`);
+  const main = specs[0] ?? null, legacySpec = main && main.id === 'torch' ? specs.find((x) => x.id === 'torch-legacy') ?? null : null;
   const s = MODEL_BENCH_CONFIGS[o.config]!;
   const reps = Math.min(o.reps, 3);
   const tmp = tempModelDir();
   const rows: BenchRow[] = [];
   try {
-    if (!why) await benchModel(s, 1).save(tmp.dir);
+    if (main) await benchModel(s, 1).save(tmp.dir);
     for (const threads of o.threads) {
       for (const what of ['train', 'decode']) {
-        const f: number[] = [], p: number[] = [];
+        const f: number[] = [], p: number[] = [], l: number[] = [];
         for (let r = 0; r < reps; r++) {
           f.push(frugalPeak(o.config, what, threads, o.backend));
-          if (!why) p.push(peerPeak(tmp.dir, o.config, what, threads));
+          if (main) p.push(peerPeak(main, tmp.dir, o.config, what, threads));
+          if (legacySpec) l.push(peerPeak(legacySpec, tmp.dir, o.config, what, threads));
         }
-        const fs = stats(f), ps = p.length ? stats(p) : null;
+        const fs = stats(f), ps = p.length ? stats(p) : null, ls = l.length ? stats(l) : null;
         const name = what === 'train' ? `peak RSS, 2 training steps ${s.batch}×${s.seq}` : `peak RSS, decode ${s.decodeShort.prompt}→${s.decodeShort.prompt + s.decodeShort.steps}`;
         rows.push({ suite: 'memory', config: o.config, case: name, threads, unit: 'MB', frugal: fs.median, pytorch: ps ? ps.median : null,
-          ratio: ps ? ps.median / fs.median : null, frugalRange: [fs.min, fs.max], pytorchRange: ps ? [ps.min, ps.max] : null, reps, backend: o.backend });
-        log(`  ${name} threads=${threads}: Frugal ${fs.median.toFixed(0)} MB${ps ? `, PyTorch ${ps.median.toFixed(0)} MB` : ''}`);
+          ratio: ps ? ps.median / fs.median : null, frugalRange: [fs.min, fs.max], pytorchRange: ps ? [ps.min, ps.max] : null, reps, backend: o.backend,
+          ...(main ? { pytorchPeer: main.id === 'torch' ? 'PyTorch 2.6 eager' : 'PyTorch 1.13' } : {}),
+          ...(main?.id === 'torch' ? { legacy: ls ? ls.median : null, legacyRange: ls ? [ls.min, ls.max] as [number, number] : null, legacyRatio: ls ? ls.median / fs.median : null } : {}) });
+        log(`  ${name} threads=${threads}: Frugal ${fs.median.toFixed(0)} MB${ps ? `, PyTorch ${ps.median.toFixed(0)} MB` : ''}${ls ? `, PyTorch 1.13 ${ls.median.toFixed(0)} MB` : ''}`);
       }
     }
   } finally {

@@ -10,12 +10,15 @@ safetensors package) and answers benchmark requests as JSON lines on stdin/stdou
   {"op": "info"}                                     -> torch/BLAS/allocator/kernel description
   {"op": "check", "tokens": f, "logits": f, "B", "T"} -> {"maxAbsDiff"} of its logits vs Frugal's
   {"op": "train", "B", "T", "mtp": lambda}           -> {"s"}: one fwd+bwd+AdamW step, seconds
-  {"op": "prefill", "B", "T"}                        -> {"s"}: one no-grad forward
+  {"op": "prefill", "B", "T", "last": bool}          -> {"s"}: one no-grad forward (last: only the
+                                                        last position's logits, as generation needs)
   {"op": "decode", "prompt", "steps"}                -> {"s"}: `steps` batch-1 cached decode steps
 
 Tokens come from the same 32-bit LCG as bench/common.ts, so both sides see identical batches.
 `model.py memory --dir D --what train|decode ...` runs one job and prints its peak RSS.
-Usage: model.py serve --dir D --threads N | model.py memory ... (see main()).
+Usage: model.py serve --dir D --threads N [--compile 1] | model.py memory ... (see main()).
+With --compile 1 the model's forward and loss go through torch.compile (PyTorch 2.x; the bench
+runs eager and compiled peers side by side and keeps the faster per row).
 """
 import json
 import math
@@ -206,15 +209,15 @@ class DeepSeek(nn.Module):
             f = self.mlp(pre + '.mlp', x)
         return h + f
 
-    def forward(self, tokens, caches=None, start=0):
-        """tokens [B, T] -> (logits [B, T, V], hidden after the final norm)."""
+    def forward(self, tokens, caches=None, start=0, last=False):
+        """tokens [B, T] -> (logits [B, T, V] ([B, 1, V] with last), hidden after the final norm)."""
         T = tokens.shape[1]
         cos, sin = self.tables(start, T)
         h = F.embedding(tokens, self.w('model.embed_tokens.weight'))
         for i in range(self.L):
             h = self.block(i, h, cos, sin, caches[i] if caches else None, start)
         hid = rms_norm(h, self.w('model.norm.weight'), self.eps)
-        return F.linear(hid, self.w('lm_head.weight')), hid
+        return F.linear(hid[:, -1:] if last else hid, self.w('lm_head.weight')), hid
 
     def loss(self, inputs, targets, mtp_weight=0.0):
         B, T = inputs.shape
@@ -280,8 +283,8 @@ class Dense(nn.Module):
         ang = (torch.arange(start, start + T, dtype=torch.float64)[:, None] * self.inv_freq[None, :]).float().double()
         return torch.cos(ang).float(), torch.sin(ang).float()
 
-    def forward(self, tokens, caches=None, start=0):
-        """tokens [B, T] -> (logits [B, T, V], hidden after the final norm)."""
+    def forward(self, tokens, caches=None, start=0, last=False):
+        """tokens [B, T] -> (logits [B, T, V] ([B, 1, V] with last), hidden after the final norm)."""
         B, T = tokens.shape
         nh, hd = self.nh, self.hd
         cos, sin = self.tables(start, T)
@@ -308,7 +311,7 @@ class Dense(nn.Module):
             y = rms_norm(h, fn, self.eps)
             h = h + F.linear(F.silu(F.linear(y, wg)) * F.linear(y, wu), wd)
         hid = rms_norm(h, self.norm, self.eps)
-        return F.linear(hid, self.head), hid
+        return F.linear(hid[:, -1:] if last else hid, self.head), hid
 
     def loss(self, inputs, targets, mtp_weight=0.0):
         if mtp_weight > 0:
@@ -350,11 +353,11 @@ class Bench:
         self.opt.step()
         return time.perf_counter() - t0
 
-    def prefill(self, B, T):
+    def prefill(self, B, T, last=False):
         x, _ = batch(self.m, B, T, seed=2)
         with torch.inference_mode():
             t0 = time.perf_counter()
-            self.m.forward(x)
+            self.m.forward(x, last=last)
             return time.perf_counter() - t0
 
     def decode(self, prompt, steps):
@@ -362,7 +365,10 @@ class Bench:
         toks = lcg_tokens(3, prompt + steps, V)
         with torch.inference_mode():
             caches = self.m.new_cache(1, prompt + steps)
-            self.m.forward(torch.tensor([toks[:prompt]]), caches, 0)
+            # The prompt in chunks of 512 (the score blocks of a 4K prompt at once take gigabytes).
+            for c0 in range(0, prompt, 512):
+                c1 = min(prompt, c0 + 512)
+                self.m.forward(torch.tensor([toks[c0:c1]]), caches, c0, last=True)
             t0 = time.perf_counter()
             for i in range(prompt, prompt + steps):
                 self.m.forward(torch.tensor([[toks[i]]]), caches, i)
@@ -423,8 +429,19 @@ def check(model, req):
     return out
 
 
+def maybe_compile(model, args):
+    """--compile 1: forward and loss through torch.compile (default inductor backend)."""
+    if args.get('compile', '0') != '1':
+        return
+    if not hasattr(torch, 'compile'):
+        raise RuntimeError(f'peer: torch {torch.__version__} has no torch.compile')
+    model.forward = torch.compile(model.forward)
+    model.loss = torch.compile(model.loss)
+
+
 def serve(args):
     model = load(args['dir'])
+    maybe_compile(model, args)
     bench = Bench(model)
     for line in sys.stdin:
         req = json.loads(line)
@@ -432,12 +449,13 @@ def serve(args):
         try:
             if op == 'info':
                 res = info()
+                res['compile'] = args.get('compile', '0') == '1'
             elif op == 'check':
                 res = check(model, req)
             elif op == 'train':
                 res = {'s': bench.train(req['B'], req['T'], req.get('mtp', 0.0))}
             elif op == 'prefill':
-                res = {'s': bench.prefill(req['B'], req['T'])}
+                res = {'s': bench.prefill(req['B'], req['T'], bool(req.get('last', False)))}
             elif op == 'decode':
                 res = {'s': bench.decode(req['prompt'], req['steps'])}
             elif op == 'quit':
@@ -466,6 +484,7 @@ def peak_rss_kb():
 
 def memory(args):
     model = load(args['dir'])
+    maybe_compile(model, args)
     bench = Bench(model)
     if args['what'] == 'train':
         for _ in range(2):

@@ -186,8 +186,8 @@ export class Generation {
       const hidden = this.spec ? new Float32Array((P - hit) * H) : null;
       for (let s = hit; s < P; s += chunk) {
         const e = Math.min(P, s + chunk);
-        const f = forward(this.model.params, cfg, Tensor.ints(prompt.slice(s, e), [1, e - s]), { cache, startPos: s });
-        if (e === P) this.last = f.logits.f32.slice((e - s - 1) * cfg.vocabSize);
+        const f = forward(this.model.params, cfg, Tensor.ints(prompt.slice(s, e), [1, e - s]), { cache, startPos: s, lastLogits: true });
+        if (e === P) this.last = f.logits.f32.slice();
         hidden?.set(f.hidden.f32, (s - hit) * H);
       }
       if (hidden) this.prefillMtp(hidden, hit, chunk);

@@ -427,6 +427,13 @@ export const presets: Record<string, DeepSeekConfig> = {
     nGroup: 4, topkGroup: 2, qLoraRank: 128, kvLoraRank: 64, qkNopeHeadDim: 32, qkRopeHeadDim: 16, vHeadDim: 32,
     maxPositionEmbeddings: 1024, numNextnPredictLayers: 1, torchDtype: 'float32',
   }),
+  // ~4× small's active parameters per token (hidden 512): the scaling rows of `frugal bench`.
+  medium: makeConfig({
+    vocabSize: 4096, hiddenSize: 512, intermediateSize: 2048, moeIntermediateSize: 512, numHiddenLayers: 6,
+    firstKDenseReplace: 1, numAttentionHeads: 8, nRoutedExperts: 16, nSharedExperts: 1, numExpertsPerTok: 2,
+    nGroup: 4, topkGroup: 2, qLoraRank: 256, kvLoraRank: 128, qkNopeHeadDim: 64, qkRopeHeadDim: 32, vHeadDim: 64,
+    maxPositionEmbeddings: 1024, numNextnPredictLayers: 1, torchDtype: 'float32',
+  }),
   demo: makeConfig({
     vocabSize: 2048, hiddenSize: 128, intermediateSize: 384, moeIntermediateSize: 96, numHiddenLayers: 4,
     firstKDenseReplace: 1, numAttentionHeads: 4, nRoutedExperts: 8, nSharedExperts: 1, numExpertsPerTok: 2,

@@ -211,6 +211,8 @@ export interface ForwardOptions {
    * with bf16 weights (src/infer/bf16-node.ts). Not for training.
    */
   linear?: (x: Tensor, w: Tensor) => Tensor;
+  /** Output head on the last position only: logits [B, 1, V] (a generation prefill needs no more). */
+  lastLogits?: boolean;
 }
 
 export interface RoutingRecord {
@@ -377,7 +379,7 @@ function block(ctx: Ctx, h: Tensor, l: LayerParams, layerIdx: number): Tensor {
 }
 
 export interface ForwardResult {
-  /** [B, T, V] logits of every position. */
+  /** [B, T, V] logits of every position ([B, 1, V] with `lastLogits`). */
   logits: Tensor;
   /** Main model's last hidden state after the final norm [B, T, H] (MTP input). */
   hidden: Tensor;
@@ -416,7 +418,9 @@ function forwardBody(p: ModelParams, cfg: DeepSeekConfig, tokens: Tensor, opts: 
 /** Main-model forward over tokens [B, T] (i32). */
 export function forward(p: ModelParams, cfg: DeepSeekConfig, tokens: Tensor, opts: ForwardOptions = {}): ForwardResult {
   const body = forwardBody(p, cfg, tokens, opts);
-  return { logits: (opts.linear ?? op.linear)(body.hidden, p.head), ...body };
+  const T = tokens.shape[1]!;
+  const h = opts.lastLogits && T > 1 ? op.slice(body.hidden, 1, T - 1, T) : body.hidden;
+  return { logits: (opts.linear ?? op.linear)(h, p.head), ...body };
 }
 
 /** MTP depth d up to its head norm: `normed` feeds the head, `hidden` the next depth. */
@@ -490,7 +494,7 @@ export function lossFn(p: ModelParams, cfg: DeepSeekConfig, inputs: Tensor, targ
 export function greedyGenerate(p: ModelParams, cfg: DeepSeekConfig, prompt: number[], maxNew: number, opts: { attn?: AttnImpl; eosId?: number | null } = {}): number[] {
   return noGrad(() => {
     const cache = new KVCache(cfg, 1, prompt.length + maxNew, opts.attn ?? 'absorb');
-    let logits = forward(p, cfg, Tensor.ints(prompt, [1, prompt.length]), { cache }).logits;
+    let logits = forward(p, cfg, Tensor.ints(prompt, [1, prompt.length]), { cache, lastLogits: true }).logits;
     const out: number[] = [];
     for (let i = 0; i < maxNew; i++) {
       const V = cfg.vocabSize;

@@ -166,11 +166,14 @@ export interface DenseForwardOptions {
   cache?: DenseKVCache | null;
   /** Inference override for every x·Wᵀ (e.g. bf16 decode weights, src/infer/bf16-node.ts). */
   linear?: (x: Tensor, w: Tensor) => Tensor;
+  /** Output head on the last position only: logits [B, 1, V] (a generation prefill needs no more). */
+  lastLogits?: boolean;
 }
 
-/** tokens [B, T] (i32) → logits [B, T, V]. With a cache, appends this chunk's K/V at startPos. */
+/** tokens [B, T] (i32) → logits [B, T, V] ([B, 1, V] with lastLogits). With a cache, appends this chunk's K/V at startPos. */
 export function denseForward(p: DenseParams, cfg: DenseConfig, tokens: Tensor, opts: DenseForwardOptions = {}): Tensor {
-  return (opts.linear ?? op.linear)(denseHidden(p, cfg, tokens, opts), p.head);
+  const hidden = denseHidden(p, cfg, tokens, opts), T = tokens.shape[1]!;
+  return (opts.linear ?? op.linear)(opts.lastLogits && T > 1 ? op.slice(hidden, 1, T - 1, T) : hidden, p.head);
 }
 
 /** The model up to the final norm: [B, T, H] (what the head and the fused loss read). */

@@ -15,7 +15,7 @@
  */
 import { Tensor, fmtShape, allocUninitF32 } from '../autograd/tensor.js';
 import { record } from '../autograd/tape.js';
-import { optionalKernel, type MoeFfnArgs } from '../backend/registry.js';
+import { kernel, optionalKernel, type MoeFfnArgs } from '../backend/registry.js';
 import { linear } from './linalg.js';
 import { siluMul } from './elementwise.js';
 import { reshape } from './shape.js';
@@ -90,8 +90,9 @@ export function moeFfn(x: Tensor, experts: SwiGluWeights[], shared: SwiGluWeight
     throw new Error(`moeFfn: shared expert gate ${fmtShape(shared.gate.shape)} up ${fmtShape(shared.up.shape)} down ${fmtShape(shared.down.shape)} do not fit H = ${H}`);
   }
   if (ids.length !== N * k || w.size !== N * k) throw new Error(`moeFfn: ${N} tokens × k ${k} need ${N * k} ids and weights, got ${ids.length} and ${w.size}`);
-  const fwd = optionalKernel('MoeFfnForward'), bwd = optionalKernel('MoeFfnBackward');
-  if (!fwd || !bwd) return moeFfnComposed(x, experts, shared, ids, k, w);
+  // Backends register the grouped kernel's forward and backward together.
+  const fwd = optionalKernel('MoeFfnForward');
+  if (!fwd) return moeFfnComposed(x, experts, shared, ids, k, w);
   const { order, offsets } = groupSlots(ids, E);
   const M = N * k;
   const args: MoeFfnArgs = {
@@ -109,7 +110,7 @@ export function moeFfn(x: Tensor, experts: SwiGluWeights[], shared: SwiGluWeight
     const targets = weights.map(gradTarget);
     const t = (i: number): Float32Array | null => targets[i]!.buf;
     const gradX = allocUninitF32(N * H), gradW = allocUninitF32(M);
-    bwd(args, {
+    kernel('MoeFfnBackward')(args, {
       gradOut: g, gradX, gradW,
       gGate: experts.map((_, e) => t(3 * e)), gUp: experts.map((_, e) => t(3 * e + 1)), gDown: experts.map((_, e) => t(3 * e + 2)),
       gsGate: shared ? t(3 * E) : null, gsUp: shared ? t(3 * E + 1) : null, gsDown: shared ? t(3 * E + 2) : null,

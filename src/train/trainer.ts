@@ -153,7 +153,7 @@ export function sampleTokens(p: ModelParams, cfg: DeepSeekConfig, prompt: number
   return noGrad(() => {
     const rand = seededRandom(o.seed);
     const cache = new KVCache(cfg, 1, prompt.length + maxNew, 'absorb');
-    let logits = forward(p, cfg, Tensor.ints(prompt, [1, prompt.length]), { cache }).logits.f32;
+    let logits = forward(p, cfg, Tensor.ints(prompt, [1, prompt.length]), { cache, lastLogits: true }).logits.f32;
     const V = cfg.vocabSize, out: number[] = [];
     const usable = Math.min(V, o.vocab ?? V); // a tokenizer smaller than the model's vocab never sees ids ≥ its size
     for (let i = 0; i < maxNew; i++) {
