@@ -38,10 +38,17 @@ export function trixieRoot(): string { return process.env.FRUGAL_PEER_CHROOT ?? 
  * torch.compile), 'torch-legacy' the host's /usr/bin/python3 (Debian bookworm's 1.13).
  */
 export interface PeerSpec {
-  id: 'torch' | 'torch-compile' | 'torch-legacy';
+  id: 'torch' | 'torch-compile' | 'torch-blas1' | 'torch-legacy';
   /** Chroot directory the peer runs in (null: the host's python3). */
   root: string | null;
   compile: boolean;
+  /**
+   * OpenBLAS single-threaded while torch's own threads stay at the row's count ('torch-blas1').
+   * On this shared 2-vCPU machine OpenBLAS 0.3.29 (trixie) with 2 threads under load burns 5–30×
+   * the CPU of a 1-thread run (its threads wait on each other when one is descheduled), so the
+   * current PyTorch also runs this way and its faster setup counts. Only at threads > 1.
+   */
+  blas1?: boolean;
 }
 export const LEGACY_PEER: PeerSpec = { id: 'torch-legacy', root: null, compile: false };
 
@@ -62,7 +69,7 @@ export function availablePeers(): { specs: PeerSpec[]; notes: string[] } {
   const specs: PeerSpec[] = [], notes: string[] = [];
   const root = trixieRoot(), whyChroot = chrootUnavailable(root);
   if (whyChroot) notes.push(`PyTorch 2.6 peer skipped: ${whyChroot}`);
-  else specs.push({ id: 'torch', root, compile: false }, { id: 'torch-compile', root, compile: true });
+  else specs.push({ id: 'torch', root, compile: false }, { id: 'torch-blas1', root, compile: false, blas1: true }, { id: 'torch-compile', root, compile: true });
   const whyHost = peerUnavailable();
   if (whyHost) notes.push(`PyTorch 1.13 peer skipped: ${whyHost}`);
   else specs.push(LEGACY_PEER);
@@ -242,8 +249,8 @@ export function peerUnavailable(): string | null {
 }
 
 /** The peer's environment: threads, passive OpenMP waits, tcmalloc; the forced AVX2 OpenBLAS core removed. */
-export function peerEnv(threads: number, root: string | null = null): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads), OMP_WAIT_POLICY: 'PASSIVE', MKL_NUM_THREADS: String(threads) };
+export function peerEnv(threads: number, root: string | null = null, blasThreads = threads): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, OPENBLAS_NUM_THREADS: String(blasThreads), OMP_NUM_THREADS: String(threads), OMP_WAIT_POLICY: 'PASSIVE', MKL_NUM_THREADS: String(threads) };
   delete env.OPENBLAS_CORETYPE;
   delete env.OPENBLAS_L2_SIZE;
   delete env.LD_PRELOAD;
@@ -258,7 +265,7 @@ export function peerEnv(threads: number, root: string | null = null): NodeJS.Pro
  */
 export function peerCommand(spec: PeerSpec, dir: string, threads: number, args: string[]): { cmd: string; argv: string[]; env: NodeJS.ProcessEnv; peerPath: (p: string) => string } {
   const script = path.join(repoRoot(), 'bench', 'peer', 'model.py');
-  const env = peerEnv(threads, spec.root);
+  const env = peerEnv(threads, spec.root, spec.blas1 ? 1 : threads);
   const compile = spec.compile ? ['--compile', '1'] : [];
   if (!spec.root) return { cmd: PYTHON, argv: [script, ...args, ...compile], env, peerPath: (p) => p };
   const root = path.resolve(spec.root);

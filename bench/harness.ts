@@ -153,7 +153,7 @@ export const CHECK_TOLERANCE = 1e-4;
 /** A started peer with its description. */
 interface LivePeer { spec: PeerSpec; peer: Peer; label: string }
 
-const PEER_NAMES: Record<PeerSpec['id'], string> = { torch: 'eager', 'torch-compile': 'torch.compile', 'torch-legacy': '' };
+const PEER_NAMES: Record<PeerSpec['id'], string> = { torch: 'eager', 'torch-blas1': 'eager, 1-thread BLAS', 'torch-compile': 'torch.compile', 'torch-legacy': '' };
 
 /** Starts every peer for this thread count, proves each computes Frugal's logits, and drops a
  *  torch.compile peer that fails (the eager ones must pass). */
@@ -163,6 +163,7 @@ async function startPeers(specs: PeerSpec[], dir: string, threads: number, model
     const peer = new Peer(dir, threads, spec);
     try {
       const info = await peer.request({ op: 'info' });
+      if (spec.blas1) info.openblas = `${String(info.openblas)} (OPENBLAS_NUM_THREADS=1)`;
       const label = `PyTorch ${String(info.torch).replace(/\+.*$/, '')}${PEER_NAMES[spec.id] ? ' ' + PEER_NAMES[spec.id] : ''}`;
       log(`  peer ${spec.id}: ${describePeer(info)}`);
       const c = await checkPeerModel(peer, model, dir, 2, 16, decode && !spec.compile);
@@ -173,8 +174,8 @@ async function startPeers(specs: PeerSpec[], dir: string, threads: number, model
       live.push({ spec, peer, label });
     } catch (e) {
       await peer.close();
-      if (!spec.compile) { for (const l of live) await l.peer.close(); throw e; }
-      log(`  torch.compile peer dropped: ${(e as Error).message}`);
+      if (spec.id === 'torch' || spec.id === 'torch-legacy') { for (const l of live) await l.peer.close(); throw e; }
+      log(`  ${spec.id} peer dropped: ${(e as Error).message}`);
     }
   }
   return live;
@@ -185,6 +186,7 @@ export async function runModelSuite(suite: ModelSuite, o: SuiteOptions, log: (s:
   const shape = MODEL_BENCH_CONFIGS[o.config]!;
   const found = o.peer ? availablePeers() : { specs: [], notes: ['PyTorch peers skipped: disabled by --no-peer'] };
   const specs = found.specs.filter((s) => (s.id !== 'torch-compile' || o.compile !== false) && (s.id !== 'torch-legacy' || o.legacy !== false || !found.specs.some((x) => x.id === 'torch')));
+  const forThreads = (t: number): PeerSpec[] => specs.filter((s) => !s.blas1 || t > 1);
   for (const n of found.notes) log(n);
   if (o.peer && !specs.length) log(`Install a peer with: ${PEER_INSTALL}`);
   const rows: BenchRow[] = [];
@@ -198,7 +200,7 @@ export async function runModelSuite(suite: ModelSuite, o: SuiteOptions, log: (s:
       log(`[${suite} ${o.config} threads=${threads}] Frugal: ${backend}`);
       const model = benchModel(shape, 1);
       if (specs.length) await model.save(tmp.dir);
-      const peers = specs.length ? await startPeers(specs, tmp.dir, threads, model, suite === 'decode', log) : [];
+      const peers = specs.length ? await startPeers(forThreads(threads), tmp.dir, threads, model, suite === 'decode', log) : [];
       try {
         if (o.weights === 'bf16') log(`  Frugal decode steps: ${model.useBf16Decode()} — PyTorch stays f32, so these rows compare different precisions`);
         if (o.weights === 'q8_0') log(`  Frugal decode steps: ${model.useQ8Decode()} — PyTorch stays f32, so these rows compare different precisions`);
@@ -246,7 +248,7 @@ export async function runModelSuite(suite: ModelSuite, o: SuiteOptions, log: (s:
  *  (or PyTorch 1.13 when it alone ran); 1.13 is the second column. */
 function makeRow(suite: ModelSuite, o: SuiteOptions, c: Case, threads: number, backend: string, fs: Stats, active: LivePeer[], ps: Map<PeerSpec['id'], number[]>): BenchRow {
   const st = new Map(active.map((p) => [p.spec.id, { ...stats(ps.get(p.spec.id)!), label: p.label }]));
-  const current = [st.get('torch'), st.get('torch-compile')].filter((x) => x !== undefined);
+  const current = [st.get('torch'), st.get('torch-blas1'), st.get('torch-compile')].filter((x) => x !== undefined);
   const best = current.length ? current.reduce((a, b) => (b!.median > a!.median ? b : a))! : st.get('torch-legacy') ?? null;
   const legacy = current.length ? st.get('torch-legacy') ?? null : null;
   return {

@@ -45,7 +45,7 @@ export async function run(argv: string[]): Promise<number> {
   // Eager peers only: the current PyTorch (the `pytorch` column) and 1.13 (the second column).
   const found = o.peer ? availablePeers() : { specs: [], notes: ['PyTorch peers skipped: disabled by --no-peer'] };
   for (const n of found.notes) log(n);
-  const specs = found.specs.filter((x) => !x.compile && (x.id !== 'torch-legacy' || o.legacy !== false));
+  const specs = found.specs.filter((x) => !x.compile && !x.blas1 && (x.id !== 'torch-legacy' || o.legacy !== false));
   if (o.peer && !specs.length) log(`Install a peer with: ${PEER_INSTALL}`);
   const main = specs[0] ?? null, legacySpec = main && main.id === 'torch' ? specs.find((x) => x.id === 'torch-legacy') ?? null : null;
   const s = MODEL_BENCH_CONFIGS[o.config]!;
