@@ -19,6 +19,7 @@
         "src/adamw_bf16.cc",
         "src/fp8_addon.cc",
         "src/moe_ffn.cc",
+        "src/train_rows.cc",
         "src/train_addon.cc"
       ],
       "cflags!": ["-fno-exceptions"],

@@ -55,6 +55,30 @@ function run(): Float32Array[] {
   kernel('RowsAxpy')(dstRows, Int32Array.of(6, 0, 6, 3, 1), srcRows, Int32Array.of(4, 4, 0, 2, 1), Float32Array.of(0.5, -1, 2, 1, 3), 5, 19);
   kernel('RowsAxpy')(dstRows, null, srcRows, null, null, 5, 19);
   outs.push(dstRows);
+  // Training-step row kernels: rope (forward, backward sign, a copied prefix), the per-head key
+  // concat and its backward (take < width), cross-entropy rows with an ignored row, past the
+  // threading threshold (2^18 work) too.
+  for (const [B, T, H, D, off] of [[2, 5, 3, 10, 4], [4, 70, 8, 48, 32]] as const) {
+    const half = (D - off) / 2, x = randn([B, T, H, D], seed++).f32, cos = randn([T * half], seed++).f32, sin = randn([T * half], seed++).f32;
+    const y = new Float32Array(x.length), back = new Float32Array(x.length);
+    kernel('Rope')(x, y, cos, sin, { B, T, H, D, offset: off }, 1);
+    kernel('Rope')(x, back, cos, sin, { B, T, H, D, offset: off }, -1);
+    outs.push(y, back);
+  }
+  for (const [R, H, Df, Da, Db] of [[3, 2, 9, 5, 4], [600, 8, 64, 32, 16]] as const) {
+    const a = randn([R, H, Df], seed++).f32, b = randn([R, Db], seed++).f32, out = new Float32Array(R * H * (Da + Db));
+    kernel('ConcatHeads')(a, b, out, R, H, Df, Da, Db);
+    const ga = new Float32Array(a.length).fill(7), gb = new Float32Array(b.length).fill(7);
+    kernel('ConcatHeadsBackward')(randn([R, H, Da + Db], seed++).f32, ga, gb, R, H, Df, Da, Db);
+    outs.push(out, ga, gb);
+  }
+  for (const [rows, V] of [[5, 37], [80, 4096]] as const) {
+    const tg = Int32Array.from({ length: rows }, (_, i) => (i === 1 ? -100 : (i * 7919) % V));
+    const logits = randn([rows, V], seed++, 3).f32, grad = logits.slice();
+    const l0 = kernel('CrossEntropyRows')(logits, rows, V, tg, -100, 0.25, false);
+    const l1 = kernel('CrossEntropyRows')(grad, rows, V, tg, -100, 0.25, true);
+    outs.push(Float32Array.of(l0, l1), grad);
+  }
   const cfg = presets.tiny!;
   const p = initParams(cfg, { seed: 3 });
   const inp = Tensor.ints(Array.from({ length: 2 * 9 }, (_, i) => (i * 37) % cfg.vocabSize), [2, 9]);

@@ -50,4 +50,15 @@ struct MoeFfnGrads {
 };
 void moeFfnBackward(const MoeFfnArgs& a, const MoeFfnGrads& d);
 
+/** Rotary embedding on interleaved pairs of x [B, T, H, D]: features [offset, D) rotated by
+ *  (cos, sign·sin)[t] ([T, (D − offset)/2]), features [0, offset) copied; sign −1 is the backward. */
+void ropeRows(const float* x, float* out, const float* cos, const float* sin, long B, long T, long H, long D, long offset, float sign);
+/** out [R, H, Da + Db] = [a[r, h, :Da] | b[r, :]] with a [R, H, Dfull] and b [R, Db]. */
+void concatHeads(const float* a, const float* b, float* out, long R, long H, long Dfull, long Da, long Db);
+/** Its backward: ga [R, H, Dfull] (zeros past Da) and gb [R, Db] (summed over heads) overwritten; either may be null. */
+void concatHeadsBackward(const float* g, float* ga, float* gb, long R, long H, long Dfull, long Da, long Db);
+/** Cross-entropy rows of logits p [rows, V] against targets (ignoreIndex rows skipped): returns
+ *  Σ (log Σ_j exp p[r,j] − p[r,y]); with grad, p is overwritten by (softmax − onehot)·inv (ignored rows 0). */
+double crossEntropyRows(float* p, long rows, long V, const int32_t* targets, long ignoreIndex, float inv, bool grad);
+
 }  // namespace frugal

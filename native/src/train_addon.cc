@@ -176,6 +176,82 @@ napi_value MoeBackward(napi_env env, napi_callback_info info) {
   });
 }
 
+// Positional arguments: v[i] for i < n.
+struct Pos {
+  Ctx c;
+  napi_value v[12];
+  size_t n = 12;
+  Pos(napi_env env, napi_callback_info info, const char* fn, size_t need) : c{env, fn} {
+    napi_get_cb_info(env, info, &n, v, nullptr, nullptr);
+    if (n < need) c.type("expected " + std::to_string(need) + " arguments, got " + std::to_string(n));
+  }
+};
+
+// rope(x, out, cos, sin, B, T, H, D, offset, sign)
+napi_value Rope(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Pos a(env, info, "rope", 10);
+    const long B = a.c.count(a.v[4], "B"), T = a.c.count(a.v[5], "T"), H = a.c.count(a.v[6], "H"), D = a.c.count(a.v[7], "D"), off = a.c.count(a.v[8], "offset");
+    const double sign = a.c.num(a.v[9], "sign");
+    if (off > D || (D - off) % 2 != 0) a.c.range("offset must leave an even number of features");
+    const double n = (double)B * T * H * D;
+    const float* x = a.c.arr<float>(a.v[0], napi_float32_array, "x", n);
+    float* out = a.c.arr<float>(a.v[1], napi_float32_array, "out", n);
+    const double tab = (double)T * ((D - off) / 2);
+    const float* cs = a.c.arr<float>(a.v[2], napi_float32_array, "cos", tab);
+    const float* sn = a.c.arr<float>(a.v[3], napi_float32_array, "sin", tab);
+    ropeRows(x, out, cs, sn, B, T, H, D, off, sign < 0 ? -1.f : 1.f);
+    return undef(env);
+  });
+}
+
+// concatHeads(a, b, out, R, H, Dfull, Da, Db)
+napi_value ConcatHeads(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Pos a(env, info, "concatHeads", 8);
+    const long R = a.c.count(a.v[3], "R"), H = a.c.count(a.v[4], "H"), Df = a.c.count(a.v[5], "Dfull"), Da = a.c.count(a.v[6], "Da"), Db = a.c.count(a.v[7], "Db");
+    if (Da > Df) a.c.range("Da must be <= Dfull");
+    const float* x = a.c.arr<float>(a.v[0], napi_float32_array, "a", (double)R * H * Df);
+    const float* y = a.c.arr<float>(a.v[1], napi_float32_array, "b", (double)R * Db);
+    float* out = a.c.arr<float>(a.v[2], napi_float32_array, "out", (double)R * H * (Da + Db));
+    concatHeads(x, y, out, R, H, Df, Da, Db);
+    return undef(env);
+  });
+}
+
+// concatHeadsBackward(g, ga | null, gb | null, R, H, Dfull, Da, Db)
+napi_value ConcatHeadsBackward(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Pos a(env, info, "concatHeadsBackward", 8);
+    const long R = a.c.count(a.v[3], "R"), H = a.c.count(a.v[4], "H"), Df = a.c.count(a.v[5], "Dfull"), Da = a.c.count(a.v[6], "Da"), Db = a.c.count(a.v[7], "Db");
+    if (Da > Df) a.c.range("Da must be <= Dfull");
+    const float* g = a.c.arr<float>(a.v[0], napi_float32_array, "g", (double)R * H * (Da + Db));
+    float* ga = a.c.arr<float>(a.v[1], napi_float32_array, "ga", (double)R * H * Df, true);
+    float* gb = a.c.arr<float>(a.v[2], napi_float32_array, "gb", (double)R * Db, true);
+    concatHeadsBackward(g, ga, gb, R, H, Df, Da, Db);
+    return undef(env);
+  });
+}
+
+// crossEntropyRows(p, rows, V, targets, ignoreIndex, inv, grad) -> Σ row losses
+napi_value CrossEntropyRows(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Pos a(env, info, "crossEntropyRows", 7);
+    const long rows = a.c.count(a.v[1], "rows"), V = a.c.count(a.v[2], "V", 1);
+    float* p = a.c.arr<float>(a.v[0], napi_float32_array, "p", (double)rows * V);
+    const int32_t* y = a.c.arr<int32_t>(a.v[3], napi_int32_array, "targets", (double)rows);
+    const double ign = a.c.num(a.v[4], "ignoreIndex");
+    const double inv = a.c.num(a.v[5], "inv");
+    bool grad = false;
+    napi_get_value_bool(env, a.v[6], &grad);
+    for (long r = 0; r < rows; r++)
+      if (y[r] != ign && (y[r] < 0 || y[r] >= V)) a.c.range("target " + std::to_string(y[r]) + " out of range [0, " + std::to_string(V) + ")");
+    napi_value out;
+    napi_create_double(env, crossEntropyRows(p, rows, V, y, (long)ign, (float)inv, grad), &out);
+    return out;
+  });
+}
+
 }  // namespace
 
 /** Adds the fused training kernels to the addon's exports. */
@@ -183,6 +259,10 @@ void registerTrainExports(napi_env env, napi_value exports) {
   const napi_property_descriptor props[] = {
       {"moeFfnForward", nullptr, MoeForward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"moeFfnBackward", nullptr, MoeBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"rope", nullptr, Rope, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"concatHeads", nullptr, ConcatHeads, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"concatHeadsBackward", nullptr, ConcatHeadsBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"crossEntropyRows", nullptr, CrossEntropyRows, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

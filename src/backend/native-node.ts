@@ -13,7 +13,7 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { setUninitF32Allocator } from './alloc.js';
-import { registerBackend, getBackendByName, type Backend, type MatMulArgs, type AdamWHyper, type AttnGeometry, type Fp8GemmArgs, type MoeFfnArgs, type MoeFfnGrads } from './index.js';
+import { registerBackend, getBackendByName, type Backend, type MatMulArgs, type AdamWHyper, type AttnGeometry, type Fp8GemmArgs, type MoeFfnArgs, type MoeFfnGrads, type RopeGeometry } from './index.js';
 
 /** CPU features seen by the addon and the kernel families it dispatches. */
 export interface NativeCpuFeatures {
@@ -67,6 +67,10 @@ export interface NativeAddon {
   // Fused training kernels (native/src/train_addon.cc); absent in older builds.
   moeFfnForward?(args: MoeFfnArgs, out: Float32Array): void;
   moeFfnBackward?(args: MoeFfnArgs, grads: MoeFfnGrads): void;
+  rope?(x: Float32Array, out: Float32Array, cos: Float32Array, sin: Float32Array, B: number, T: number, H: number, D: number, offset: number, sign: number): void;
+  concatHeads?(a: Float32Array, b: Float32Array, out: Float32Array, R: number, H: number, Dfull: number, Da: number, Db: number): void;
+  concatHeadsBackward?(g: Float32Array, ga: Float32Array | null, gb: Float32Array | null, R: number, H: number, Dfull: number, Da: number, Db: number): void;
+  crossEntropyRows?(p: Float32Array, rows: number, V: number, targets: Int32Array, ignoreIndex: number, inv: number, grad: boolean): number;
   /** Bytes the C allocator has in use (glibc mallinfo2), -1 where unknown: native-side memory for tests. */
   mallocInUse?(): number;
 }
@@ -169,6 +173,12 @@ export function loadNativeBackend(opts: { threads?: number } = {}): NativeBacken
       ...(lib.moeFfnForward && lib.moeFfnBackward ? {
         MoeFfnForward: (a: MoeFfnArgs, out: Float32Array) => lib.moeFfnForward!(a, out),
         MoeFfnBackward: (a: MoeFfnArgs, g: MoeFfnGrads) => lib.moeFfnBackward!(a, g),
+      } : {}),
+      ...(lib.rope ? {
+        Rope: (x: Float32Array, out: Float32Array, c: Float32Array, s: Float32Array, g: RopeGeometry, sign: number) => lib.rope!(x, out, c, s, g.B, g.T, g.H, g.D, g.offset, sign),
+        ConcatHeads: (a: Float32Array, b2: Float32Array, out: Float32Array, R: number, H: number, Df: number, Da: number, Db: number) => lib.concatHeads!(a, b2, out, R, H, Df, Da, Db),
+        ConcatHeadsBackward: (g: Float32Array, ga: Float32Array | null, gb: Float32Array | null, R: number, H: number, Df: number, Da: number, Db: number) => lib.concatHeadsBackward!(g, ga, gb, R, H, Df, Da, Db),
+        CrossEntropyRows: (p: Float32Array, rows: number, V: number, t: Int32Array, ign: number, inv: number, grad: boolean) => lib.crossEntropyRows!(p, rows, V, t, ign, inv, grad),
       } : {}),
       ...(lib.addInto ? { AddInto: (d: Float32Array, src: Float32Array) => lib.addInto!(d, src) } : {}),
       ...(lib.fp8ScaledGemm ? {

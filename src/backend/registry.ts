@@ -65,6 +65,15 @@ export interface Kernels {
   Fp8ScaledGemm(args: Fp8GemmArgs): void;
   /** AdamW with BF16-stored moments: same bits as decoding m, v, AdamW, and encoding back. Optional. */
   AdamWBf16(w: Float32Array, g: Float32Array, m: Uint16Array, v: Uint16Array, h: AdamWHyper): void;
+  /** Rotary embedding on interleaved pairs (src/ops/nn.ts rope): out [B, T, H, D] from x; sign −1 rotates back (the backward). */
+  Rope(x: Float32Array, out: Float32Array, cos: Float32Array, sin: Float32Array, geo: RopeGeometry, sign: number): void;
+  /** out [R, H, Da+Db] = [a[r, h, :Da] | b[r, :]] for a [R, H, Dfull], b [R, Db] (MLA's keys). */
+  ConcatHeads(a: Float32Array, b: Float32Array, out: Float32Array, R: number, H: number, Dfull: number, Da: number, Db: number): void;
+  /** Its backward: ga [R, H, Dfull] (zeros past Da) and gb [R, Db] (Σ over heads) overwritten; either may be null. */
+  ConcatHeadsBackward(g: Float32Array, ga: Float32Array | null, gb: Float32Array | null, R: number, H: number, Dfull: number, Da: number, Db: number): void;
+  /** Cross-entropy rows of logits p [rows, V]: returns Σ_r (log Σ_j exp p[r,j] − p[r,y_r]) over rows
+   *  whose target is not ignoreIndex; with grad, p is overwritten by (softmax − onehot)·inv (ignored rows 0). */
+  CrossEntropyRows(p: Float32Array, rows: number, V: number, targets: Int32Array, ignoreIndex: number, inv: number, grad: boolean): number;
   /** A whole DeepSeekMoE feed-forward layer in one call (see MoeFfnArgs): out [N, H] overwritten;
    *  g, u, y, sg, su filled for the backward. Optional (src/ops/moe.ts composes it from the others). */
   MoeFfnForward(args: MoeFfnArgs, out: Float32Array): void;
@@ -112,6 +121,8 @@ export interface Fp8GemmArgs {
  * sits at position t+S−T and sees keys 0..t+S−T.
  */
 export interface AttnGeometry { B: number; T: number; S: number; H: number; KH: number; Dk: number; Dv: number; ldk: number; ldv: number; scale: number }
+/** Rope layout: x [B, T, H, D], tables [T, (D − offset)/2]; features [0, offset) are copied. */
+export interface RopeGeometry { B: number; T: number; H: number; D: number; offset: number }
 /** Per-parameter AdamW constants (see Kernels.AdamW). */
 export interface AdamWHyper { beta1: number; beta2: number; eps: number; stepSize: number; decay: number; invBc2Sqrt: number }
 export type KernelName = keyof Kernels;
@@ -199,7 +210,7 @@ export function optionalKernel<K extends KernelName>(name: K): Kernels[K] | null
 /** Which backend serves each kernel now (after fallbacks). */
 export function kernelTable(): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const name of ['MatMul', 'RMSNorm', 'Softmax', 'SiluMul', 'SiluMulBackward', 'RMSNormBackward', 'SoftmaxBackward', 'AdamW', 'SumSquares', 'AddInto', 'RowsAxpy', 'AttentionForward', 'AttentionBackward',
+  for (const name of ['MatMul', 'RMSNorm', 'Softmax', 'SiluMul', 'SiluMulBackward', 'RMSNormBackward', 'SoftmaxBackward', 'AdamW', 'SumSquares', 'AddInto', 'RowsAxpy', 'AttentionForward', 'AttentionBackward', 'Rope', 'ConcatHeads', 'ConcatHeadsBackward', 'CrossEntropyRows',
     'Fp8QuantizeRows', 'Fp8QuantizeCols', 'Fp8RequantizeCols', 'Fp8QuantizeWeight', 'Fp8ScaledGemm', 'AdamWBf16', 'MoeFfnForward', 'MoeFfnBackward'] as KernelName[]) {
     let b: Backend | undefined = active ?? undefined;
     while (b && !b.kernels[name]) b = b.fallback ? backends.get(b.fallback) : undefined;

@@ -3,6 +3,7 @@
  * backend is tested against, and the fallback for kernels a faster backend does not provide.
  */
 import type { AdamWHyper, Backend, MatMulArgs } from './registry.js';
+import { tsRope, tsConcatHeads, tsConcatHeadsBackward, tsCrossEntropyRows } from './ts-train.js';
 
 /** C = op(A)·op(B) for one batch entry; i-k-j loop order so the inner loop streams rows of B. */
 function gemm1(a: Float32Array, ao: number, b: Float32Array, bo: number, c: Float32Array, co: number,
@@ -141,6 +142,7 @@ export const tsBackend: Backend = {
     MatMul: tsMatMul, RMSNorm: tsRMSNorm, Softmax: tsSoftmax, SiluMul: tsSiluMul,
     SiluMulBackward: tsSiluMulBackward, RMSNormBackward: tsRMSNormBackward, SoftmaxBackward: tsSoftmaxBackward,
     AdamW: tsAdamW, SumSquares: tsSumSquares, AddInto: tsAddInto, RowsAxpy: tsRowsAxpy,
+    Rope: tsRope, ConcatHeads: tsConcatHeads, ConcatHeadsBackward: tsConcatHeadsBackward, CrossEntropyRows: tsCrossEntropyRows,
   },
   describe: () => 'ts (plain TypeScript loops, reference)',
 };

@@ -85,7 +85,13 @@ export function linear(x: Tensor, w: Tensor): Tensor {
   return record(t, 'Linear', [x, w], (g) => {
     let gx: Float32Array | null = null, gw: Float32Array | null = null;
     if (x.requiresGrad) { gx = gemmOut(X.length, outF); mm(g, W, gx, 1, rows, inF, outF, false, false, 0, 0); }
-    if (w.requiresGrad) { gw = gemmOut(W.length, rows); mm(g, X, gw, 1, outF, inF, rows, true, false, 0, 0); }
+    if (w.requiresGrad && !w.node) {
+      // A parameter: its gradient is summed straight into .grad (what the tape would do with a
+      // fresh array), saving a [out, in] array and a pass over it per call.
+      const acc = w.grad !== null;
+      w.grad ??= gemmOut(W.length, rows);
+      mm(g, X, w.grad, 1, outF, inF, rows, true, false, 0, 0, acc);
+    } else if (w.requiresGrad) { gw = gemmOut(W.length, rows); mm(g, X, gw, 1, outF, inF, rows, true, false, 0, 0); }
     return [gx, gw];
   });
 }

@@ -41,23 +41,12 @@ export function rope(x: Tensor, cos: Float32Array, sin: Float32Array, offset = 0
     throw new Error(`rope: offset ${offset} of ${D} features, tables of ${cos.length} values: need an even tail covered for T=${T} × ${half}`);
   }
   const X = x.f32;
-  const out = allocUninitF32(X.length); // apply() writes every element
-  const apply = (src: Float32Array, dst: Float32Array, sign: number): void => {
-    for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (let h = 0; h < H; h++) {
-      const row = ((b * T + t) * H + h) * D, o = row + offset;
-      if (offset > 0) dst.set(src.subarray(row, o), row);
-      for (let i = 0; i < half; i++) {
-        const c = cos[t * half + i]!, s = sign * sin[t * half + i]!;
-        const x0 = src[o + 2 * i]!, x1 = src[o + 2 * i + 1]!;
-        dst[o + 2 * i] = x0 * c - x1 * s;
-        dst[o + 2 * i + 1] = x0 * s + x1 * c;
-      }
-    }
-  };
-  apply(X, out, 1);
+  const out = allocUninitF32(X.length); // the kernel writes every element
+  const geo = { B, T, H, D, offset };
+  kernel('Rope')(X, out, cos, sin, geo, 1);
   return record(new Tensor(out, x.shape), 'Rope', [x], (g) => {
     const gi = allocUninitF32(g.length);
-    apply(g, gi, -1);
+    kernel('Rope')(g, gi, cos, sin, geo, -1);
     return [gi];
   });
 }
@@ -76,22 +65,11 @@ export function concatHeads(a: Tensor, b: Tensor, take?: number): Tensor {
   if (!(Da >= 0 && Da <= Dfull)) throw new Error(`concatHeads: take ${take} of ${Dfull} features`);
   const Db = b.shape[3]!, D = Da + Db;
   const A = a.f32, Bv = b.f32;
-  const out = allocUninitF32(B * T * H * D); // every row is set below
-  for (let r = 0; r < B * T; r++) {
-    const bs = Bv.subarray(r * Db, (r + 1) * Db);
-    for (let h = 0; h < H; h++) {
-      const o = (r * H + h) * D;
-      out.set(A.subarray((r * H + h) * Dfull, (r * H + h) * Dfull + Da), o);
-      out.set(bs, o + Da);
-    }
-  }
+  const out = allocUninitF32(B * T * H * D); // the kernel sets every row
+  kernel('ConcatHeads')(A, Bv, out, B * T, H, Dfull, Da, Db);
   return record(new Tensor(out, [B, T, H, D]), 'ConcatHeads', [a, b], (g) => {
-    const ga = a.requiresGrad ? new Float32Array(A.length) : null, gb = b.requiresGrad ? new Float32Array(Bv.length) : null;
-    for (let r = 0; r < B * T; r++) for (let h = 0; h < H; h++) {
-      const o = (r * H + h) * D;
-      if (ga) ga.set(g.subarray(o, o + Da), (r * H + h) * Dfull);
-      if (gb) for (let j = 0; j < Db; j++) gb[r * Db + j]! += g[o + Da + j]!;
-    }
+    const ga = a.requiresGrad ? allocUninitF32(A.length) : null, gb = b.requiresGrad ? allocUninitF32(Bv.length) : null;
+    if (ga || gb) kernel('ConcatHeadsBackward')(g, ga, gb, B * T, H, Dfull, Da, Db);
     return [ga, gb];
   });
 }
@@ -188,36 +166,16 @@ export function linearCrossEntropy(x: Tensor, w: Tensor, targets: Tensor, ignore
   const dX = gx ? new Float32Array(X.length) : null, dW = gw ? new Float32Array(W.length) : null;
   const C = Math.max(1, Math.min(N, Math.floor((1 << 20) / V)));
   const P = new Float32Array(C * V);
-  const mm = kernel('MatMul');
+  const mm = kernel('MatMul'), ceRows = kernel('CrossEntropyRows');
+  const Yi = Y instanceof Int32Array ? Y : Int32Array.from(Y as ArrayLike<number>);
   const inv = count ? 1 / count : 0;
   let total = 0, first = true;
   for (let r0 = 0; r0 < N; r0 += C) {
     const c = Math.min(C, N - r0);
     const Xc = X.subarray(r0 * H, (r0 + c) * H), Pc = P.subarray(0, c * V);
     mm({ a: Xc, b: W, c: Pc, batch: 1, m: c, n: V, k: H, transA: false, transB: true, strideA: 0, strideB: 0, strideC: 0, accumulate: false });
-    const ly = new Float64Array(c);
-    for (let i = 0; i < c; i++) { const y = Y[r0 + i]!; if (y !== ignoreIndex) ly[i] = Pc[i * V + y]!; }
-    kernel('Softmax')(Pc, Pc, c, V);
-    for (let i = 0; i < c; i++) {
-      const y = Y[r0 + i]!, o = i * V;
-      if (y === ignoreIndex) { if (dX || dW) Pc.fill(0, o, o + V); continue; }
-      const py = Pc[o + y]!;
-      if (py > 1e-30) total -= Math.log(py);
-      else {
-        // The target's probability underflows float32: exact log-sum-exp from the row's logits.
-        const xr = X.subarray((r0 + i) * H, (r0 + i + 1) * H);
-        let mx = -Infinity;
-        const row = new Float64Array(V);
-        for (let j = 0; j < V; j++) { let d = 0; for (let h = 0; h < H; h++) d += xr[h]! * W[j * H + h]!; row[j] = d; mx = Math.max(mx, d); }
-        let sum = 0;
-        for (let j = 0; j < V; j++) sum += Math.exp(row[j]! - mx);
-        total += mx + Math.log(sum) - ly[i]!;
-      }
-      if (dX || dW) {
-        for (let j = o; j < o + V; j++) Pc[j]! *= inv;
-        Pc[o + y]! -= inv;
-      }
-    }
+    // Loss (exact log-sum-exp per row) and, when needed, the logit gradient (softmax − onehot)/count in place.
+    total += ceRows(Pc, c, V, Yi.subarray(r0, r0 + c), ignoreIndex, inv, dX !== null || dW !== null);
     if (dX) mm({ a: Pc, b: W, c: dX.subarray(r0 * H, (r0 + c) * H), batch: 1, m: c, n: H, k: V, transA: false, transB: false, strideA: 0, strideB: 0, strideC: 0, accumulate: false });
     if (dW) mm({ a: Pc, b: Xc, c: dW, batch: 1, m: V, n: H, k: c, transA: true, transB: false, strideA: 0, strideB: 0, strideC: 0, accumulate: !first });
     first = false;
