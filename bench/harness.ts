@@ -88,7 +88,7 @@ function cases(suite: ModelSuite, shape: BenchShape, model: BenchModel, opt: { s
     const tp = model.trainable();
     const step = (mtp: number) => (): number => {
       const t0 = performance.now();
-      backward(model.loss(x, y, mtp));
+      backward(model.loss(x, y, mtp), undefined, { freeActivations: true });
       opt.step(1e-4);
       zeroGrad(tp);
       return (performance.now() - t0) / 1000;

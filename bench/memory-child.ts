@@ -20,7 +20,7 @@ if (what === 'train') {
   const tp = model.trainable();
   const { opt } = await makeAdamW(tp);
   for (let i = 0; i < 2; i++) {
-    backward(model.loss(new Tensor(inputs, [B, T], 'i32'), new Tensor(targets, [B * T], 'i32'), 0));
+    backward(model.loss(new Tensor(inputs, [B, T], 'i32'), new Tensor(targets, [B * T], 'i32'), 0), undefined, { freeActivations: true });
     opt.step(1e-4);
     zeroGrad(tp);
   }

@@ -29,7 +29,7 @@ for (let i = 0; i <= N; i++) {
   const x = new Tensor(inputs, [B, T], 'i32'), y = new Tensor(targets, [B * T], 'i32');
   const t0 = performance.now();
   const r = lossFn(params, cfg, x, y, mtp ? { mtpWeight: 0.3 } : {});
-  backward(r.loss);
+  backward(r.loss, undefined, { freeActivations: true });
   opt.step(1e-4);
   zeroGrad(tp);
   if (i > 0) times.push(performance.now() - t0);

@@ -8,6 +8,7 @@
  */
 import { Tensor, type Node } from './tensor.js';
 import { kernel } from '../backend/registry.js';
+import { recycleF32 } from '../backend/alloc.js';
 
 let gradEnabled = true;
 
@@ -44,11 +45,23 @@ export function record(out: Tensor, op: string, inputs: Tensor[], backward: Node
   return out;
 }
 
+/** Options of `backward`. */
+export interface BackwardOptions {
+  /**
+   * Hand each activation's array back to the allocator (src/backend/alloc.ts) once every op that
+   * saved it has run its backward — for a training step whose caller keeps no activation of the
+   * graph (only the loss value). Arrays of leaves (parameters) and of tensors outside the graph
+   * are never touched.
+   */
+  freeActivations?: boolean;
+}
+
 /**
  * Backpropagates from `loss` (a scalar, or any tensor with an explicit seed gradient).
- * Leaf gradients are added to `.grad`; intermediate gradients are dropped as soon as used.
+ * Leaf gradients are added to `.grad`; intermediate gradients are dropped as soon as used (and
+ * their arrays reused by later allocations).
  */
-export function backward(loss: Tensor, seed?: Float32Array): void {
+export function backward(loss: Tensor, seed?: Float32Array, opts: BackwardOptions = {}): void {
   if (!loss.requiresGrad) throw new Error('backward: the loss does not depend on any parameter (all inputs detached or under noGrad?)');
   // Topological order by iterative DFS.
   const order: Tensor[] = [];
@@ -62,25 +75,44 @@ export function backward(loss: Tensor, seed?: Float32Array): void {
     stack.push([t, true]);
     if (t.node) for (const i of t.node.inputs) if (i.requiresGrad && !visited.has(i.id)) stack.push([i, false]);
   }
+  // Activation arrays by buffer: how many graph tensors still hold each (a buffer is free once the
+  // last of them has run its backward: by then every op that saved it has too). Leaves' are pinned.
+  const holders = opts.freeActivations ? new Map<ArrayBufferLike, number>() : null;
+  if (holders) {
+    for (const t of order) if (t.data instanceof Float32Array) holders.set(t.data.buffer, (holders.get(t.data.buffer) ?? 0) + (t.node ? 1 : Infinity));
+  }
   const grads = new Map<number, Float32Array>();
   // Arrays stored for more than one tensor (pass-through gradients such as reshape's or add's):
   // never accumulated into in place; a sum into one of them allocates a fresh array.
   const shared = new Set<Float32Array>();
   grads.set(loss.id, seed ?? new Float32Array(loss.size).fill(1));
+  const freed: Float32Array[] = [];
+  const flushFreed = (): void => { for (const a of freed) recycleF32(a); freed.length = 0; };
   for (let idx = order.length - 1; idx >= 0; idx--) {
     const t = order[idx]!;
     const g = grads.get(t.id);
     grads.delete(t.id);
-    if (!g) continue;
+    if (holders && t.node && t.data instanceof Float32Array) {
+      const left = holders.get(t.data.buffer)! - 1;
+      holders.set(t.data.buffer, left);
+      // Freed after this tensor's own backward (below), which may still read its output.
+      if (left === 0) freed.push(t.data);
+    }
+    if (!g) { flushFreed(); continue; }
+    // g is dead after this tensor is done when it is this tensor's alone: not the caller's seed,
+    // not handed to another tensor too (shared), and not passed on (or a view of it) by the backward.
+    const own = g !== seed && !shared.has(g);
     if (!t.node) {
       if (!t.grad) t.grad = shared.has(g) || g === seed ? g.slice() : g;
-      else kernel('AddInto')(t.grad, g);
+      else { kernel('AddInto')(t.grad, g); if (own) recycleF32(g); }
       continue;
     }
     const node = t.node;
     const ins = node.backward(g);
     node.release?.();
     t.node = null;
+    let passedOn = false;
+    for (const x of ins) if (x instanceof Float32Array && x.buffer === g.buffer) passedOn = true;
     for (let i = 0; i < node.inputs.length; i++) {
       const inp = node.inputs[i]!;
       const gi0 = ins[i];
@@ -106,6 +138,8 @@ export function backward(loss: Tensor, seed?: Float32Array): void {
         grads.set(inp.id, sum);
       } else kernel('AddInto')(prev, gi);
     }
+    if (own && !passedOn) recycleF32(g);
+    flushFreed();
   }
 }
 

@@ -4,13 +4,65 @@
  * allocator. It lives in the backend layer because a backend installs it; the engine
  * (src/autograd/tensor.ts) re-exports it for the ops.
  *
- * Contract: the returned array is fresh and unshared; its contents are unspecified.
+ * Large arrays that the autograd tape knows are dead (a gradient after its node has run) are
+ * handed back with `recycleF32` and reused by the next allocation of the same length: a training
+ * step then reuses last step's gradient buffers instead of asking the heap (and V8's
+ * external-memory GC trigger, and the kernel's first-touch page faults) for fresh ones.
+ *
+ * Contract:
+ * - `allocUninitF32(n)` returns an array no one else references; its contents are unspecified.
+ * - `allocZeroF32(n)` is the same, zero-filled.
+ * - `recycleF32(a)` may only be called by code that holds the last reference to `a`; arrays that
+ *   do not own their whole buffer (views) or are small are ignored. The pool keeps at most
+ *   `POOL_LIMIT_BYTES`, and `clearF32Pool()` empties it.
  */
 let uninitF32: (n: number) => Float32Array = (n) => new Float32Array(n);
 
+/** Arrays below this many elements are not pooled (the allocator is cheap there). */
+const POOL_MIN = 1 << 14;
+/** Most bytes the pool holds; further recycled arrays are left to the GC. */
+export const POOL_LIMIT_BYTES = 512 << 20;
+const pool = new Map<number, Float32Array[]>();
+/** Arrays in the pool now: a second recycle of the same array is ignored (never handed out twice). */
+const inPool = new WeakSet<ArrayBufferLike>();
+let pooledBytes = 0;
+
+function take(n: number): Float32Array | undefined {
+  const a = pool.get(n)?.pop();
+  if (a) { pooledBytes -= a.byteLength; inPool.delete(a.buffer); }
+  return a;
+}
+
 /** A Float32Array of n elements whose contents are unspecified (zero-filling them is a memset per
  *  call, ~8% of a training step). */
-export function allocUninitF32(n: number): Float32Array { return uninitF32(n); }
+export function allocUninitF32(n: number): Float32Array {
+  const a = n >= POOL_MIN ? take(n) : undefined;
+  return a ?? uninitF32(n);
+}
+
+/** A zero-filled Float32Array of n elements (a recycled one cleared, or a fresh one). */
+export function allocZeroF32(n: number): Float32Array {
+  const a = n >= POOL_MIN ? take(n) : undefined;
+  return a ? a.fill(0) : new Float32Array(n);
+}
+
+/** Hands back an array its caller holds the last reference to (see the contract). */
+export function recycleF32(a: Float32Array): void {
+  const n = a.length;
+  if (n < POOL_MIN || a.byteOffset !== 0 || a.buffer.byteLength !== a.byteLength || inPool.has(a.buffer)) return;
+  if (pooledBytes + a.byteLength > POOL_LIMIT_BYTES) return;
+  let list = pool.get(n);
+  if (!list) { list = []; pool.set(n, list); }
+  list.push(a);
+  inPool.add(a.buffer);
+  pooledBytes += a.byteLength;
+}
+
+/** Drops every pooled array (they become garbage). */
+export function clearF32Pool(): void { for (const l of pool.values()) for (const a of l) inPool.delete(a.buffer); pool.clear(); pooledBytes = 0; }
+
+/** Bytes held by the pool now. */
+export function pooledF32Bytes(): number { return pooledBytes; }
 
 /** Replaces the allocator behind `allocUninitF32` (it must return a fresh, unshared array). */
 export function setUninitF32Allocator(fn: (n: number) => Float32Array): void { uninitF32 = fn; }

@@ -16,6 +16,7 @@
 import { Tensor, fmtShape, allocUninitF32 } from '../autograd/tensor.js';
 import { record } from '../autograd/tape.js';
 import { kernel, optionalKernel, type MoeFfnArgs } from '../backend/registry.js';
+import { recycleF32 } from '../backend/alloc.js';
 import { linear } from './linalg.js';
 import { siluMul } from './elementwise.js';
 import { reshape } from './shape.js';
@@ -116,5 +117,9 @@ export function moeFfn(x: Tensor, experts: SwiGluWeights[], shared: SwiGluWeight
       gsGate: shared ? t(3 * E) : null, gsUp: shared ? t(3 * E + 1) : null, gsDown: shared ? t(3 * E + 2) : null,
     });
     return [x.requiresGrad ? gradX : null, w.requiresGrad ? gradW : null, ...targets.map((r) => r.ret)];
-  }, () => { args.g = args.u = args.y = new Float32Array(0); args.sg = args.su = null; });
+  }, () => {
+    // The saved projections never leave this op: back to the pool once backward has run.
+    for (const a of [args.g, args.u, args.y, args.sg, args.su]) if (a) recycleF32(a);
+    args.g = args.u = args.y = new Float32Array(0); args.sg = args.su = null;
+  });
 }

@@ -5,6 +5,7 @@
  * saves the per-row log-sum-exp; backward recomputes probabilities row by row).
  */
 import { Tensor, fmtShape, allocUninitF32 } from '../autograd/tensor.js';
+import { allocZeroF32, recycleF32 } from '../backend/alloc.js';
 import { slice } from './shape.js';
 import { record, needsGrad } from '../autograd/tape.js';
 import { kernel, optionalKernel, type AttnGeometry } from '../backend/registry.js';
@@ -163,9 +164,10 @@ export function linearCrossEntropy(x: Tensor, w: Tensor, targets: Tensor, ignore
     count++;
   }
   const gx = needsGrad(x, w) && x.requiresGrad, gw = needsGrad(x, w) && w.requiresGrad;
-  const dX = gx ? new Float32Array(X.length) : null, dW = gw ? new Float32Array(W.length) : null;
+  // dX is written chunk by chunk and dW by the first chunk's product (then summed into): no zeroing.
+  const dX = gx ? (N > 0 ? allocUninitF32(X.length) : new Float32Array(X.length)) : null, dW = gw ? (N > 0 ? allocUninitF32(W.length) : new Float32Array(W.length)) : null;
   const C = Math.max(1, Math.min(N, Math.floor((1 << 20) / V)));
-  const P = new Float32Array(C * V);
+  const P = allocUninitF32(C * V);
   const mm = kernel('MatMul'), ceRows = kernel('CrossEntropyRows');
   const Yi = Y instanceof Int32Array ? Y : Int32Array.from(Y as ArrayLike<number>);
   const inv = count ? 1 / count : 0;
@@ -180,14 +182,15 @@ export function linearCrossEntropy(x: Tensor, w: Tensor, targets: Tensor, ignore
     if (dW) mm({ a: Pc, b: Xc, c: dW, batch: 1, m: V, n: H, k: c, transA: true, transB: false, strideA: 0, strideB: 0, strideC: 0, accumulate: !first });
     first = false;
   }
+  recycleF32(P);
   const loss = count ? total / count : 0;
   return record(new Tensor(Float32Array.of(loss), []), 'LinearCrossEntropy', [x, w], (g) => {
     const s = g[0]!;
+    // dX and dW belong to this node alone and backward runs once: scaled in place.
     const scale = (a: Float32Array | null): Float32Array | null => {
       if (!a || s === 1) return a;
-      const out = new Float32Array(a.length);
-      for (let i = 0; i < a.length; i++) out[i] = a[i]! * s;
-      return out;
+      for (let i = 0; i < a.length; i++) a[i]! *= s;
+      return a;
     };
     return [scale(dX), scale(dW)];
   });
@@ -222,7 +225,7 @@ function fusedAttention(q: Tensor, k: Tensor, v: Tensor | null, geo: AttnGeometr
   fwd(Q, K, Vv, out, geo);
   const t = new Tensor(out, [geo.B, geo.T, geo.H, geo.Dv]);
   return record(t, v ? 'CausalAttention' : 'LatentAttention', v ? [q, k, v] : [q, k], (g) => {
-    const gq = new Float32Array(Q.length), gk = new Float32Array(K.length), gv = v ? new Float32Array(Vv.length) : gk;
+    const gq = allocZeroF32(Q.length), gk = allocZeroF32(K.length), gv = v ? allocZeroF32(Vv.length) : gk;
     bwd(Q, K, Vv, g, gq, gk, gv, geo);
     return v ? [gq, gk, gv] : [gq, gk];
   });

@@ -255,7 +255,8 @@ export class Trainer {
         mtpWeight: o.mtpWeight, balanceAlpha: o.auxAlpha, collectRouting: true, recompute: o.recompute,
         ...(this.init.projLinear ? { projLinear: this.init.projLinear } : {}),
       });
-      backward(o.gradAccum > 1 ? op.mulScalar(r.loss, 1 / o.gradAccum) : r.loss);
+      // The step keeps no activation (only loss values and routing copies): their arrays are reused.
+      backward(o.gradAccum > 1 ? op.mulScalar(r.loss, 1 / o.gradAccum) : r.loss, undefined, { freeActivations: true });
       loss += r.loss.item() / o.gradAccum;
       mainLoss += r.mainLoss / o.gradAccum;
       if (r.mtpLoss !== null) mtpLoss = (mtpLoss ?? 0) + r.mtpLoss / o.gradAccum;
