@@ -14,7 +14,7 @@
  * - `allocZeroF32(n)` is the same, zero-filled.
  * - `recycleF32(a)` may only be called by code that holds the last reference to `a`; arrays that
  *   do not own their whole buffer (views) or are small are ignored. The pool keeps at most
- *   `POOL_LIMIT_BYTES`, and `clearF32Pool()` empties it.
+ *   `POOL_LIMIT_BYTES`, and `clearF32Pool()` empties it; `setF32Pooling(false)` turns reuse off.
  */
 let uninitF32: (n: number) => Float32Array = (n) => new Float32Array(n);
 
@@ -23,6 +23,7 @@ const POOL_MIN = 1 << 14;
 /** Most bytes the pool holds; further recycled arrays are left to the GC. */
 export const POOL_LIMIT_BYTES = 512 << 20;
 const pool = new Map<number, Float32Array[]>();
+let pooling = true;
 /** Arrays in the pool now: a second recycle of the same array is ignored (never handed out twice). */
 const inPool = new WeakSet<ArrayBufferLike>();
 let pooledBytes = 0;
@@ -49,7 +50,7 @@ export function allocZeroF32(n: number): Float32Array {
 /** Hands back an array its caller holds the last reference to (see the contract). */
 export function recycleF32(a: Float32Array): void {
   const n = a.length;
-  if (n < POOL_MIN || a.byteOffset !== 0 || a.buffer.byteLength !== a.byteLength || inPool.has(a.buffer)) return;
+  if (!pooling || n < POOL_MIN || a.byteOffset !== 0 || a.buffer.byteLength !== a.byteLength || inPool.has(a.buffer)) return;
   if (pooledBytes + a.byteLength > POOL_LIMIT_BYTES) return;
   let list = pool.get(n);
   if (!list) { list = []; pool.set(n, list); }
@@ -60,6 +61,9 @@ export function recycleF32(a: Float32Array): void {
 
 /** Drops every pooled array (they become garbage). */
 export function clearF32Pool(): void { for (const l of pool.values()) for (const a of l) inPool.delete(a.buffer); pool.clear(); pooledBytes = 0; }
+
+/** Turns reuse on or off (off: `recycleF32` ignores everything — a reference for tests); returns the previous setting. */
+export function setF32Pooling(on: boolean): boolean { const was = pooling; pooling = on; if (!on) clearF32Pool(); return was; }
 
 /** Bytes held by the pool now. */
 export function pooledF32Bytes(): number { return pooledBytes; }
