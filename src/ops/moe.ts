@@ -14,7 +14,7 @@
  * - Both paths compute the same function; they differ only in float summation order.
  */
 import { Tensor, fmtShape, allocUninitF32 } from '../autograd/tensor.js';
-import { record } from '../autograd/tape.js';
+import { record, needsGrad } from '../autograd/tape.js';
 import { kernel, optionalKernel, type MoeFfnArgs } from '../backend/registry.js';
 import { recycleF32 } from '../backend/alloc.js';
 import { linear } from './linalg.js';
@@ -107,6 +107,11 @@ export function moeFfn(x: Tensor, experts: SwiGluWeights[], shared: SwiGluWeight
   const out = allocUninitF32(N * H);
   fwd(args, out);
   const weights = [...experts.flatMap((m) => [m.gate, m.up, m.down]), ...(shared ? [shared.gate, shared.up, shared.down] : [])];
+  if (!needsGrad(x, w, ...weights)) {
+    // Inference: nothing is saved for a backward.
+    for (const a of [args.g, args.u, args.y, args.sg, args.su]) if (a) recycleF32(a);
+    return new Tensor(out, [N, H]);
+  }
   return record(new Tensor(out, [N, H]), 'MoeFfn', [x, w, ...weights], (g) => {
     const targets = weights.map(gradTarget);
     const t = (i: number): Float32Array | null => targets[i]!.buf;
