@@ -126,12 +126,18 @@ async function stream(url: string, headers: Record<string, string> = {}): Promis
       }
     } catch { /* aborted */ }
   })();
-  const next = (pred: (e: { name: string; data: any }) => boolean): Promise<{ name: string; data: any }> =>
-    new Promise((resolve) => { const seen = events.find(pred); if (seen) resolve(seen); else waiters.push({ pred, resolve }); });
+  // An expected event that never comes fails the test in seconds instead of hanging it.
+  const next = (pred: (e: { name: string; data: any }) => boolean, what = 'the expected event'): Promise<{ name: string; data: any }> =>
+    new Promise((resolve, reject) => {
+      const seen = events.find(pred);
+      if (seen) return resolve(seen);
+      const timer = setTimeout(() => reject(new Error(`no ${what} within 10 s (got: ${events.map((e) => e.name).join(', ')})`)), 10_000);
+      waiters.push({ pred, resolve: (e) => { clearTimeout(timer); resolve(e); } });
+    });
   return { events, next, stop: () => ctl.abort() };
 }
 
-test('dashboard server: rows arrive as appended (torn, malformed and over-long lines skipped), a rewritten file resets, bye on close', async () => {
+test('dashboard server: rows arrive as appended (torn, malformed and over-long lines skipped), a rewritten file resets, bye on close', { timeout: 60_000 }, async () => {
   const dir = path.join(work, 'runA');
   mkdirSync(dir, { recursive: true });
   const file = path.join(dir, 'metrics.jsonl');
@@ -145,7 +151,7 @@ test('dashboard server: rows arrive as appended (torn, malformed and over-long l
     assert.equal((await s.next((e) => e.name === 'runs')).data[0].state, 'running');
     appendFileSync(file, 'not json\n{"loss":1}\n' + '{"step":3,"x":"' + 'y'.repeat(MAX_LINE_BYTES) + '"}\n{"step":4,"loss":3}\n{"step":5,"lo');
     dash.poll();
-    const more = await s.next((e) => e.name === 'rows' && !e.data.reset);
+    const more = await s.next((e) => e.name === 'rows' && !e.data.reset, 'rows event for the appended lines');
     assert.deepEqual(more.data.rows, [{ step: 4, loss: 3 }], 'only whole, valid, bounded lines; the torn tail waits');
     appendFileSync(file, 'ss":2.5}\n');
     dash.poll();

@@ -22,7 +22,7 @@ import { withBf16Weights } from '../infer/bf16-node.js';
 import { withQ8Weights } from '../infer/q8-node.js';
 import { isGgufPath } from '../model/gguf-node.js';
 
-export const summary = 'OpenAI-compatible HTTP server with prefix/context caching';
+export const summary = 'OpenAI-compatible HTTP server with prefix/context caching, and a chat playground at /';
 
 const spec: OptionSpec = {
   model: { type: 'string', help: 'model directory (config.json, *.safetensors, tokenizer.json), a frugal train run folder, or a .gguf file with a vocabulary' },

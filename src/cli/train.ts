@@ -41,9 +41,8 @@ import { CheckpointError, configHash, findCheckpoint, loadCheckpoint, readCheckp
 import { lrAt } from '../train/schedule.js';
 import { checkAllocation, ModelSizeError } from '../model/size.js';
 import { memoryLimitBytes } from '../model/load-node.js';
-import { appendMetrics, lossCurveSvg, readMetrics, truncateMetrics } from '../train/metrics-node.js';
+import { appendMetrics, fp8IntervalStats, lossCurveSvg, readMetrics, truncateMetrics } from '../train/metrics-node.js';
 import { writeRunInfo, type RunInfo, type RunStatus } from '../train/run-info-node.js';
-import { fp8KernelTime, fp8WeightStats, resetFp8KernelTime, resetSavedActivationStats, savedActivationStats } from '../fp8/linear.js';
 import { resolveKey, startRunDashboard, type RunDashboard } from './dashboard.js';
 import { hostname } from 'node:os';
 
@@ -369,15 +368,7 @@ export async function run(argv: string[]): Promise<number> {
       dashboard = await startRunDashboard(out, { host: a['dashboard-host'], port: a['dashboard-port'] });
       console.log(`dashboard: ${dashboard.url}/  (live while training; afterwards: npx frugal dashboard ${out})`);
     }
-    // FP8 statistics per log interval (saved-activation peak, quantising vs GEMM time, weight cache).
-    let fp8Base = fp8WeightStats(), fp8Elapsed = ck ? ck.meta.state.elapsedMs / 1000 : 0;
-    const fp8Stats = (e: LogEntry): Record<string, unknown> => {
-      if (precision !== 'fp8') return {};
-      const t = fp8KernelTime(), w = fp8WeightStats(), act = savedActivationStats();
-      const r = { fp8: { intervalMs: Math.round((e.elapsedSec - fp8Elapsed) * 1000), quantizeMs: Math.round(t.quantizeMs), gemmMs: Math.round(t.gemmMs), actPeakBytes: act.peak, weightsQuantized: w.quantized - fp8Base.quantized, weightsReused: w.reused - fp8Base.reused } };
-      resetFp8KernelTime(); resetSavedActivationStats(); fp8Base = w; fp8Elapsed = e.elapsedSec;
-      return r;
-    };
+    const fp8Stats = precision === 'fp8' ? fp8IntervalStats(ck ? ck.meta.state.elapsedMs / 1000 : 0) : null;
     const tty = process.stdout.isTTY === true && !quiet;
     let bar = '';
     const clearBar = (): void => { if (tty && bar) process.stdout.write('\r\x1b[K'); };
@@ -417,7 +408,7 @@ export async function run(argv: string[]): Promise<number> {
       }
     };
     const trainer = new Trainer({ cfg, params, train: trainTokens, val: valTokens, options: opts, meter, ...(projLinear ? { projLinear } : {}), promptIds: tok.encode('The', { addSpecialTokens: false }), eosId: eos, sampleVocab: tok.vocabSize }, {
-      onLog: (e) => { appendMetrics(metricsFile, e, fp8Stats(e)); if (!quiet) { clearBar(); console.log(formatLogLine(e, steps)); } },
+      onLog: (e) => { appendMetrics(metricsFile, e, fp8Stats?.(e)); if (!quiet) { clearBar(); console.log(formatLogLine(e, steps)); } },
       onEval: (e) => { if (!quiet) { clearBar(); console.log(`  sample @${e.step}: ${JSON.stringify(e.sample.slice(0, 160))}`); } },
       onStep: (s) => drawBar(s, trainer),
       onSkip: (s, why) => { clearBar(); console.error(`frugal train: step ${s} skipped: ${why}`); },
@@ -432,7 +423,7 @@ export async function run(argv: string[]): Promise<number> {
     const startStep = trainer.progress.step;
     if (startStep >= steps) { endRun('finished', `checkpoint already at step ${startStep}`); await dashboard?.close(); say(`checkpoint is at step ${startStep} of the run's ${steps}; nothing to do (to train longer: --resume --out ${out} --steps ${steps * 2} --extend)`); return 0; }
     const tLoop = performance.now();
-    if (precision === 'fp8') { resetFp8KernelTime(); resetSavedActivationStats(); fp8Base = fp8WeightStats(); }
+    fp8Stats?.(null); // start the first interval here, after start-up's quantisations
     let result;
     try {
       result = await trainer.run();

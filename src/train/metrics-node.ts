@@ -12,6 +12,7 @@
  */
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import type { ExpertStats, LogEntry } from './trainer.js';
+import { fp8KernelTime, fp8WeightStats, resetFp8KernelTime, resetSavedActivationStats, savedActivationStats } from '../fp8/linear.js';
 
 /** Most MoE layers one metrics row describes (later ones are counted in `moe.omittedLayers`). */
 export const MOE_MAX_LAYERS = 64;
@@ -65,6 +66,24 @@ export function metricsRecord(e: LogEntry, extra: Record<string, unknown> = {}):
   if (moe) row.moe = moe;
   if (typeof e.sample === 'string') row.sample = e.sample.slice(0, SAMPLE_MAX_CHARS);
   return { ...row, ...extra };
+}
+
+/**
+ * FP8 statistics per log interval, as the `fp8` field of a metrics row: the interval's step time,
+ * milliseconds spent quantising and in FP8 GEMMs, the peak bytes of saved activations, and how
+ * often weights were quantised vs taken from the per-step cache. Call with null to start an
+ * interval (the counters are reset), then with each log entry.
+ */
+export function fp8IntervalStats(elapsedSec: number): (e: LogEntry | null) => Record<string, unknown> {
+  let base = fp8WeightStats(), since = elapsedSec;
+  return (e) => {
+    const t = fp8KernelTime(), w = fp8WeightStats(), act = savedActivationStats();
+    const r = e ? { fp8: { intervalMs: Math.round((e.elapsedSec - since) * 1000), quantizeMs: Math.round(t.quantizeMs), gemmMs: Math.round(t.gemmMs), actPeakBytes: act.peak, weightsQuantized: w.quantized - base.quantized, weightsReused: w.reused - base.reused } } : {};
+    resetFp8KernelTime(); resetSavedActivationStats();
+    base = w;
+    if (e) since = e.elapsedSec;
+    return r;
+  };
 }
 
 /** Appends one entry (plus `extra` fields, e.g. FP8 statistics) to the jsonl file. */
