@@ -55,6 +55,12 @@ const drawn = (page: Page, series: string): Promise<number> =>
   page.locator(`[data-testid=loss-chart] polyline[data-series="${series}"]`).getAttribute('data-points').then(Number);
 const pointsAttr = (page: Page, series: string): Promise<number> =>
   page.locator(`[data-testid=loss-chart] polyline[data-series="${series}"]`).getAttribute('points').then((p) => (p ?? '').trim().split(/\s+/).filter(Boolean).length);
+/** Waits until the chart shows `n` points for a series (events may land over several frames), then checks it. */
+async function expectDrawn(page: Page, series: string, n: number, what: string): Promise<void> {
+  await page.waitForFunction(([s, k]) => Number(document.querySelector(`[data-testid=loss-chart] polyline[data-series="${s}"]`)?.getAttribute('data-points') ?? -1) === k, [series, n] as const, { timeout: 10_000 })
+    .catch(() => undefined);
+  assert.equal(await drawn(page, series), n, what);
+}
 const sameOrigin = (requests: string[], url: string): void => {
   const bad = requests.filter((r) => new URL(r).origin !== new URL(url).origin);
   assert.deepEqual(bad, [], 'the page fetched something from another origin');
@@ -120,7 +126,7 @@ test('frugal dashboard over fp32 and fp8 runs: overlaid losses, FP8 panel, phone
     await b.page.waitForSelector('[data-testid=run-status][data-state=finished]');
     for (const [i, name] of ['fp32', 'fp8'].entries()) {
       const rows = readMetrics(path.join(runs[i]!, 'metrics.jsonl'));
-      assert.equal(await drawn(b.page, `${name} train`), rows.length, `${name}: one point per logged step`);
+      await expectDrawn(b.page, `${name} train`, rows.length, `${name}: one point per logged step`);
     }
     // FP8 statistics appear for the fp8 run (select it with the keyboard).
     const select = b.page.getByTestId('run-select');
@@ -133,7 +139,8 @@ test('frugal dashboard over fp32 and fp8 runs: overlaid losses, FP8 panel, phone
     // Log scale from the keyboard: Tab to the checkbox, Space toggles it.
     await b.page.getByTestId('log-scale').focus();
     await b.page.keyboard.press('Space');
-    assert.match((await b.page.getByTestId('loss-chart').getAttribute('aria-label')) ?? '', /log scale/);
+    assert.equal(await b.page.getByTestId('log-scale').isChecked(), true);
+    await b.page.waitForFunction(() => /log scale/.test(document.querySelector('[data-testid=loss-chart]')?.getAttribute('aria-label') ?? '')); // redrawn on the next frame
     await screenshot(b.page, 'dashboard.png', work);
     // A phone's width: no sideways scrolling.
     await b.page.setViewportSize({ width: 390, height: 844 });
