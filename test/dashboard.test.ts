@@ -86,23 +86,23 @@ const runInfo = (over: Partial<RunInfo>): RunInfo => ({
   model: { config: 'tiny', layers: 3, experts: 8, expertsPerToken: 2, paramsTotal: 1, paramsActive: 1, moeLayers: [1, 2, 3] }, cost: { gpu: 'H800', pricePerHour: 2, usdPerToken: 1e-12, mfuAssumed: 0.39 }, ...over,
 });
 
-test('run.json: running while the process lives, stopped when it vanished, as written when it ended; unknown without one', () => {
+test('run.json: running while the process lives, stopped when it vanished, as written when it ended; unknown without one', async () => {
   const dir = path.join(work, 'states');
   mkdirSync(dir, { recursive: true });
   assert.equal(runState(dir).state, 'unknown');
-  writeRunInfo(dir, runInfo({}));
+  await writeRunInfo(dir, runInfo({}));
   assert.equal(runState(dir).state, 'running');
   const gone = spawnSync(process.execPath, ['-e', 'console.log(process.pid)'], { encoding: 'utf8' });
-  writeRunInfo(dir, runInfo({ pid: Number(gone.stdout.trim()) }));
+  await writeRunInfo(dir, runInfo({ pid: Number(gone.stdout.trim()) }));
   assert.deepEqual(runState(dir).state, 'stopped');
-  writeRunInfo(dir, runInfo({ status: 'interrupted', note: 'stopped by SIGTERM at step 4' }));
+  await writeRunInfo(dir, runInfo({ status: 'interrupted', note: 'stopped by SIGTERM at step 4' }));
   assert.deepEqual(runState(dir), { state: 'interrupted', note: 'stopped by SIGTERM at step 4' });
   writeFileSync(path.join(dir, 'run.json'), '{"format":1,'); // torn: treated as absent, never a crash
   assert.equal(runState(dir).state, 'unknown');
 });
 
 /** Collects SSE events from a dashboard stream. */
-async function stream(url: string, headers: Record<string, string> = {}): Promise<{ events: { name: string; data: any }[]; next: (pred: (e: { name: string; data: any }) => boolean) => Promise<{ name: string; data: any }>; stop: () => void }> {
+async function stream(url: string, headers: Record<string, string> = {}): Promise<{ events: { name: string; data: any }[]; next: (pred: (e: { name: string; data: any }) => boolean, what?: string) => Promise<{ name: string; data: any }>; stop: () => void }> {
   const ctl = new AbortController();
   const res = await fetch(`${url}/api/stream`, { headers, signal: ctl.signal });
   assert.equal(res.status, 200);
@@ -142,7 +142,7 @@ test('dashboard server: rows arrive as appended (torn, malformed and over-long l
   mkdirSync(dir, { recursive: true });
   const file = path.join(dir, 'metrics.jsonl');
   writeFileSync(file, '{"step":1,"loss":5}\n{"step":2,"loss":4}\n');
-  writeRunInfo(dir, runInfo({}));
+  await writeRunInfo(dir, runInfo({}));
   const dash: RunningDashboard = await startDashboard({ runs: [dir], port: 0, pollMs: 60_000 }); // polled by hand below
   try {
     const s = await stream(dash.url);
@@ -161,7 +161,7 @@ test('dashboard server: rows arrive as appended (torn, malformed and over-long l
     dash.poll();
     const reset = await s.next((e) => e.name === 'rows' && e.data.reset && e.data.rows.length === 6);
     assert.equal(reset.data.rows[5].loss, 3);
-    writeRunInfo(dir, runInfo({ status: 'finished' }));
+    await writeRunInfo(dir, runInfo({ status: 'finished' }));
     dash.poll();
     assert.equal((await s.next((e) => e.name === 'runs' && e.data[0].state === 'finished')).data[0].lastStep, 6);
     const api = await (await fetch(`${dash.url}/api/runs`)).json() as { runs: { metrics: unknown[]; name: string }[] };

@@ -361,8 +361,8 @@ export async function run(argv: string[]): Promise<number> {
         moeLayers: [...params.layers.map((l, i) => (l.moe ? i : -1)), ...params.mtp.map((m, j) => (m.layer.moe ? cfg.numHiddenLayers + j : -1))].filter((i) => i >= 0) },
       cost: { gpu: gpu.name, pricePerHour: price, usdPerToken: meter.usdPerToken, mfuAssumed: 0.39 },
     };
-    writeRunInfo(out, runInfo);
-    const endRun = (status: RunStatus, note: string): void => writeRunInfo(out, { ...runInfo, status, note, endedAt: new Date().toISOString() });
+    await writeRunInfo(out, runInfo);
+    const endRun = (status: RunStatus, note: string): Promise<void> => writeRunInfo(out, { ...runInfo, status, note, endedAt: new Date().toISOString() });
     let dashboard: RunDashboard | null = null;
     if (a.dashboard) {
       dashboard = await startRunDashboard(out, { host: a['dashboard-host'], port: a['dashboard-port'] });
@@ -421,16 +421,16 @@ export async function run(argv: string[]): Promise<number> {
       say(`resumed from ${resumeFrom} at step ${ck.meta.state.step}`);
     }
     const startStep = trainer.progress.step;
-    if (startStep >= steps) { endRun('finished', `checkpoint already at step ${startStep}`); await dashboard?.close(); say(`checkpoint is at step ${startStep} of the run's ${steps}; nothing to do (to train longer: --resume --out ${out} --steps ${steps * 2} --extend)`); return 0; }
+    if (startStep >= steps) { await endRun('finished', `checkpoint already at step ${startStep}`); await dashboard?.close(); say(`checkpoint is at step ${startStep} of the run's ${steps}; nothing to do (to train longer: --resume --out ${out} --steps ${steps * 2} --extend)`); return 0; }
     const tLoop = performance.now();
     fp8Stats?.(null); // start the first interval here, after start-up's quantisations
     let result;
     try {
       result = await trainer.run();
-      endRun(result.interrupted ? 'interrupted' : 'finished', result.interrupted ? `stopped by ${stop ?? 'a signal'} at step ${result.state.step}; resume with --resume` : '');
+      await endRun(result.interrupted ? 'interrupted' : 'finished', result.interrupted ? `stopped by ${stop ?? 'a signal'} at step ${result.state.step}; resume with --resume` : '');
     } catch (e) {
       clearBar();
-      endRun('failed', (e as Error).message ?? String(e));
+      await endRun('failed', (e as Error).message ?? String(e)).catch(() => undefined); // the training error is the one to report
       if (e instanceof TrainingDivergedError) {
         console.error(`frugal train: ${e.message}. The last good checkpoint is ${lastSaved > 0 ? `${ckptDir} (step ${lastSaved})` : 'none (no checkpoint was written before the failure)'}.`);
         return 1;

@@ -3,16 +3,17 @@
  * options, model shape, planned tokens, cost settings — and whether the run is still going.
  *
  * Contract:
- * - `writeRunInfo` replaces the file atomically (temp file + rename): a reader never sees half.
+ * - `writeRunInfo` replaces the file atomically (temp file, fsync, rename): a reader never sees half.
  * - `readRunInfo` never throws: a missing, unreadable or malformed file (or one over
  *   RUN_INFO_MAX_BYTES) is null, so a dashboard shows what it can.
  * - `runState` says `running` only while the training process that wrote `pid` on this host is
  *   alive; a run whose process vanished without writing its end (SIGKILL, power loss) is
  *   `stopped`. A folder without run.json is `finished` when it holds final/, else `unknown`.
  */
-import { existsSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
+import { writeFileAtomic } from '../io/atomic-node.js';
 
 /** Largest run.json read (a run's options and config are a few KiB). */
 export const RUN_INFO_MAX_BYTES = 1 << 20;
@@ -43,11 +44,10 @@ export interface RunInfo {
   cost: { gpu: string; pricePerHour: number; usdPerToken: number; mfuAssumed: number };
 }
 
-/** Writes `dir/run.json` atomically. */
-export function writeRunInfo(dir: string, info: RunInfo): void {
-  const file = path.join(dir, 'run.json'), tmp = `${file}.tmp-${process.pid}`;
-  writeFileSync(tmp, JSON.stringify(info, null, 1) + '\n');
-  renameSync(tmp, file);
+/** Writes `dir/run.json` atomically (io/atomic-node.ts). */
+export async function writeRunInfo(dir: string, info: RunInfo): Promise<void> {
+  const bytes = new TextEncoder().encode(JSON.stringify(info, null, 1) + '\n');
+  await writeFileAtomic(path.join(dir, 'run.json'), (put) => put(bytes));
 }
 
 /** Reads `dir/run.json`, or null (see the contract). */
