@@ -69,9 +69,9 @@ const sameOrigin = (requests: string[], url: string): void => {
 test('train --dashboard: live updates while training, one heatmap per MoE layer, stopped state, one point per logged step', { skip, timeout: 120_000 }, async () => {
   const data = corpusFile();
   const out = path.join(work, 'live');
+  const b = await openBrowser(); // first: a browser that cannot start leaves nothing running
   // Far more steps than can run before the test stops it (the SIGTERM pattern of train-signals).
   const t = trainChild([...common, '--data', data, '--steps', '100000', '--eval-every', '5', '--save-every', '0', '--out', out, '--dashboard', '--dashboard-port', '0']);
-  const b = await openBrowser();
   try {
     const deadline = Date.now() + 60_000;
     let url = '';
@@ -115,12 +115,13 @@ test('train --dashboard: live updates while training, one heatmap per MoE layer,
 });
 
 test('frugal dashboard over fp32 and fp8 runs: overlaid losses, FP8 panel, phone width, keyboard', { skip, timeout: 120_000 }, async () => {
+  const b = await openBrowser();
   const data = corpusFile();
   const runs = ['fp32', 'fp8'].map((p) => path.join(work, 'cmp', p));
   const children = ['fp32', 'fp8'].map((p, i) => trainChild([...common, '--data', data, '--steps', '24', '--eval-every', '8', '--precision', p, '--out', runs[i]!]));
-  for (const t of children) assert.equal(await t.exit, 0, t.out());
-  const dash = await startDashboard({ runs, port: 0 });
-  const b = await openBrowser();
+  const codes = await Promise.all(children.map((t) => t.exit));
+  if (codes.some((c) => c !== 0)) { await b.close(); assert.fail(`training failed:\n${children.map((t) => t.out()).join('\n')}`); }
+  const dash = await startDashboard({ runs, port: 0 }).catch(async (e: unknown) => { await b.close(); throw e; });
   try {
     await b.page.goto(`${dash.url}/`);
     await b.page.waitForSelector('[data-testid=run-status][data-state=finished]');

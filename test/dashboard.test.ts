@@ -242,3 +242,45 @@ test('frugal serve answers / with the playground: strict CSP, open without the k
     await srv.close();
   }
 });
+
+test('frugal dashboard CLI: serves run folders until SIGTERM; refuses a public host without a key, and missing folders', { timeout: 60_000 }, async () => {
+  const dir = path.join(work, 'cliRun');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, 'metrics.jsonl'), '{"step":1,"loss":5}\n{"step":2,"loss":4.5}\n');
+  const noKeyEnv = { ...process.env };
+  delete noKeyEnv.FRUGAL_API_KEY;
+  const cli = (args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e',
+    `import { runCli } from ${JSON.stringify(path.join(process.cwd(), 'src/cli/main.ts'))}; process.exitCode = await runCli(${JSON.stringify(args)});`],
+    { encoding: 'utf8', env: noKeyEnv, timeout: 30_000 });
+  const pub = cli(['dashboard', '--host', '0.0.0.0', '--port', '0', dir]);
+  assert.equal(pub.status, 2);
+  assert.match(pub.stderr, /--host 0\.0\.0\.0 is reachable from other machines: set --api-key/);
+  const missing = cli(['dashboard', path.join(work, 'absent')]);
+  assert.equal(missing.status, 2);
+  assert.match(missing.stderr, /no such folder/);
+  const train = cli(['train', '--dashboard', '--dashboard-host', '0.0.0.0', '--steps', '1', '--out', path.join(work, 'never')]);
+  assert.equal(train.status, 2, 'refused before any work');
+  assert.match(train.stderr, /reachable from other machines/);
+  assert.equal(existsSync(path.join(work, 'never')), false);
+  // A real one: prints its URL, serves the run, exits 0 on SIGTERM.
+  const { spawn } = await import('node:child_process');
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e',
+    `import { runCli } from ${JSON.stringify(path.join(process.cwd(), 'src/cli/main.ts'))}; process.exitCode = await runCli(${JSON.stringify(['dashboard', '--port', '0', dir])});`], { stdio: ['ignore', 'pipe', 'pipe'], env: noKeyEnv });
+  let out = '';
+  child.stdout!.on('data', (b) => { out += String(b); });
+  const exit = new Promise<number | null>((res) => child.on('close', res));
+  try {
+    const deadline = Date.now() + 30_000;
+    let url = '';
+    while (!(url = /dashboard: (http:\/\/\S+?)\/\s/.exec(out)?.[1] ?? '')) {
+      assert.ok(Date.now() < deadline, `no URL printed: ${out}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const runs = await (await fetch(`${url}/api/runs`)).json() as { runs: { name: string; state: string; metrics: unknown[] }[] };
+    assert.deepEqual(runs.runs.map((r) => [r.name, r.state, r.metrics.length]), [['cliRun', 'unknown', 2]]);
+    child.kill('SIGTERM');
+    assert.equal(await exit, 0);
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  }
+});

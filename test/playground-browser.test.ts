@@ -56,23 +56,24 @@ async function greedy(page: Page, maxTokens: number): Promise<void> {
     await page.keyboard.type(v);
   }
 }
-/** Types a prompt and sends it with Enter; resolves when the reply has ended. */
-async function ask(page: Page, text: string): Promise<void> {
+/** Types a prompt and sends it (Enter, or the Send button); resolves when the reply has ended. */
+async function ask(page: Page, text: string, via: 'enter' | 'click' = 'enter'): Promise<void> {
   const before = await page.getByTestId('chat-reply').count();
   await page.getByTestId('chat-input').focus();
   await page.keyboard.type(text);
-  await page.keyboard.press('Enter');
+  if (via === 'enter') await page.keyboard.press('Enter');
+  else await page.getByTestId('chat-send').click();
   await page.waitForFunction((n) => document.querySelectorAll('[data-testid=chat-reply][data-done]').length > n, before);
 }
 const last = async (page: Page, id: string): Promise<string> => (await page.getByTestId(id).last().textContent()) ?? '';
 
 test('playground on a real `frugal serve`: streamed greedy reply equals the engine, cache hit on the repeated prompt, stopped state', { skip, timeout: 120_000 }, async () => {
   const script = `import { runCli } from ${JSON.stringify(path.join(root, 'src/cli/main.ts'))}; process.exitCode = await runCli(${JSON.stringify(['serve', '--model', dir, '--port', '0', '--name', 'tiny'])});`;
+  const b = await openBrowser(); // first: a browser that cannot start leaves nothing running
   const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   child.stderr!.on('data', (b) => { err += String(b); });
   const exited = new Promise((res) => child.on('close', res));
-  const b = await openBrowser();
   try {
     const deadline = Date.now() + 60_000;
     let url = '';
@@ -103,7 +104,7 @@ test('playground on a real `frugal serve`: streamed greedy reply equals the engi
     // New chat, the same prompt: everything but the last prompt token comes from the prefix cache.
     await b.page.getByTestId('chat-new').focus();
     await b.page.keyboard.press('Enter');
-    await ask(b.page, prompt);
+    await ask(b.page, prompt, 'click');
     assert.equal(await last(b.page, 'chat-reply'), want.text);
     assert.equal(await last(b.page, 'cache-hit-tokens'), String(want.promptTokens - 1), 'the repeated prompt is a cache hit');
     assert.equal(await last(b.page, 'cache-miss-tokens'), '1');
@@ -131,7 +132,7 @@ test('playground shows the reply while it is being generated (generation held mi
     model, tokenizer: tok, modelName: 'tiny', port: 0, log: () => {},
     beforeStep: async (s) => { if (s.tokens === 4) await held; },
   });
-  const b = await openBrowser({ width: 390, height: 844 }); // a phone's width
+  const b = await openBrowser({ width: 390, height: 844 }).catch(async (e: unknown) => { await srv.close(); throw e; }); // a phone's width
   try {
     await b.page.goto(`${srv.url}/`);
     await b.page.waitForSelector('[data-testid=server-status][data-state=connected]');

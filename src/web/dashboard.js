@@ -10,7 +10,8 @@
  *   state (running, finished, interrupted, failed, stopped, unknown) or `disconnected` when the
  *   dashboard server itself is gone (the page retries every 2 s and says so).
  * - Each loss polyline holds one point per logged step of its run (see chart.js for thinning).
- * - `#expert-heatmap` holds one `[data-testid=heatmap-layer]` per MoE layer of the selected run.
+ * - `#expert-heatmap` holds one `[data-testid=heatmap-layer]` per MoE layer of the selected run,
+ *   one column per logged step (`data-steps`; beyond MAX_HEAT_COLUMNS, evenly spaced steps).
  * - Redraws are batched to one per animation frame.
  */
 import { api, byId, el, fmtBytes, fmtDuration, fmtNum, fmtUsd, KeyNeeded, readSse, setupKeyForm } from './common.js';
@@ -23,6 +24,8 @@ import { diverging, heatmap, lineChart } from './chart.js';
  * @typedef {{ id: number, name: string, state: string, note: string, info: Info | null, rows: number, lastStep: number | null }} Summary
  */
 
+/** Heatmap columns drawn at most (a canvas has a size limit; a screen has fewer pixels anyway). */
+const MAX_HEAT_COLUMNS = 1500;
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#17becf', '#8c564b', '#e377c2'];
 /** @type {Map<number, { summary: Summary, rows: Row[] }>} */
 const runs = new Map();
@@ -120,7 +123,9 @@ function drawCost(run) {
  */
 function drawExperts(run) {
   const host = byId('expert-heatmap'), biasHost = byId('bias-heatmap');
-  const rows = (run?.rows ?? []).filter((r) => r.moe && r.moe.layers.length);
+  const all = (run?.rows ?? []).filter((r) => r.moe && r.moe.layers.length);
+  // One column per logged step, up to MAX_HEAT_COLUMNS (then evenly spaced steps, the last one kept).
+  const rows = all.length <= MAX_HEAT_COLUMNS ? all : Array.from({ length: MAX_HEAT_COLUMNS }, (_, c) => /** @type {Row} */ (all[Math.round(((c + 1) * all.length) / MAX_HEAT_COLUMNS) - 1]));
   if (!run || rows.length === 0) {
     host.replaceChildren(el('p', { class: 'hint' }, run ? 'no expert statistics in this run\'s metrics (a dense model, or written before they were logged)' : ''));
     biasHost.replaceChildren();
