@@ -76,7 +76,7 @@ export async function run(argv: string[]): Promise<number> {
     chatTemplate: tc.chatTemplate, bosToken: tc.bos, eosToken: tc.eos, maxQueue: a['max-queue'], speculative: a.speculative === true,
     allowedOrigins: list(a['allowed-origins']), allowedHosts: list(a['allowed-hosts']),
   });
-  console.error(`frugal serve: ${name} on ${srv.url} (OpenAI API at ${srv.url}/v1; prefix cache ${a['cache-bytes']} bytes${diskCache ? `, disk cache ${a['cache-dir']}` : ''}${apiKey ? ', API key required' : ''})`);
+  console.error(`frugal serve: ${name} on ${srv.url} (OpenAI API at ${srv.url}/v1, chat playground at ${srv.url}/; prefix cache ${a['cache-bytes']} bytes${diskCache ? `, disk cache ${a['cache-dir']}` : ''}${apiKey ? ', API key required' : ''})`);
   await new Promise<void>((resolve) => {
     const stop = (sig: string): void => {
       console.error(`frugal serve: ${sig}, shutting down`);
