@@ -59,6 +59,12 @@ const FAULTS = [
     edits: [['native/src/addon.cc', '#include <malloc.h>', '#include <malloc.h>\n#include <cstring>\nstatic void leak() { static void* volatile sink; sink = std::malloc(262144); std::memset(sink, 1, 262144); }'],
       ['native/src/addon.cc', 'napi_value AddInto(napi_env env, napi_callback_info info) {', 'napi_value AddInto(napi_env env, napi_callback_info info) {\n  leak();']],
     tests: ['test/memory.test.ts'], rebuild: true },
+  { id: 'engine-query-rope', what: 'the decode engine ropes every query at the first row\'s position',
+    edits: [['native/src/decode_engine.cc', 'rotate(qh + dn, dst + rkv, cs + (from + r2) * half, sn + (from + r2) * half, half);', 'rotate(qh + dn, dst + rkv, cs + from * half, sn + from * half, half);']],
+    tests: ['src/model/decode-engine.test.ts'], rebuild: true },
+  { id: 'engine-row-coupling', what: 'the decode engine\'s 2-row products read the first row\'s input for both rows',
+    edits: [['native/src/decode_gemv.cc', 'for (int r = 0; r < R; r++) xv[r] = _mm512_maskz_loadu_ps(mk, x.x + r * x.ldx + p);', 'for (int r = 0; r < R; r++) xv[r] = _mm512_maskz_loadu_ps(mk, x.x + (R == 2 ? 0 : r) * x.ldx + p);']],
+    tests: ['src/model/decode-engine.test.ts'], rebuild: true },
 ];
 
 function sh(cmd, args, opts = {}) {

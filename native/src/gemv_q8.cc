@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "common.h"
+#include "decode.h"
 #if FRUGAL_X86
 #include <immintrin.h>
 #endif
@@ -131,6 +132,13 @@ void rows256(const int16_t* q, const float* d, const uint8_t* w, float* y, long 
 #endif
 
 }  // namespace
+
+namespace dec {
+// The decode engine's activations, quantised exactly as gemvQ8 quantises them (decode.h).
+void quantizeRowsQ8(const float* x, long ldx, long R, long k, int16_t* q, float* d) {
+  for (long i = 0; i < R; i++) quantizeRow(x + i * ldx, k, q + i * k, d + i * (k / QK));
+}
+}  // namespace dec
 
 const char* q8Family() {
 #if FRUGAL_HAVE_X86_KERNELS

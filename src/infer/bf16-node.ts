@@ -49,11 +49,11 @@ export function bf16Linear(opts: Bf16Options = {}): { linear: ((x: Tensor, w: Te
     return new Tensor(out, [...x.shape.slice(0, -1), outF]);
   };
   // Decode steps' rows (RowDecoder): caller-owned output, no Tensor per call.
-  const rowsLinear: RowsLinear = (x, rows, w, out) => {
+  const rowsLinear: RowsLinear = Object.assign((x: Float32Array, rows: number, w: Tensor, out: Float32Array): void => {
     if (rows > maxRows) return f32RowsLinear(x, rows, w, out);
     const [outF, inF] = w.shape as [number, number];
     gemv.call(native.addon, x, bf16Of(w), out, rows, outF, inF);
-  };
+  }, { engine: { weightOf: bf16Of, maxRows } });
   return { linear, rowsLinear, note: `bf16 decode weights (native gemvBf16 for inputs of ≤ ${maxRows} rows; f32 for longer)` };
 }
 
