@@ -139,6 +139,9 @@ FRUGAL_AVX512 void denseBlocks(const void* Wv, long k, const Rows& x, float* y, 
       __m512 xv[R];
       for (int r = 0; r < R; r++) xv[r] = _mm512_maskz_loadu_ps(mk, x.x + r * x.ldx + p);
       for (int c = 0; c < C; c++) {
+        // The same line of the next block's rows (prefetches never fault past the end).
+        if (Bf16) { if (!(p & 16)) _mm_prefetch((const char*)(wh[c] + C * k + p), _MM_HINT_T0); }
+        else _mm_prefetch((const char*)(wf[c] + C * k + p), _MM_HINT_T0);
         const __m512 w = Bf16 ? widen(_mm256_maskz_loadu_epi16(mk, wh[c] + p)) : _mm512_maskz_loadu_ps(mk, wf[c] + p);
         for (int r = 0; r < R; r++) acc[c * R + r] = _mm512_fmadd_ps(xv[r], w, acc[c * R + r]);
       }
@@ -164,6 +167,7 @@ __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,f16c"))) void q8Bl
       for (int r = 0; r < R; r++) xq[r] = _mm512_loadu_si512((const void*)(x.q + r * k + b * QK));
       for (int c = 0; c < C; c++) {
         const uint8_t* blk = wr[c] + b * QB;
+        _mm_prefetch((const char*)(blk + C * nb * QB), _MM_HINT_T0);
         const __m512i wq = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i*)(blk + 2)));
         const float dw = _cvtsh_ss((uint16_t)(blk[0] | (blk[1] << 8)));
         for (int r = 0; r < R; r++) {

@@ -19,7 +19,7 @@ import { prefixRowWidth } from '../infer/prefix-cache.js';
 import { modelFingerprint, openModel, readTokenizerConfig, resolveModelDir, selectBackend } from '../serve/model-node.js';
 import { checkApiKey, isLoopbackName } from '../serve/access.js';
 import { withBf16Weights } from '../infer/bf16-node.js';
-import { withQ8Weights } from '../infer/q8-node.js';
+import { withQ8Drafts, withQ8Weights } from '../infer/q8-node.js';
 import { isGgufPath } from '../model/gguf-node.js';
 
 export const summary = 'OpenAI-compatible HTTP server with prefix/context caching';
@@ -68,6 +68,11 @@ export async function run(argv: string[]): Promise<number> {
   const model = a.weights === 'bf16' ? withBf16Weights(opened.model)
     : a.weights === 'q8_0' ? withQ8Weights(opened.model, opened.model.gguf ? { blocks: opened.model.gguf.q8 } : {}) : { model: opened.model, note: '' };
   if (model.note) console.error(`frugal serve: ${model.note}`);
+  if (a.speculative === true && model.model.params.mtp.length > 0) {
+    const d = withQ8Drafts(model.model);
+    model.model = d.model;
+    console.error(`frugal serve: ${d.note}`);
+  }
   const tc = readTokenizerConfig(dir);
   const diskCache = a['cache-dir'] ? new DiskCache({ dir: a['cache-dir'], modelId: modelFingerprint(opened.model, `weights=${a.weights}`), rowWidth: prefixRowWidth(model.model.cfg, a.speculative === true && model.model.params.mtp.length > 0 ? 1 : 0), maxBytes: a['cache-dir-bytes'] }) : null;
   const name = String(a['served-model-name'] ?? a.name ?? found.name);

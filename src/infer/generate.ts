@@ -29,6 +29,12 @@ export interface Model {
   linear?: (x: Tensor, w: Tensor) => Tensor;
   /** The same override for decode steps' rows (RowDecoder); default: derived from `linear`, else f32. */
   rowsLinear?: RowsLinear;
+  /**
+   * Speculative decoding's MTP draft passes (default: `rowsLinear`). Any weights are exact here:
+   * the main model checks every draft, so cheaper draft weights (q8-node.ts withQ8Drafts) only
+   * change how often a draft is accepted.
+   */
+  draftRowsLinear?: RowsLinear;
 }
 
 /** A second-level store of prefix rows (the disk cache implements it). Synchronous by design. */
@@ -102,6 +108,8 @@ export class Generation {
   private readonly cache: KVCache;
   /** Decode steps (absorb cache): rows straight onto the kernels; null for the naive cache. */
   private readonly decoder: RowDecoder | null;
+  /** Speculative drafts (the MTP layer): the decoder, or one with the model's draft weights. */
+  private readonly drafter: RowDecoder | null;
   private readonly sampler: Sampler;
   private readonly maxNew: number;
   /** Ids sampled from: [0, vocab). */
@@ -143,6 +151,7 @@ export class Generation {
     this.pending = new Float32Array(this.spec ? 2 * cfg.hiddenSize : 0);
     this.cache = new KVCache(cfg, 1, prompt.length + this.maxNew + 2, attn, this.spec ? 1 : 0);
     this.decoder = attn === 'absorb' ? new RowDecoder(model.params, cfg, { linear: model.rowsLinear ?? (model.linear ? rowsLinearOf(model.linear) : f32RowsLinear) }) : null;
+    this.drafter = this.spec && model.draftRowsLinear ? new RowDecoder(model.params, cfg, { linear: model.draftRowsLinear }) : this.decoder;
     const width = prefixRowWidth(cfg, this.spec ? 1 : 0);
     if (opts.prefixCache && opts.prefixCache.rowWidth !== width) {
       throw new RangeError(`prefix cache rows are ${opts.prefixCache.rowWidth} floats but this model's ${this.spec ? 'speculative ' : ''}rows are ${width} (a cache built for another model${this.spec ? ', or without speculative decoding' : ''}?)`);
@@ -272,7 +281,7 @@ export class Generation {
     const H = cfg.hiddenSize, V = cfg.vocabSize;
     const n = cache.length, x = this.seq[n]!, m = this.pendingRows;
     // Draft: the MTP layer over the pending rows; only the last row's logits are needed.
-    const mt = dec.mtp(0, this.pending.subarray(0, m * H), this.seq.slice(this.mtpLen + 1, n + 1), [{ cache, start: this.mtpLen, rows: m }], m - 1);
+    const mt = this.drafter!.mtp(0, this.pending.subarray(0, m * H), this.seq.slice(this.mtpLen + 1, n + 1), [{ cache, start: this.mtpLen, rows: m }], m - 1);
     this.mtpLen = n;
     let draft: number;
     if (this.greedy) draft = argmax(mt.logits, 0, this.vocab);

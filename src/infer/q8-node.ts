@@ -64,3 +64,26 @@ export function withQ8Weights(model: Model, opts: Q8Options = {}): { model: Mode
   const { linear, rowsLinear, note } = q8Linear(opts);
   return { model: { ...model, linear, rowsLinear }, note };
 }
+
+/**
+ * The model with Q8_0 weights for its MTP layers only, as speculative decoding's drafts
+ * (`Model.draftRowsLinear`): the main model keeps its weights, so output is unchanged (every draft
+ * is checked) while a draft reads a quarter of the MTP layer's f32 bytes. Without the native
+ * backend the model is returned unchanged (the TypeScript Q8_0 reference would be slower).
+ */
+export function withQ8Drafts(model: Model, opts: Q8Options = {}): { model: Model; note: string } {
+  const mtp = new Set<Tensor>();
+  for (const m of model.params.mtp) {
+    const l = m.layer, a = l.attn;
+    for (const t of [m.ehProj, m.head, a.qProj, a.qAProj, a.qBProj, a.kvAProj, a.oProj, l.mlp?.gate, l.mlp?.up, l.mlp?.down,
+      l.moe?.shared?.gate, l.moe?.shared?.up, l.moe?.shared?.down, ...(l.moe?.experts.flatMap((e) => [e.gate, e.up, e.down]) ?? [])]) if (t) mtp.add(t);
+  }
+  const native = getBackendByName('native') as NativeBackend | undefined;
+  if (!(native?.addon as { gemvQ8?: unknown } | undefined)?.gemvQ8) return { model, note: 'MTP drafts keep the model\'s weights (Q8_0 drafts need the native backend)' };
+  const q8 = q8Linear(opts).rowsLinear;
+  const ok = (w: Tensor): boolean => mtp.has(w) && w.shape[1]! % Q8_0_BLOCK === 0;
+  const draftRowsLinear: RowsLinear = Object.assign((x: Float32Array, rows: number, w: Tensor, out: Float32Array): void => (ok(w) ? q8 : f32RowsLinear)(x, rows, w, out), {
+    engine: { weightOf: (w: Tensor) => (ok(w) ? q8.engine!.weightOf(w) : w.f32), maxRows: q8.engine!.maxRows },
+  });
+  return { model: { ...model, draftRowsLinear }, note: 'MTP drafts with Q8_0 weights' };
+}

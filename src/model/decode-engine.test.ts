@@ -22,7 +22,7 @@ import { RowDecoder, type RowsLinear } from './decode.js';
 import { engineArrays, f32EngineWeights } from './decode-engine.js';
 import { generate, type Model } from '../infer/generate.js';
 import { withBf16Weights } from '../infer/bf16-node.js';
-import { withQ8Weights } from '../infer/q8-node.js';
+import { withQ8Drafts, withQ8Weights } from '../infer/q8-node.js';
 
 const REF = path.resolve(process.cwd(), '../shared/reference');
 const REFS = ['tiny-dsv3', 'tiny-dsv3-noqlora', 'tiny-dsv3-yarn'].filter((d) => existsSync(path.join(REF, d, 'config.json')));
@@ -120,11 +120,13 @@ test('engine rows are exact: 2 rows = two 1-row passes, 3 sequences in one pass 
   });
 });
 
-test('greedy speculative decoding on the engine gives the plain tokens (f32, bf16, Q8_0 weights)', async (t) => {
+test('greedy speculative decoding on the engine gives the plain tokens (f32, bf16, Q8_0 weights; Q8_0 MTP drafts)', async (t) => {
   if (!(await hasNative())) { t.skip(`native backend: ${whyNotUnderTest('native')}`); return; }
   await withBackend('native', async () => {
     for (const [name, base] of await models()) {
-      for (const [form, m] of [['f32', base], ['bf16', withBf16Weights(base).model], ['q8_0', withQ8Weights(base).model]] as Array<[string, Model]>) {
+      const forms = [['f32', base], ['bf16', withBf16Weights(base).model], ['q8_0', withQ8Weights(base).model], ['f32, Q8_0 drafts', withQ8Drafts(base).model],
+        ['bf16, Q8_0 drafts', withQ8Drafts(withBf16Weights(base).model).model]] as Array<[string, Model]>;
+      for (const [form, m] of forms) {
         for (const prompt of [[5, 17, 42, 99 % m.cfg.vocabSize, 3], [1]]) {
           resetKernelCounts();
           const a = generate(m, prompt, { greedy: true, maxTokens: 40 });

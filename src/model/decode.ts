@@ -137,7 +137,7 @@ export class RowDecoder {
     if (!m) throw new Error(`RowDecoder.mtp: the model has ${p.mtp.length} MTP layers, depth ${depth} requested`);
     const layer = cfg.numHiddenLayers + depth;
     const R = checkRows(segs, nextTokens.length, layer + 1);
-    const H = cfg.hiddenSize, eps = cfg.rmsNormEps, norm = kernel('RMSNorm');
+    const H = cfg.hiddenSize, eps = cfg.rmsNormEps;
     if (from > 0 && segs.length !== 1) throw new Error('RowDecoder.mtp: rows that only fill the cache (from > 0) need a single segment');
     const eng = this.engineFor(R);
     if (eng) {
@@ -146,6 +146,7 @@ export class RowDecoder {
       kernel('DecodeEngineMtp')(eng, depth, hiddenIn, a.tok, a.seg, a.caches, a.cos, a.sin, from, hidden, logits);
       return { hidden, logits };
     }
+    const norm = kernel('RMSNorm');
     // [RMSNorm(embed(t_{i+1})) | RMSNorm(h_i)] · eh_projᵀ (embedding first, SPEC §10).
     const e = this.buf('e', R * H), hn = this.buf('hn', R * H), cat = this.buf('cat', R * 2 * H);
     embedRows(m.embed, nextTokens, e);
