@@ -17,6 +17,8 @@ import { Tensor } from '../src/autograd/tensor.js';
 import { presets, type DeepSeekConfig } from '../src/model/config.js';
 import { initParams, forward, lossFn, trainableParams, KVCache } from '../src/model/deepseek.js';
 import { RowDecoder, f32RowsLinear, type RowsLinear } from '../src/model/decode.js';
+import { engineLinear, f32EngineWeights } from '../src/model/decode-engine.js';
+import * as op from '../src/ops/index.js';
 import { bf16Linear } from '../src/infer/bf16-node.js';
 import { q8Linear } from '../src/infer/q8-node.js';
 import { saveModel } from '../src/model/load-node.js';
@@ -95,7 +97,8 @@ export interface BenchModel {
 export function benchModel(shape: BenchShape, seed = 1): BenchModel {
   if (shape.kind === 'dense') {
     const cfg = shape.cfg, p = initDenseParams(cfg, { seed });
-    let decodeLinear: ((x: Tensor, w: Tensor) => Tensor) | undefined;
+    // Decode steps' linears on the decode engine's few-row products (f32 unless switched below).
+    let decodeLinear: ((x: Tensor, w: Tensor) => Tensor) | undefined = engineLinear(f32EngineWeights, op.linear);
     return {
       kind: 'dense', vocabSize: cfg.vocabSize, hasMtp: false,
       trainable: () => denseTrainableParams(p),
@@ -107,11 +110,11 @@ export function benchModel(shape: BenchShape, seed = 1): BenchModel {
       makeCache: (capacity) => new DenseKVCache(cfg, capacity),
       useBf16Decode: () => {
         const r = bf16Linear();
-        if (!r.linear) throw new Error(`bench: ${r.note}`);
-        decodeLinear = r.linear;
-        return r.note;
+        if (!r.linear || !r.rowsLinear?.engine) throw new Error(`bench: ${r.note}`);
+        decodeLinear = engineLinear(r.rowsLinear.engine, r.linear);
+        return `${r.note}; decode-engine products`;
       },
-      useQ8Decode: () => { const r = q8Linear(); decodeLinear = r.linear; return r.note; },
+      useQ8Decode: () => { const r = q8Linear(); decodeLinear = engineLinear(r.rowsLinear.engine!, r.linear); return `${r.note}; decode-engine products`; },
       save: async (dir) => {
         mkdirSync(dir, { recursive: true });
         await writeSafetensors(path.join(dir, 'model.safetensors'),

@@ -39,6 +39,10 @@ void quantizeRowsQ8(const float* x, long ldx, long R, long k, int16_t* q, float*
  */
 void matRows(const Mat& m, const Rows& x, long R, float* y, long ldy, long j0, long j1);
 
+/** matRows for rows of x (width m.k, contiguous) into y [R, m.n], Q8_0 quantisation included, split
+ *  by columns over the pool when the matrix is large (the engine's policy). */
+void matRowsPar(const Mat& m, const float* x, long R, float* y);
+
 /** y[j] = Σ_p x[p]·M[p·ld + j] for j < n over p < k (the stream form: W_UK of absorbed MLA). */
 void streamRow(const float* x, const float* M, long ld, long k, float* y, long n);
 

@@ -317,6 +317,38 @@ napi_value Run(napi_env env, napi_callback_info info, bool isMtp) {
   });
 }
 
+// decodeMatRows(w, n, k, x, rows, y): y[rows, n] = x[rows, k] · Wᵀ with W [n, k] as a Float32Array
+// (f32), Uint16Array (bf16 bits) or Uint8Array (Q8_0 blocks; x quantised as llama.cpp does): the
+// engine's row-exact product for one matrix, split by columns over the pool when large.
+napi_value MatRowsFn(napi_env env, napi_callback_info info) {
+  return guard([&]() -> napi_value {
+    const char* fn = "decodeMatRows";
+    size_t argc = 6;
+    napi_value a[6];
+    napi_get_cb_info(env, info, &argc, a, nullptr, nullptr);
+    if (argc < 6) throwType(env, fn, "expected (w, n, k, x, rows, y)");
+    const long n = countOf(env, fn, a[1], "n", 1L << 30), k = countOf(env, fn, a[2], "k", 1L << 30), R = countOf(env, fn, a[4], "rows", kMaxRows);
+    View w{};
+    if (!viewOf(env, a[0], &w)) throwType(env, fn, "w must be a Float32Array, Uint16Array (bf16) or Uint8Array (Q8_0)");
+    Mat m;
+    m.n = n; m.k = k; m.w = w.p;
+    long need;
+    if (w.t == napi_float32_array) { m.fmt = F32; need = n * k; }
+    else if (w.t == napi_uint16_array) { m.fmt = BF16; need = n * k; }
+    else if (w.t == napi_uint8_array) {
+      if (k % 32 != 0) throwRange(env, fn, "Q8_0 weights need k to be a multiple of 32, got " + std::to_string(k));
+      m.fmt = Q8; need = n * (k / 32) * 34;
+    } else throwType(env, fn, "w must be a Float32Array, Uint16Array (bf16) or Uint8Array (Q8_0)");
+    if ((long)w.len < need) throwRange(env, fn, "w has " + std::to_string(w.len) + " elements, needs " + std::to_string(need));
+    const float* x = typed<float>(env, fn, a[3], napi_float32_array, "x", (size_t)(R * k));
+    float* y = typed<float>(env, fn, a[5], napi_float32_array, "y", (size_t)(R * n));
+    matRowsPar(m, x, R, y);
+    napi_value u;
+    napi_get_undefined(env, &u);
+    return u;
+  });
+}
+
 napi_value Main(napi_env env, napi_callback_info info) { return Run(env, info, false); }
 napi_value MtpRun(napi_env env, napi_callback_info info) { return Run(env, info, true); }
 
@@ -327,6 +359,7 @@ void registerDecodeExports(napi_env env, napi_value exports) {
       {"decodeEngineCreate", nullptr, Create, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"decodeEngineMain", nullptr, Main, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"decodeEngineMtp", nullptr, MtpRun, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"decodeMatRows", nullptr, MatRowsFn, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 }

@@ -45,6 +45,20 @@ inline void rotate(const float* src, float* dst, const float* cs, const float* s
 }
 }  // namespace
 
+void matRowsPar(const Mat& m, const float* x, long R, float* y) {
+  Rows xs{x, m.k};
+  static thread_local std::vector<int16_t> q;  // grow only: no allocation per decode step
+  static thread_local std::vector<float> d;
+  if (m.fmt == Q8) {
+    if (q.size() < (size_t)(R * m.k)) q.resize((size_t)(R * m.k));
+    if (d.size() < (size_t)(R * (m.k / 32))) d.resize((size_t)(R * (m.k / 32)));
+    quantizeRowsQ8(x, m.k, R, m.k, q.data(), d.data());
+    xs.q = q.data();
+    xs.d = d.data();
+  }
+  splitCols(m.n, m.n * m.k, true, [&](long j0, long j1) { matRows(m, xs, R, y, m.n, j0, j1); });
+}
+
 float* Scratch::get(int slot, size_t n) {
   if (bufs[slot].size() < n) bufs[slot].resize(n);
   return bufs[slot].data();

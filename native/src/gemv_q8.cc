@@ -97,6 +97,8 @@ void rows512(const int16_t* q, const float* d, const uint8_t* w, float* y, long 
     const uint8_t* r1 = r0 + nb * QB;
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
     for (long b = 0; b < nb; b++) {
+      _mm_prefetch((const char*)(r0 + 2 * nb * QB + b * QB), _MM_HINT_T0);
+      _mm_prefetch((const char*)(r1 + 2 * nb * QB + b * QB), _MM_HINT_T0);
       const __m512i xq = _mm512_loadu_si512((const void*)(q + b * QK));
       const __m512i p0 = _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i*)(r0 + b * QB + 2))), xq);
       const __m512i p1 = _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i*)(r1 + b * QB + 2))), xq);

@@ -70,6 +70,7 @@ export interface NativeAddon {
     from: number, hidden: Float32Array, logits: Float32Array): void;
   decodeEngineMtp?(engine: object, depth: number, hiddenIn: Float32Array, nextTokens: Int32Array, segs: Int32Array, caches: Float32Array[],
     cos: Float32Array, sin: Float32Array, from: number, hidden: Float32Array, logits: Float32Array): void;
+  decodeMatRows?(w: EngineArray, n: number, k: number, x: Float32Array, rows: number, y: Float32Array): void;
   /** Bytes the C allocator has in use (glibc mallinfo2), -1 where unknown: native-side memory for tests. */
   mallocInUse?(): number;
 }
@@ -174,6 +175,7 @@ export function loadNativeBackend(opts: { threads?: number } = {}): NativeBacken
         DecodeEngineCreate: lib.decodeEngineCreate.bind(lib),
         DecodeEngineMain: lib.decodeEngineMain!.bind(lib),
         DecodeEngineMtp: lib.decodeEngineMtp!.bind(lib),
+        DecodeMatRows: lib.decodeMatRows!.bind(lib),
       } : {}),
       ...(lib.fp8ScaledGemm ? {
         Fp8QuantizeRows: (x: Float32Array, r: number, c: number, codes: Uint8Array, s: Float32Array, u: boolean) => lib.fp8QuantizeRows!(x, r, c, codes, s, u),

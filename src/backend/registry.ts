@@ -73,6 +73,8 @@ export interface Kernels {
   /** One MTP decode pass of the engine (src/model/decode-engine.ts runMtp). Optional. */
   DecodeEngineMtp(engine: object, depth: number, hiddenIn: Float32Array, nextTokens: Int32Array, segs: Int32Array, caches: Float32Array[],
     cos: Float32Array, sin: Float32Array, from: number, hidden: Float32Array, logits: Float32Array): void;
+  /** y[rows, n] = x[rows, k] · Wᵀ on the decode engine's row-exact product (W [n, k] f32, bf16 bits or Q8_0 blocks). Optional. */
+  DecodeMatRows(w: EngineArray, n: number, k: number, x: Float32Array, rows: number, y: Float32Array): void;
 }
 /** A decode-engine weight: f32, bf16 bit patterns (Uint16Array) or Q8_0 blocks (Uint8Array). */
 export type EngineArray = Float32Array | Uint16Array | Uint8Array;

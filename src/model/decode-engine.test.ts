@@ -3,7 +3,8 @@
 // and of configs that exercise q LoRA / no q LoRA, YaRN, group-limited and greedy routing, 8 heads;
 // f32, bf16 and Q8_0 weights; cache rows; row exactness (2 rows, several sequences in one pass,
 // 1 vs 2 threads: bit for bit); greedy speculative decoding equal to plain decoding on the engine;
-// and bad input rejected with errors that name it. Skipped (with the reason) without the addon.
+// the one-matrix product (engineLinear) against the reference linears; and bad input rejected with
+// errors that name it. Skipped (with the reason) without the addon.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
@@ -19,10 +20,12 @@ import { loadModel } from './load-node.js';
 import { makeConfig, presets, type DeepSeekConfig } from './config.js';
 import { forward, initParams, KVCache, type ModelParams } from './deepseek.js';
 import { RowDecoder, type RowsLinear } from './decode.js';
-import { engineArrays, f32EngineWeights } from './decode-engine.js';
+import { engineArrays, engineLinear, f32EngineWeights } from './decode-engine.js';
+import * as op from '../ops/index.js';
+import { bf16Linear } from '../infer/bf16-node.js';
 import { generate, type Model } from '../infer/generate.js';
 import { withBf16Weights } from '../infer/bf16-node.js';
-import { withQ8Drafts, withQ8Weights } from '../infer/q8-node.js';
+import { q8Linear, withQ8Drafts, withQ8Weights } from '../infer/q8-node.js';
 
 const REF = path.resolve(process.cwd(), '../shared/reference');
 const REFS = ['tiny-dsv3', 'tiny-dsv3-noqlora', 'tiny-dsv3-yarn'].filter((d) => existsSync(path.join(REF, d, 'config.json')));
@@ -161,4 +164,30 @@ test('the engine rejects bad input with errors naming it', async (t) => {
   assert.throws(() => run([1], 0, 1, {}), /engine must come from decodeEngineCreate/);
   assert.throws(() => lib.decodeEngineMain!(eng, Int32Array.of(1), Int32Array.of(0, 1), caches.slice(1), cs, cs, 0, h, lg), /caches must be an Array of 3/);
   assert.throws(() => lib.decodeEngineMtp!(eng, 1, h, Int32Array.of(1), Int32Array.of(0, 1), [c.layers[3]!.a], cs, cs, 0, h, lg), /1 MTP layers, depth 1/);
+});
+
+test('engineLinear (the engine product for one matrix): f32 / bf16 / Q8_0 against the reference linears, rows exact, bad input rejected', async (t) => {
+  if (!(await hasNative())) { t.skip(`native backend: ${whyNotUnderTest('native')}`); return; }
+  const lib = loadNativeBackend()!.addon;
+  await withBackend('native', async () => {
+    const w = new Tensor(Float32Array.from({ length: 200 * 96 }, (_, i) => Math.sin(i * 0.37)), [200, 96]);
+    const x = new Tensor(Float32Array.from({ length: 3 * 96 }, (_, i) => Math.cos(i * 0.11)), [3, 96]);
+    const ref = op.linear(x, w).f32;
+    const f32 = engineLinear(f32EngineWeights, op.linear)(x, w).f32;
+    assert.ok(rel(f32, ref) < 1e-6, `f32 ${rel(f32, ref)}`);
+    const b = bf16Linear(), q = q8Linear();
+    const eb = engineLinear(b.rowsLinear!.engine!, b.linear!)(x, w).f32, rb = b.linear!(x, w).f32;
+    assert.ok(rel(eb, rb) < 1e-6 && rel(eb, ref) > 1e-5, `bf16 ${rel(eb, rb)} (vs f32 ${rel(eb, ref)})`);
+    const eq = engineLinear(q.rowsLinear.engine!, q.linear)(x, w).f32, rq = q.linear(x, w).f32;
+    assert.ok(rel(eq, rq) < 1e-6 && rel(eq, ref) > 1e-4, `q8_0 ${rel(eq, rq)} (vs f32 ${rel(eq, ref)})`);
+    // Row r of a 3-row product equals the row alone, bit for bit.
+    for (let r = 0; r < 3; r++) {
+      const one = engineLinear(q.rowsLinear.engine!, q.linear)(new Tensor(x.f32.slice(r * 96, (r + 1) * 96), [1, 96]), w).f32;
+      assert.deepEqual(one, eq.subarray(r * 200, (r + 1) * 200), `q8_0 row ${r}`);
+    }
+  });
+  const y = new Float32Array(10);
+  assert.throws(() => lib.decodeMatRows!(new Uint8Array(34 * 10), 10, 40, new Float32Array(40), 1, y), /multiple of 32/);
+  assert.throws(() => lib.decodeMatRows!(new Float32Array(10 * 31), 10, 32, new Float32Array(32), 1, y), /w has 310 elements, needs 320/);
+  assert.throws(() => lib.decodeMatRows!(new Float32Array(320), 10, 32, new Float32Array(31), 1, y), /x has 31 elements, needs 32/);
 });

@@ -13,7 +13,8 @@
  *   kernels: a row's result never depends on the other rows of the pass or the thread count.
  * Browser-safe (the engine itself exists only on the native backend).
  */
-import type { Tensor } from '../autograd/tensor.js';
+import { Tensor } from '../autograd/tensor.js';
+import { needsGrad } from '../autograd/tape.js';
 import { hasKernel, kernel, type EngineArray } from '../backend/registry.js';
 import { softmaxScale, type DeepSeekConfig } from './config.js';
 import type { LayerParams, MlpParams, ModelParams } from './deepseek.js';
@@ -78,4 +79,22 @@ export function decodeEngine(p: ModelParams, cfg: DeepSeekConfig, ew: EngineWeig
   const handle = kernel('DecodeEngineCreate')(lay.cfg, lay.kinds, lay.arrays);
   byParams.set(p, { handle, arrays: lay.arrays });
   return handle;
+}
+
+/**
+ * A Tensor-level inference linear (ForwardOptions.linear, denseForward's `linear`) on the engine's
+ * product for inputs of at most `ew.maxRows` rows (f32 if Infinity: 8), with the weights `ew` gives;
+ * anything else (more rows, gradients, no engine kernel) goes to `fallback`. Decode steps of
+ * models the engine does not run whole (the dense model) get its kernels this way.
+ */
+export function engineLinear(ew: EngineWeights, fallback: (x: Tensor, w: Tensor) => Tensor): (x: Tensor, w: Tensor) => Tensor {
+  const maxRows = Number.isFinite(ew.maxRows) ? ew.maxRows : 8;
+  return (x, w) => {
+    const [outF, inF] = w.shape as [number, number];
+    const rows = x.size / inF;
+    if (rows > maxRows || w.rank !== 2 || x.shape[x.rank - 1] !== inF || needsGrad(x, w) || !hasKernel('DecodeMatRows')) return fallback(x, w);
+    const y = new Float32Array(rows * outF);
+    kernel('DecodeMatRows')(ew.weightOf(w), outF, inF, x.f32, rows, y);
+    return new Tensor(y, [...x.shape.slice(0, -1), outF]);
+  };
 }
