@@ -29,6 +29,12 @@ export interface Model {
   linear?: (x: Tensor, w: Tensor) => Tensor;
   /** The same override for decode steps' rows (RowDecoder); default: derived from `linear`, else f32. */
   rowsLinear?: RowsLinear;
+  /**
+   * Most rows one decode pass may carry with each row computed exactly as it is alone, as far as
+   * this model's linears go (e.g. Q8_0 weights serve only short inputs); default no limit. A
+   * batching scheduler also applies the backend's own limit (scheduler.ts `rowExactLimit`).
+   */
+  decodeExactRows?: number;
 }
 
 /** A second-level store of prefix rows (the disk cache implements it). Synchronous by design. */

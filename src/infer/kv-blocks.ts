@@ -88,6 +88,9 @@ export class KvBlockPool {
     this.rebalance();
   }
 
+  /** True when `blocks` more blocks can be reserved now. */
+  canReserve(blocks: number): boolean { return this.reserved + blocks <= this.totalBlocks; }
+
   /** Reserves the worst case of a sequence of at most `tokens` positions; null while the pool is fully promised. */
   lease(tokens: number): KvLease | null {
     const need = this.blocksFor(tokens);

@@ -5,10 +5,11 @@
  *
  * Contract:
  * - `submit` queues a sequence (first come, first served). Each `step()`:
- *   1. waiting sequences past their deadline fail with `KvFullError` (the server's 503);
- *   2. admission: while fewer than `maxBatch` run and the pool can lease the head's worst case
+ *   1. admission: while fewer than `maxBatch` run and the pool can lease the head's worst case
  *      (prompt + max tokens), the head starts; a head that does not fit holds the ones behind it,
  *      so a large request is never starved;
+ *   2. while the head waits for KV blocks, waiting sequences past their deadline fail with
+ *      `KvFullError` (the server's 503); waiting for a batch slot has no deadline;
  *   3. prefill: running sequences still prefilling compute whole chunks, oldest first, until
  *      `prefillTokens` prompt positions were computed this step (chunked prefill: a long prompt
  *      takes several steps, and the running streams get a decode step between its chunks);
@@ -18,14 +19,16 @@
  * - `cancel` takes a sequence out at once, waiting or running: its slot and blocks are free
  *   before the next step.
  * - Same answers: prefill is the Generation's own (chunk boundaries fixed from the cached prefix)
- *   and the decode pass computes each row as that row alone (the native few-row products and the
- *   wasm/ts kernels sum a row's products in the same order whatever the row count; tested), so a
- *   sequence's tokens do not depend on what else runs.
+ *   and a decode pass carries at most `rowExactLimit` rows, the most for which the backend computes
+ *   each row bit-identically to that row alone (native: its few-row products, up to 8 rows; ts:
+ *   any; wasm: 1, its GEMM tiles differ by row count); a larger batch is split into several
+ *   passes. So a sequence's tokens do not depend on what else runs (tested per backend).
  * - Prefix cache and store hits are per sequence, exactly as `Generation` takes them.
  * Browser-safe.
  */
 import { Generation, kvTokensNeeded, type GenerateOptions, type GenerateResult, type Model, type PrefixStore } from './generate.js';
 import { RowDecoder, f32RowsLinear, rowsLinearOf, type Segment } from '../model/decode.js';
+import { getBackend } from '../backend/registry.js';
 import type { KvBlockPool, KvLease } from './kv-blocks.js';
 import type { PrefixCache } from './prefix-cache.js';
 
@@ -41,6 +44,18 @@ export interface SchedulerOptions {
   prefixCache?: PrefixCache | null;
   prefixStore?: PrefixStore | null;
   speculative?: boolean;
+  /** Most rows per decode pass (default: as many as stay row-exact, `rowExactLimit`). */
+  rowsPerPass?: number;
+}
+
+/**
+ * Most rows a RowDecoder pass may carry on this backend with every row's result bit-identical to
+ * the row computed alone: native 8 (its f32 products of ≤ 8 rows are the few-row kernels, which
+ * keep the one-row summation order; more rows go to the GEMM), ts any (plain loops), others 1
+ * (wasm's GEMM tiles change the order with the row count). test/scheduler.test.ts checks it.
+ */
+export function rowExactLimit(backend: string): number {
+  return backend === 'ts' ? Infinity : backend === 'native' ? 8 : 1;
 }
 
 /** Per-sequence options: Generation's sampling and stopping ones (caches and speculation are the scheduler's). */
@@ -95,8 +110,10 @@ export class Sequence {
 /** Engine counters (monotonic totals and the last step's shape). */
 export interface SchedulerStats {
   running: number; waiting: number; maxBatch: number;
-  /** Rows in the last decode pass (0 when the last step had none), and the most in one pass so far. */
+  /** Rows decoded in the last step (0 when none), and the most in one step so far. */
   lastBatch: number; peakBatch: number;
+  /** Rows per decode pass now (a larger batch takes several passes). */
+  rowsPerPass: number;
   steps: number; decodePasses: number; decodeRows: number;
   generatedTokens: number; prefillTokens: number;
   admitted: number; finished: number; cancelled: number; rejected: number;
@@ -108,6 +125,8 @@ export class Scheduler {
   private readonly running: Sequence[] = [];
   private readonly decoder: RowDecoder;
   private readonly prefillTokens: number;
+  /** The last admission stopped because the head's blocks could not be reserved. */
+  private memoryBlocked = false;
   private readonly counters = { steps: 0, decodePasses: 0, decodeRows: 0, generatedTokens: 0, prefillTokens: 0, admitted: 0, finished: 0, cancelled: 0, rejected: 0, lastBatch: 0, peakBatch: 0 };
 
   constructor(readonly model: Model, readonly o: SchedulerOptions = {}) {
@@ -117,16 +136,28 @@ export class Scheduler {
     this.decoder = new RowDecoder(model.params, model.cfg, { linear: model.rowsLinear ?? (model.linear ? rowsLinearOf(model.linear) : f32RowsLinear) });
   }
 
+  /** Rows per decode pass: the option, the backend's row-exact limit and the model's, whichever is least. */
+  rowsPerPass(): number {
+    return Math.max(1, Math.min(this.o.rowsPerPass ?? Infinity, rowExactLimit(getBackend().name), this.model.decodeExactRows ?? Infinity));
+  }
+
   /** Cache positions a request may need (what admission reserves). */
   tokensNeeded(promptLength: number, maxTokens: number): number { return kvTokensNeeded(this.model.cfg, promptLength, maxTokens); }
 
   /**
    * Queues a generation. `waitMs`: how long it may wait for KV blocks before failing with
-   * KvFullError (default: no limit). Throws RangeError when its worst case exceeds the whole pool.
+   * KvFullError (default: no limit; 0: throws KvFullError at once unless its blocks can be
+   * reserved now, after those of the requests waiting ahead). Throws RangeError when its worst
+   * case exceeds the whole pool.
    */
   submit(prompt: readonly number[], opts: SequenceOptions, waitMs = Infinity): Sequence {
     const need = this.tokensNeeded(prompt.length, opts.maxTokens ?? 16);
-    if (this.o.pool && !this.o.pool.fits(need)) throw new RangeError(`a request of ${need} cache positions needs ${this.o.pool.blocksFor(need)} KV blocks; the pool has ${this.o.pool.totalBlocks}`);
+    const pool = this.o.pool;
+    if (pool && !pool.fits(need)) throw new RangeError(`a request of ${need} cache positions needs ${pool.blocksFor(need)} KV blocks; the pool has ${pool.totalBlocks}`);
+    if (pool && waitMs <= 0) {
+      const ahead = this.waiting.reduce((n, w) => n + pool.blocksFor(w.tokensNeeded), 0);
+      if (!pool.canReserve(ahead + pool.blocksFor(need))) { this.counters.rejected++; throw new KvFullError(0, pool.blocksFor(need)); }
+    }
     const s = new Sequence(prompt, opts, need, now() + waitMs);
     this.waiting.push(s);
     return s;
@@ -152,7 +183,7 @@ export class Scheduler {
   stats(): SchedulerStats {
     const c = this.counters;
     return {
-      running: this.running.length, waiting: this.waiting.length, maxBatch: this.maxBatch, lastBatch: c.lastBatch, peakBatch: c.peakBatch,
+      running: this.running.length, waiting: this.waiting.length, maxBatch: this.maxBatch, lastBatch: c.lastBatch, peakBatch: c.peakBatch, rowsPerPass: this.rowsPerPass(),
       steps: c.steps, decodePasses: c.decodePasses, decodeRows: c.decodeRows, generatedTokens: c.generatedTokens, prefillTokens: c.prefillTokens,
       admitted: c.admitted, finished: c.finished, cancelled: c.cancelled, rejected: c.rejected,
     };
@@ -161,14 +192,15 @@ export class Scheduler {
   /** One engine step (see the contract). Errors end the sequences they hit; the engine goes on. */
   step(): void {
     this.counters.steps++;
-    this.expire();
     this.admit();
+    this.expire();
     this.prefill();
     this.decode();
     this.retire();
   }
 
   private expire(): void {
+    if (!this.memoryBlocked) return;
     const t = now();
     for (let i = 0; i < this.waiting.length; i++) {
       const s = this.waiting[i]!;
@@ -180,12 +212,14 @@ export class Scheduler {
   }
 
   private admit(): void {
+    this.memoryBlocked = false;
     while (this.waiting.length > 0 && this.running.length < this.maxBatch) {
       const s = this.waiting[0]!;
       let lease: KvLease | null = null;
       if (this.o.pool) {
         lease = this.o.pool.lease(s.tokensNeeded);
-        if (!lease) return; // first come, first served: the head waits for blocks, the rest behind it
+        // First come, first served: the head waits for blocks, and the rest behind it.
+        if (!lease) { this.memoryBlocked = true; return; }
       }
       this.waiting.shift();
       s.lease = lease;
@@ -235,18 +269,22 @@ export class Scheduler {
     this.counters.lastBatch = rows.length;
     this.counters.peakBatch = Math.max(this.counters.peakBatch, rows.length);
     if (rows.length === 0) return;
-    let logits: Float32Array;
-    try {
-      logits = this.decoder.main(tokens, segs).logits;
-    } catch (e) {
-      for (const s of rows) this.failRunning(s, e);
-      return;
-    }
-    this.counters.decodePasses++;
-    this.counters.decodeRows += rows.length;
-    const V = this.model.cfg.vocabSize;
-    for (let i = 0; i < rows.length; i++) {
-      try { rows[i]!.gen!.takeLogits(logits, i * V); } catch (e) { this.failRunning(rows[i]!, e); }
+    const per = this.rowsPerPass(), V = this.model.cfg.vocabSize;
+    for (let a = 0; a < rows.length; a += per) {
+      const b = Math.min(rows.length, a + per);
+      let logits: Float32Array;
+      try {
+        logits = this.decoder.main(tokens.slice(a, b), segs.slice(a, b)).logits;
+      } catch (e) {
+        for (let i = a; i < b; i++) this.failRunning(rows[i]!, e);
+        continue;
+      }
+      this.counters.decodePasses++;
+      this.counters.decodeRows += b - a;
+      // The logits are the decoder's scratch: every row takes its own before the next pass.
+      for (let i = a; i < b; i++) {
+        try { rows[i]!.gen!.takeLogits(logits, (i - a) * V); } catch (e) { this.failRunning(rows[i]!, e); }
+      }
     }
   }
 

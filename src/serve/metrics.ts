@@ -3,8 +3,8 @@
  * vLLM and llama.cpp's server offer them): batch size, queue length, tokens/s and cache use.
  *
  * Contract:
- * - `TokenRate` turns a monotonic token counter into tokens/s over a sliding window (default 10 s),
- *   sampled at most every 100 ms; a server with nothing generated for a window reports 0.
+ * - `TokenRate` turns a monotonic token counter into tokens/s over a sliding window (default 10 s,
+ *   or since the first sample when younger); a server with nothing generated for a window reports 0.
  * - `prometheusText` renders every metric with `# HELP` and `# TYPE` lines; counters end in
  *   `_total`; label values are fixed strings (no request data ever becomes a label).
  */
@@ -17,20 +17,22 @@ export class TokenRate {
   private readonly samples: { t: number; n: number }[] = [];
   constructor(private readonly windowMs = 10_000) {}
 
-  /** Records the counter's value at time t (ms). */
+  /** Records the counter's value at time t (ms); samples closer than 100 ms to the one before the last are merged. */
   note(t: number, n: number): void {
-    const last = this.samples[this.samples.length - 1];
-    if (last && t - last.t < 100) { last.n = n; return; }
-    this.samples.push({ t, n });
-    while (this.samples.length > 2 && t - this.samples[1]!.t > this.windowMs) this.samples.shift();
+    const s = this.samples, k = s.length;
+    if (k >= 2 && t - s[k - 2]!.t < 100) s[k - 1] = { t, n };
+    else s.push({ t, n });
+    // Keep one sample at or before the window's start as the anchor.
+    while (s.length > 2 && t - s[1]!.t >= this.windowMs) s.shift();
   }
 
-  /** Tokens/s between the oldest sample in the window and `n` at time t. */
+  /** Tokens/s from the window's anchor (or the first sample, when younger) to `n` at time t. */
   rate(t: number, n: number): number {
-    const first = this.samples[0];
-    if (!first || t - first.t <= 0) return 0;
-    if (t - first.t > 2 * this.windowMs) return 0; // nothing recorded for a long while: idle
-    return ((n - first.n) * 1000) / (t - first.t);
+    const s = this.samples;
+    let a = s[0];
+    for (let i = 1; i < s.length && t - s[i]!.t >= this.windowMs; i++) a = s[i];
+    if (!a || t - a.t < 1) return 0;
+    return ((n - a.n) * 1000) / (t - a.t);
   }
 }
 

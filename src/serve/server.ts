@@ -163,7 +163,11 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
       for (const s of sched.live()) sched.cancel(s);
     } finally { engine = null; }
   };
-  const kick = (): void => { engine ??= runEngine(); };
+  const kick = (): void => {
+    if (engine) return;
+    rate.note(performance.now(), sched.stats().generatedTokens);
+    engine = runEngine();
+  };
 
   const send = (res: http.ServerResponse, status: number, body: unknown): void => {
     if (res.headersSent) { res.end(); return; }
@@ -237,6 +241,13 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     return { ids, stops };
   };
 
+  /** The 503 for a request that found no KV blocks (counted; Retry-After set). */
+  const kvFull = (res: http.ServerResponse, e: KvFullError): ApiError => {
+    rejected.kvFull++;
+    if (!res.headersSent) res.setHeader('Retry-After', '1');
+    return new ApiError(503, `${e.message}; the server's KV cache is in use by other requests: retry later or lower max_tokens`, 'server_error', null, 'kv_cache_full');
+  };
+
   const completion = async (kind: 'chat' | 'completion', req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
     const r = parseRequest(kind, await readBody(req));
     checkModel(r.model);
@@ -269,6 +280,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
       }, kvWaitMs);
     } catch (e) {
       if (e instanceof RangeError) throw new ApiError(400, `${e.message}; lower max_tokens`, 'invalid_request_error', 'max_tokens', 'invalid_value');
+      if (e instanceof KvFullError) throw kvFull(res, e);
       throw e;
     }
     const job: Job = { seq, cancelled: false, info: { get cancelled() { return job.cancelled; }, get tokens() { return seq.tokens; }, get state() { return seq.state; } } };
@@ -285,11 +297,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     try {
       g = await seq.finished;
     } catch (e) {
-      if (e instanceof KvFullError) {
-        rejected.kvFull++;
-        res.setHeader('Retry-After', '1');
-        throw new ApiError(503, `${e.message}; the server's KV cache is in use by other requests: retry later or lower max_tokens`, 'server_error', null, 'kv_cache_full');
-      }
+      if (e instanceof KvFullError) throw kvFull(res, e);
       throw e;
     } finally {
       jobs.delete(job);
