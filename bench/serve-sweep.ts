@@ -1,0 +1,153 @@
+/**
+ * Continuous-batching sweep for `bench/serve-load.ts --sweep 1,4,16,64`: at each concurrency c,
+ * interleaved in every repetition,
+ * - server: c streaming clients over HTTP, each sending `requests` completions one after another
+ *   (distinct token-id prompts of `promptTokens`, max_tokens `tokens`, greedy): aggregate completion
+ *   tokens/s and p50/p99 time to first token over all requests;
+ * - engine: the scheduler alone (no HTTP) on c sequences started together, prompt `promptTokens`,
+ *   `tokens` greedy tokens each, no stop token: tokens/s and TTFT;
+ * - llama.cpp (when available): the same c sequences on the same weights (f32 GGUF), its c parallel
+ *   sequences decoded together in one batch per step as its server's slots are
+ *   (bench/peer/llama-harness.c `parallel`): tokens/s and TTFT; its greedy tokens compared with the
+ *   engine's.
+ * Medians (with min–max) over the repetitions; ratios are of medians measured in the same run.
+ */
+import path from 'node:path';
+import { readFileSync } from 'node:fs';
+import { Scheduler } from '../src/infer/scheduler.js';
+import { KvBlockPool } from '../src/infer/kv-blocks.js';
+import type { Model } from '../src/infer/generate.js';
+import { exportGguf } from '../src/model/gguf-node.js';
+import { buildLlamaHarness, llamaCppUnavailable, LlamaCppPeer } from './llamacpp.js';
+import { lcgTokens, stats, writeRaw, type Stats } from './common.js';
+
+export interface SweepOptions {
+  model: Model; modelDir: string; url: string; vocab: number; levels: number[];
+  tokens: number; promptTokens: number; requests: number; reps: number; threads: number;
+  peer: boolean; tmpDir: string; log: (s: string) => void;
+}
+
+interface Run { tokS: number; ttft: number[] }
+const now = (): number => performance.now();
+const pct = (xs: number[], p: number): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!; };
+
+/** Prompt j of a run: distinct token ids (no prefix-cache hits between requests). */
+const promptOf = (seed: number, n: number, vocab: number): number[] => Array.from(lcgTokens(seed, n, vocab));
+
+/** c sequences through the scheduler, started together; greedy, exactly `tokens` each. */
+function engineRun(model: Model, c: number, o: SweepOptions, seed: number): Run & { out: number[][] } {
+  const pool = new KvBlockPool({ cfg: model.cfg, totalBytes: 1 << 30 });
+  const s = new Scheduler(model, { maxBatch: c, pool });
+  const t0 = now();
+  const seqs = Array.from({ length: c }, (_, i) => s.submit(promptOf(seed + i, o.promptTokens, o.vocab), { greedy: true, maxTokens: o.tokens, vocabLimit: o.vocab }));
+  const ttft = new Array<number>(c).fill(NaN);
+  while (s.busy) {
+    s.step();
+    for (let i = 0; i < c; i++) if (Number.isNaN(ttft[i]!) && seqs[i]!.tokens > 0) ttft[i] = now() - t0;
+  }
+  const secs = (now() - t0) / 1000;
+  const out = seqs.map((q) => q.gen!.tokens.slice());
+  return { tokS: out.reduce((n, t) => n + t.length, 0) / secs, ttft, out };
+}
+
+/** The same c sequences in llama.cpp (one batch for the prompts, then one batch per step). */
+async function llamaRun(peer: LlamaCppPeer, c: number, o: SweepOptions, seed: number): Promise<Run & { out: number[][] }> {
+  const flat = new Int32Array(c * o.promptTokens);
+  for (let i = 0; i < c; i++) flat.set(promptOf(seed + i, o.promptTokens, o.vocab), i * o.promptTokens);
+  const inF = path.join(o.tmpDir, `par-${c}.i32`), outF = path.join(o.tmpDir, `par-${c}-out.i32`);
+  writeRaw(inF, flat);
+  const [pre, dec] = (await peer.request(`parallel ${c} ${o.promptTokens} ${o.tokens} ${inF} ${outF}`)).map(Number) as [number, number];
+  const got = new Int32Array(new Uint8Array(readFileSync(outF)).buffer);
+  const out = Array.from({ length: c }, (_, i) => Array.from(got.subarray(i * o.tokens, (i + 1) * o.tokens)));
+  return { tokS: (c * o.tokens) / (pre + dec), ttft: new Array<number>(c).fill(pre * 1000), out };
+}
+
+/** c streaming HTTP clients, each sending o.requests completions in turn. */
+async function serverRun(c: number, o: SweepOptions, seed: number): Promise<Run & { errors: string[] }> {
+  const ttft: number[] = [], errors: string[] = [];
+  let tokens = 0;
+  const t0 = now();
+  await Promise.all(Array.from({ length: c }, async (_, i) => {
+    for (let r = 0; r < o.requests; r++) {
+      const t1 = now();
+      try {
+        const res = await fetch(`${o.url}/v1/completions`, {
+          method: 'POST', headers: { 'Content-Type': 'application/json' }, signal: AbortSignal.timeout(300_000),
+          body: JSON.stringify({ prompt: promptOf(seed + 1000 * r + i, o.promptTokens, o.vocab), max_tokens: o.tokens, temperature: 0, stream: true, stream_options: { include_usage: true } }),
+        });
+        if (res.status !== 200) { errors.push(`HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`); continue; }
+        const dec = new TextDecoder();
+        let buf = '', first = NaN;
+        for await (const part of res.body as unknown as AsyncIterable<Uint8Array>) {
+          if (Number.isNaN(first)) first = now() - t1; // the first token's chunk (headers come at admission, with no data)
+          buf += dec.decode(part, { stream: true });
+        }
+        const usage = /"completion_tokens":(\d+)/.exec(buf);
+        if (!usage || !buf.endsWith('data: [DONE]\n\n')) { errors.push('stream ended without usage or [DONE]'); continue; }
+        tokens += Number(usage[1]);
+        ttft.push(first);
+      } catch (e) { errors.push((e as Error).message); }
+    }
+  }));
+  return { tokS: tokens / ((now() - t0) / 1000), ttft, errors };
+}
+
+const fmt = (x: number): string => (x >= 100 ? Math.round(x).toLocaleString('en-US') : x.toFixed(1));
+const range = (s: Stats): string => `${fmt(s.median)} (${fmt(s.min)}–${fmt(s.max)})`;
+
+/** Runs the sweep; returns markdown lines. */
+export async function concurrencySweep(o: SweepOptions): Promise<string[]> {
+  const why = o.peer ? llamaCppUnavailable() : 'not requested (--peer none)';
+  let peer: LlamaCppPeer | null = null;
+  if (!why) {
+    const { exe, bins } = buildLlamaHarness(o.log);
+    const file = path.join(o.tmpDir, 'model-f32.gguf');
+    await exportGguf(o.modelDir, file, 'f32');
+    peer = new LlamaCppPeer(exe, bins, file, o.threads);
+    const info = await peer.request('info');
+    o.log(`llama.cpp peer: node-llama-cpp's prebuilt llama.cpp (${info[1]} backend), ${o.threads}-thread persistent threadpool, f32 GGUF of the same weights, KV cache f32, flash attention off`);
+  } else o.log(`llama.cpp peer: ${why}`);
+  const res = new Map<number, { srv: Run[]; eng: Run[]; lla: Run[]; same: number; total: number; errors: string[] }>();
+  try {
+    for (const c of o.levels) { // warm-up of every path at every level (JIT, caches, contexts); not timed
+      await serverRun(c, { ...o, requests: 1, tokens: Math.min(8, o.tokens) }, 900);
+      engineRun(o.model, c, { ...o, tokens: Math.min(8, o.tokens) }, 900);
+      if (peer) await llamaRun(peer, c, { ...o, tokens: Math.min(8, o.tokens) }, 900);
+    }
+    for (let rep = 0; rep < o.reps; rep++) {
+      for (const c of o.levels) {
+        const r = res.get(c) ?? { srv: [], eng: [], lla: [], same: 0, total: 0, errors: [] };
+        res.set(c, r);
+        const seed = 10_000 * (rep + 1) + 100 * c;
+        const e = engineRun(o.model, c, o, seed);
+        r.eng.push(e);
+        if (peer) {
+          const l = await llamaRun(peer, c, o, seed);
+          r.lla.push(l);
+          r.total += c;
+          r.same += e.out.filter((t, i) => t.length === l.out[i]!.length && t.every((x, j) => x === l.out[i]![j])).length;
+        }
+        const s = await serverRun(c, o, seed);
+        r.srv.push(s);
+        r.errors.push(...s.errors);
+        o.log(`  rep ${rep + 1} c=${c}: server ${fmt(s.tokS)} tok/s (TTFT p99 ${fmt(pct(s.ttft, 99))} ms), engine ${fmt(e.tokS)}${peer ? `, llama.cpp ${fmt(r.lla[r.lla.length - 1]!.tokS)}` : ''}`);
+      }
+    }
+  } finally { await peer?.close(); }
+  const base = res.get(o.levels[0]!)!;
+  const baseTok = stats(base.srv.map((x) => x.tokS)).median;
+  const baseTtft = stats(base.srv.map((x) => pct(x.ttft, 50))).median;
+  const out: string[] = [];
+  out.push(`| streams | server tokens/s | vs ${o.levels[0]} stream | server TTFT p50 / p99 ms | engine tokens/s | llama.cpp tokens/s | engine / llama.cpp | TTFT p99 ms engine / llama.cpp | greedy tokens = llama.cpp's |`);
+  out.push('|---|---|---|---|---|---|---|---|---|');
+  for (const c of o.levels) {
+    const r = res.get(c)!;
+    const s = stats(r.srv.map((x) => x.tokS)), e = stats(r.eng.map((x) => x.tokS));
+    const p50 = stats(r.srv.map((x) => pct(x.ttft, 50))).median, p99 = stats(r.srv.map((x) => pct(x.ttft, 99))).median;
+    const l = r.lla.length ? stats(r.lla.map((x) => x.tokS)) : null;
+    const e99 = stats(r.eng.map((x) => pct(x.ttft, 99))).median, l99 = r.lla.length ? stats(r.lla.map((x) => pct(x.ttft, 99))).median : NaN;
+    out.push(`| ${c} | ${range(s)} | ${(s.median / baseTok).toFixed(2)}x | ${fmt(p50)} / ${fmt(p99)} (p99 = ${(p99 / baseTtft).toFixed(1)}x lone p50) | ${range(e)} | ${l ? range(l) : 'n/a'} | ${l ? (e.median / l.median).toFixed(2) + 'x' : 'n/a'} | ${fmt(e99)} / ${l ? fmt(l99) : 'n/a'} | ${r.total ? `${r.same}/${r.total}` : 'n/a'} |`);
+    if (r.errors.length) out.push(`\nc=${c}: ${r.errors.length} errors, first: ${r.errors[0]}\n`);
+  }
+  return out;
+}
