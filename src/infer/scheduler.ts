@@ -110,7 +110,7 @@ export class Sequence {
 /** Engine counters (monotonic totals and the last step's shape). */
 export interface SchedulerStats {
   running: number; waiting: number; maxBatch: number;
-  /** Rows decoded in the last step (0 when none), and the most in one step so far. */
+  /** Rows decoded in the last step (0 when none, or when nothing runs now), and the most in one step so far. */
   lastBatch: number; peakBatch: number;
   /** Rows per decode pass now (a larger batch takes several passes). */
   rowsPerPass: number;
@@ -183,7 +183,7 @@ export class Scheduler {
   stats(): SchedulerStats {
     const c = this.counters;
     return {
-      running: this.running.length, waiting: this.waiting.length, maxBatch: this.maxBatch, lastBatch: c.lastBatch, peakBatch: c.peakBatch, rowsPerPass: this.rowsPerPass(),
+      running: this.running.length, waiting: this.waiting.length, maxBatch: this.maxBatch, lastBatch: this.running.length ? c.lastBatch : 0, peakBatch: c.peakBatch, rowsPerPass: this.rowsPerPass(),
       steps: c.steps, decodePasses: c.decodePasses, decodeRows: c.decodeRows, generatedTokens: c.generatedTokens, prefillTokens: c.prefillTokens,
       admitted: c.admitted, finished: c.finished, cancelled: c.cancelled, rejected: c.rejected,
     };

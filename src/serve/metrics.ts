@@ -56,9 +56,10 @@ export function prometheusText(m: MetricsSnapshot): string {
   const e = m.engine, kv = m.kv;
   metric('frugal_requests_running', 'gauge', 'Sequences in the running batch.', [['', e.running]]);
   metric('frugal_requests_waiting', 'gauge', 'Requests waiting for a batch slot or KV blocks.', [['', e.waiting]]);
-  metric('frugal_batch_size', 'gauge', 'Rows in the last batched decode pass.', [['', e.lastBatch]]);
-  metric('frugal_batch_size_peak', 'gauge', 'Most rows in one decode pass since start.', [['', e.peakBatch]]);
+  metric('frugal_batch_size', 'gauge', 'Rows decoded in the last engine step (0 when idle).', [['', e.lastBatch]]);
+  metric('frugal_batch_size_peak', 'gauge', 'Most rows decoded in one engine step since start.', [['', e.peakBatch]]);
   metric('frugal_max_batch', 'gauge', 'Configured maximum batch (--max-batch).', [['', e.maxBatch]]);
+  metric('frugal_decode_rows_per_pass', 'gauge', 'Most rows one decode pass carries on this backend (a larger batch takes several passes).', [['', Number.isFinite(e.rowsPerPass) ? e.rowsPerPass : e.maxBatch]]);
   metric('frugal_tokens_per_second', 'gauge', 'Generated tokens per second over the last 10 s.', [['', m.tokensPerSecond]]);
   metric('frugal_generation_tokens_total', 'counter', 'Tokens generated.', [['', e.generatedTokens]]);
   metric('frugal_prefill_tokens_total', 'counter', 'Prompt positions computed by prefill (cache hits excluded).', [['', e.prefillTokens]]);
