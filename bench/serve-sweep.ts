@@ -3,7 +3,10 @@
  * interleaved in every repetition,
  * - server: c streaming clients over HTTP, each sending `requests` completions one after another
  *   (distinct token-id prompts of `promptTokens`, max_tokens `tokens`, greedy): aggregate completion
- *   tokens/s and p50/p99 time to first token over all requests;
+ *   tokens/s and p50/p99 time to first token over all requests, twice: a burst (all clients start
+ *   together and, every request being as long, stay in lockstep: the prompts of all c arrive at
+ *   once, every time) and staggered (client i starts i/c of a lone request's time later, so
+ *   requests arrive spread out, as users' do);
  * - engine: the scheduler alone (no HTTP) on c sequences started together, prompt `promptTokens`,
  *   `tokens` greedy tokens each, no stop token: tokens/s and TTFT;
  * - llama.cpp (when available): the same c sequences on the same weights (f32 GGUF), its c parallel
@@ -13,6 +16,8 @@
  * Medians (with min–max) over the repetitions; ratios are of medians measured in the same run.
  */
 import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
 import { Scheduler } from '../src/infer/scheduler.js';
 import { KvBlockPool } from '../src/infer/kv-blocks.js';
@@ -27,12 +32,12 @@ export interface SweepOptions {
   peer: boolean; tmpDir: string; log: (s: string) => void;
 }
 
-interface Run { tokS: number; ttft: number[] }
+interface Run { tokS: number; ttft: number[]; latency?: number[] }
 const now = (): number => performance.now();
 const pct = (xs: number[], p: number): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!; };
 
 /** Prompt j of a run: distinct token ids (no prefix-cache hits between requests). */
-const promptOf = (seed: number, n: number, vocab: number): number[] => Array.from(lcgTokens(seed, n, vocab));
+const promptOf = (seed: number, n: number, vocab: number): number[] => Array.from(lcgTokens(seed, n, vocab)); // as serve-clients.ts
 
 /** c sequences through the scheduler, started together; greedy, exactly `tokens` each. */
 function engineRun(model: Model, c: number, o: SweepOptions, seed: number): Run & { out: number[][] } {
@@ -62,34 +67,17 @@ async function llamaRun(peer: LlamaCppPeer, c: number, o: SweepOptions, seed: nu
   return { tokS: (c * o.tokens) / (pre + dec), ttft: new Array<number>(c).fill(pre * 1000), out };
 }
 
-/** c streaming HTTP clients, each sending o.requests completions in turn. */
-async function serverRun(c: number, o: SweepOptions, seed: number): Promise<Run & { errors: string[] }> {
-  const ttft: number[] = [], errors: string[] = [];
-  let tokens = 0;
-  const t0 = now();
-  await Promise.all(Array.from({ length: c }, async (_, i) => {
-    for (let r = 0; r < o.requests; r++) {
-      const t1 = now();
-      try {
-        const res = await fetch(`${o.url}/v1/completions`, {
-          method: 'POST', headers: { 'Content-Type': 'application/json' }, signal: AbortSignal.timeout(300_000),
-          body: JSON.stringify({ prompt: promptOf(seed + 1000 * r + i, o.promptTokens, o.vocab), max_tokens: o.tokens, temperature: 0, stream: true, stream_options: { include_usage: true } }),
-        });
-        if (res.status !== 200) { errors.push(`HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`); continue; }
-        const dec = new TextDecoder();
-        let buf = '', first = NaN;
-        for await (const part of res.body as unknown as AsyncIterable<Uint8Array>) {
-          if (Number.isNaN(first)) first = now() - t1; // the first token's chunk (headers come at admission, with no data)
-          buf += dec.decode(part, { stream: true });
-        }
-        const usage = /"completion_tokens":(\d+)/.exec(buf);
-        if (!usage || !buf.endsWith('data: [DONE]\n\n')) { errors.push('stream ended without usage or [DONE]'); continue; }
-        tokens += Number(usage[1]);
-        ttft.push(first);
-      } catch (e) { errors.push((e as Error).message); }
-    }
-  }));
-  return { tokS: tokens / ((now() - t0) / 1000), ttft, errors };
+/** c streaming HTTP clients, each sending o.requests completions in turn, in a process of their own (bench/serve-clients.ts). */
+async function serverRun(c: number, o: SweepOptions, seed: number, staggerMs = 0): Promise<Run & { errors: string[] }> {
+  const script = path.join(path.dirname(fileURLToPath(import.meta.url)), 'serve-clients.ts');
+  const args = ['--import', 'tsx', script, o.url, String(c), String(o.requests), String(o.promptTokens), String(o.tokens), String(o.vocab), String(seed), String(Math.round(staggerMs))];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '', err = '';
+  child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+  child.stderr.on('data', (d: Buffer) => { err = (err + d.toString()).slice(-2000); });
+  const code = await new Promise<number>((r) => child.on('close', (k) => r(k ?? 1)));
+  if (code !== 0) throw new Error(`serve-clients exited with ${code}: ${err.trim()}`);
+  return JSON.parse(out.trim().split('\n').pop()!) as Run & { errors: string[] };
 }
 
 const fmt = (x: number): string => (x >= 100 ? Math.round(x).toLocaleString('en-US') : x.toFixed(1));
@@ -107,7 +95,7 @@ export async function concurrencySweep(o: SweepOptions): Promise<string[]> {
     const info = await peer.request('info');
     o.log(`llama.cpp peer: node-llama-cpp's prebuilt llama.cpp (${info[1]} backend), ${o.threads}-thread persistent threadpool, f32 GGUF of the same weights, KV cache f32, flash attention off`);
   } else o.log(`llama.cpp peer: ${why}`);
-  const res = new Map<number, { srv: Run[]; eng: Run[]; lla: Run[]; same: number; total: number; errors: string[] }>();
+  const res = new Map<number, { srv: Run[]; stag: Run[]; eng: Run[]; lla: Run[]; same: number; total: number; errors: string[] }>();
   try {
     for (const c of o.levels) { // warm-up of every path at every level (JIT, caches, contexts); not timed
       await serverRun(c, { ...o, requests: 1, tokens: Math.min(8, o.tokens) }, 900);
@@ -115,8 +103,9 @@ export async function concurrencySweep(o: SweepOptions): Promise<string[]> {
       if (peer) await llamaRun(peer, c, { ...o, tokens: Math.min(8, o.tokens) }, 900);
     }
     for (let rep = 0; rep < o.reps; rep++) {
+      let loneMs = 0;
       for (const c of o.levels) {
-        const r = res.get(c) ?? { srv: [], eng: [], lla: [], same: 0, total: 0, errors: [] };
+        const r = res.get(c) ?? { srv: [], stag: [], eng: [], lla: [], same: 0, total: 0, errors: [] };
         res.set(c, r);
         const seed = 10_000 * (rep + 1) + 100 * c;
         const e = engineRun(o.model, c, o, seed);
@@ -130,7 +119,11 @@ export async function concurrencySweep(o: SweepOptions): Promise<string[]> {
         const s = await serverRun(c, o, seed);
         r.srv.push(s);
         r.errors.push(...s.errors);
-        o.log(`  rep ${rep + 1} c=${c}: server ${fmt(s.tokS)} tok/s (TTFT p99 ${fmt(pct(s.ttft, 99))} ms), engine ${fmt(e.tokS)}${peer ? `, llama.cpp ${fmt(r.lla[r.lla.length - 1]!.tokS)}` : ''}`);
+        if (c === 1 || loneMs === 0) loneMs = stats(s.latency!).median;
+        const g = c > 1 ? await serverRun(c, o, seed + 7, loneMs) : s;
+        r.stag.push(g);
+        r.errors.push(...(c > 1 ? g.errors : []));
+        o.log(`  rep ${rep + 1} c=${c}: server ${fmt(s.tokS)} tok/s (TTFT p99 burst ${fmt(pct(s.ttft, 99))} ms, staggered ${fmt(pct(g.ttft, 99))} ms), engine ${fmt(e.tokS)}${peer ? `, llama.cpp ${fmt(r.lla[r.lla.length - 1]!.tokS)}` : ''}`);
       }
     }
   } finally { await peer?.close(); }
@@ -138,15 +131,16 @@ export async function concurrencySweep(o: SweepOptions): Promise<string[]> {
   const baseTok = stats(base.srv.map((x) => x.tokS)).median;
   const baseTtft = stats(base.srv.map((x) => pct(x.ttft, 50))).median;
   const out: string[] = [];
-  out.push(`| streams | server tokens/s | vs ${o.levels[0]} stream | server TTFT p50 / p99 ms | engine tokens/s | llama.cpp tokens/s | engine / llama.cpp | TTFT p99 ms engine / llama.cpp | greedy tokens = llama.cpp's |`);
-  out.push('|---|---|---|---|---|---|---|---|---|');
+  out.push(`| streams | server tokens/s (burst) | vs ${o.levels[0]} stream | server TTFT p50 / p99 ms, burst | server TTFT p50 / p99 ms, staggered | engine tokens/s | llama.cpp tokens/s | engine / llama.cpp | TTFT p99 ms engine / llama.cpp (burst) | greedy tokens = llama.cpp's |`);
+  out.push('|---|---|---|---|---|---|---|---|---|---|');
   for (const c of o.levels) {
     const r = res.get(c)!;
     const s = stats(r.srv.map((x) => x.tokS)), e = stats(r.eng.map((x) => x.tokS));
     const p50 = stats(r.srv.map((x) => pct(x.ttft, 50))).median, p99 = stats(r.srv.map((x) => pct(x.ttft, 99))).median;
+    const g50 = stats(r.stag.map((x) => pct(x.ttft, 50))).median, g99 = stats(r.stag.map((x) => pct(x.ttft, 99))).median;
     const l = r.lla.length ? stats(r.lla.map((x) => x.tokS)) : null;
     const e99 = stats(r.eng.map((x) => pct(x.ttft, 99))).median, l99 = r.lla.length ? stats(r.lla.map((x) => pct(x.ttft, 99))).median : NaN;
-    out.push(`| ${c} | ${range(s)} | ${(s.median / baseTok).toFixed(2)}x | ${fmt(p50)} / ${fmt(p99)} (p99 = ${(p99 / baseTtft).toFixed(1)}x lone p50) | ${range(e)} | ${l ? range(l) : 'n/a'} | ${l ? (e.median / l.median).toFixed(2) + 'x' : 'n/a'} | ${fmt(e99)} / ${l ? fmt(l99) : 'n/a'} | ${r.total ? `${r.same}/${r.total}` : 'n/a'} |`);
+    out.push(`| ${c} | ${range(s)} | ${(s.median / baseTok).toFixed(2)}x | ${fmt(p50)} / ${fmt(p99)} (${(p99 / baseTtft).toFixed(1)}x lone) | ${fmt(g50)} / ${fmt(g99)} (${(g99 / baseTtft).toFixed(1)}x lone) | ${range(e)} | ${l ? range(l) : 'n/a'} | ${l ? (e.median / l.median).toFixed(2) + 'x' : 'n/a'} | ${fmt(e99)} / ${l ? fmt(l99) : 'n/a'} | ${r.total ? `${r.same}/${r.total}` : 'n/a'} |`);
     if (r.errors.length) out.push(`\nc=${c}: ${r.errors.length} errors, first: ${r.errors[0]}\n`);
   }
   return out;
