@@ -63,6 +63,7 @@ const spec: OptionSpec = {
   'sweep-prompt': { type: 'number', help: 'prompt tokens per sweep request', default: 32 },
   'sweep-requests': { type: 'number', help: 'requests each sweep client sends in turn', default: 4 },
   peer: { type: 'string', help: 'sweep peer: llama.cpp or none', default: 'llama.cpp' },
+  'peer-threads': { type: 'string', help: 'llama.cpp thread counts (the faster is shown per level; default: --threads)' },
   only: { type: 'string', help: "'sweep': run only the sweep" },
 };
 
@@ -203,6 +204,7 @@ export async function main(argv: string[]): Promise<number> {
         const lines = await concurrencySweep({
           model, modelDir: dir, url: srv.url, vocab, levels, tokens: a['sweep-tokens'] as number, promptTokens: a['sweep-prompt'] as number,
           requests: a['sweep-requests'] as number, reps, threads: a.threads as number, peer: a.peer === 'llama.cpp', tmpDir: tmp, log: (m) => console.error(m),
+          peerThreads: a['peer-threads'] === undefined ? [a.threads as number] : String(a['peer-threads']).split(',').map(Number),
         });
         for (const l of lines) say(l);
       } finally { rmSync(tmp, { recursive: true, force: true }); }

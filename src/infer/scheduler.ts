@@ -191,10 +191,26 @@ export class Scheduler {
 
   /** One engine step (see the contract). Errors end the sequences they hit; the engine goes on. */
   step(): void {
+    this.stepPrefill();
+    this.stepDecode();
+  }
+
+  /**
+   * The first half of a step: admission, deadlines, prefill. Returns the prompt positions computed
+   * (a server may yield here when > 0, so new first tokens reach their clients before the decode
+   * pass). `stepDecode` must follow before the next `stepPrefill`.
+   */
+  stepPrefill(): number {
     this.counters.steps++;
     this.admit();
     this.expire();
+    const before = this.counters.prefillTokens;
     this.prefill();
+    return this.counters.prefillTokens - before;
+  }
+
+  /** The second half of a step: the batched decode pass(es), then retiring finished sequences. */
+  stepDecode(): void {
     this.decode();
     this.retire();
   }

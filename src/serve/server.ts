@@ -154,7 +154,9 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     try {
       while (sched.busy) {
         if (o.beforeStep) for (const j of [...jobs]) if (j.seq.state !== 'done') await o.beforeStep(j.info);
-        sched.step();
+        // New first tokens go out before the decode pass (their clients' TTFT skips one pass).
+        if (sched.stepPrefill() > 0) await new Promise((resolve) => setImmediate(resolve));
+        sched.stepDecode();
         rate.note(performance.now(), sched.stats().generatedTokens);
         await new Promise((resolve) => setImmediate(resolve));
       }
