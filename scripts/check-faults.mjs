@@ -35,7 +35,7 @@ const FAULTS = [
     edits: [['src/infer/scheduler.ts', "backend === 'native' ? 8 : 1", "backend === 'native' ? 64 : 1"]],
     tests: ['src/infer/scheduler.test.ts'] },
   { id: 'batch-logits-offset', what: 'every row of a batched decode pass samples from the first row\'s logits',
-    edits: [['src/infer/scheduler.ts', 'rows[i]!.gen!.takeLogits(logits, (i - a) * V)', 'rows[i]!.gen!.takeLogits(logits, 0)']],
+    edits: [['src/infer/scheduler.ts', 'rows[i]!.gen!.takeLogits(logits, i * V)', 'rows[i]!.gen!.takeLogits(logits, 0)']],
     tests: ['src/infer/scheduler.test.ts', 'test/serve-batch.test.ts'] },
   { id: 'cancel-keeps-blocks', what: 'a finished or cancelled sequence keeps its KV blocks',
     edits: [['src/infer/scheduler.ts', '    this.lease?.release();\n', '']],

@@ -49,9 +49,10 @@ async function metrics(s: RunningServer): Promise<Map<string, number>> {
     if (!line) continue;
     const m = /^# (HELP|TYPE) (\w+) (.+)$/.exec(line);
     if (m) { (m[1] === 'HELP' ? help : type).add(m[2]!); continue; }
-    const v = /^(\w+)(\{[a-z_]+="[a-z_]+"\})? (-?[\d.e+-]+)$/.exec(line);
+    const v = /^(\w+)(\{[a-z_]+="[^"]+"\})? (-?[\d.e+-]+)$/.exec(line);
     assert.ok(v, `a Prometheus sample line: ${line}`);
-    assert.ok(help.has(v[1]!) && type.has(v[1]!), `${v[1]} has HELP and TYPE lines`);
+    const family = v[1]!.replace(/_(bucket|sum|count)$/, '');
+    assert.ok((help.has(v[1]!) && type.has(v[1]!)) || (help.has(family) && type.has(family)), `${v[1]} has HELP and TYPE lines`);
     out.set(v[1]! + (v[2] ?? ''), Number(v[3]));
   }
   return out;
@@ -132,6 +133,8 @@ test('16 concurrent requests decoded together give the oracle\'s answers and the
       const m = await metrics(s);
       assert.equal(m.get('frugal_batch_size_peak'), 16, 'the 16 requests were decoded in one step');
       assert.equal(m.get('frugal_requests_total{outcome="completed"}'), 16);
+      assert.equal(m.get('frugal_time_to_first_token_seconds_count'), 16, 'a TTFT observation per request');
+      assert.equal(m.get('frugal_time_to_first_token_seconds_bucket{le="+Inf"}'), 16);
       assert.equal(m.get('frugal_generation_tokens_total'), reqs.reduce((n, q) => n + q.want.completionTokens, 0));
       assert.ok((m.get('frugal_decode_passes_total') ?? 0) < (m.get('frugal_decode_rows_total') ?? 0), 'passes carried several rows');
       // The same requests one at a time (prefix cache warm now): the same answers.

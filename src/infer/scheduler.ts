@@ -125,6 +125,8 @@ export class Scheduler {
   private readonly running: Sequence[] = [];
   private readonly decoder: RowDecoder;
   private readonly prefillTokens: number;
+  /** The current step's decode rows and the next one to decode (between `decodePass` calls). */
+  private stepRows: { rows: Sequence[]; next: number } | null = null;
   /** The last admission stopped because the head's blocks could not be reserved. */
   private memoryBlocked = false;
   private readonly counters = { steps: 0, decodePasses: 0, decodeRows: 0, generatedTokens: 0, prefillTokens: 0, admitted: 0, finished: 0, cancelled: 0, rejected: 0, lastBatch: 0, peakBatch: 0 };
@@ -174,6 +176,9 @@ export class Scheduler {
     s.end();
   }
 
+  /** Requests waiting for admission. */
+  get waitingCount(): number { return this.waiting.length; }
+
   /** True while anything waits or runs. */
   get busy(): boolean { return this.waiting.length > 0 || this.running.length > 0; }
 
@@ -201,7 +206,7 @@ export class Scheduler {
    * pass). `stepDecode` must follow before the next `stepPrefill`.
    */
   stepPrefill(): number {
-    this.counters.steps++;
+    if (!this.stepRows) this.counters.steps++;
     this.admit();
     this.expire();
     const before = this.counters.prefillTokens;
@@ -211,8 +216,7 @@ export class Scheduler {
 
   /** The second half of a step: the batched decode pass(es), then retiring finished sequences. */
   stepDecode(): void {
-    this.decode();
-    this.retire();
+    while (!this.decodePass()) { /* every pass of the step */ }
   }
 
   private expire(): void {
@@ -266,42 +270,56 @@ export class Scheduler {
     }
   }
 
-  private decode(): void {
-    const rows: Sequence[] = [];
-    const tokens: number[] = [];
-    const segs: Segment[] = [];
-    for (const s of this.running) {
-      const g = s.gen!;
-      if (s.state !== 'running' || g.done || g.prefilling) continue;
-      if (!g.batchable) {
+  /**
+   * One decode pass of the current step. The first call of a step takes the step's rows (every
+   * running sequence at a plain decode step; speculative ones take their own steps here); each
+   * call then decodes the next `rowsPerPass` of them (a row cancelled meanwhile is skipped).
+   * Returns true once the step's rows are done and finished sequences retired. A server may yield
+   * between passes and admit newcomers (`stepPrefill`) before the next pass.
+   */
+  decodePass(): boolean {
+    if (!this.stepRows) {
+      const rows: Sequence[] = [];
+      for (const s of this.running) {
+        const g = s.gen!;
+        if (s.state !== 'running' || g.done || g.prefilling) continue;
+        if (g.batchable) { rows.push(s); continue; }
         try { g.step(); } catch (e) { this.failRunning(s, e); } // speculative: its own 2-row verify step
-        continue;
       }
+      this.counters.lastBatch = rows.length;
+      this.counters.peakBatch = Math.max(this.counters.peakBatch, rows.length);
+      this.stepRows = { rows, next: 0 };
+    }
+    const st = this.stepRows, per = this.rowsPerPass(), V = this.model.cfg.vocabSize;
+    const rows: Sequence[] = [], tokens: number[] = [], segs: Segment[] = [];
+    while (st.next < st.rows.length && rows.length < per) {
+      const s = st.rows[st.next++]!;
+      if (s.state !== 'running' || !s.gen!.batchable) continue; // cancelled (or failed) since the step began
       try {
-        const r = g.decodeRow();
+        const r = s.gen!.decodeRow();
         rows.push(s); tokens.push(r.token); segs.push(r.seg);
       } catch (e) { this.failRunning(s, e); }
     }
-    this.counters.lastBatch = rows.length;
-    this.counters.peakBatch = Math.max(this.counters.peakBatch, rows.length);
-    if (rows.length === 0) return;
-    const per = this.rowsPerPass(), V = this.model.cfg.vocabSize;
-    for (let a = 0; a < rows.length; a += per) {
-      const b = Math.min(rows.length, a + per);
-      let logits: Float32Array;
+    if (rows.length > 0) {
+      let logits: Float32Array | null = null;
       try {
-        logits = this.decoder.main(tokens.slice(a, b), segs.slice(a, b)).logits;
+        logits = this.decoder.main(tokens, segs).logits;
       } catch (e) {
-        for (let i = a; i < b; i++) this.failRunning(rows[i]!, e);
-        continue;
+        for (const s of rows) this.failRunning(s, e);
       }
-      this.counters.decodePasses++;
-      this.counters.decodeRows += b - a;
-      // The logits are the decoder's scratch: every row takes its own before the next pass.
-      for (let i = a; i < b; i++) {
-        try { rows[i]!.gen!.takeLogits(logits, (i - a) * V); } catch (e) { this.failRunning(rows[i]!, e); }
+      if (logits) {
+        this.counters.decodePasses++;
+        this.counters.decodeRows += rows.length;
+        // The logits are the decoder's scratch: every row takes its own before the next pass.
+        for (let i = 0; i < rows.length; i++) {
+          try { rows[i]!.gen!.takeLogits(logits, i * V); } catch (e) { this.failRunning(rows[i]!, e); }
+        }
       }
     }
+    if (st.next < st.rows.length) return false;
+    this.stepRows = null;
+    this.retire();
+    return true;
   }
 
   private retire(): void {

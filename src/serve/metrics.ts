@@ -36,6 +36,21 @@ export class TokenRate {
   }
 }
 
+/** A Prometheus histogram (cumulative buckets, sum, count) of seconds. */
+export class Histogram {
+  readonly counts: number[];
+  sum = 0;
+  count = 0;
+  constructor(readonly bounds: readonly number[] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]) {
+    this.counts = new Array<number>(bounds.length).fill(0);
+  }
+  observe(x: number): void {
+    for (let i = 0; i < this.bounds.length; i++) if (x <= this.bounds[i]!) this.counts[i]!++;
+    this.sum += x;
+    this.count++;
+  }
+}
+
 /** Everything /metrics reports. */
 export interface MetricsSnapshot {
   engine: SchedulerStats;
@@ -44,6 +59,8 @@ export interface MetricsSnapshot {
   prefix: PrefixCacheStats | null;
   requests: { completed: number; cancelled: number; errors: number };
   rejected: { queueFull: number; kvFull: number };
+  /** Seconds from a request's arrival to its first token, and to its end. */
+  ttft: Histogram; latency: Histogram;
 }
 
 /** Prometheus text format (one HELP/TYPE block per metric). */
@@ -75,6 +92,13 @@ export function prometheusText(m: MetricsSnapshot): string {
   metric('frugal_kv_blocks', 'gauge', 'KV blocks by use: reserved (worst case of running requests), allocated (held by them), prefix (prefix cache), free.', [
     ['{state="reserved"}', kv.reservedBlocks], ['{state="allocated"}', kv.allocatedBlocks], ['{state="prefix"}', kv.prefixBlocks], ['{state="free"}', kv.freeBlocks]]);
   metric('frugal_kv_cache_usage_ratio', 'gauge', 'Share of KV blocks in use (allocated + prefix) / total.', [['', (kv.allocatedBlocks + kv.prefixBlocks) / kv.totalBlocks]]);
+  const hist = (name: string, help: string, h: Histogram): void => {
+    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} histogram`);
+    h.bounds.forEach((b, i) => out.push(`${name}_bucket{le="${b}"} ${h.counts[i]}`));
+    out.push(`${name}_bucket{le="+Inf"} ${h.count}`, `${name}_sum ${h.sum}`, `${name}_count ${h.count}`);
+  };
+  hist('frugal_time_to_first_token_seconds', 'Seconds from a request\'s arrival to its first generated token.', m.ttft);
+  hist('frugal_request_latency_seconds', 'Seconds from a request\'s arrival to its last token.', m.latency);
   if (m.prefix) {
     metric('frugal_prefix_cache_bytes', 'gauge', 'Bytes of latent rows in the prefix cache.', [['', m.prefix.bytes]]);
     metric('frugal_prefix_cache_tokens', 'gauge', 'Tokens held by the prefix cache.', [['', m.prefix.tokens]]);

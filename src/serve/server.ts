@@ -36,7 +36,7 @@ import type { AddressInfo } from 'node:net';
 import { kvTokensNeeded, type GenerateResult, type Model, type PrefixStore, type FinishReason } from '../infer/generate.js';
 import { Scheduler, KvFullError, type Sequence } from '../infer/scheduler.js';
 import { KvBlockPool } from '../infer/kv-blocks.js';
-import { TokenRate, prometheusText } from './metrics.js';
+import { Histogram, TokenRate, prometheusText } from './metrics.js';
 import { PrefixCache, prefixRowWidth } from '../infer/prefix-cache.js';
 import { StopMatcher } from '../infer/sampling.js';
 import { StreamDecoder, type Tokenizer } from '../io/tokenizer.js';
@@ -140,6 +140,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
   const sched = new Scheduler(model, { maxBatch: o.maxBatch ?? 16, pool: kvPool, prefixCache, prefixStore: o.diskCache ?? null, speculative, prefillTokens: o.prefillTokens ?? 256 });
   const rate = new TokenRate();
   const rejected = { queueFull: 0, kvFull: 0 };
+  const ttftHist = new Histogram(), latencyHist = new Histogram();
   const specTotals = { proposed: 0, accepted: 0 };
   const renderer = new ChatTemplateRenderer(o.chatTemplate ?? DEFAULT_CHAT_TEMPLATE, o.templateBudget);
   const templateStops = o.chatTemplate ? [] : DEFAULT_TEMPLATE_STOPS;
@@ -150,13 +151,18 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
 
   /** The engine loop: steps the scheduler while anything waits or runs, yielding between steps. */
   let engine: Promise<void> | null = null;
+  const yieldNow = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
   const runEngine = async (): Promise<void> => {
     try {
       while (sched.busy) {
         if (o.beforeStep) for (const j of [...jobs]) if (j.seq.state !== 'done') await o.beforeStep(j.info);
-        // New first tokens go out before the decode pass (their clients' TTFT skips one pass).
-        if (sched.stepPrefill() > 0) await new Promise((resolve) => setImmediate(resolve));
-        sched.stepDecode();
+        // New first tokens go out before the decode passes (their clients' TTFT skips them), and
+        // between passes newcomers are admitted and prefilled: one waits for a pass, not a step.
+        if (sched.stepPrefill() > 0) await yieldNow();
+        while (!sched.decodePass()) {
+          await yieldNow();
+          if (sched.waitingCount > 0 && sched.stepPrefill() > 0) await yieldNow();
+        }
         rate.note(performance.now(), sched.stats().generatedTokens);
         await new Promise((resolve) => setImmediate(resolve));
       }
@@ -251,6 +257,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
   };
 
   const completion = async (kind: 'chat' | 'completion', req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
+    const arrived = performance.now();
     const r = parseRequest(kind, await readBody(req));
     checkModel(r.model);
     const { ids, stops } = await promptIds(r);
@@ -273,12 +280,15 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     const matcher = new StopMatcher(stops);
     let text = '';
     const emit = (s: string): void => { if (!s) return; text += s; if (r.stream) sse(chunk(s, null)); };
-    let seq: Sequence;
+    let seq: Sequence, firstToken = false;
     try {
       seq = sched.submit(ids, {
         ...r.sampling, maxTokens: r.maxTokens ?? o.defaultMaxTokens ?? 256, vocabLimit: tokenizer.vocabSize,
         stopTokenIds: tokenizer.eosId !== null ? [tokenizer.eosId] : [],
-        onToken: (t) => { const m = matcher.push(decoder.push(t)); emit(m.emit); return m.stopped; },
+        onToken: (t) => {
+          if (!firstToken) { firstToken = true; ttftHist.observe((performance.now() - arrived) / 1000); }
+          const m = matcher.push(decoder.push(t)); emit(m.emit); return m.stopped;
+        },
       }, kvWaitMs);
     } catch (e) {
       if (e instanceof RangeError) throw new ApiError(400, `${e.message}; lower max_tokens`, 'invalid_request_error', 'max_tokens', 'invalid_value');
@@ -311,6 +321,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
       return;
     }
     counts.completed++;
+    latencyHist.observe((performance.now() - arrived) / 1000);
     if (!matcher.stopped) emit(matcher.push(decoder.flush()).emit + matcher.flush());
     const finish: Exclude<FinishReason, 'cancelled'> = g.finishReason === 'stop' ? 'stop' : 'length';
     if (g.speculative) { specTotals.proposed += g.speculative.proposed; specTotals.accepted += g.speculative.accepted; }
@@ -331,7 +342,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
   /** Everything /metrics and /health report about the engine. */
   const snapshot = () => {
     const engineStats = sched.stats();
-    return { engine: engineStats, tokensPerSecond: rate.rate(performance.now(), engineStats.generatedTokens), kv: kvPool.stats(), prefix: prefixCache?.stats() ?? null, requests: counts, rejected };
+    return { engine: engineStats, tokensPerSecond: rate.rate(performance.now(), engineStats.generatedTokens), kv: kvPool.stats(), prefix: prefixCache?.stats() ?? null, requests: counts, rejected, ttft: ttftHist, latency: latencyHist };
   };
 
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
