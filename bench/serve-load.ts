@@ -194,7 +194,7 @@ export async function main(argv: string[]): Promise<number> {
     const say = (s: string): void => { out.push(s); console.log(s); };
     const started = new Date();
     say(`## Serving benchmark (${started.toISOString().slice(0, 10)})\n`);
-    say(`- command: \`npx tsx bench/serve-load.ts ${argv.join(' ')}\`\n- machine: ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), load average ${loadavg().map((x) => x.toFixed(2)).join(', ')} at start, Node ${process.version}\n- backend: ${describeBackend()}; server --max-batch ${maxBatch} (${srv.scheduler.rowsPerPass()} rows per decode pass)`);
+    say(`- command: \`npx tsx bench/serve-load.ts ${argv.join(' ')}\`\n- machine: ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), load average ${loadavg().map((x) => x.toFixed(2)).join(', ')} at start, Node ${process.version}\n- backend: ${describeBackend()}; server --max-batch ${maxBatch} (${Number.isFinite(srv.scheduler.rowsPerPass()) ? `${srv.scheduler.rowsPerPass()} rows per decode pass` : 'all rows in one decode pass'})`);
     say(`- model: ${own ? 'tiny reference (random weights), max_position_embeddings raised to 2048, BPE tokenizer of 400 ids' : dir}; ${cfg.numHiddenLayers} layers, hidden ${cfg.hiddenSize}, context ${ctx}\n`);
 
     if (levels.length) {

@@ -89,7 +89,7 @@ export async function run(argv: string[]): Promise<number> {
   });
   const kv = srv.kvPool.stats();
   console.error(`frugal serve: ${name} on ${srv.url} (OpenAI API at ${srv.url}/v1; prefix cache ${a['cache-bytes']} bytes${diskCache ? `, disk cache ${a['cache-dir']}` : ''}${apiKey ? ', API key required' : ''})`);
-  console.error(`frugal serve: continuous batching, up to ${a['max-batch']} requests per step (${srv.scheduler.rowsPerPass()} rows per decode pass on this backend); KV cache ${kv.totalBlocks} blocks of ${kv.blockTokens} tokens (${kv.blockBytes} bytes each)`);
+  console.error(`frugal serve: continuous batching, up to ${a['max-batch']} requests per step (${Number.isFinite(srv.scheduler.rowsPerPass()) ? srv.scheduler.rowsPerPass() : 'all'} rows per decode pass on this backend); KV cache ${kv.totalBlocks} blocks of ${kv.blockTokens} tokens (${kv.blockBytes} bytes each)`);
   await new Promise<void>((resolve) => {
     const stop = (sig: string): void => {
       console.error(`frugal serve: ${sig}, shutting down`);
