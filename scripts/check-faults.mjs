@@ -74,6 +74,24 @@ const FAULTS = [
     edits: [['native/src/addon.cc', '#include <malloc.h>', '#include <malloc.h>\n#include <cstring>\nstatic void leak() { static void* volatile sink; sink = std::malloc(262144); std::memset(sink, 1, 262144); }'],
       ['native/src/addon.cc', 'napi_value AddInto(napi_env env, napi_callback_info info) {', 'napi_value AddInto(napi_env env, napi_callback_info info) {\n  leak();']],
     tests: ['test/memory.test.ts'], rebuild: true },
+  { id: 'dashboard-no-live-rows', what: 'the dashboard sends rows only on (re)connect, never as they are appended',
+    edits: [['src/serve/dashboard-node.ts', "if (r.rows.length || r.reset) broadcast(event('rows'", "if (r.reset) broadcast(event('rows'"]],
+    tests: ['test/dashboard.test.ts', 'test/dashboard-browser.test.ts'], env: { FRUGAL_EXPECT_BROWSER: '1' } },
+  { id: 'dashboard-drops-moe-layer', what: 'the trainer leaves the first MoE layer out of its expert statistics',
+    edits: [['src/train/trainer.ts', 'const layers = [...loads.keys()].sort((a, b) => a - b);', 'const layers = [...loads.keys()].sort((a, b) => a - b).slice(1);']],
+    tests: ['test/dashboard.test.ts', 'test/dashboard-browser.test.ts'], env: { FRUGAL_EXPECT_BROWSER: '1' } },
+  { id: 'dashboard-data-without-key', what: "the dashboard's data routes answer without the API key",
+    edits: [['src/serve/access.ts', 'if (this.o.apiKey && !this.open.has(pathname) &&', "if (this.o.apiKey && !this.open.has(pathname) && !pathname.startsWith('/api/') &&"]],
+    tests: ['test/dashboard.test.ts'] },
+  { id: 'dashboard-never-stopped', what: 'a run whose training process vanished still shows as running',
+    edits: [['src/train/run-info-node.ts', 'if (info.host === hostname() && !alive(info.pid))', 'if (info.host === hostname() && !alive(info.pid) && false)']],
+    tests: ['test/dashboard.test.ts'] },
+  { id: 'playground-hit-shows-miss', what: 'the playground shows prompt_cache_miss_tokens as the cache hit',
+    edits: [['src/web/playground.js', "['cache hit', u.prompt_cache_hit_tokens,", "['cache hit', u.prompt_cache_miss_tokens,"]],
+    tests: ['test/playground-browser.test.ts'], env: { FRUGAL_EXPECT_BROWSER: '1' } },
+  { id: 'playground-not-streaming', what: 'the playground shows a reply only once it is complete',
+    edits: [['src/web/playground.js', '        body.textContent = reply;\n', ''], ['src/web/playground.js', "  body.classList.remove('streaming');", "  body.classList.remove('streaming');\n  body.textContent = reply;"]],
+    tests: ['test/playground-browser.test.ts'], env: { FRUGAL_EXPECT_BROWSER: '1' } },
 ];
 
 function sh(cmd, args, opts = {}) {
@@ -115,6 +133,7 @@ try {
     const t0 = Date.now();
     const env = { ...process.env, FRUGAL_QUIET: '1' };
     for (const kv of ALL.split(' ')) { const [k, v] = kv.split('='); env[k] = v; }
+    Object.assign(env, f.env ?? {});
     const r = sh(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', ...f.tests], { cwd: scratch, env, timeout: 600_000 });
     const failed = [...(r.stdout ?? '').matchAll(/^not ok \d+ - (.*)$/gm)].map((m) => m[1]).filter((n) => !/\.test\.ts$/.test(n));
     const caught = r.status !== 0;

@@ -24,7 +24,7 @@ import { withBf16Weights } from '../infer/bf16-node.js';
 import { withQ8Weights } from '../infer/q8-node.js';
 import { isGgufPath } from '../model/gguf-node.js';
 
-export const summary = 'OpenAI-compatible HTTP server with prefix/context caching';
+export const summary = 'OpenAI-compatible HTTP server with prefix/context caching, and a chat playground at /';
 
 const spec: OptionSpec = {
   model: { type: 'string', help: 'model directory (config.json, *.safetensors, tokenizer.json), a frugal train run folder, or a .gguf file with a vocabulary' },
@@ -88,7 +88,7 @@ export async function run(argv: string[]): Promise<number> {
     maxBatch: a['max-batch'], kvBlockTokens: a['kv-block-tokens'], kvWaitMs: a['kv-wait-ms'], ...(a['kv-bytes'] !== undefined ? { kvBytes: a['kv-bytes'] } : {}),
   });
   const kv = srv.kvPool.stats();
-  console.error(`frugal serve: ${name} on ${srv.url} (OpenAI API at ${srv.url}/v1; prefix cache ${a['cache-bytes']} bytes${diskCache ? `, disk cache ${a['cache-dir']}` : ''}${apiKey ? ', API key required' : ''})`);
+  console.error(`frugal serve: ${name} on ${srv.url} (OpenAI API at ${srv.url}/v1, chat playground at ${srv.url}/; prefix cache ${a['cache-bytes']} bytes${diskCache ? `, disk cache ${a['cache-dir']}` : ''}${apiKey ? ', API key required' : ''})`);
   console.error(`frugal serve: continuous batching, up to ${a['max-batch']} requests per step (${Number.isFinite(srv.scheduler.rowsPerPass()) ? srv.scheduler.rowsPerPass() : 'all'} rows per decode pass on this backend); KV cache ${kv.totalBlocks} blocks of ${kv.blockTokens} tokens (${kv.blockBytes} bytes each)`);
   await new Promise<void>((resolve) => {
     const stop = (sig: string): void => {
