@@ -4,7 +4,7 @@
  * With `--speculative`: plain vs MTP speculative decoding of a trained model (bench/speculative.ts).
  */
 import { parseArgs, usage, type OptionSpec } from '../src/cli/args.js';
-import { UsageError } from '../src/cli/main.js';
+import { UsageError } from '../src/errors.js';
 import type { BackendChoice } from '../src/backend/setup.js';
 import { SUITE_SPEC, runSuiteCli } from './harness.js';
 import { runSpeculativeCli } from './speculative.js';

@@ -8,7 +8,6 @@
  * Node only. `nativeGemmRows` returns [] (with `skipped` set) when the addon is not built.
  */
 import { spawnSync } from 'node:child_process';
-import type { GemmResult } from './gemm.js';
 import { loadNativeBackend, nativeUnavailableReason, type NativeBackend } from '../src/backend/native-node.js';
 import { quantizeTiles, quantizeBlocks } from '../src/fp8/quant.js';
 import { encodeBf16, decodeBf16, fp8Table } from '../src/fp8/codec.js';
@@ -120,6 +119,12 @@ function cases(m: number, n: number, k: number, lowp: boolean, be: NativeBackend
 }
 
 /** Extra field: why native or peer rows are missing. */
+/** One measured GEMM row (also the row type of bench/gemm.ts, which imports it from here). */
+export interface GemmResult {
+  backend: string; m: number; n: number; k: number; threads: number;
+  gflops: number; maxAbsErr: number; usPerCall: number;
+}
+
 export type NativeGemmRows = GemmResult[] & { skipped?: string[] };
 
 /** Measures the native backend (and the OpenBLAS peer) on each shape and thread count. */

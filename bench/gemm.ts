@@ -18,14 +18,11 @@ import type { Backend, MatMulArgs } from '../src/backend/registry.js';
 import { tsBackend, tsMatMul } from '../src/backend/ts.js';
 import { createWasmBackend, type WasmBackend } from '../src/backend/wasm/index.js';
 import { parseArgs, usage, type OptionSpec } from '../src/cli/args.js';
-import { UsageError } from '../src/cli/main.js';
-import { nativeGemmRows } from './gemm-native.js';
+import { UsageError } from '../src/errors.js';
+import { nativeGemmRows, type GemmResult } from './gemm-native.js';
 
 /** One measured row (`--json` prints an array of these). */
-export interface GemmResult {
-  backend: string; m: number; n: number; k: number; threads: number;
-  gflops: number; maxAbsErr: number; usPerCall: number;
-}
+export type { GemmResult } from './gemm-native.js';
 
 /** The options `frugal bench gemm` accepts (`bench all` passes each suite only its own). */
 export const OPTIONS: OptionSpec = {

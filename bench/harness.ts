@@ -14,7 +14,7 @@ import { backward, noGrad, zeroGrad } from '../src/autograd/tape.js';
 import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../src/backend/setup.js';
 import { kernelCounts, resetKernelCounts, type Backend } from '../src/backend/registry.js';
 import { parseArgs, usage, type OptionSpec } from '../src/cli/args.js';
-import { UsageError } from '../src/cli/main.js';
+import { UsageError } from '../src/errors.js';
 import { forward, type ModelParams } from '../src/model/deepseek.js';
 import type { DeepSeekConfig } from '../src/model/config.js';
 import {

@@ -13,7 +13,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../src/backend/setup.js';
-import { UsageError } from '../src/cli/main.js';
+import { UsageError } from '../src/errors.js';
 import { Generation, type Model } from '../src/infer/generate.js';
 import { withBf16Weights } from '../src/infer/bf16-node.js';
 import { withQ8Drafts } from '../src/infer/q8-node.js';

@@ -26,11 +26,23 @@ const FAULTS = [
     edits: [['src/serve/server.ts', 'const u = usage(ids.length,', 'const u = usage(ids.length + 1,']],
     tests: ['test/serve.test.ts', 'test/serve-openai.test.ts'] },
   { id: 'server-no-cancel', what: 'a client that disconnects no longer cancels its generation',
-    edits: [['src/serve/server.ts', "res.on('close', () => { if (!res.writableFinished) { job.cancelled = true; job.gen?.cancel(); } });", "res.on('close', () => {});"]],
-    tests: ['test/serve.test.ts'] },
+    edits: [['src/serve/server.ts', "res.on('close', () => { if (!res.writableFinished) { job.cancelled = true; sched.cancel(seq); } });", "res.on('close', () => {});"]],
+    tests: ['test/serve.test.ts', 'test/serve-batch.test.ts'] },
   { id: 'server-no-queue-limit', what: 'the queue limit is never enforced (no 429)',
-    edits: [['src/serve/server.ts', 'if (queued >= maxQueue) throw', 'if (queued < 0) throw']],
+    edits: [['src/serve/server.ts', 'if (maxQueue > 0 && queued >= maxQueue) {', 'if (maxQueue > 0 && queued < 0) {']],
     tests: ['test/serve.test.ts'] },
+  { id: 'batch-not-row-exact', what: 'native decode passes carry 64 rows (past the few-row kernels: rows no longer computed as alone)',
+    edits: [['src/infer/scheduler.ts', "backend === 'native' ? 8 : 1", "backend === 'native' ? 64 : 1"]],
+    tests: ['src/infer/scheduler.test.ts'] },
+  { id: 'batch-logits-offset', what: 'every row of a batched decode pass samples from the first row\'s logits',
+    edits: [['src/infer/scheduler.ts', 'rows[i]!.gen!.takeLogits(logits, i * V)', 'rows[i]!.gen!.takeLogits(logits, 0)']],
+    tests: ['src/infer/scheduler.test.ts', 'test/serve-batch.test.ts'] },
+  { id: 'cancel-keeps-blocks', what: 'a finished or cancelled sequence keeps its KV blocks',
+    edits: [['src/infer/scheduler.ts', '    this.lease?.release();\n', '']],
+    tests: ['src/infer/scheduler.test.ts', 'test/serve-batch.test.ts'] },
+  { id: 'kv-overcommit', what: 'the KV pool admits past its reservations (memory no longer bounded)',
+    edits: [['src/infer/kv-blocks.ts', 'if (!this.fits(tokens) || this.reserved + need > this.totalBlocks) return null;', 'if (!this.fits(tokens)) return null;']],
+    tests: ['src/infer/scheduler.test.ts', 'test/serve-batch.test.ts'] },
   { id: 'nan-grad', what: 'sqrt backward returns NaN for inputs above 1.2',
     edits: [['src/ops/elementwise.ts', "unary('Sqrt', x, Math.sqrt, (_v, y) => 0.5 / y)", "unary('Sqrt', x, Math.sqrt, (_v, y) => (y > 1.2 ? NaN : 0.5 / y))"]],
     tests: ['src/ops/ops.test.ts'] },
@@ -52,6 +64,9 @@ const FAULTS = [
   { id: 'wasm-fails', what: 'the wasm backend cannot start (backends.test would have compared nothing)',
     edits: [['src/backend/setup.ts', "const { createWasmBackend } = await import('./wasm/index.js');", "const { createWasmBackend } = await import('./wasm/index.js'); throw new Error('injected');"]],
     tests: ['test/backends.test.ts'] },
+  { id: 'upward-import', what: 'the server imports from the CLI layer again',
+    edits: [['src/serve/model-node.ts', "import { UsageError } from '../errors.js';", "import { UsageError } from '../cli/main.js';"]],
+    tests: ['test/layers.test.ts'] },
   { id: 'native-build-fails', what: 'the native addon does not compile (npm install still succeeds)',
     edits: [['native/src/addon.cc', '#include <malloc.h>', '#include <malloc.h>\n#error injected build failure']],
     tests: ['test/backends.test.ts'], rebuild: true },
@@ -65,6 +80,24 @@ const FAULTS = [
   { id: 'engine-row-coupling', what: 'the decode engine\'s 2-row products read the first row\'s input for both rows',
     edits: [['native/src/decode_gemv.cc', 'for (int r = 0; r < R; r++) xv[r] = _mm512_maskz_loadu_ps(mk, x.x + r * x.ldx + p);', 'for (int r = 0; r < R; r++) xv[r] = _mm512_maskz_loadu_ps(mk, x.x + (R == 2 ? 0 : r) * x.ldx + p);']],
     tests: ['src/model/decode-engine.test.ts'], rebuild: true },
+  { id: 'dashboard-no-live-rows', what: 'the dashboard sends rows only on (re)connect, never as they are appended',
+    edits: [['src/serve/dashboard-node.ts', "if (r.rows.length || r.reset) broadcast(event('rows'", "if (r.reset) broadcast(event('rows'"]],
+    tests: ['test/dashboard.test.ts', 'test/dashboard-browser.test.ts'], env: { FRUGAL_EXPECT_BROWSER: '1' } },
+  { id: 'dashboard-drops-moe-layer', what: 'the trainer leaves the first MoE layer out of its expert statistics',
+    edits: [['src/train/trainer.ts', 'const layers = [...loads.keys()].sort((a, b) => a - b);', 'const layers = [...loads.keys()].sort((a, b) => a - b).slice(1);']],
+    tests: ['test/dashboard.test.ts', 'test/dashboard-browser.test.ts'], env: { FRUGAL_EXPECT_BROWSER: '1' } },
+  { id: 'dashboard-data-without-key', what: "the dashboard's data routes answer without the API key",
+    edits: [['src/serve/access.ts', 'if (this.o.apiKey && !this.open.has(pathname) &&', "if (this.o.apiKey && !this.open.has(pathname) && !pathname.startsWith('/api/') &&"]],
+    tests: ['test/dashboard.test.ts'] },
+  { id: 'dashboard-never-stopped', what: 'a run whose training process vanished still shows as running',
+    edits: [['src/train/run-info-node.ts', 'if (info.host === hostname() && !alive(info.pid))', 'if (info.host === hostname() && !alive(info.pid) && false)']],
+    tests: ['test/dashboard.test.ts'] },
+  { id: 'playground-hit-shows-miss', what: 'the playground shows prompt_cache_miss_tokens as the cache hit',
+    edits: [['src/web/playground.js', "['cache hit', u.prompt_cache_hit_tokens,", "['cache hit', u.prompt_cache_miss_tokens,"]],
+    tests: ['test/playground-browser.test.ts'], env: { FRUGAL_EXPECT_BROWSER: '1' } },
+  { id: 'playground-not-streaming', what: 'the playground shows a reply only once it is complete',
+    edits: [['src/web/playground.js', '        body.textContent = reply;\n', ''], ['src/web/playground.js', "  body.classList.remove('streaming');", "  body.classList.remove('streaming');\n  body.textContent = reply;"]],
+    tests: ['test/playground-browser.test.ts'], env: { FRUGAL_EXPECT_BROWSER: '1' } },
 ];
 
 function sh(cmd, args, opts = {}) {
@@ -106,6 +139,7 @@ try {
     const t0 = Date.now();
     const env = { ...process.env, FRUGAL_QUIET: '1' };
     for (const kv of ALL.split(' ')) { const [k, v] = kv.split('='); env[k] = v; }
+    Object.assign(env, f.env ?? {});
     const r = sh(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', ...f.tests], { cwd: scratch, env, timeout: 600_000 });
     const failed = [...(r.stdout ?? '').matchAll(/^not ok \d+ - (.*)$/gm)].map((m) => m[1]).filter((n) => !/\.test\.ts$/.test(n));
     const caught = r.status !== 0;

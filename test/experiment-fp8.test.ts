@@ -7,7 +7,7 @@ import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { run } from '../src/cli/experiment.js';
-import { UsageError } from '../src/cli/main.js';
+import { UsageError } from '../src/errors.js';
 import { pairedGaps, sd, type RunResult } from '../src/cli/experiment-report.js';
 
 const quiet = async <T>(f: () => Promise<T>): Promise<T> => {

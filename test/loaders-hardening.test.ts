@@ -50,7 +50,7 @@ test('config.json that implies more than the weights hold is refused before allo
   await assert.rejects(loadModel(layers), /num_hidden_layers must be at most 65536, got 1000000/);
   // A genuine model over the memory limit is refused by the limit, not by the OOM killer.
   const ok = await modelDir('ok');
-  await assert.rejects(loadModel(ok, { maxBytes: 100_000 }), /loading its 0\.\d+M parameters needs [\d.]+ MiB, over the 97\.7 KiB limit/);
+  await assert.rejects(loadModel(ok, { maxBytes: 100_000 }), /loading its [\d.]+K parameters needs [\d.]+ MiB, over the 97\.7 KiB limit/);
   assert.equal((await loadModel(ok)).cfg.hiddenSize, 64);
 });
 
@@ -58,7 +58,7 @@ test('frugal train --config deepseek-v3 is refused up front: it cannot fit this 
   const data = path.join(work, 'd.txt');
   writeFileSync(data, 'some text. '.repeat(200));
   await assert.rejects(train(['--config', 'deepseek-v3', '--data', data, '--out', path.join(work, 'v3run'), '--quiet', '--backend', 'ts']),
-    /--config deepseek-v3: training its 6\.\d+e\+5M parameters needs [\d.]+ TiB, over the [\d.]+ [GMT]iB limit; train a preset sized for a CPU/);
+    /--config deepseek-v3: training its 6[\d.]+B parameters needs [\d.]+ TiB, over the [\d.]+ [GMT]iB limit; train a preset sized for a CPU/);
 });
 
 test('a tokenizer.json id of 1e9 is refused at once, before the library sizes tables by it (item 4)', { timeout: 10_000 }, async () => {

@@ -3,15 +3,16 @@
  * DIR/tokenizer.json + DIR/tokenizer_config.json (Hugging Face layout), or encode/decode with any
  * tokenizer folder (or `deepseek-v3`, DeepSeek-V3's own tokenizer).
  */
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { trainBpe } from '../io/bpe.js';
 import { Tokenizer } from '../io/tokenizer.js';
 import { deepseekV3Tokenizer, loadTokenizer } from '../io/tokenizer-node.js';
+import { writeDataAtomic } from '../io/atomic-node.js';
 import { loadCorpus } from '../train/data-node.js';
 import { splitDocuments } from '../train/data.js';
 import { parseArgs, usage, type OptionSpec } from './args.js';
-import { UsageError } from './main.js';
+import { UsageError } from '../errors.js';
 
 /** One line for `frugal --help`. */
 export const summary = 'train a byte-level BPE tokenizer (tokenizer.json); encode / decode with one';
@@ -122,8 +123,8 @@ async function train(argv: string[]): Promise<number> {
     model_max_length: 1_000_000,
   };
   await mkdir(a.out, { recursive: true });
-  await writeAtomic(join(a.out, 'tokenizer.json'), JSON.stringify(json));
-  await writeAtomic(join(a.out, 'tokenizer_config.json'), JSON.stringify(config, null, 2) + '\n');
+  await writeDataAtomic(join(a.out, 'tokenizer.json'), JSON.stringify(json));
+  await writeDataAtomic(join(a.out, 'tokenizer_config.json'), JSON.stringify(config, null, 2) + '\n');
   const secs = ((performance.now() - t0) / 1000).toFixed(1);
   console.log(`wrote ${join(a.out, 'tokenizer.json')} (vocab ${tok.vocabSize}) in ${secs} s`);
 
@@ -138,9 +139,3 @@ async function train(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** Writes via a temp file and rename, so a crash never leaves a half-written tokenizer. */
-async function writeAtomic(path: string, text: string): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  await writeFile(tmp, text);
-  await rename(tmp, path);
-}

@@ -225,7 +225,7 @@ test('AdamW: BF16 moments take half the bytes and track the f32 optimizer; recip
 
 test('frugal experiment: --help, and bad command lines are usage errors', async () => {
   const { run: exp } = await import('../cli/experiment.js');
-  const { UsageError } = await import('../cli/main.js');
+  const { UsageError } = await import('../errors.js');
   const log = console.log;
   let out = '';
   console.log = (s: string) => { out += s; };

@@ -62,7 +62,8 @@ export function q8Linear(opts: Q8Options = {}): { linear: (x: Tensor, w: Tensor)
 /** The model with Q8_0 decode weights. */
 export function withQ8Weights(model: Model, opts: Q8Options = {}): { model: Model; note: string } {
   const { linear, rowsLinear, note } = q8Linear(opts);
-  return { model: { ...model, linear, rowsLinear }, note };
+  // Rows past maxRows fall back to f32 weights: a batched decode pass keeps to maxRows rows.
+  return { model: { ...model, linear, rowsLinear, decodeExactRows: Math.max(1, Math.floor(opts.maxRows ?? 4)) }, note };
 }
 
 /**

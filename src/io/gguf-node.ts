@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { GgufError, GgufReader, ggufHeaderBytes, type GgufOutKV, type GgufOutTensor } from './gguf.js';
 import { fileSource } from './safetensors-node.js';
+import { writeFileAtomic } from './atomic-node.js';
 
 /** Opens a GGUF file; call `close()` when done. */
 export async function openGgufFile(file: string): Promise<{ reader: GgufReader; close(): void }> {
@@ -29,35 +30,20 @@ export async function openGgufFile(file: string): Promise<{ reader: GgufReader; 
 /** Writes a GGUF file atomically (see the contract); returns its size in bytes. */
 export async function writeGguf(file: string, kvs: readonly GgufOutKV[], tensors: readonly GgufOutTensor[], alignment = 32): Promise<number> {
   const header = ggufHeaderBytes(kvs, tensors, alignment); // validates names and sizes first
-  const dir = path.dirname(path.resolve(file));
-  const tmp = path.join(dir, `.${path.basename(file)}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 10)}`);
-  let fh: fs.promises.FileHandle | undefined;
-  let size = 0;
-  const put = async (b: Uint8Array): Promise<void> => {
-    let done = 0;
-    while (done < b.length) done += (await fh!.write(b, done, b.length - done)).bytesWritten;
-    size += b.length;
-  };
   try {
-    fh = await fs.promises.open(tmp, 'wx');
-    await put(header);
-    const zeros = new Uint8Array(alignment);
-    for (const t of tensors) {
-      const b = t.bytes();
-      if (b.length !== t.nbytes) throw new GgufError(`gguf: tensor ${t.name} produced ${b.length} bytes, expected ${t.nbytes}`);
-      await put(b);
-      const pad = (alignment - (b.length % alignment)) % alignment;
-      if (pad) await put(zeros.subarray(0, pad));
-    }
-    await fh.sync();
-    await fh.close();
-    fh = undefined;
-    await fs.promises.rename(tmp, file);
+    return await writeFileAtomic(file, async (put) => {
+      await put(header);
+      const zeros = new Uint8Array(alignment);
+      for (const t of tensors) {
+        const b = t.bytes();
+        if (b.length !== t.nbytes) throw new GgufError(`gguf: tensor ${t.name} produced ${b.length} bytes, expected ${t.nbytes}`);
+        await put(b);
+        const pad = (alignment - (b.length % alignment)) % alignment;
+        if (pad) await put(zeros.subarray(0, pad));
+      }
+    });
   } catch (e) {
-    await fh?.close().catch(() => undefined);
-    await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
     if (e instanceof GgufError) throw e;
     throw new GgufError(`gguf: cannot write ${file}: ${(e as Error).message}`);
   }
-  return size;
 }

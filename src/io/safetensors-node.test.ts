@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { SafetensorsError, dequantizeFp8Weight, readHeaderLength } from './safetensors.js';
 import { SafetensorsModel, fileSource, writeSafetensors } from './safetensors-node.js';
-import { rejects } from './safetensors.test-helper.js';
+import { rejects } from './safetensors-assert-node.js';
 
 const REF = path.resolve(process.cwd(), '../shared/reference');
 const tmpDir = () => fs.mkdtempSync(path.join(os.tmpdir(), 'frugal-st-'));

@@ -17,6 +17,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { writeDataAtomic } from './atomic-node.js';
 import {
   type ByteSource, type ParseOptions, type StHeader, type StTensorInfo, type StTensorInput,
   SafetensorsError, SafetensorsFile, dequantizeFp8Weight, serialize, toFloat32,
@@ -240,27 +241,9 @@ function readBlockSize(dir: string): [number, number] {
 /** Write a safetensors file atomically (temp file in the same dir, fsync, rename). */
 export async function writeSafetensors(file: string, tensors: StTensorInput[], metadata?: Record<string, string>): Promise<void> {
   const chunks = serialize(tensors, metadata); // validates before touching the disk
-  const dir = path.dirname(path.resolve(file));
-  const tmp = path.join(dir, `.${path.basename(file)}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 10)}`);
-  let fh: fs.promises.FileHandle | undefined;
   try {
-    fh = await fs.promises.open(tmp, 'wx');
-    for (const c of chunks) {
-      let done = 0;
-      while (done < c.length) done += (await fh.write(c, done, c.length - done)).bytesWritten;
-    }
-    await fh.sync();
-    await fh.close();
-    fh = undefined;
-    await fs.promises.rename(tmp, file);
+    await writeDataAtomic(file, chunks);
   } catch (e) {
-    await fh?.close().catch(() => undefined);
-    await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
     return fail(`cannot write ${file}: ${errText(e)}`);
   }
-  try { // make the rename durable; not every platform lets a directory be fsynced
-    const d = await fs.promises.open(dir, 'r');
-    await d.sync().catch(() => undefined);
-    await d.close();
-  } catch { /* best effort */ }
 }

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { E4M3_TO_F32 } from '../fp8/codec.js';
-import { rejects } from './safetensors.test-helper.js';
+import { rejects } from './safetensors-assert-node.js';
 import {
   type StDtype, type StTensorInput, SafetensorsError, SafetensorsFile, concatBytes, dequantizeFp8Weight,
   memorySource, numel, parseHeader, readHeaderLength, serialize, toFloat32,

@@ -13,10 +13,11 @@
  *   `shared_head.head` that differ from the main ones, the MTP module keeps its own copy (noted in
  *   `notes`); identical or absent copies share the main tensor.
  */
-import { readFile, mkdir, writeFile, rename, open } from 'node:fs/promises';
+import { readFile, mkdir } from 'node:fs/promises';
 import { totalmem } from 'node:os';
 import path from 'node:path';
 import { SafetensorsModel, writeSafetensors } from '../io/safetensors-node.js';
+import { writeDataAtomic } from '../io/atomic-node.js';
 import { parseHFConfig, toHFConfig, type DeepSeekConfig } from './config.js';
 import { initParams, paramEntries, type ModelParams } from './deepseek.js';
 import { checkAllocation, modelSize } from './size.js';
@@ -153,9 +154,5 @@ export async function saveModel(dir: string, cfg: DeepSeekConfig, params: ModelP
 
 /** Write to a temp file, fsync, rename: a crash leaves either the old or the new file. */
 export async function atomicWrite(file: string, data: string | Uint8Array): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}`;
-  await writeFile(tmp, data);
-  const fh = await open(tmp, 'r+');
-  try { await fh.sync(); } finally { await fh.close(); }
-  await rename(tmp, file);
+  await writeDataAtomic(file, data);
 }

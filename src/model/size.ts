@@ -42,6 +42,12 @@ function moeLayers(cfg: DeepSeekConfig, from: number, to: number): number {
 }
 
 /** Elements, tensors and the largest tensor of the model `cfg` describes. */
+/** 1.23M, 682.6B: a parameter count as people write it. */
+function formatCount(n: number): string {
+  for (const [div, unit] of [[1e12, 'T'], [1e9, 'B'], [1e6, 'M'], [1e3, 'K']] as const) if (n >= div) return `${(n / div).toPrecision(4).replace(/\.?0+$/, '')}${unit}`;
+  return String(n);
+}
+
 export function modelSize(cfg: DeepSeekConfig): ModelSize {
   const H = cfg.hiddenSize, V = cfg.vocabSize, nh = cfg.numAttentionHeads, dq = cfg.qkNopeHeadDim + cfg.qkRopeHeadDim;
   const q = cfg.qLoraRank;
@@ -88,7 +94,7 @@ export function checkAllocation(cfg: DeepSeekConfig, o: { limitBytes: number; by
   }
   const bytes = s.elements * o.bytesPerElement + s.tensors * TENSOR_OVERHEAD_BYTES;
   if (!(bytes <= o.limitBytes)) {
-    throw new ModelSizeError(`${o.what}: ${o.purpose} its ${(s.elements / 1e6).toPrecision(4)}M parameters needs ${formatBytes(bytes)}, over the ${formatBytes(o.limitBytes)} limit; ${o.fix}`);
+    throw new ModelSizeError(`${o.what}: ${o.purpose} its ${formatCount(s.elements)} parameters needs ${formatBytes(bytes)}, over the ${formatBytes(o.limitBytes)} limit; ${o.fix}`);
   }
   return s;
 }

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { run } from '../../cli/bench.js';
-import { UsageError } from '../../cli/main.js';
+import { UsageError } from '../../errors.js';
 
 test('bench rejects an unknown suite with the list of known ones', async () => {
   await assert.rejects(run(['nope']), (e: unknown) => e instanceof UsageError && /unknown suite 'nope'.*gemm/.test(e.message));
