@@ -5,7 +5,7 @@
  */
 import { parseArgs, usage, type OptionSpec } from '../src/cli/args.js';
 import { UsageError } from '../src/errors.js';
-import type { BackendChoice } from '../src/backend/setup.js';
+import type { BackendChoice } from '../src/backend/setup-node.js';
 import { SUITE_SPEC, runSuiteCli } from './harness.js';
 import { runSpeculativeCli } from './speculative.js';
 

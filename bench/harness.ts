@@ -11,7 +11,7 @@
 import path from 'node:path';
 import { Tensor } from '../src/autograd/tensor.js';
 import { backward, noGrad, zeroGrad } from '../src/autograd/tape.js';
-import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../src/backend/setup.js';
+import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../src/backend/setup-node.js';
 import { kernelCounts, resetKernelCounts, type Backend } from '../src/backend/registry.js';
 import { parseArgs, usage, type OptionSpec } from '../src/cli/args.js';
 import { UsageError } from '../src/errors.js';

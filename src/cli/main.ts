@@ -70,7 +70,7 @@ export async function runCli(argv: string[]): Promise<number> {
     return 1;
   } finally {
     // Worker threads of the compute backends must not keep the process alive.
-    const { disposeBackends } = await import('../backend/setup.js');
+    const { disposeBackends } = await import('../backend/setup-node.js');
     await disposeBackends();
   }
 }

@@ -23,7 +23,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs, usage, type OptionSpec, type Parsed } from './args.js';
 import { UsageError } from '../errors.js';
-import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../backend/setup.js';
+import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../backend/setup-node.js';
 import { getBackend } from '../backend/registry.js';
 import { resolveConfig, parseHFConfig, type DeepSeekConfig } from '../model/config.js';
 import { initParams, type ModelParams } from '../model/deepseek.js';

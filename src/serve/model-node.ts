@@ -24,7 +24,7 @@ import { loadTokenizer } from '../io/tokenizer-node.js';
 import type { Tokenizer } from '../io/tokenizer.js';
 import type { Model } from '../infer/generate.js';
 import { findCheckpoint } from '../train/checkpoint-node.js';
-import { useBackend, type BackendChoice } from '../backend/setup.js';
+import { useBackend, type BackendChoice } from '../backend/setup-node.js';
 
 /** Folder names that say where a model sits in a run, never what it is. */
 const RUN_PARTS = new Set(['final', 'checkpoint', 'checkpoint.old']);

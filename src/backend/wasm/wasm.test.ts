@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { tsMatMul } from '../ts.js';
 import type { MatMulArgs } from '../registry.js';
+import '../platform-node.js';
 import { createWasmBackend, type WasmBackend } from './index.js';
 
 const backends: WasmBackend[] = [];
