@@ -13,6 +13,9 @@
  * - `Host`: on a loopback-bound server only loopback names (localhost, *.localhost, 127.x.x.x,
  *   [::1], any port) and `allowedHosts` entries are accepted; a non-loopback server (which always
  *   has an API key) checks Host only when `allowedHosts` is given.
+ * - The key is required on every path but /health and `openPaths` (static pages and scripts that
+ *   hold no data: a browser loads them, then sends the key with its API requests). Host and Origin
+ *   are checked on every path.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type http from 'node:http';
@@ -60,13 +63,17 @@ export interface AccessOptions {
   allowedHosts: string[];
   /** The server listens on a loopback address. */
   loopback: boolean;
+  /** Paths answered without the API key besides /health (static assets; never data). */
+  openPaths?: readonly string[];
 }
 
 /** Origin of the request when it is a browser's cross-site one we allow; null when absent. */
 export class AccessPolicy {
   private readonly origins: Set<string>;
   private readonly hosts: Set<string>;
+  private readonly open: Set<string>;
   constructor(private readonly o: AccessOptions) {
+    this.open = new Set(['/health', ...(o.openPaths ?? [])]);
     this.origins = new Set(o.allowedOrigins.map((x) => x.trim().replace(/\/+$/, '').toLowerCase()).filter(Boolean));
     this.hosts = new Set(o.allowedHosts.map((x) => x.trim().toLowerCase()).filter(Boolean));
   }
@@ -91,7 +98,7 @@ export class AccessPolicy {
   }
 
   /**
-   * Checks Host, Origin and (except on /health) the API key; throws ApiError 403/401. Returns the
+   * Checks Host, Origin and (except on open paths) the API key; throws ApiError 403/401. Returns the
    * Origin to echo in CORS headers, or null.
    */
   check(req: http.IncomingMessage, pathname: string): string | null {
@@ -103,7 +110,7 @@ export class AccessPolicy {
     if (origin !== undefined && !this.originAllowed(origin)) {
       throw new ApiError(403, `Origin '${origin.slice(0, 100)}' is not allowed (allow it with --allowed-origins)`, 'permission_error', null, 'origin_not_allowed');
     }
-    if (this.o.apiKey && pathname !== '/health' && req.method !== 'OPTIONS' && !keyMatches(req.headers.authorization, this.o.apiKey)) {
+    if (this.o.apiKey && !this.open.has(pathname) && req.method !== 'OPTIONS' && !keyMatches(req.headers.authorization, this.o.apiKey)) {
       throw new ApiError(401, 'missing or wrong API key (send Authorization: Bearer <key>)', 'authentication_error', null, 'invalid_api_key');
     }
     return origin ?? null;
