@@ -38,7 +38,7 @@ export async function run(argv: string[]): Promise<number> {
   const w = o.weights as string | undefined;
   if (w !== undefined && w !== 'f32' && w !== 'bf16') throw new UsageError(`--weights must be f32 or bf16, got '${w}'`);
   const backend = ((o.backend as string | undefined) ?? 'auto') as BackendChoice;
-  if (!['auto', 'native', 'wasm', 'ts'].includes(backend)) throw new UsageError(`--backend must be auto, native, wasm or ts, got '${backend}'`);
+  if (!['auto', 'native', 'wasm', 'ts', 'webgpu'].includes(backend)) throw new UsageError(`--backend must be auto, native, wasm, ts or webgpu, got '${backend}'`);
   return runSpeculativeCli({
     model: (o.model as string | undefined) ?? null, threads: t !== undefined ? [t] : [1, 2], reps, backend,
     weights: w !== undefined ? [w] : ['f32', 'bf16'], maxTokens, prompt: (o.prompt as string | undefined) ?? 'The Congress of the United States',

@@ -46,13 +46,13 @@ const nodeSpawn: SpawnSourceWorker = (source, init) => {
   const text = `${NODE_PRELUDE}\n${source}\n__frugalStart(main);`;
   const w = new Worker(text, { eval: true, workerData: init, execArgv: [] });
   w.unref();
-  let handler: ((m: unknown) => void) | null = null;
+  // Only 'ready' is awaited here: a lasting 'message' listener would keep the process alive.
   const ready = new Promise<void>((resolve, reject) => {
-    w.on('message', (m) => { if (m === 'ready') resolve(); else handler?.(m); });
+    w.once('message', () => resolve());
     w.once('error', (e) => reject(new Error(`worker failed to start: ${e.message}`)));
     w.once('exit', (code) => reject(new Error(`worker exited with code ${code} before it was ready`)));
   });
-  return { ready, post: (m) => w.postMessage(m), onMessage: (fn) => { handler = fn; }, terminate: () => { void w.terminate(); } };
+  return { ready, post: (m) => w.postMessage(m), onMessage: (fn) => { void ready.then(() => w.on('message', fn)); }, terminate: () => { void w.terminate(); } };
 };
 
 const require = createRequire(import.meta.url);

@@ -55,6 +55,12 @@ export interface WebGPUBackend extends Backend {
   readonly info: GpuInfo;
   /** GPU jobs run, bytes uploaded and read back, and calls that ran on ts because an operand was too big. */
   stats(): { jobs: number; upBytes: number; downBytes: number; oversize: number };
+  /**
+   * Benchmarks: milliseconds of one job that uploads A [m,k] and B [k,n], runs `passes` GEMMs on
+   * the device-resident operands in one submission and reads C back. (T(p) − T(1)) / (p − 1) is the
+   * device time of one GEMM without transfers.
+   */
+  timeGemm(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, passes: number): number;
 }
 
 /** Creates the backend: starts the GPU thread, requests the device, compiles every pipeline. */
@@ -309,6 +315,18 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
     kernels,
     info,
     stats: () => ({ ...stats }),
+    timeGemm(a, b, c, m, n, k, passes): number {
+      if (!(passes >= 1 && passes <= 60)) throw new RangeError(`timeGemm: passes must be 1..60, got ${passes}`);
+      if (tooBig(m * k, k * n, m * n)) throw new RangeError(`timeGemm: ${m}x${n}x${k} exceeds the device's binding limit`);
+      const j = new Job();
+      j.input('mm.a', a, m * k); j.input('mm.b', b, k * n); j.output('mm.c', m * n);
+      for (let i = 0; i < passes; i++) j.pass('matmul', ['mm.a', 'mm.b', 'mm.c'], [m, n, k, 0, 0, 0, 0, 0, 0], [Math.ceil(n / 64), Math.ceil(m / 64), 1]);
+      const t0 = performance.now();
+      run(j);
+      const ms = performance.now() - t0;
+      j.read('mm.c', c);
+      return ms;
+    },
     describe: () => `webgpu (${name}; WGSL 64x64 tiled GEMM, fused RMSNorm/softmax/SiLU/attention/AdamW; features: ${info.enabled.join(', ') || 'none'}; GPU thread + shared-memory arena)`,
     dispose(): void {
       if (disposed) return;
