@@ -15,7 +15,8 @@ export interface Verb {
 export const verbs: Record<string, Verb> = {
   train: { summary: 'train a DeepSeek-style model (MLA + MoE + MTP) on the bundled corpus or your text', module: 'train' },
   generate: { summary: 'generate text from a model directory', module: 'generate' },
-  serve: { summary: 'OpenAI-compatible HTTP server with prefix/context caching', module: 'serve' },
+  serve: { summary: 'OpenAI-compatible HTTP server with prefix/context caching, and a chat playground at /', module: 'serve' },
+  dashboard: { summary: 'live web dashboard of training runs (loss, lr, throughput, cost, expert load, samples)', module: 'dashboard' },
   web: { summary: 'serve a page that trains and chats with a DeepSeek-style model in the browser (WebGPU / wasm)', module: 'web' },
   logits: { summary: 'print the logits of every position for given token ids', module: 'logits' },
   info: { summary: 'parameters, activated parameters and KV-cache size of a model', module: 'info' },

@@ -22,7 +22,7 @@ import { withBf16Weights } from '../infer/bf16-node.js';
 import { withQ8Weights } from '../infer/q8-node.js';
 import { isGgufPath } from '../model/gguf-node.js';
 
-export const summary = 'OpenAI-compatible HTTP server with prefix/context caching';
+export const summary = 'OpenAI-compatible HTTP server with prefix/context caching, and a chat playground at /';
 
 const spec: OptionSpec = {
   model: { type: 'string', help: 'model directory (config.json, *.safetensors, tokenizer.json), a frugal train run folder, or a .gguf file with a vocabulary' },
@@ -76,7 +76,7 @@ export async function run(argv: string[]): Promise<number> {
     chatTemplate: tc.chatTemplate, bosToken: tc.bos, eosToken: tc.eos, maxQueue: a['max-queue'], speculative: a.speculative === true,
     allowedOrigins: list(a['allowed-origins']), allowedHosts: list(a['allowed-hosts']),
   });
-  console.error(`frugal serve: ${name} on ${srv.url} (OpenAI API at ${srv.url}/v1; prefix cache ${a['cache-bytes']} bytes${diskCache ? `, disk cache ${a['cache-dir']}` : ''}${apiKey ? ', API key required' : ''})`);
+  console.error(`frugal serve: ${name} on ${srv.url} (OpenAI API at ${srv.url}/v1, chat playground at ${srv.url}/; prefix cache ${a['cache-bytes']} bytes${diskCache ? `, disk cache ${a['cache-dir']}` : ''}${apiKey ? ', API key required' : ''})`);
   await new Promise<void>((resolve) => {
     const stop = (sig: string): void => {
       console.error(`frugal serve: ${sig}, shutting down`);

@@ -41,7 +41,10 @@ import { CheckpointError, configHash, findCheckpoint, loadCheckpoint, readCheckp
 import { lrAt } from '../train/schedule.js';
 import { checkAllocation, ModelSizeError } from '../model/size.js';
 import { memoryLimitBytes } from '../model/load-node.js';
-import { appendMetrics, lossCurveSvg, readMetrics, truncateMetrics } from '../train/metrics-node.js';
+import { appendMetrics, fp8IntervalStats, lossCurveSvg, readMetrics, truncateMetrics } from '../train/metrics-node.js';
+import { writeRunInfo, type RunInfo, type RunStatus } from '../train/run-info-node.js';
+import { resolveKey, startRunDashboard, type RunDashboard } from './dashboard.js';
+import { hostname } from 'node:os';
 
 export const summary = 'train a DeepSeek-style model (MLA + MoE + MTP) on the bundled corpus or your text';
 
@@ -91,6 +94,9 @@ const spec: OptionSpec = {
   gpu: { type: 'string', help: 'GPU priced in the $ column (h800 | h100 | h200 | a100 | b200) (default h800)' },
   price: { type: 'number', help: '$ per GPU-hour for the $ column (default 2)' },
   quiet: { type: 'boolean', help: 'print only errors and the final summary' },
+  dashboard: { type: 'boolean', help: 'serve the live dashboard of this run (prints its URL; see `frugal dashboard`)' },
+  'dashboard-port': { type: 'number', help: 'port of --dashboard (default 6006; a busy port falls back to any free one)' },
+  'dashboard-host': { type: 'string', help: 'address of --dashboard (default 127.0.0.1; any other needs FRUGAL_API_KEY)' },
 };
 
 /**
@@ -205,6 +211,7 @@ export async function run(argv: string[]): Promise<number> {
   };
   const valFraction = numOpt('val-fraction', 0.05, (x) => x > 0 && x < 1, 'in (0, 1)');
   const scheduleSteps = intOpt('schedule-steps', steps, 1);
+  if (a.dashboard) resolveKey(String(a['dashboard-host'] ?? '127.0.0.1'), undefined); // a non-loopback dashboard needs FRUGAL_API_KEY: say so before any work
   const gpu = (() => { try { return getGpu(String(a.gpu ?? 'h800')); } catch (e) { throw new UsageError(`--gpu: ${(e as Error).message}`); } })();
 
   // FP8 recipe: the FP8 linear from src/fp8 when it is built.
@@ -346,6 +353,22 @@ export async function run(argv: string[]): Promise<number> {
     const metricsFile = path.join(out, 'metrics.jsonl');
     if (ck) truncateMetrics(metricsFile, ck.meta.state.step);
     else await writeFile(metricsFile, '');
+    // run.json: what a dashboard shows besides the metrics, and whether the run is going.
+    const runInfo: RunInfo = {
+      format: 1, status: 'running', pid: process.pid, host: hostname(), startedAt: new Date().toISOString(), steps, tokensPerStep: batch * seq * opts.gradAccum,
+      options: cli, precision, data: corpus.name, unigramEntropy: entropy, backend: describeBackend(),
+      model: { config: configSpec, layers: cfg.numHiddenLayers, experts: cfg.nRoutedExperts, expertsPerToken: cfg.numExpertsPerTok, paramsTotal: pc.total, paramsActive: pc.active,
+        moeLayers: [...params.layers.map((l, i) => (l.moe ? i : -1)), ...params.mtp.map((m, j) => (m.layer.moe ? cfg.numHiddenLayers + j : -1))].filter((i) => i >= 0) },
+      cost: { gpu: gpu.name, pricePerHour: price, usdPerToken: meter.usdPerToken, mfuAssumed: 0.39 },
+    };
+    await writeRunInfo(out, runInfo);
+    const endRun = (status: RunStatus, note: string): Promise<void> => writeRunInfo(out, { ...runInfo, status, note, endedAt: new Date().toISOString() });
+    let dashboard: RunDashboard | null = null;
+    if (a.dashboard) {
+      dashboard = await startRunDashboard(out, { host: a['dashboard-host'], port: a['dashboard-port'] });
+      console.log(`dashboard: ${dashboard.url}/  (live while training; afterwards: npx frugal dashboard ${out})`);
+    }
+    const fp8Stats = precision === 'fp8' ? fp8IntervalStats(ck ? ck.meta.state.elapsedMs / 1000 : 0) : null;
     const tty = process.stdout.isTTY === true && !quiet;
     let bar = '';
     const clearBar = (): void => { if (tty && bar) process.stdout.write('\r\x1b[K'); };
@@ -385,7 +408,7 @@ export async function run(argv: string[]): Promise<number> {
       }
     };
     const trainer = new Trainer({ cfg, params, train: trainTokens, val: valTokens, options: opts, meter, ...(projLinear ? { projLinear } : {}), promptIds: tok.encode('The', { addSpecialTokens: false }), eosId: eos, sampleVocab: tok.vocabSize }, {
-      onLog: (e) => { appendMetrics(metricsFile, e); if (!quiet) { clearBar(); console.log(formatLogLine(e, steps)); } },
+      onLog: (e) => { appendMetrics(metricsFile, e, fp8Stats?.(e)); if (!quiet) { clearBar(); console.log(formatLogLine(e, steps)); } },
       onEval: (e) => { if (!quiet) { clearBar(); console.log(`  sample @${e.step}: ${JSON.stringify(e.sample.slice(0, 160))}`); } },
       onStep: (s) => drawBar(s, trainer),
       onSkip: (s, why) => { clearBar(); console.error(`frugal train: step ${s} skipped: ${why}`); },
@@ -398,13 +421,16 @@ export async function run(argv: string[]): Promise<number> {
       say(`resumed from ${resumeFrom} at step ${ck.meta.state.step}`);
     }
     const startStep = trainer.progress.step;
-    if (startStep >= steps) { say(`checkpoint is at step ${startStep} of the run's ${steps}; nothing to do (to train longer: --resume --out ${out} --steps ${steps * 2} --extend)`); return 0; }
+    if (startStep >= steps) { await endRun('finished', `checkpoint already at step ${startStep}`); await dashboard?.close(); say(`checkpoint is at step ${startStep} of the run's ${steps}; nothing to do (to train longer: --resume --out ${out} --steps ${steps * 2} --extend)`); return 0; }
     const tLoop = performance.now();
+    fp8Stats?.(null); // start the first interval here, after start-up's quantisations
     let result;
     try {
       result = await trainer.run();
+      await endRun(result.interrupted ? 'interrupted' : 'finished', result.interrupted ? `stopped by ${stop ?? 'a signal'} at step ${result.state.step}; resume with --resume` : '');
     } catch (e) {
       clearBar();
+      await endRun('failed', (e as Error).message ?? String(e)).catch(() => undefined); // the training error is the one to report
       if (e instanceof TrainingDivergedError) {
         console.error(`frugal train: ${e.message}. The last good checkpoint is ${lastSaved > 0 ? `${ckptDir} (step ${lastSaved})` : 'none (no checkpoint was written before the failure)'}.`);
         return 1;
@@ -413,6 +439,7 @@ export async function run(argv: string[]): Promise<number> {
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
+      await dashboard?.close();
     }
     clearBar();
     const rows = readMetrics(metricsFile);

@@ -1,7 +1,8 @@
 /**
  * OpenAI-compatible HTTP server on node:http. Routes: POST /v1/chat/completions, POST
  * /v1/completions (both with SSE `stream: true` ending in `data: [DONE]`, and
- * `stream_options.include_usage`), GET /v1/models, POST /tokenize, POST /detokenize, GET /health.
+ * `stream_options.include_usage`), GET /v1/models, POST /tokenize, POST /detokenize, GET /health,
+ * and the chat playground page at GET / (static files, src/serve/ui-node.ts; no key needed).
  *
  * Contract:
  * - Requests run one at a time through a bounded queue (the engine is synchronous); a full queue
@@ -32,6 +33,7 @@ import { StreamDecoder, type Tokenizer } from '../io/tokenizer.js';
 import { ApiError, DEFAULT_CHAT_TEMPLATE, DEFAULT_TEMPLATE_STOPS, parseRequest, usage, type ParsedRequest } from './openai.js';
 import { AccessPolicy, checkApiKey, isLoopbackName } from './access.js';
 import { ChatTemplateRenderer, type TemplateBudget } from './chat-template-node.js';
+import { PLAYGROUND_PATHS, serveUi } from './ui-node.js';
 
 export interface ServerOptions {
   model: Model;
@@ -100,7 +102,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
   if (!(Number.isInteger(maxQueue) && maxQueue >= 0)) throw new Error(`maxQueue must be an integer >= 0 (0 = no bound), got ${maxQueue}`);
   const apiKey = o.apiKey ? checkApiKey(o.apiKey) : null;
   const host = o.host ?? '127.0.0.1';
-  const access = new AccessPolicy({ apiKey, allowedOrigins: o.allowedOrigins ?? [], allowedHosts: o.allowedHosts ?? [], loopback: isLoopbackName(host) });
+  const access = new AccessPolicy({ apiKey, allowedOrigins: o.allowedOrigins ?? [], allowedHosts: o.allowedHosts ?? [], loopback: isLoopbackName(host), openPaths: PLAYGROUND_PATHS });
   const maxKvBytes = o.maxKvBytes ?? 2 ** 31;
   const kvBytesPerToken = 4 * (model.cfg.kvLoraRank + model.cfg.qkRopeHeadDim) * (model.cfg.numHiddenLayers + model.cfg.numNextnPredictLayers);
   const log = o.log ?? ((m: string) => console.error(m));
@@ -270,6 +272,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     try { url = new URL(req.url ?? '/', 'http://localhost'); } catch { throw new ApiError(400, 'malformed request URL'); }
     const origin = access.check(req, url.pathname);
     if (origin) res.setHeader('Access-Control-Allow-Origin', origin).setHeader('Vary', 'Origin');
+    if (serveUi(req, res, url.pathname, 'playground')) return; // the chat playground at / (ui-node.ts)
     const known = ['/health', '/v1/models', '/v1/completions', '/v1/chat/completions', '/tokenize', '/detokenize'];
     if (!known.includes(url.pathname)) throw new ApiError(404, `no route ${url.pathname} (routes: ${known.join(', ')})`, 'invalid_request_error', null, 'not_found');
     if (req.method === 'OPTIONS') {

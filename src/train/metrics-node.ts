@@ -2,24 +2,93 @@
  * Run metrics on disk (Node): `metrics.jsonl` (one object per logged step, appended as training
  * goes; on resume, lines past the checkpoint's step are dropped so the file matches the run) and
  * an SVG loss curve (train and validation loss vs step, with the unigram-entropy baseline).
+ *
+ * Contract:
+ * - A row's size is bounded whatever the model: expert statistics (`moe`) keep at most
+ *   MOE_MAX_LAYERS layers and MOE_MAX_COLUMNS columns per layer (experts summed in equal groups
+ *   beyond that), values rounded to 3–4 significant digits; a sample keeps SAMPLE_MAX_CHARS.
+ * - `moe.load[l][j]` is column j's load over the mean load of layer l (1 = balanced), so rows of
+ *   models with any batch size or top-k read alike; `moe.bias` is the correction bias per column.
  */
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
-import type { LogEntry } from './trainer.js';
+import type { ExpertStats, LogEntry } from './trainer.js';
+import { fp8KernelTime, fp8WeightStats, resetFp8KernelTime, resetSavedActivationStats, savedActivationStats } from '../fp8/linear.js';
+
+/** Most MoE layers one metrics row describes (later ones are counted in `moe.omittedLayers`). */
+export const MOE_MAX_LAYERS = 64;
+/** Most columns per layer: more experts are summed in groups of `moe.group`. */
+export const MOE_MAX_COLUMNS = 64;
+/** Longest sample text kept in a row. */
+export const SAMPLE_MAX_CHARS = 400;
+
+/** The compact `moe` object of a metrics row (see the file contract). */
+export interface MoeRecord { layers: number[]; group: number; load: number[][]; maxVio: number[]; bias: (number[] | null)[]; omittedLayers?: number }
+
+const sig = (x: number, d: number): number => (Number.isFinite(x) ? Number(x.toPrecision(d)) : 0);
+
+/** Bounded, rounded expert statistics for metrics.jsonl. */
+export function moeRecord(s: ExpertStats): MoeRecord | null {
+  if (s.layers.length === 0) return null;
+  const n = Math.min(s.layers.length, MOE_MAX_LAYERS);
+  const experts = s.loads[0]!.length;
+  const group = Math.ceil(experts / MOE_MAX_COLUMNS), cols = Math.ceil(experts / group);
+  const load: number[][] = [], bias: (number[] | null)[] = [];
+  for (let l = 0; l < n; l++) {
+    const ld = s.loads[l]!, b = s.bias[l] ?? null;
+    let sum = 0;
+    for (const x of ld) sum += x;
+    const mean = sum / ld.length;
+    const row: number[] = [], brow: number[] = [];
+    for (let c = 0; c < cols; c++) {
+      let ls = 0, bs = 0, k = 0;
+      for (let e = c * group; e < Math.min(experts, (c + 1) * group); e++, k++) { ls += ld[e]!; bs += b ? b[e]! : 0; }
+      row.push(mean > 0 ? sig(ls / (k * mean), 3) : 0);
+      brow.push(sig(Math.round((bs / k) * 1e6) / 1e6, 4)); // biases move in steps of γ (1e-3): 1e-6 is plenty
+    }
+    load.push(row);
+    bias.push(b ? brow : null);
+  }
+  const r: MoeRecord = { layers: s.layers.slice(0, n), group, load, maxVio: s.maxVio.slice(0, n).map((v) => sig(v, 4)), bias };
+  if (s.layers.length > n) r.omittedLayers = s.layers.length - n;
+  return r;
+}
 
 /** The metrics.jsonl object of a log entry (issue #5 field names first). `loss` is the next-token
  *  cross-entropy (comparable with valLoss); `totalLoss` adds λ·MTP and the balance term. */
-export function metricsRecord(e: LogEntry): Record<string, unknown> {
+export function metricsRecord(e: LogEntry, extra: Record<string, unknown> = {}): Record<string, unknown> {
   const r = (x: number | null, d = 5): number | null => (x === null || !Number.isFinite(x) ? null : Number(x.toPrecision(d)));
-  return {
+  const row: Record<string, unknown> = {
     step: e.step, loss: r(e.mainLoss), valLoss: r(e.valLoss), lr: r(e.lr, 4), tokensPerSec: r(e.tokensPerSec, 4), mfu: r(e.mfu, 3),
     maxVio: r(e.maxVio, 4), tokensSeen: e.tokensSeen, totalLoss: r(e.loss), mtpLoss: r(e.mtpLoss), gradNorm: r(e.gradNorm, 4),
     usd: r(e.usd, 3), skippedSteps: e.skippedSteps, elapsedSec: r(e.elapsedSec, 4),
   };
+  const moe = e.experts ? moeRecord(e.experts) : null;
+  if (moe) row.moe = moe;
+  if (typeof e.sample === 'string') row.sample = e.sample.slice(0, SAMPLE_MAX_CHARS);
+  return { ...row, ...extra };
 }
 
-/** Appends one entry to the jsonl file. */
-export function appendMetrics(file: string, e: LogEntry): void {
-  appendFileSync(file, JSON.stringify(metricsRecord(e)) + '\n');
+/**
+ * FP8 statistics per log interval, as the `fp8` field of a metrics row: the interval's step time,
+ * milliseconds spent quantising and in FP8 GEMMs, the peak bytes of saved activations, and how
+ * often weights were quantised vs taken from the per-step cache. Call with null to start an
+ * interval (the counters are reset), then with each log entry.
+ */
+export function fp8IntervalStats(elapsedSec: number): (e: LogEntry | null) => Record<string, unknown> {
+  let base = fp8WeightStats(), since = elapsedSec;
+  return (e) => {
+    const t = fp8KernelTime(), w = fp8WeightStats(), act = savedActivationStats();
+    const r = e ? { fp8: { intervalMs: Math.round((e.elapsedSec - since) * 1000), quantizeMs: Math.round(t.quantizeMs), gemmMs: Math.round(t.gemmMs), actPeakBytes: act.peak, weightsQuantized: w.quantized - base.quantized, weightsReused: w.reused - base.reused } } : {};
+    resetFp8KernelTime(); resetSavedActivationStats();
+    base = w;
+    if (e) since = e.elapsedSec;
+    return r;
+  };
+}
+
+/** Appends one entry (plus `extra` fields, e.g. FP8 statistics) to the jsonl file. */
+export function appendMetrics(file: string, e: LogEntry, extra: Record<string, unknown> = {}): void {
+  appendFileSync(file, JSON.stringify(metricsRecord(e, extra)) + '\n');
 }
 
 /** Reads metrics.jsonl (skipping unreadable lines, e.g. a torn last line after a kill). */

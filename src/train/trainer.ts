@@ -20,7 +20,7 @@ import type { DeepSeekConfig } from '../model/config.js';
 import { forward, KVCache, lossFn, trainableParams, type ModelParams } from '../model/deepseek.js';
 import { AdamW, clipGradNorm, type AdamWState } from './optim.js';
 import { checkSchedule, lrAt, type Schedule, type ScheduleKind } from './schedule.js';
-import { countLoads, maxVio, routerParams, updateGateBias, type BiasUpdate, type LayerLoads } from './balance.js';
+import { countLoads, gateBias, layerMaxVio, routerParams, updateGateBias, type BiasUpdate, type LayerLoads } from './balance.js';
 import { BatchSampler, type SamplerState } from './data.js';
 
 /** Every knob of a run (the CLI fills them from flags and defaults). */
@@ -95,7 +95,18 @@ export interface LogEntry {
   usd: number;
   skippedSteps: number;
   elapsedSec: number;
+  /** Per MoE layer over the interval: summed expert loads, mean MaxVio, the gate bias now. */
+  experts?: ExpertStats;
+  /** The eval sample, at steps that evaluated. */
+  sample?: string | null;
 }
+
+/**
+ * Expert balance of one log interval, per MoE layer (main layers, then MTP layers): token counts
+ * per expert summed over the interval's steps, the layer's MaxVio averaged over those steps, and
+ * its aux-loss-free correction bias after the interval's last update (null when it has none).
+ */
+export interface ExpertStats { layers: number[]; loads: Float64Array[]; maxVio: number[]; bias: (Float32Array | null)[] }
 
 /** Cost meter inputs: FLOPs per trained token, this machine's peak FLOP/s, $ per trained token on the chosen GPU. */
 export interface Meter { flopsPerToken: number; peakFlops: number; usdPerToken: number }
@@ -280,11 +291,23 @@ export class Trainer {
     return { loss, mainLoss, mtpLoss, gradNorm, lr, loads, skipped };
   }
 
+  /** The interval's expert balance (layers in order; `steps` good steps were summed). */
+  private expertStats(loads: LayerLoads, vio: Map<number, number>, steps: number): ExpertStats {
+    const layers = [...loads.keys()].sort((a, b) => a - b);
+    return {
+      layers, loads: layers.map((l) => loads.get(l)!.slice()), maxVio: layers.map((l) => (steps ? vio.get(l)! / steps : 0)),
+      bias: layers.map((l) => gateBias(this.params, this.cfg, l)?.f32.slice() ?? null),
+    };
+  }
+
   /** Runs until `steps` (or a stop request); see the file comment for saving and failures. */
   async run(): Promise<TrainResult> {
     const o = this.opts, m = this.init.meter;
     let lastLog: LogEntry | null = null, firstLoss: number | null = null, finalValLoss: number | null = null;
     let winMs = 0, winTokens = 0, winLoss = 0, winMain = 0, winMtp = 0, winMtpN = 0, winN = 0, winVio = 0, winNorm = 0;
+    // Per layer over the interval: summed loads and summed per-step MaxVio.
+    const winLoads: LayerLoads = new Map(), winLayerVio = new Map<number, number>();
+    let sample: string | null = null;
     while (this.state.step < o.steps) {
       const t0 = performance.now();
       const r = this.trainStep();
@@ -300,7 +323,15 @@ export class Trainer {
         firstLoss ??= r.mainLoss;
         winLoss += r.loss; winMain += r.mainLoss; winN++; winNorm += r.gradNorm;
         if (r.mtpLoss !== null) { winMtp += r.mtpLoss; winMtpN++; }
-        winVio += maxVio(r.loads);
+        let stepVio = 0;
+        for (const [layer, load] of r.loads) {
+          const v = layerMaxVio(load);
+          stepVio += v;
+          winLayerVio.set(layer, (winLayerVio.get(layer) ?? 0) + v);
+          const acc = winLoads.get(layer) ?? winLoads.set(layer, new Float64Array(load.length)).get(layer)!;
+          for (let i = 0; i < load.length; i++) acc[i]! += load[i]!;
+        }
+        winVio += r.loads.size ? stepVio / r.loads.size : 0;
       }
       winMs += dt; winTokens += o.batch * o.seq * o.gradAccum;
       this.hooks.onStep?.(step, r.loss);
@@ -311,7 +342,8 @@ export class Trainer {
         finalValLoss = valLoss;
         const prompt = this.init.promptIds ?? [this.init.eosId ?? 0];
         const ids = sampleTokens(this.params, this.cfg, prompt, o.sampleTokens, { temperature: 0.8, topK: 40, seed: (o.seed ^ step) >>> 0, eosId: this.init.eosId ?? null, ...(this.init.sampleVocab ? { vocab: this.init.sampleVocab } : {}) });
-        this.hooks.onEval?.({ step, valLoss, sample: this.hooks.decode ? this.hooks.decode([...(this.init.promptIds ?? []), ...ids]) : ids.join(' ') });
+        sample = this.hooks.decode ? this.hooks.decode([...(this.init.promptIds ?? []), ...ids]) : ids.join(' ');
+        this.hooks.onEval?.({ step, valLoss, sample });
       }
       if ((step % o.logEvery === 0 || last || valLoss !== null) && winN + this.consecutiveBad > 0) {
         const tps = winTokens / Math.max(1e-9, winMs / 1000);
@@ -320,9 +352,11 @@ export class Trainer {
           valLoss, lr: r.lr, gradNorm: winN ? winNorm / winN : NaN, tokensPerSec: tps, mfu: (tps * m.flopsPerToken) / m.peakFlops,
           maxVio: winN ? winVio / winN : 0, tokensSeen: this.state.tokensSeen, usd: this.state.tokensSeen * m.usdPerToken,
           skippedSteps: this.state.skippedSteps, elapsedSec: this.state.elapsedMs / 1000,
+          experts: this.expertStats(winLoads, winLayerVio, winN), sample,
         };
         this.hooks.onLog?.(lastLog);
         winMs = winTokens = winLoss = winMain = winMtp = winMtpN = winN = winVio = winNorm = 0;
+        winLoads.clear(); winLayerVio.clear(); sample = null;
       }
       if (this.consecutiveBad === 0) {
         if (this.hooks.shouldStop?.()) {
