@@ -69,8 +69,8 @@ export async function run(argv: string[]): Promise<number> {
         call.push(t1);
       }
       const flops = 2 * n * n * n, d = median(dev);
-      rows.push({ what: `gemm ${n}x${n}x${n} device`, value: `${(flops / d / 1e6).toFixed(0)} GFLOP/s`, detail: `${d.toFixed(2)} ms (range ${Math.min(...dev).toFixed(2)}–${Math.max(...dev).toFixed(2)}); ${(100 * flops / (d / 1e3) / peak32).toFixed(1)}% of FP32 peak, ${(100 * flops / (d / 1e3) / peak16).toFixed(2)}% of FP16 peak` });
-      rows.push({ what: `gemm ${n}x${n}x${n} per call`, value: `${(flops / median(call) / 1e6).toFixed(0)} GFLOP/s`, detail: `${median(call).toFixed(1)} ms with upload of A, B and readback of C` });
+      rows.push({ what: `gemm ${n}x${n}x${n} device`, value: `${(flops / d / 1e6).toPrecision(3)} GFLOP/s`, detail: `${d.toFixed(2)} ms (range ${Math.min(...dev).toFixed(2)}–${Math.max(...dev).toFixed(2)}); ${(100 * flops / (d / 1e3) / peak32).toFixed(1)}% of FP32 peak, ${(100 * flops / (d / 1e3) / peak16).toFixed(2)}% of FP16 peak` });
+      rows.push({ what: `gemm ${n}x${n}x${n} per call`, value: `${(flops / median(call) / 1e6).toPrecision(3)} GFLOP/s`, detail: `${median(call).toFixed(1)} ms with upload of A, B and readback of C` });
       log(`${rows[rows.length - 2]!.what}: ${rows[rows.length - 2]!.value} — ${rows[rows.length - 2]!.detail}`);
     }
     // Training: optimizer steps of a model config on random tokens (fwd + bwd + AdamW, MTP on).
