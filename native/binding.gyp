@@ -17,7 +17,11 @@
         "src/fp8_quant.cc",
         "src/fp8_gemm.cc",
         "src/adamw_bf16.cc",
-        "src/fp8_addon.cc"
+        "src/fp8_addon.cc",
+        "src/decode_gemv.cc",
+        "src/decode_attn.cc",
+        "src/decode_engine.cc",
+        "src/decode_addon.cc"
       ],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++1y", "-std=gnu++17"],

@@ -65,7 +65,19 @@ export interface Kernels {
   Fp8ScaledGemm(args: Fp8GemmArgs): void;
   /** AdamW with BF16-stored moments: same bits as decoding m, v, AdamW, and encoding back. Optional. */
   AdamWBf16(w: Float32Array, g: Float32Array, m: Uint16Array, v: Uint16Array, h: AdamWHyper): void;
+  /** The decode engine over a model's arrays (src/model/decode-engine.ts lays them out); returns its handle. Optional. */
+  DecodeEngineCreate(cfg: Float64Array, kinds: Int32Array, arrays: Array<EngineArray | null>): object;
+  /** One main-model decode pass of the engine (src/model/decode-engine.ts runMain). Optional. */
+  DecodeEngineMain(engine: object, tokens: Int32Array, segs: Int32Array, caches: Float32Array[], cos: Float32Array, sin: Float32Array,
+    from: number, hidden: Float32Array, logits: Float32Array): void;
+  /** One MTP decode pass of the engine (src/model/decode-engine.ts runMtp). Optional. */
+  DecodeEngineMtp(engine: object, depth: number, hiddenIn: Float32Array, nextTokens: Int32Array, segs: Int32Array, caches: Float32Array[],
+    cos: Float32Array, sin: Float32Array, from: number, hidden: Float32Array, logits: Float32Array): void;
+  /** y[rows, n] = x[rows, k] · Wᵀ on the decode engine's row-exact product (W [n, k] f32, bf16 bits or Q8_0 blocks). Optional. */
+  DecodeMatRows(w: EngineArray, n: number, k: number, x: Float32Array, rows: number, y: Float32Array): void;
 }
+/** A decode-engine weight: f32, bf16 bit patterns (Uint16Array) or Q8_0 blocks (Uint8Array). */
+export type EngineArray = Float32Array | Uint16Array | Uint8Array;
 /**
  * C[m,n] (+)= Σ_kb sa(m,kb)·sb(kb,n)·Σ_{k∈kb} A(m,k)·B(k,n) over 128-wide K blocks kb, E4M3 codes.
  * A is [m,k] row-major, or [k,m] when aTrans; B is [k,n] row-major. sa(m,kb) = sa[kb·saKb + m·saRow],
@@ -162,6 +174,12 @@ export function kernel<K extends KernelName>(name: K): Kernels[K] {
 }
 
 /** Kernel `name` when some backend in the active chain has it, else null (for optional fused kernels). */
+/** Whether the active backend (or its fallback chain) has kernel `name`; not counted as a call. */
+export function hasKernel(name: KernelName): boolean {
+  for (let b: Backend | undefined = active ?? undefined; b; b = b.fallback ? backends.get(b.fallback) : undefined) if (b.kernels[name]) return true;
+  return false;
+}
+
 export function optionalKernel<K extends KernelName>(name: K): Kernels[K] | null {
   for (let b: Backend | undefined = active ?? undefined; b; b = b.fallback ? backends.get(b.fallback) : undefined) {
     if (b.kernels[name]) return kernel(name);
@@ -173,7 +191,7 @@ export function optionalKernel<K extends KernelName>(name: K): Kernels[K] | null
 export function kernelTable(): Record<string, string> {
   const out: Record<string, string> = {};
   for (const name of ['MatMul', 'RMSNorm', 'Softmax', 'SiluMul', 'SiluMulBackward', 'RMSNormBackward', 'SoftmaxBackward', 'AdamW', 'SumSquares', 'AddInto', 'RowsAxpy', 'AttentionForward', 'AttentionBackward',
-    'Fp8QuantizeRows', 'Fp8QuantizeCols', 'Fp8RequantizeCols', 'Fp8QuantizeWeight', 'Fp8ScaledGemm', 'AdamWBf16'] as KernelName[]) {
+    'Fp8QuantizeRows', 'Fp8QuantizeCols', 'Fp8RequantizeCols', 'Fp8QuantizeWeight', 'Fp8ScaledGemm', 'AdamWBf16', 'DecodeEngineMain'] as KernelName[]) {
     let b: Backend | undefined = active ?? undefined;
     while (b && !b.kernels[name]) b = b.fallback ? backends.get(b.fallback) : undefined;
     out[name] = b ? b.name : 'missing';
