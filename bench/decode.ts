@@ -5,7 +5,7 @@
  */
 import { parseArgs, usage, type OptionSpec } from '../src/cli/args.js';
 import { UsageError } from '../src/errors.js';
-import type { BackendChoice } from '../src/backend/setup.js';
+import type { BackendChoice } from '../src/backend/setup-node.js';
 import { SUITE_SPEC, runSuiteCli } from './harness.js';
 import { runSpeculativeCli } from './speculative.js';
 
@@ -41,7 +41,7 @@ export async function run(argv: string[]): Promise<number> {
   const drafts = (o.drafts as string | undefined) ?? 'q8_0';
   if (drafts !== 'q8_0' && drafts !== 'same') throw new UsageError(`--drafts must be q8_0 or same, got '${drafts}'`);
   const backend = ((o.backend as string | undefined) ?? 'auto') as BackendChoice;
-  if (!['auto', 'native', 'wasm', 'ts'].includes(backend)) throw new UsageError(`--backend must be auto, native, wasm or ts, got '${backend}'`);
+  if (!['auto', 'native', 'wasm', 'ts', 'webgpu'].includes(backend)) throw new UsageError(`--backend must be auto, native, wasm, ts or webgpu, got '${backend}'`);
   return runSpeculativeCli({
     model: (o.model as string | undefined) ?? null, threads: t !== undefined ? [t] : [1, 2], reps, backend,
     weights: w !== undefined ? [w] : ['f32', 'bf16'], maxTokens, prompt: (o.prompt as string | undefined) ?? 'The Congress of the United States',

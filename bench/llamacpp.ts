@@ -18,7 +18,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { Tensor } from '../src/autograd/tensor.js';
 import { noGrad } from '../src/autograd/tape.js';
-import { useBackend, describeBackend, disposeBackends } from '../src/backend/setup.js';
+import { useBackend, describeBackend, disposeBackends } from '../src/backend/setup-node.js';
 import type { Backend } from '../src/backend/registry.js';
 import { exportGguf } from '../src/model/gguf-node.js';
 import { MODEL_BENCH_CONFIGS, benchModel, lcgBatch, lcgTokens, repoRoot, stats, tempModelDir, writeRaw, writeResults, type BenchModel, type BenchRow } from './common.js';

@@ -8,7 +8,7 @@
  * least disturbed).
  */
 import '../src/backend/index.js';
-import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../src/backend/setup.js';
+import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../src/backend/setup-node.js';
 import { kernel } from '../src/backend/registry.js';
 import { noGrad } from '../src/autograd/tape.js';
 import { Tensor } from '../src/autograd/tensor.js';

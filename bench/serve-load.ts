@@ -43,7 +43,7 @@ import { kvCacheBytesPerToken } from '../src/cost/index.js';
 import { presets, type DeepSeekConfig } from '../src/model/config.js';
 import { parseArgs, usage, type OptionSpec } from '../src/cli/args.js';
 import { lcgTokens } from './common.js';
-import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../src/backend/setup.js';
+import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../src/backend/setup-node.js';
 import { concurrencySweep } from './serve-sweep.js';
 
 const spec: OptionSpec = {

@@ -7,7 +7,7 @@
  * checks; the fair comparison is `frugal bench decode --speculative`.
  * Run: `npx tsx bench/speculative-steps.ts MODEL_DIR [threads] [rounds] [--bf16] [--q8-drafts]`.
  */
-import { useBackend, describeBackend, disposeBackends } from '../src/backend/setup.js';
+import { useBackend, describeBackend, disposeBackends } from '../src/backend/setup-node.js';
 import { kernelCounts, resetKernelCounts } from '../src/backend/registry.js';
 import { RowDecoder } from '../src/model/decode.js';
 import { Generation, type Model } from '../src/infer/generate.js';

@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
-import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../src/backend/setup.js';
+import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../src/backend/setup-node.js';
 import { UsageError } from '../src/errors.js';
 import { Generation, type Model } from '../src/infer/generate.js';
 import { withBf16Weights } from '../src/infer/bf16-node.js';

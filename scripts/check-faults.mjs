@@ -17,7 +17,7 @@ const scratch = path.join(root, '..', `.frugal-faults-${process.pid}`);
 const filter = process.argv[2] ?? '';
 const ALL = 'FRUGAL_EXPECT_BACKENDS=ts,wasm,native FRUGAL_EXPECT_DEFAULT=native';
 
-/** id, what it breaks, edits [file, find, replace], test files, extra env, native rebuild. */
+/** id, what it breaks, edits [file, find, replace], test files, extra env (`env`), native rebuild. */
 const FAULTS = [
   { id: 'server-garbage-text', what: 'every generated token\'s text replaced by "garbage" in the server',
     edits: [['src/serve/server.ts', 'const emit = (s: string): void => { if (!s) return;', "const emit = (s: string): void => { if (!s) return; s = 'garbage';"]],
@@ -62,7 +62,7 @@ const FAULTS = [
     edits: [['src/fp8/quant.ts', "if (scaleFmt === 'ue8m0') return pow2Ceil(s);", "if (scaleFmt === 'ue8m0') return s;"]],
     tests: ['test/reference.test.ts'] },
   { id: 'wasm-fails', what: 'the wasm backend cannot start (backends.test would have compared nothing)',
-    edits: [['src/backend/setup.ts', "const { createWasmBackend } = await import('./wasm/index.js');", "const { createWasmBackend } = await import('./wasm/index.js'); throw new Error('injected');"]],
+    edits: [['src/backend/setup.ts', '  const b = await createWasmBackend(threads === undefined ? {} : { threads });', "  throw new Error('injected');\n  const b = await createWasmBackend(threads === undefined ? {} : { threads });"]],
     tests: ['test/backends.test.ts'] },
   { id: 'upward-import', what: 'the server imports from the CLI layer again',
     edits: [['src/serve/model-node.ts', "import { UsageError } from '../errors.js';", "import { UsageError } from '../cli/main.js';"]],
@@ -98,6 +98,18 @@ const FAULTS = [
   { id: 'playground-not-streaming', what: 'the playground shows a reply only once it is complete',
     edits: [['src/web/playground.js', '        body.textContent = reply;\n', ''], ['src/web/playground.js', "  body.classList.remove('streaming');", "  body.classList.remove('streaming');\n  body.textContent = reply;"]],
     tests: ['test/playground-browser.test.ts'], env: { FRUGAL_EXPECT_BROWSER: '1' } },
+  { id: 'browser-node-import', what: 'the wasm backend reaches a node:* module again (dynamic import)',
+    edits: [['src/backend/wasm/index.ts', '  const plat = platform();', "  const plat = platform();\n  if (plat.name === 'node') await import('node:os');"]],
+    tests: ['test/browser-entry.test.ts'] },
+  { id: 'webgpu-gemm-k', what: 'the WGSL GEMM reads A one column of K too far',
+    edits: [['src/backend/webgpu/wgsl-gemm.ts', '      let gk = k0 + kk;', '      let gk = k0 + kk + 1u;']],
+    tests: ['test/backends.test.ts'], env: { FRUGAL_EXPECT_BACKENDS: 'ts,wasm,native,webgpu' } },
+  { id: 'webgpu-attention-dk', what: 'the WGSL attention backward forgets the softmax scale in dK',
+    edits: [['src/backend/webgpu/wgsl-attention.ts', '    GK[idx * p.Dk + e] = p.scale * acc;', '    GK[idx * p.Dk + e] = acc;']],
+    tests: ['test/backends.test.ts'], env: { FRUGAL_EXPECT_BACKENDS: 'ts,wasm,native,webgpu' } },
+  { id: 'web-no-coep', what: '`frugal web` stops sending Cross-Origin-Embedder-Policy (no SharedArrayBuffer in the page)',
+    edits: [['src/serve/web-node.ts', "'Cross-Origin-Embedder-Policy': 'require-corp', ", '']],
+    tests: ['test/browser-gpu.test.ts'], env: { FRUGAL_EXPECT_BROWSER: '1' } },
 ];
 
 function sh(cmd, args, opts = {}) {

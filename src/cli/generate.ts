@@ -31,7 +31,7 @@ const spec: OptionSpec = {
   stop: { type: 'string', help: 'stop sequence (text mode)' },
   speculative: { type: 'boolean', help: 'MTP speculative decoding (models with MTP layers)' },
   'ignore-eos': { type: 'boolean', help: 'keep going past the end-of-sequence token' },
-  backend: { type: 'string', help: 'compute backend: auto (native > wasm > ts), ts, wasm, native', default: 'auto' },
+  backend: { type: 'string', help: 'compute backend: auto (native > wasm > ts), ts, wasm, native, webgpu', default: 'auto' },
   threads: { type: 'number', help: 'worker threads of the backend (default: all cores, at most 8)' },
   weights: { type: 'string', help: 'decode weight precision: f32, bf16 (half the memory traffic per token; native backend) or q8_0 (a quarter; the file\'s own blocks for a Q8_0 GGUF)', default: 'f32' },
 };
