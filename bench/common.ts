@@ -13,9 +13,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
-import type { Tensor } from '../src/autograd/tensor.js';
+import { Tensor } from '../src/autograd/tensor.js';
 import { presets, type DeepSeekConfig } from '../src/model/config.js';
 import { initParams, forward, lossFn, trainableParams, KVCache } from '../src/model/deepseek.js';
+import { RowDecoder, f32RowsLinear, type RowsLinear } from '../src/model/decode.js';
+import { engineLinear, f32EngineWeights } from '../src/model/decode-engine.js';
+import * as op from '../src/ops/index.js';
 import { bf16Linear } from '../src/infer/bf16-node.js';
 import { q8Linear } from '../src/infer/q8-node.js';
 import { saveModel } from '../src/model/load-node.js';
@@ -147,7 +150,8 @@ export interface BenchModel {
 export function benchModel(shape: BenchShape, seed = 1): BenchModel {
   if (shape.kind === 'dense') {
     const cfg = shape.cfg, p = initDenseParams(cfg, { seed });
-    let decodeLinear: ((x: Tensor, w: Tensor) => Tensor) | undefined;
+    // Decode steps' linears on the decode engine's few-row products (f32 unless switched below).
+    let decodeLinear: ((x: Tensor, w: Tensor) => Tensor) | undefined = engineLinear(f32EngineWeights, op.linear);
     return {
       kind: 'dense', vocabSize: cfg.vocabSize, hasMtp: false,
       trainable: () => denseTrainableParams(p),
@@ -161,11 +165,11 @@ export function benchModel(shape: BenchShape, seed = 1): BenchModel {
       makeCache: (capacity) => new DenseKVCache(cfg, capacity),
       useBf16Decode: () => {
         const r = bf16Linear();
-        if (!r.linear) throw new Error(`bench: ${r.note}`);
-        decodeLinear = r.linear;
-        return r.note;
+        if (!r.linear || !r.rowsLinear?.engine) throw new Error(`bench: ${r.note}`);
+        decodeLinear = engineLinear(r.rowsLinear.engine, r.linear);
+        return `${r.note}; decode-engine products`;
       },
-      useQ8Decode: () => { const r = q8Linear(); decodeLinear = r.linear; return r.note; },
+      useQ8Decode: () => { const r = q8Linear(); decodeLinear = engineLinear(r.rowsLinear.engine!, r.linear); return `${r.note}; decode-engine products`; },
       save: async (dir) => {
         mkdirSync(dir, { recursive: true });
         await writeSafetensors(path.join(dir, 'model.safetensors'),
@@ -175,22 +179,33 @@ export function benchModel(shape: BenchShape, seed = 1): BenchModel {
     };
   }
   const cfg = shape.cfg, p = initParams(cfg, { seed });
-  let decodeLinear: ((x: Tensor, w: Tensor) => Tensor) | undefined;
+  // Decode steps (one token at startPos > 0 through a cache) run on RowDecoder, as `frugal generate`
+  // decodes: the native decode engine where the backend has it, else the rows path.
+  let rowsLinear: RowsLinear = f32RowsLinear;
+  let dec: RowDecoder | null = null;
+  const step = (t: Tensor, cache: KVCache, pos: number): Tensor => {
+    dec ??= new RowDecoder(p, cfg, { linear: rowsLinear });
+    const logits = dec.main([t.i32[0]!], [{ cache, start: pos, rows: 1 }]).logits;
+    cache.length = pos + 1;
+    return new Tensor(logits, [1, 1, cfg.vocabSize]);
+  };
   return {
     kind: 'deepseek', vocabSize: cfg.vocabSize, hasMtp: cfg.numNextnPredictLayers > 0,
     trainable: () => trainableParams(p, cfg),
     loss: (x, y, mtp) => lossFn(p, cfg, x, y, { mtpWeight: mtp }).loss,
-    forward: (t, cache, startPos, last) => forward(p, cfg, t, { ...(cache ? { cache: cache as KVCache, startPos: startPos ?? 0, ...(decodeLinear && startPos ? { linear: decodeLinear } : {}) } : {}), lastLogits: last ?? false }).logits,
+    forward: (t, cache, startPos, last) => (cache && startPos && t.size === 1 ? step(t, cache as KVCache, startPos)
+      : forward(p, cfg, t, { ...(cache ? { cache: cache as KVCache, startPos: startPos ?? 0 } : {}), lastLogits: last ?? false }).logits),
     // MLA's absorbed cache: the normalised latent and the roped k_pe per token, main layers.
     cacheBytesPerToken: () => (cfg.kvLoraRank + cfg.qkRopeHeadDim) * cfg.numHiddenLayers * 4,
     makeCache: (capacity) => new KVCache(cfg, 1, capacity, 'absorb'),
     useBf16Decode: () => {
       const r = bf16Linear();
-      if (!r.linear) throw new Error(`bench: ${r.note}`);
-      decodeLinear = r.linear;
+      if (!r.rowsLinear) throw new Error(`bench: ${r.note}`);
+      rowsLinear = r.rowsLinear;
+      dec = null;
       return r.note;
     },
-    useQ8Decode: () => { const r = q8Linear(); decodeLinear = r.linear; return r.note; },
+    useQ8Decode: () => { const r = q8Linear(); rowsLinear = r.rowsLinear; dec = null; return r.note; },
     save: (dir) => saveModel(dir, cfg, p),
   };
 }

@@ -5,7 +5,7 @@
  */
 import { Tensor } from '../src/autograd/tensor.js';
 import { noGrad } from '../src/autograd/tape.js';
-import { useBackend, describeBackend, disposeBackends } from '../src/backend/setup.js';
+import { useBackend, describeBackend, disposeBackends } from '../src/backend/setup-node.js';
 import { presets } from '../src/model/config.js';
 import { initParams, forward, KVCache } from '../src/model/deepseek.js';
 import { lcgTokens } from './common.js';

@@ -5,7 +5,7 @@
  */
 import { parseArgs, usage, type OptionSpec } from '../src/cli/args.js';
 import { UsageError } from '../src/errors.js';
-import type { BackendChoice } from '../src/backend/setup.js';
+import type { BackendChoice } from '../src/backend/setup-node.js';
 import { SUITE_SPEC, runSuiteCli } from './harness.js';
 import { runSpeculativeCli } from './speculative.js';
 
@@ -14,6 +14,7 @@ const SPEC_ONLY: OptionSpec = {
   model: { type: 'string', help: 'with --speculative: the model folder (default: train one with `frugal train` defaults first, ~1 min)' },
   'max-tokens': { type: 'number', help: 'with --speculative: new tokens per generation (default 500)' },
   prompt: { type: 'string', help: 'with --speculative: prompt text (default "The Congress of the United States")' },
+  drafts: { type: 'string', help: 'with --speculative: MTP draft weights, q8_0 (default, as generate/serve --speculative) or same (the decode weights)' },
 };
 
 /** The decode suite's options: the model suites' plus the speculative comparison's. */
@@ -37,11 +38,13 @@ export async function run(argv: string[]): Promise<number> {
   if (!(Number.isInteger(maxTokens) && maxTokens >= 2 && maxTokens <= 100000)) throw new UsageError(`--max-tokens must be an integer 2..100000, got ${maxTokens}`);
   const w = o.weights as string | undefined;
   if (w !== undefined && w !== 'f32' && w !== 'bf16') throw new UsageError(`--weights must be f32 or bf16, got '${w}'`);
+  const drafts = (o.drafts as string | undefined) ?? 'q8_0';
+  if (drafts !== 'q8_0' && drafts !== 'same') throw new UsageError(`--drafts must be q8_0 or same, got '${drafts}'`);
   const backend = ((o.backend as string | undefined) ?? 'auto') as BackendChoice;
-  if (!['auto', 'native', 'wasm', 'ts'].includes(backend)) throw new UsageError(`--backend must be auto, native, wasm or ts, got '${backend}'`);
+  if (!['auto', 'native', 'wasm', 'ts', 'webgpu'].includes(backend)) throw new UsageError(`--backend must be auto, native, wasm, ts or webgpu, got '${backend}'`);
   return runSpeculativeCli({
     model: (o.model as string | undefined) ?? null, threads: t !== undefined ? [t] : [1, 2], reps, backend,
     weights: w !== undefined ? [w] : ['f32', 'bf16'], maxTokens, prompt: (o.prompt as string | undefined) ?? 'The Congress of the United States',
-    json: o.json === true, write: o.write === true,
+    json: o.json === true, write: o.write === true, drafts,
   }, argv);
 }

@@ -6,7 +6,7 @@
  */
 import { Tensor } from '../src/autograd/tensor.js';
 import { backward } from '../src/autograd/tape.js';
-import { useBackend, describeBackend, disposeBackends } from '../src/backend/setup.js';
+import { useBackend, describeBackend, disposeBackends } from '../src/backend/setup-node.js';
 import * as op from '../src/ops/index.js';
 import { fp8Linear } from '../src/fp8/linear.js';
 

@@ -7,7 +7,7 @@
  */
 import { Tensor } from '../src/autograd/tensor.js';
 import { backward, zeroGrad } from '../src/autograd/tape.js';
-import { useBackend, describeBackend, disposeBackends } from '../src/backend/setup.js';
+import { useBackend, describeBackend, disposeBackends } from '../src/backend/setup-node.js';
 import { initParams, lossFn, trainableParams } from '../src/model/deepseek.js';
 import { presets } from '../src/model/config.js';
 import { AdamW } from '../src/train/optim.js';

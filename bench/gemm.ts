@@ -16,6 +16,7 @@
  */
 import type { Backend, MatMulArgs } from '../src/backend/registry.js';
 import { tsBackend, tsMatMul } from '../src/backend/ts.js';
+import '../src/backend/platform-node.js';
 import { createWasmBackend, type WasmBackend } from '../src/backend/wasm/index.js';
 import { parseArgs, usage, type OptionSpec } from '../src/cli/args.js';
 import { UsageError } from '../src/errors.js';

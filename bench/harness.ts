@@ -11,7 +11,7 @@
 import path from 'node:path';
 import { Tensor } from '../src/autograd/tensor.js';
 import { backward, noGrad, zeroGrad } from '../src/autograd/tape.js';
-import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../src/backend/setup.js';
+import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../src/backend/setup-node.js';
 import { kernelCounts, resetKernelCounts, type Backend } from '../src/backend/registry.js';
 import { parseArgs, usage, type OptionSpec } from '../src/cli/args.js';
 import { UsageError } from '../src/errors.js';
@@ -28,7 +28,7 @@ export const SUITE_SPEC: OptionSpec = {
   config: { type: 'string', help: `model config: ${Object.keys(MODEL_BENCH_CONFIGS).join(', ')} (default small)` },
   threads: { type: 'number', help: 'one thread count (default: 1 and 2; --quick: 2)' },
   reps: { type: 'number', help: 'timed repetitions per side, after one warm-up (default 5; --quick 3)' },
-  backend: { type: 'string', help: 'Frugal backend: auto (native > wasm > ts), native, wasm, ts (default auto)' },
+  backend: { type: 'string', help: 'Frugal backend: auto (native > wasm > ts), native, wasm, ts, webgpu (default auto)' },
   quick: { type: 'boolean', help: 'smoke run: 2 threads only, 3 reps' },
   json: { type: 'boolean', help: 'print one JSON array of rows {suite, config, threads, unit, frugal, pytorch, ratio, ...}' },
   'no-peer': { type: 'boolean', help: 'time Frugal only (skip PyTorch)' },
@@ -65,7 +65,7 @@ export function parseSuiteArgs(verb: string, argv: string[]): SuiteOptions | nul
   const reps = (o.reps as number | undefined) ?? (quick ? 3 : 5);
   if (!(Number.isInteger(reps) && reps >= 1 && reps <= 100)) throw new UsageError(`--reps must be an integer 1..100, got ${reps}`);
   const backend = ((o.backend as string | undefined) ?? 'auto') as BackendChoice;
-  if (!['auto', 'native', 'wasm', 'ts'].includes(backend)) throw new UsageError(`--backend must be auto, native, wasm or ts, got '${backend}'`);
+  if (!['auto', 'native', 'wasm', 'ts', 'webgpu'].includes(backend)) throw new UsageError(`--backend must be auto, native, wasm, ts or webgpu, got '${backend}'`);
   const weights = (o.weights as string | undefined) ?? 'f32';
   if (weights !== 'f32' && weights !== 'bf16' && weights !== 'q8_0') throw new UsageError(`--weights must be f32, bf16 or q8_0, got '${weights}'`);
   if (weights !== 'f32' && verb !== 'decode') throw new UsageError(`--weights ${weights} applies to the decode suite only`);

@@ -13,11 +13,12 @@
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { Tensor } from '../src/autograd/tensor.js';
 import { noGrad } from '../src/autograd/tape.js';
-import { useBackend, describeBackend, disposeBackends } from '../src/backend/setup.js';
+import { useBackend, describeBackend, disposeBackends } from '../src/backend/setup-node.js';
 import type { Backend } from '../src/backend/registry.js';
 import { exportGguf } from '../src/model/gguf-node.js';
 import { MODEL_BENCH_CONFIGS, benchModel, lcgBatch, lcgTokens, repoRoot, stats, tempModelDir, writeRaw, writeResults, type BenchModel, type BenchRow } from './common.js';
@@ -172,7 +173,7 @@ export async function runLlamaCppSuite(suite: 'decode' | 'prefill', o: SuiteOpti
       // After the backend is up: the decode linears bind to its kernels.
       if (weights === 'bf16') log(`  Frugal decode steps: ${model.useBf16Decode()}`);
       if (weights === 'q8_0') log(`  Frugal decode steps: ${model.useQ8Decode()}`);
-      log(`[${suite} ${o.config} threads=${threads} weights=${weights}] Frugal: ${backend}`);
+      log(`[${suite} ${o.config} threads=${threads} weights=${weights}] Frugal: ${backend}; load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
       const peer = new LlamaCppPeer(exe, bins, file, threads);
       try {
         const info = await peer.request('info');

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { Tensor } from '../src/autograd/tensor.js';
 import { backward, noGrad, zeroGrad } from '../src/autograd/tape.js';
-import { useBackend, disposeBackends, type BackendChoice } from '../src/backend/setup.js';
+import { useBackend, disposeBackends, type BackendChoice } from '../src/backend/setup-node.js';
 import { MODEL_BENCH_CONFIGS, benchModel, lcgBatch, lcgTokens, makeAdamW } from './common.js';
 
 const [config = 'small', what = 'train', threads = '2', backend = 'auto'] = process.argv.slice(2);

@@ -3,7 +3,7 @@
  * on tiny tensors, per backend, and the share it takes in a 64-wide model's training step.
  * Run: npx tsx bench/op-overhead.ts
  */
-import { useBackend, disposeBackends } from '../src/backend/setup.js';
+import { useBackend, disposeBackends } from '../src/backend/setup-node.js';
 import { setBackend, listBackends, getBackend } from '../src/backend/registry.js';
 import { Tensor } from '../src/autograd/tensor.js';
 import { backward, noGrad } from '../src/autograd/tape.js';

@@ -6,7 +6,7 @@
  */
 import { Tensor } from '../src/autograd/tensor.js';
 import { backward, noGrad, zeroGrad } from '../src/autograd/tape.js';
-import { useBackend, describeBackend, disposeBackends } from '../src/backend/setup.js';
+import { useBackend, describeBackend, disposeBackends } from '../src/backend/setup-node.js';
 import { getBackend, setBackend, getBackendByName, type Kernels } from '../src/backend/registry.js';
 import { initParams, lossFn, trainableParams, forward, KVCache } from '../src/model/deepseek.js';
 import { presets } from '../src/model/config.js';

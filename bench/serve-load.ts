@@ -1,6 +1,7 @@
 /**
  * Serving benchmark: `npx tsx bench/serve-load.ts [--clients 50] [--max-tokens 16] [--model DIR]
- * [--prefix-tokens 1024] [--reps 3] [--decode-tokens 32] [--time-limit-s 600] [--write FILE]`.
+ * [--prefix-tokens 1024] [--reps 3] [--decode-tokens 32] [--time-limit-s 600] [--write FILE]
+ * [--backend native] [--threads 2] [--max-batch N] [--sweep 1,4,16,64 [--only sweep]]`.
  *
  * Starts the OpenAI-compatible server in-process on 127.0.0.1 (ephemeral port, loopback only) and
  * measures, in this order:
@@ -13,7 +14,10 @@
  * 3. decode tokens/s at batch 1 (prompt 128) with the latent KV cache vs recomputing the whole
  *    sequence each token (engine level, greedy);
  * 4. KV memory per cached token, MLA latent vs MHA K+V, from the config (and as measured in the
- *    server's prefix cache).
+ *    server's prefix cache);
+ * 5. with `--sweep`, continuous batching at each concurrency (bench/serve-sweep.ts): server
+ *    tokens/s and TTFT over HTTP, the engine alone, and llama.cpp with as many parallel sequences
+ *    on the same weights (`--peer llama.cpp`, the default), interleaved per repetition.
  * Default model: the golden tiny DeepSeek-V3 (/work/shared/reference/tiny-dsv3) copied to a temp
  * folder with max_position_embeddings raised to 2048 (plain RoPE works at any length; the weights are
  * random) plus a small BPE tokenizer trained here. Everything is bounded in count; a watchdog ends
@@ -39,6 +43,8 @@ import { kvCacheBytesPerToken } from '../src/cost/index.js';
 import { presets, type DeepSeekConfig } from '../src/model/config.js';
 import { parseArgs, usage, type OptionSpec } from '../src/cli/args.js';
 import { lcgTokens } from './common.js';
+import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../src/backend/setup-node.js';
+import { concurrencySweep } from './serve-sweep.js';
 
 const spec: OptionSpec = {
   clients: { type: 'number', help: 'concurrent streaming chat clients in the load run', default: 50 },
@@ -49,6 +55,16 @@ const spec: OptionSpec = {
   'decode-tokens': { type: 'number', help: 'tokens decoded with the latent cache (recompute decodes a quarter, at least 4)', default: 32 },
   'time-limit-s': { type: 'number', help: 'watchdog: exit 2 after this many seconds', default: 600 },
   write: { type: 'string', help: 'also write the markdown report to this file' },
+  backend: { type: 'string', help: 'compute backend: auto, native, wasm or ts', default: 'native' },
+  threads: { type: 'number', help: 'backend threads (and llama.cpp threads)', default: 2 },
+  'max-batch': { type: 'number', help: 'server --max-batch (default: the largest --sweep level, else 16)' },
+  sweep: { type: 'string', help: 'concurrency levels of the batching sweep, e.g. 1,4,16,64 (default: no sweep)' },
+  'sweep-tokens': { type: 'number', help: 'tokens per sweep request (greedy)', default: 120 },
+  'sweep-prompt': { type: 'number', help: 'prompt tokens per sweep request', default: 32 },
+  'sweep-requests': { type: 'number', help: 'requests each sweep client sends in turn', default: 4 },
+  peer: { type: 'string', help: 'sweep peer: llama.cpp or none', default: 'llama.cpp' },
+  'peer-threads': { type: 'string', help: 'llama.cpp thread counts (the faster is shown per level; default: --threads)' },
+  only: { type: 'string', help: "'sweep': run only the sweep" },
 };
 
 const REF = path.resolve(process.cwd(), '../shared/reference/tiny-dsv3');
@@ -157,6 +173,12 @@ export async function main(argv: string[]): Promise<number> {
   const watchdog = setTimeout(() => { console.error(`serve-load: time limit of ${a['time-limit-s']} s reached; stopping`); process.exit(2); }, (a['time-limit-s'] as number) * 1000);
   watchdog.unref();
 
+  const levels = a.sweep === undefined ? [] : String(a.sweep).split(',').map(Number);
+  if (levels.some((c) => !Number.isInteger(c) || c < 1 || c > 256)) { console.error(`--sweep must list integers in [1, 256], got ${a.sweep}`); return 1; }
+  if (a.only !== undefined && (a.only !== 'sweep' || !levels.length)) { console.error("--only takes 'sweep' (with --sweep LEVELS)"); return 1; }
+  if (!['llama.cpp', 'none'].includes(a.peer as string)) { console.error(`--peer must be llama.cpp or none, got ${a.peer}`); return 1; }
+  await useBackend(a.backend as BackendChoice, { threads: a.threads as number });
+  const maxBatch = (a['max-batch'] as number | undefined) ?? (levels.length ? Math.max(...levels) : 16);
   const own = a.model === undefined;
   const dir = own ? tinyModelDir() : checkModelDir(a.model);
   let close: (() => Promise<void>) | null = null;
@@ -166,14 +188,29 @@ export async function main(argv: string[]): Promise<number> {
     const cfg = model.cfg, ctx = cfg.maxPositionEmbeddings, vocab = tokenizer.vocabSize;
     const P = Math.min(a['prefix-tokens'] as number, ctx - maxTokens - 64);
     if (P < 16) { console.error(`model context ${ctx} is too short for this benchmark`); return 1; }
-    const srv = await startServer({ model, tokenizer, modelName: 'bench', port: 0, host: '127.0.0.1', maxQueue: Math.max(64, clients + 8), log: () => {} });
+    const srv = await startServer({ model, tokenizer, modelName: 'bench', port: 0, host: '127.0.0.1', maxQueue: Math.max(64, clients + 8, 2 * maxBatch), maxBatch, log: () => {} });
     close = srv.close;
     const out: string[] = [];
     const say = (s: string): void => { out.push(s); console.log(s); };
     const started = new Date();
     say(`## Serving benchmark (${started.toISOString().slice(0, 10)})\n`);
-    say(`- command: \`npx tsx bench/serve-load.ts ${argv.join(' ')}\`\n- machine: ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), load average ${loadavg().map((x) => x.toFixed(2)).join(', ')} at start, Node ${process.version}, \`ts\` backend`);
+    say(`- command: \`npx tsx bench/serve-load.ts ${argv.join(' ')}\`\n- machine: ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), load average ${loadavg().map((x) => x.toFixed(2)).join(', ')} at start, Node ${process.version}\n- backend: ${describeBackend()}; server --max-batch ${maxBatch} (${Number.isFinite(srv.scheduler.rowsPerPass()) ? `${srv.scheduler.rowsPerPass()} rows per decode pass` : 'all rows in one decode pass'})`);
     say(`- model: ${own ? 'tiny reference (random weights), max_position_embeddings raised to 2048, BPE tokenizer of 400 ids' : dir}; ${cfg.numHiddenLayers} layers, hidden ${cfg.hiddenSize}, context ${ctx}\n`);
+
+    if (levels.length) {
+      say(`### Continuous batching: ${levels.join(', ')} concurrent streams (prompt ${a['sweep-prompt']} tokens, ${a['sweep-tokens']} greedy tokens, ${a['sweep-requests']} requests per server stream, median of ${reps} interleaved repetitions)\n`);
+      const tmp = mkdtempSync(path.join(tmpdir(), 'frugal-sweep-'));
+      try {
+        const lines = await concurrencySweep({
+          model, modelDir: dir, url: srv.url, vocab, levels, tokens: a['sweep-tokens'] as number, promptTokens: a['sweep-prompt'] as number,
+          requests: a['sweep-requests'] as number, reps, threads: a.threads as number, peer: a.peer === 'llama.cpp', tmpDir: tmp, log: (m) => console.error(m),
+          peerThreads: a['peer-threads'] === undefined ? [a.threads as number] : String(a['peer-threads']).split(',').map(Number),
+        });
+        for (const l of lines) say(l);
+      } finally { rmSync(tmp, { recursive: true, force: true }); }
+      say(`\nload average after the sweep: ${loadavg().map((x) => x.toFixed(2)).join(', ')}\n`);
+      if (a.only === 'sweep') { if (a.write) writeFileSync(a.write as string, out.join('\n') + '\n'); return 0; }
+    }
 
     // 1. Cold vs warm time to first token for a P-token shared prefix.
     const post = async (body: unknown): Promise<{ ms: number; hit: number }> => {
@@ -223,7 +260,7 @@ export async function main(argv: string[]): Promise<number> {
     say(`| prompt tokens per request (mean) | ${(promptTok / Math.max(1, ok.length)).toFixed(0)} |`);
     say(`| cache hit share (hit / prompt tokens) | ${(100 * hitTok / Math.max(1, promptTok)).toFixed(1)}% (${hitTok} / ${promptTok}) |`);
     if (errors.length) say(`\nfirst error: ${errors[0]!.error}`);
-    say('\nThe engine runs one request at a time (requests queue; the server yields between tokens), so the\np99 latencies are those of the last requests in the queue: about `clients x` one request\'s time.\n');
+    say(`\nUp to ${maxBatch} requests are decoded together (continuous batching); the rest wait for a slot.\n`);
     const alone = await streamChat(srv.url, { model: 'bench', max_tokens: maxTokens, temperature: 0.8, seed: 1, stream: true, stream_options: { include_usage: true },
       messages: [{ role: 'system', content: system }, { role: 'user', content: 'One more question, alone: what about the dog?' }] }, signal);
     if (alone.ok) say(`One request alone afterwards (same system prompt, ${alone.hit}/${alone.prompt} prompt tokens cached): TTFT ${ms(alone.ttftMs)} ms, total ${ms(alone.totalMs)} ms for ${alone.completion} tokens.\n`);
@@ -252,6 +289,7 @@ export async function main(argv: string[]): Promise<number> {
     if (close) await close();
     if (own) rmSync(dir, { recursive: true, force: true });
     clearTimeout(watchdog);
+    await disposeBackends();
   }
 }
 

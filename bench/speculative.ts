@@ -10,22 +10,25 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
-import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../src/backend/setup.js';
+import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../src/backend/setup-node.js';
 import { UsageError } from '../src/errors.js';
 import { Generation, type Model } from '../src/infer/generate.js';
 import { withBf16Weights } from '../src/infer/bf16-node.js';
+import { withQ8Drafts } from '../src/infer/q8-node.js';
 import { openModel } from '../src/serve/model-node.js';
 import { repoRoot, stats, writeResults } from './common.js';
 
 export interface SpeculativeOptions {
   model: string | null; threads: number[]; reps: number; backend: BackendChoice; weights: Array<'f32' | 'bf16'>;
   maxTokens: number; prompt: string; json: boolean; write: boolean;
+  /** Draft weights of the MTP layer: Q8_0 (as `frugal generate|serve --speculative` run) or the model's own. */
+  drafts: 'q8_0' | 'same';
 }
 
 export interface SpeculativeRow {
-  threads: number; weights: 'f32' | 'bf16'; maxTokens: number; reps: number; backend: string;
+  threads: number; weights: 'f32' | 'bf16'; drafts: 'q8_0' | 'same'; maxTokens: number; reps: number; backend: string;
   plain: number; plainRange: [number, number]; speculative: number; speculativeRange: [number, number];
   speedup: number; speedupRange: [number, number]; acceptance: number;
 }
@@ -73,7 +76,12 @@ export async function runSpeculativeBench(o: SpeculativeOptions, log: (s: string
           if (r.model === model) throw new Error(`bench decode --speculative: ${r.note}`);
           model = r.model;
         }
-        log(`[decode --speculative threads=${threads} weights=${weights}] ${backend}; prompt ${prompt.length} tokens, ${o.maxTokens} new, greedy`);
+        if (o.drafts === 'q8_0') {
+          const d = withQ8Drafts(model);
+          if (d.model === model) throw new Error(`bench decode --speculative: ${d.note}`);
+          model = d.model;
+        }
+        log(`[decode --speculative threads=${threads} weights=${weights} drafts=${o.drafts}] ${backend}; prompt ${prompt.length} tokens, ${o.maxTokens} new, greedy; load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
         once(model, prompt, o.maxTokens, false, vocab);
         once(model, prompt, o.maxTokens, true, vocab);
         const p: number[] = [], s: number[] = [], ratio: number[] = [], acc: number[] = [];
@@ -85,7 +93,7 @@ export async function runSpeculativeBench(o: SpeculativeOptions, log: (s: string
         }
         const ps = stats(p), ss = stats(s), rs = stats(ratio);
         rows.push({
-          threads, weights, maxTokens: o.maxTokens, reps: o.reps, backend, plain: ps.median, plainRange: [ps.min, ps.max],
+          threads, weights, drafts: o.drafts, maxTokens: o.maxTokens, reps: o.reps, backend, plain: ps.median, plainRange: [ps.min, ps.max],
           speculative: ss.median, speculativeRange: [ss.min, ss.max], speedup: rs.median, speedupRange: [rs.min, rs.max], acceptance: stats(acc).median,
         });
       }
@@ -100,9 +108,9 @@ export async function runSpeculativeBench(o: SpeculativeOptions, log: (s: string
 /** Markdown table of the rows. */
 export function formatSpeculativeRows(rows: SpeculativeRow[]): string {
   const f = (x: number): string => x.toFixed(0);
-  const lines = ['| threads | decode weights | new tokens | plain tok/s median (min–max) | speculative tok/s median (min–max) | speed-up median (min–max) | MTP acceptance |', '|---|---|---|---|---|---|---|'];
+  const lines = ['| threads | decode weights | draft weights | new tokens | plain tok/s median (min–max) | speculative tok/s median (min–max) | speed-up median (min–max) | MTP acceptance |', '|---|---|---|---|---|---|---|---|'];
   for (const r of rows) {
-    lines.push(`| ${r.threads} | ${r.weights} | ${r.maxTokens} | ${f(r.plain)} (${f(r.plainRange[0])}–${f(r.plainRange[1])}) | ${f(r.speculative)} (${f(r.speculativeRange[0])}–${f(r.speculativeRange[1])}) | ${r.speedup.toFixed(2)}× (${r.speedupRange[0].toFixed(2)}–${r.speedupRange[1].toFixed(2)}) | ${(100 * r.acceptance).toFixed(1)}% |`);
+    lines.push(`| ${r.threads} | ${r.weights} | ${r.drafts === 'q8_0' ? 'MTP Q8_0' : r.weights} | ${r.maxTokens} | ${f(r.plain)} (${f(r.plainRange[0])}–${f(r.plainRange[1])}) | ${f(r.speculative)} (${f(r.speculativeRange[0])}–${f(r.speculativeRange[1])}) | ${r.speedup.toFixed(2)}× (${r.speedupRange[0].toFixed(2)}–${r.speedupRange[1].toFixed(2)}) | ${(100 * r.acceptance).toFixed(1)}% |`);
   }
   return lines.join('\n');
 }

@@ -20,7 +20,11 @@
         "src/fp8_addon.cc",
         "src/moe_ffn.cc",
         "src/train_rows.cc",
-        "src/train_addon.cc"
+        "src/train_addon.cc",
+        "src/decode_gemv.cc",
+        "src/decode_attn.cc",
+        "src/decode_engine.cc",
+        "src/decode_addon.cc"
       ],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++1y", "-std=gnu++17"],

@@ -30,3 +30,4 @@ for (const step of ['build-wasm.mjs', 'build-native.mjs']) {
   if (existsSync(p)) run(process.execPath, [p], step, step === 'build-native.mjs');
 }
 run(process.execPath, [tsc, '-p', '.'], 'tsc');
+run(process.execPath, [path.join(root, 'scripts', 'build-browser.mjs'), ...(quiet ? ['--quiet'] : [])], 'build-browser.mjs');

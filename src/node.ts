@@ -1,4 +1,5 @@
-/** frugal-lm/node — everything in the browser entry plus the Node-only parts. */
+/** frugal-lm/node — everything in the browser entry plus the Node-only parts (and the Node platform: native addon, worker threads, Dawn WebGPU). */
+import './backend/platform-node.js';
 export * from './index.js';
 export { loadModel, saveModel, loadConfig, atomicWrite, type LoadedModel } from './model/load-node.js';
 export { SafetensorsModel, writeSafetensors, fileSource, openSafetensorsFile } from './io/safetensors-node.js';

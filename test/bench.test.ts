@@ -8,7 +8,7 @@ import { run as runTrain } from '../bench/train.js';
 import { Peer, peerUnavailable, lcgTokens, stats, tempModelDir, type BenchRow } from '../bench/common.js';
 import { checkPeer, CHECK_TOLERANCE } from '../bench/harness.js';
 import { loadModel } from '../src/model/load-node.js';
-import { disposeBackends, useBackend } from '../src/backend/setup.js';
+import { disposeBackends, useBackend } from '../src/backend/setup-node.js';
 
 after(() => disposeBackends());
 

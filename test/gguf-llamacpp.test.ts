@@ -18,7 +18,7 @@ import { denseConfigs, denseForward, denseHFConfig, denseParamEntries, initDense
 import { writeSafetensors } from '../src/io/safetensors-node.js';
 import { q8Linear } from '../src/infer/q8-node.js';
 import { bf16Linear } from '../src/infer/bf16-node.js';
-import { useBackend, disposeBackends } from '../src/backend/setup.js';
+import { useBackend, disposeBackends } from '../src/backend/setup-node.js';
 import { run as trainCli } from '../src/cli/train.js';
 import { LlamaCppRun, loadLlamaCpp, maxAbsDiff } from './llamacpp.test-helper.js';
 import type { Llama } from 'node-llama-cpp';

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 
-const RANK: Record<string, number> = { backend: 0, autograd: 1, ops: 2, fp8: 3, io: 4, model: 5, cost: 6, infer: 6, train: 6, serve: 7, cli: 8 };
+const RANK: Record<string, number> = { backend: 0, autograd: 1, ops: 2, fp8: 3, io: 4, model: 5, cost: 6, infer: 6, train: 6, serve: 7, web: 7, cli: 8 };
 const src = path.resolve(process.cwd(), 'src');
 
 function files(dir: string): string[] {

@@ -6,7 +6,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import { useBackend, disposeBackends } from '../src/backend/setup.js';
+import { useBackend, disposeBackends } from '../src/backend/setup-node.js';
 import { getBackend } from '../src/backend/registry.js';
 import { Tensor } from '../src/autograd/tensor.js';
 import { backward, zeroGrad } from '../src/autograd/tape.js';

@@ -10,6 +10,10 @@
 //                        (logits of the last token each call); replies "ok SECONDS" for the S steps
 //   prefill B T FILE     B sequences of T tokens (i32 [B*T]) in one batch, logits at every position
 //   logits T FILE OUT    logits of every position of one sequence written to OUT (f32 [T, V])
+//   parallel N P G FILE OUT  N sequences decoded together, as llama.cpp's server runs N parallel
+//                        slots: the N prompts (i32 [N*P] in FILE) in one batch, then G-1 steps of
+//                        one batch holding each sequence's next token (greedy argmax over the
+//                        vocab); writes the N*G tokens to OUT (i32); replies "ok PREFILL_S DECODE_S"
 //   info                 "ok n_vocab cpu_backend_name"
 //   quit
 // Contexts: KV cache f32, flash attention off (precision matched to Frugal's f32 latent cache).
@@ -32,6 +36,8 @@ static struct llama_context* ctx_decode;   // one sequence
 static int ctx_decode_n;
 static struct llama_context* ctx_prefill;  // B sequences
 static int ctx_prefill_b, ctx_prefill_t;
+static struct llama_context* ctx_par;      // N parallel sequences
+static int ctx_par_n, ctx_par_len;
 
 static double now(void) {
   struct timespec ts;
@@ -137,6 +143,57 @@ static void cmd_prefill(int B, int T, const char* file) {
   free(tok);
 }
 
+static int argmax_row(const float* x) {
+  int best = 0;
+  for (int j = 1; j < n_vocab; j++) if (x[j] > x[best]) best = j;
+  return best;
+}
+
+static void cmd_parallel(int N, int P, int G, const char* file, const char* out) {
+  int32_t* tok = read_tokens(file, (long)N * P);
+  if (!tok) { printf("error cannot read %d tokens from %s\n", N * P, file); return; }
+  int32_t* gen = malloc(sizeof(int32_t) * (size_t)N * G);
+  const int nb = N * P > N ? N * P : N;
+  if (!ctx_par || ctx_par_n != N || ctx_par_len < P + G) {
+    if (ctx_par) llama_free(ctx_par);
+    // Per-sequence KV (kv_unified off): n_ctx is split evenly over the N sequences.
+    ctx_par = make_ctx(N * (P + G), nb, N);
+    ctx_par_n = N; ctx_par_len = P + G;
+  }
+  struct llama_context* c = ctx_par;
+  if (!c) { printf("error context\n"); free(tok); free(gen); return; }
+  llama_memory_clear(llama_get_memory(c), true);
+  struct llama_batch b = llama_batch_init(nb, 0, 1);
+  double t0 = now(), t1 = 0;
+  for (int s = 0; s < N; s++)
+    for (int i = 0; i < P; i++) {
+      int k = b.n_tokens++;
+      b.token[k] = tok[s * P + i]; b.pos[k] = i; b.n_seq_id[k] = 1; b.seq_id[k][0] = s; b.logits[k] = (int8_t)(i == P - 1);
+    }
+  if (llama_decode(c, b)) { printf("error prompt decode\n"); goto done; }
+  for (int s = 0; s < N; s++) gen[s * G] = argmax_row(llama_get_logits_ith(c, s * P + P - 1));
+  t1 = now();
+  for (int g = 1; g < G; g++) {
+    b.n_tokens = 0;
+    for (int s = 0; s < N; s++) {
+      int k = b.n_tokens++;
+      b.token[k] = gen[s * G + g - 1]; b.pos[k] = P + g - 1; b.n_seq_id[k] = 1; b.seq_id[k][0] = s; b.logits[k] = 1;
+    }
+    if (llama_decode(c, b)) { printf("error decode at step %d\n", g); goto done; }
+    for (int s = 0; s < N; s++) gen[s * G + g] = argmax_row(llama_get_logits_ith(c, s));
+  }
+  double t2 = now();
+  FILE* f = fopen(out, "wb");
+  if (!f) { printf("error cannot write %s\n", out); goto done; }
+  fwrite(gen, sizeof(int32_t), (size_t)N * G, f);
+  fclose(f);
+  printf("ok %.9f %.9f\n", t1 - t0, t2 - t1);
+done:
+  llama_batch_free(b);
+  free(tok);
+  free(gen);
+}
+
 static void cmd_logits(int T, const char* file, const char* out) {
   int32_t* tok = read_tokens(file, T);
   if (!tok) { printf("error cannot read %d tokens from %s\n", T, file); return; }
@@ -176,17 +233,19 @@ int main(int argc, char** argv) {
   if (!pool) { fprintf(stderr, "threadpool of %d threads failed\n", n_threads); return 1; }
   setvbuf(stdout, NULL, _IOLBF, 0);
   char line[4096], a[2048], o[2048];
-  int x, y;
+  int x, y, z;
   while (fgets(line, sizeof line, stdin)) {
     if (sscanf(line, "decode %d %d %2047s", &x, &y, a) == 3 && x >= 1 && y >= 1) cmd_decode(x, y, a);
     else if (sscanf(line, "prefill %d %d %2047s", &x, &y, a) == 3 && x >= 1 && y >= 1) cmd_prefill(x, y, a);
     else if (sscanf(line, "logits %d %2047s %2047s", &x, a, o) == 3 && x >= 1) cmd_logits(x, a, o);
+    else if (sscanf(line, "parallel %d %d %d %2047s %2047s", &x, &y, &z, a, o) == 5 && x >= 1 && x <= 256 && y >= 1 && z >= 1) cmd_parallel(x, y, z, a, o);
     else if (strncmp(line, "info", 4) == 0) printf("ok %d %s\n", n_vocab, ggml_backend_reg_name(reg));
     else if (strncmp(line, "quit", 4) == 0) break;
     else printf("error unknown command\n");
   }
   if (ctx_decode) llama_free(ctx_decode);
   if (ctx_prefill) llama_free(ctx_prefill);
+  if (ctx_par) llama_free(ctx_par);
   llama_model_free(model);
   return 0;
 }

@@ -23,6 +23,7 @@ const char* q8Family();
 }  // namespace frugal
 namespace frugal { void registerFp8Exports(napi_env env, napi_value exports); }  // fp8_addon.cc
 namespace frugal { void registerTrainExports(napi_env env, napi_value exports); }  // train_addon.cc
+namespace frugal { void registerDecodeExports(napi_env env, napi_value exports); }  // decode_addon.cc
 
 namespace {
 
@@ -525,6 +526,7 @@ NAPI_MODULE_INIT() {
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   registerFp8Exports(env, exports);
   registerTrainExports(env, exports);
+  registerDecodeExports(env, exports);
   // Join the workers when this environment tears down, so no pool thread outlives it.
   napi_add_env_cleanup_hook(env, [](void*) { poolSetThreads(1); }, nullptr);
   return exports;

@@ -97,7 +97,11 @@ FRUGAL_AVX512 static void dots512(const float* x, long ldx, const float* M, long
     for (long p = 0; p < k; p += 16) {
       const __mmask16 mk = k - p >= 16 ? 0xFFFF : (__mmask16)((1u << (k - p)) - 1);
       __m512 w[J];
-      for (int t = 0; t < J; t++) w[t] = _mm512_maskz_loadu_ps(mk, M + (j + t) * ld + p);
+      for (int t = 0; t < J; t++) {
+        // The same line of the next J rows (speed only; prefetches never fault past the end).
+        _mm_prefetch((const char*)(M + (j + J + t) * ld + p), _MM_HINT_T0);
+        w[t] = _mm512_maskz_loadu_ps(mk, M + (j + t) * ld + p);
+      }
       for (int i = 0; i < R; i++) {
         const __m512 xv = _mm512_maskz_loadu_ps(mk, x + i * ldx + p);
         for (int t = 0; t < J; t++) s[t][i] = _mm512_fmadd_ps(xv, w[t], s[t][i]);
@@ -206,6 +210,8 @@ FRUGAL_AVX512 static void bf16Rows512(const float* x, const uint16_t* w, float* 
     for (int i = 0; i < R; i++) a0[i] = a1[i] = b0[i] = b1[i] = _mm512_setzero_ps();
     long d = 0;
     for (; d + 32 <= k; d += 32) {
+      _mm_prefetch((const char*)(r0 + 2 * k + d), _MM_HINT_T0);
+      _mm_prefetch((const char*)(r1 + 2 * k + d), _MM_HINT_T0);
       const __m512 w00 = widen16(_mm256_loadu_si256((const __m256i*)(r0 + d))), w01 = widen16(_mm256_loadu_si256((const __m256i*)(r0 + d + 16)));
       const __m512 w10 = widen16(_mm256_loadu_si256((const __m256i*)(r1 + d))), w11 = widen16(_mm256_loadu_si256((const __m256i*)(r1 + d + 16)));
       for (int i = 0; i < R; i++) {

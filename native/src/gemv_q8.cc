@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "common.h"
+#include "decode.h"
 #if FRUGAL_X86
 #include <immintrin.h>
 #endif
@@ -96,6 +97,8 @@ void rows512(const int16_t* q, const float* d, const uint8_t* w, float* y, long 
     const uint8_t* r1 = r0 + nb * QB;
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
     for (long b = 0; b < nb; b++) {
+      _mm_prefetch((const char*)(r0 + 2 * nb * QB + b * QB), _MM_HINT_T0);
+      _mm_prefetch((const char*)(r1 + 2 * nb * QB + b * QB), _MM_HINT_T0);
       const __m512i xq = _mm512_loadu_si512((const void*)(q + b * QK));
       const __m512i p0 = _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i*)(r0 + b * QB + 2))), xq);
       const __m512i p1 = _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i*)(r1 + b * QB + 2))), xq);
@@ -131,6 +134,13 @@ void rows256(const int16_t* q, const float* d, const uint8_t* w, float* y, long 
 #endif
 
 }  // namespace
+
+namespace dec {
+// The decode engine's activations, quantised exactly as gemvQ8 quantises them (decode.h).
+void quantizeRowsQ8(const float* x, long ldx, long R, long k, int16_t* q, float* d) {
+  for (long i = 0; i < R; i++) quantizeRow(x + i * ldx, k, q + i * k, d + i * (k / QK));
+}
+}  // namespace dec
 
 const char* q8Family() {
 #if FRUGAL_HAVE_X86_KERNELS

@@ -13,7 +13,7 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { setUninitF32Allocator } from './alloc.js';
-import { registerBackend, getBackendByName, type Backend, type MatMulArgs, type AdamWHyper, type AttnGeometry, type Fp8GemmArgs, type MoeFfnArgs, type MoeFfnGrads, type RopeGeometry } from './index.js';
+import { registerBackend, getBackendByName, type Backend, type MatMulArgs, type AdamWHyper, type AttnGeometry, type Fp8GemmArgs, type MoeFfnArgs, type MoeFfnGrads, type RopeGeometry, type EngineArray } from './index.js';
 
 /** CPU features seen by the addon and the kernel families it dispatches. */
 export interface NativeCpuFeatures {
@@ -71,6 +71,13 @@ export interface NativeAddon {
   concatHeads?(a: Float32Array, b: Float32Array, out: Float32Array, R: number, H: number, Dfull: number, Da: number, Db: number): void;
   concatHeadsBackward?(g: Float32Array, ga: Float32Array | null, gb: Float32Array | null, R: number, H: number, Dfull: number, Da: number, Db: number): void;
   crossEntropyRows?(p: Float32Array, rows: number, V: number, targets: Int32Array, ignoreIndex: number, inv: number, grad: boolean): number;
+  // The decode engine (native/src/decode_addon.cc); absent in older builds.
+  decodeEngineCreate?(cfg: Float64Array, kinds: Int32Array, arrays: Array<EngineArray | null>): object;
+  decodeEngineMain?(engine: object, tokens: Int32Array, segs: Int32Array, caches: Float32Array[], cos: Float32Array, sin: Float32Array,
+    from: number, hidden: Float32Array, logits: Float32Array): void;
+  decodeEngineMtp?(engine: object, depth: number, hiddenIn: Float32Array, nextTokens: Int32Array, segs: Int32Array, caches: Float32Array[],
+    cos: Float32Array, sin: Float32Array, from: number, hidden: Float32Array, logits: Float32Array): void;
+  decodeMatRows?(w: EngineArray, n: number, k: number, x: Float32Array, rows: number, y: Float32Array): void;
   /** Bytes the C allocator has in use (glibc mallinfo2), -1 where unknown: native-side memory for tests. */
   mallocInUse?(): number;
 }
@@ -181,6 +188,12 @@ export function loadNativeBackend(opts: { threads?: number } = {}): NativeBacken
         CrossEntropyRows: (p: Float32Array, rows: number, V: number, t: Int32Array, ign: number, inv: number, grad: boolean) => lib.crossEntropyRows!(p, rows, V, t, ign, inv, grad),
       } : {}),
       ...(lib.addInto ? { AddInto: (d: Float32Array, src: Float32Array) => lib.addInto!(d, src) } : {}),
+      ...(lib.decodeEngineCreate ? {
+        DecodeEngineCreate: lib.decodeEngineCreate.bind(lib),
+        DecodeEngineMain: lib.decodeEngineMain!.bind(lib),
+        DecodeEngineMtp: lib.decodeEngineMtp!.bind(lib),
+        DecodeMatRows: lib.decodeMatRows!.bind(lib),
+      } : {}),
       ...(lib.fp8ScaledGemm ? {
         Fp8QuantizeRows: (x: Float32Array, r: number, c: number, codes: Uint8Array, s: Float32Array, u: boolean) => lib.fp8QuantizeRows!(x, r, c, codes, s, u),
         Fp8QuantizeCols: (x: Float32Array, r: number, c: number, codes: Uint8Array, s: Float32Array, u: boolean) => lib.fp8QuantizeCols!(x, r, c, codes, s, u),

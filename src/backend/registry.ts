@@ -79,6 +79,16 @@ export interface Kernels {
   MoeFfnForward(args: MoeFfnArgs, out: Float32Array): void;
   /** Its backward from the saved g, u, y, sg, su (see MoeFfnGrads). Optional. */
   MoeFfnBackward(args: MoeFfnArgs, grads: MoeFfnGrads): void;
+  /** The decode engine over a model's arrays (src/model/decode-engine.ts lays them out); returns its handle. Optional. */
+  DecodeEngineCreate(cfg: Float64Array, kinds: Int32Array, arrays: Array<EngineArray | null>): object;
+  /** One main-model decode pass of the engine (src/model/decode-engine.ts runMain). Optional. */
+  DecodeEngineMain(engine: object, tokens: Int32Array, segs: Int32Array, caches: Float32Array[], cos: Float32Array, sin: Float32Array,
+    from: number, hidden: Float32Array, logits: Float32Array): void;
+  /** One MTP decode pass of the engine (src/model/decode-engine.ts runMtp). Optional. */
+  DecodeEngineMtp(engine: object, depth: number, hiddenIn: Float32Array, nextTokens: Int32Array, segs: Int32Array, caches: Float32Array[],
+    cos: Float32Array, sin: Float32Array, from: number, hidden: Float32Array, logits: Float32Array): void;
+  /** y[rows, n] = x[rows, k] · Wᵀ on the decode engine's row-exact product (W [n, k] f32, bf16 bits or Q8_0 blocks). Optional. */
+  DecodeMatRows(w: EngineArray, n: number, k: number, x: Float32Array, rows: number, y: Float32Array): void;
 }
 /**
  * One MoE feed-forward layer over x [N, H]: E routed SwiGLU experts (gate/up [I, H], down [H, I])
@@ -102,6 +112,8 @@ export interface MoeFfnGrads {
   gGate: (Float32Array | null)[]; gUp: (Float32Array | null)[]; gDown: (Float32Array | null)[];
   gsGate: Float32Array | null; gsUp: Float32Array | null; gsDown: Float32Array | null;
 }
+/** A decode-engine weight: f32, bf16 bit patterns (Uint16Array) or Q8_0 blocks (Uint8Array). */
+export type EngineArray = Float32Array | Uint16Array | Uint8Array;
 /**
  * C[m,n] (+)= Σ_kb sa(m,kb)·sb(kb,n)·Σ_{k∈kb} A(m,k)·B(k,n) over 128-wide K blocks kb, E4M3 codes.
  * A is [m,k] row-major, or [k,m] when aTrans; B is [k,n] row-major. sa(m,kb) = sa[kb·saKb + m·saRow],
@@ -200,6 +212,12 @@ export function kernel<K extends KernelName>(name: K): Kernels[K] {
 }
 
 /** Kernel `name` when some backend in the active chain has it, else null (for optional fused kernels). */
+/** Whether the active backend (or its fallback chain) has kernel `name`; not counted as a call. */
+export function hasKernel(name: KernelName): boolean {
+  for (let b: Backend | undefined = active ?? undefined; b; b = b.fallback ? backends.get(b.fallback) : undefined) if (b.kernels[name]) return true;
+  return false;
+}
+
 export function optionalKernel<K extends KernelName>(name: K): Kernels[K] | null {
   for (let b: Backend | undefined = active ?? undefined; b; b = b.fallback ? backends.get(b.fallback) : undefined) {
     if (b.kernels[name]) return kernel(name);
@@ -211,7 +229,7 @@ export function optionalKernel<K extends KernelName>(name: K): Kernels[K] | null
 export function kernelTable(): Record<string, string> {
   const out: Record<string, string> = {};
   for (const name of ['MatMul', 'RMSNorm', 'Softmax', 'SiluMul', 'SiluMulBackward', 'RMSNormBackward', 'SoftmaxBackward', 'AdamW', 'SumSquares', 'AddInto', 'RowsAxpy', 'AttentionForward', 'AttentionBackward', 'Rope', 'ConcatHeads', 'ConcatHeadsBackward', 'CrossEntropyRows',
-    'Fp8QuantizeRows', 'Fp8QuantizeCols', 'Fp8RequantizeCols', 'Fp8QuantizeWeight', 'Fp8ScaledGemm', 'AdamWBf16', 'MoeFfnForward', 'MoeFfnBackward'] as KernelName[]) {
+    'Fp8QuantizeRows', 'Fp8QuantizeCols', 'Fp8RequantizeCols', 'Fp8QuantizeWeight', 'Fp8ScaledGemm', 'AdamWBf16', 'MoeFfnForward', 'MoeFfnBackward', 'DecodeEngineMain'] as KernelName[]) {
     let b: Backend | undefined = active ?? undefined;
     while (b && !b.kernels[name]) b = b.fallback ? backends.get(b.fallback) : undefined;
     out[name] = b ? b.name : 'missing';

@@ -13,6 +13,8 @@ interface Suite {
   load: () => Promise<{ run: (argv: string[]) => Promise<number> }>;
   /** The options the suite accepts (without --help). */
   options: () => Promise<OptionSpec>;
+  /** Left out of `all` (needs hardware most machines lack). */
+  standalone?: boolean;
 }
 
 const gemmOptions = async (): Promise<OptionSpec> => (await import('../../bench/gemm.js')).OPTIONS;
@@ -25,12 +27,15 @@ export const SUITES: Record<string, Suite> = {
   prefill: { summary: 'prefill tokens/s (8x256 forward) vs PyTorch', load: () => import('../../bench/prefill.js'), options: modelOptions },
   decode: { summary: 'batch-1 decode tokens/s with the KV cache (16->256, ~1K context) vs PyTorch; --speculative: plain vs MTP speculative', load: () => import('../../bench/decode.js'), options: async () => (await import('../../bench/decode.js')).OPTIONS },
   memory: { summary: 'peak RSS of training and decode (child processes) vs PyTorch', load: () => import('../../bench/memory.js'), options: modelOptions },
+  gpu: { summary: 'webgpu backend on this machine\'s GPU (Dawn): GEMM GFLOP/s and % of peak, train and decode tokens/s (not in all)', load: () => import('../../bench/gpu.js'), options: async () => (await import('../../bench/gpu.js')).OPTIONS, standalone: true },
 };
+/** The suites `all` runs, in order. */
+const ALL_SUITES = Object.fromEntries(Object.entries(SUITES).filter(([, s]) => !s.standalone));
 
 function help(): string {
   const lines = ['usage: frugal bench <suite> [options]   (frugal bench <suite> --help for its options)', '', 'suites:'];
   for (const [name, s] of Object.entries(SUITES)) lines.push(`  ${name.padEnd(10)} ${s.summary}`);
-  lines.push(`  ${'all'.padEnd(10)} every suite above, in order`);
+  lines.push(`  ${'all'.padEnd(10)} every suite above but gpu, in order`);
   return lines.join('\n');
 }
 
@@ -62,16 +67,16 @@ export async function run(argv: string[]): Promise<number> {
   if (!suite || suite === '--help' || suite === '-h') { console.log(help()); return 0; }
   if (suite === 'all') {
     if (rest.includes('--help') || rest.includes('-h')) { console.log(help()); return 0; }
-    const specs = await Promise.all(Object.values(SUITES).map((s) => s.options()));
+    const specs = await Promise.all(Object.values(ALL_SUITES).map((s) => s.options()));
     const known: OptionSpec = Object.assign({}, ...specs) as OptionSpec;
-    const argvs = Object.entries(SUITES).map(([name], i) => {
+    const argvs = Object.entries(ALL_SUITES).map(([name], i) => {
       const dropped: string[] = [];
       const a = argsFor(rest, specs[i]!, known, dropped);
       if (dropped.length) console.error(`bench all: ${name} does not take ${dropped.join(', ')}; running it without`);
       return a;
     });
     let rc = 0;
-    for (const [i, s] of Object.values(SUITES).entries()) rc = Math.max(rc, await (await s.load()).run(argvs[i]!));
+    for (const [i, s] of Object.values(ALL_SUITES).entries()) rc = Math.max(rc, await (await s.load()).run(argvs[i]!));
     return rc;
   }
   const s = SUITES[suite];

@@ -26,7 +26,7 @@ import { parseArgs, usage, type OptionSpec } from './args.js';
 import { UsageError } from './main.js';
 import { Tensor } from '../autograd/tensor.js';
 import { backward, noGrad, zeroGrad } from '../autograd/tape.js';
-import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../backend/setup.js';
+import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../backend/setup-node.js';
 import { presets } from '../model/config.js';
 import { initParams, lossFn, trainableParams } from '../model/deepseek.js';
 import { loadCorpus } from '../train/data-node.js';

@@ -13,7 +13,7 @@ import { StopMatcher, checkSampling, type SamplingOptions } from '../infer/sampl
 import { StreamDecoder } from '../io/tokenizer.js';
 import { checkModelDir, openModel, parseTokenList, selectBackend } from '../serve/model-node.js';
 import { withBf16Weights } from '../infer/bf16-node.js';
-import { withQ8Weights } from '../infer/q8-node.js';
+import { withQ8Drafts, withQ8Weights } from '../infer/q8-node.js';
 import { isGgufPath } from '../model/gguf-node.js';
 
 export const summary = 'generate text from a model directory';
@@ -31,7 +31,7 @@ const spec: OptionSpec = {
   stop: { type: 'string', help: 'stop sequence (text mode)' },
   speculative: { type: 'boolean', help: 'MTP speculative decoding (models with MTP layers)' },
   'ignore-eos': { type: 'boolean', help: 'keep going past the end-of-sequence token' },
-  backend: { type: 'string', help: 'compute backend: auto (native > wasm > ts), ts, wasm, native', default: 'auto' },
+  backend: { type: 'string', help: 'compute backend: auto (native > wasm > ts), ts, wasm, native, webgpu', default: 'auto' },
   threads: { type: 'number', help: 'worker threads of the backend (default: all cores, at most 8)' },
   weights: { type: 'string', help: 'decode weight precision: f32, bf16 (half the memory traffic per token; native backend) or q8_0 (a quarter; the file\'s own blocks for a Q8_0 GGUF)', default: 'f32' },
 };
@@ -55,6 +55,11 @@ export async function run(argv: string[]): Promise<number> {
   let model: Model = opened.model;
   if (a.weights !== 'f32') {
     const r = a.weights === 'bf16' ? withBf16Weights(model) : withQ8Weights(model, opened.model.gguf ? { blocks: opened.model.gguf.q8 } : {});
+    model = r.model;
+    console.error(`frugal generate: ${r.note}`);
+  }
+  if (a.speculative === true && model.params.mtp.length > 0) {
+    const r = withQ8Drafts(model);
     model = r.model;
     console.error(`frugal generate: ${r.note}`);
   }

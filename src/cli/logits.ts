@@ -29,7 +29,7 @@ const spec: OptionSpec = {
   incremental: { type: 'boolean', help: 'feed tokens one at a time through the KV cache' },
   weights: { type: 'string', help: 'single-token step weights: f32, bf16 or q8_0 (non-f32 implies --incremental)', default: 'f32' },
   json: { type: 'boolean', help: 'print {"logits": number[][]} only' },
-  backend: { type: 'string', help: 'compute backend: auto (native > wasm > ts), ts, wasm, native', default: 'auto' },
+  backend: { type: 'string', help: 'compute backend: auto (native > wasm > ts), ts, wasm, native, webgpu', default: 'auto' },
   threads: { type: 'number', help: 'worker threads of the backend (default: all cores, at most 8)' },
 };
 

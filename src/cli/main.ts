@@ -17,6 +17,7 @@ export const verbs: Record<string, Verb> = {
   generate: { summary: 'generate text from a model directory', module: 'generate' },
   serve: { summary: 'OpenAI-compatible HTTP server with prefix/context caching, and a chat playground at /', module: 'serve' },
   dashboard: { summary: 'live web dashboard of training runs (loss, lr, throughput, cost, expert load, samples)', module: 'dashboard' },
+  web: { summary: 'serve a page that trains and chats with a DeepSeek-style model in the browser (WebGPU / wasm)', module: 'web' },
   logits: { summary: 'print the logits of every position for given token ids', module: 'logits' },
   info: { summary: 'parameters, activated parameters and KV-cache size of a model', module: 'info' },
   cost: { summary: 'training cost meter: params, FLOPs, memory, GPU-hours and dollars', module: 'cost' },
@@ -71,7 +72,7 @@ export async function runCli(argv: string[]): Promise<number> {
     return 1;
   } finally {
     // Worker threads of the compute backends must not keep the process alive.
-    const { disposeBackends } = await import('../backend/setup.js');
+    const { disposeBackends } = await import('../backend/setup-node.js');
     await disposeBackends();
   }
 }

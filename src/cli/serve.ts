@@ -6,8 +6,10 @@
  * checkpoint), served under the run's name unless `--name` / `--served-model-name` says otherwise.
  * The model folder needs tokenizer.json; its tokenizer_config.json `chat_template` renders chats
  * (else the default template in docs/serving.md). Browsers: only loopback origins and Host names
- * unless `--allowed-origins` / `--allowed-hosts` add more. SIGTERM/SIGINT: stop accepting,
- * cancel in-flight work, exit.
+ * unless `--allowed-origins` / `--allowed-hosts` add more. Continuous batching: up to
+ * `--max-batch` requests decode together; `--kv-bytes` bounds the latent KV cache (running
+ * requests and the prefix cache), answering 503 when a request waits `--kv-wait-ms` for room.
+ * SIGTERM/SIGINT: stop accepting, cancel in-flight work, exit.
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
@@ -19,7 +21,7 @@ import { prefixRowWidth } from '../infer/prefix-cache.js';
 import { modelFingerprint, openModel, readTokenizerConfig, resolveModelDir, selectBackend } from '../serve/model-node.js';
 import { checkApiKey, isLoopbackName } from '../serve/access.js';
 import { withBf16Weights } from '../infer/bf16-node.js';
-import { withQ8Weights } from '../infer/q8-node.js';
+import { withQ8Drafts, withQ8Weights } from '../infer/q8-node.js';
 import { isGgufPath } from '../model/gguf-node.js';
 
 export const summary = 'OpenAI-compatible HTTP server with prefix/context caching, and a chat playground at /';
@@ -35,10 +37,14 @@ const spec: OptionSpec = {
   name: { type: 'string', help: "model name for /v1/models (default: the run's or folder's name)" },
   'served-model-name': { type: 'string', help: 'same as --name (vLLM spelling)' },
   'max-queue': { type: 'number', help: 'requests waiting or running before 429; 0 = no bound', default: 64 },
+  'max-batch': { type: 'number', help: 'most requests decoded together in one batched step (continuous batching)', default: 16 },
+  'kv-bytes': { type: 'number', help: 'latent KV cache bytes for running requests and the prefix cache together (default 2 GiB + --cache-bytes)' },
+  'kv-block-tokens': { type: 'number', help: 'positions per KV cache block', default: 16 },
+  'kv-wait-ms': { type: 'number', help: 'how long a request may wait for KV cache room before 503 kv_cache_full (0 = answer at once)', default: 30_000 },
   'allowed-origins': { type: 'string', help: 'comma-separated browser origins allowed besides localhost ones (scheme://host[:port], or *)' },
   'allowed-hosts': { type: 'string', help: 'comma-separated Host names allowed besides localhost names (DNS-rebinding guard)' },
   speculative: { type: 'boolean', help: 'MTP speculative decoding (works with both caches; acceptance rate in /health and usage)' },
-  backend: { type: 'string', help: 'compute backend: auto (native > wasm > ts), ts, wasm, native', default: 'auto' },
+  backend: { type: 'string', help: 'compute backend: auto (native > wasm > ts), ts, wasm, native, webgpu', default: 'auto' },
   threads: { type: 'number', help: 'worker threads of the backend (default: all cores, at most 8)' },
   weights: { type: 'string', help: 'decode weight precision: f32, bf16 (half the memory traffic per token; native backend) or q8_0 (a quarter)', default: 'f32' },
 };
@@ -57,6 +63,10 @@ export async function run(argv: string[]): Promise<number> {
   if (!Number.isInteger(a.port) || a.port < 0 || a.port > 65535) throw new UsageError(`--port must be 0..65535, got ${a.port}`);
   if (!(a['cache-bytes'] >= 0)) throw new UsageError('--cache-bytes must be >= 0');
   if (!(Number.isInteger(a['max-queue']) && a['max-queue'] >= 0)) throw new UsageError(`--max-queue must be an integer >= 0 (0 = no bound), got ${a['max-queue']}`);
+  if (!(Number.isInteger(a['max-batch']) && a['max-batch'] >= 1 && a['max-batch'] <= 4096)) throw new UsageError(`--max-batch must be an integer in [1, 4096], got ${a['max-batch']}`);
+  if (a['kv-bytes'] !== undefined && !(a['kv-bytes'] > 0)) throw new UsageError(`--kv-bytes must be > 0, got ${a['kv-bytes']}`);
+  if (!(Number.isInteger(a['kv-block-tokens']) && a['kv-block-tokens'] >= 1 && a['kv-block-tokens'] <= 4096)) throw new UsageError(`--kv-block-tokens must be an integer in [1, 4096], got ${a['kv-block-tokens']}`);
+  if (!(a['kv-wait-ms'] >= 0)) throw new UsageError(`--kv-wait-ms must be >= 0, got ${a['kv-wait-ms']}`);
   if (!['f32', 'bf16', 'q8_0'].includes(a.weights)) throw new UsageError(`--weights must be f32, bf16 or q8_0, got '${a.weights}'`);
   if (a.name !== undefined && a['served-model-name'] !== undefined && a.name !== a['served-model-name']) throw new UsageError('--name and --served-model-name are the same option; give one');
   if (found.note) console.error(`frugal serve: ${found.note}`);
@@ -68,6 +78,11 @@ export async function run(argv: string[]): Promise<number> {
   const model = a.weights === 'bf16' ? withBf16Weights(opened.model)
     : a.weights === 'q8_0' ? withQ8Weights(opened.model, opened.model.gguf ? { blocks: opened.model.gguf.q8 } : {}) : { model: opened.model, note: '' };
   if (model.note) console.error(`frugal serve: ${model.note}`);
+  if (a.speculative === true && model.model.params.mtp.length > 0) {
+    const d = withQ8Drafts(model.model);
+    model.model = d.model;
+    console.error(`frugal serve: ${d.note}`);
+  }
   const tc = readTokenizerConfig(dir);
   const diskCache = a['cache-dir'] ? new DiskCache({ dir: a['cache-dir'], modelId: modelFingerprint(opened.model, `weights=${a.weights}`), rowWidth: prefixRowWidth(model.model.cfg, a.speculative === true && model.model.params.mtp.length > 0 ? 1 : 0), maxBytes: a['cache-dir-bytes'] }) : null;
   const name = String(a['served-model-name'] ?? a.name ?? found.name);
@@ -75,8 +90,11 @@ export async function run(argv: string[]): Promise<number> {
     model: model.model, tokenizer, modelName: name, host: a.host, port: a.port, apiKey, cacheBytes: a['cache-bytes'], diskCache,
     chatTemplate: tc.chatTemplate, bosToken: tc.bos, eosToken: tc.eos, maxQueue: a['max-queue'], speculative: a.speculative === true,
     allowedOrigins: list(a['allowed-origins']), allowedHosts: list(a['allowed-hosts']),
+    maxBatch: a['max-batch'], kvBlockTokens: a['kv-block-tokens'], kvWaitMs: a['kv-wait-ms'], ...(a['kv-bytes'] !== undefined ? { kvBytes: a['kv-bytes'] } : {}),
   });
+  const kv = srv.kvPool.stats();
   console.error(`frugal serve: ${name} on ${srv.url} (OpenAI API at ${srv.url}/v1, chat playground at ${srv.url}/; prefix cache ${a['cache-bytes']} bytes${diskCache ? `, disk cache ${a['cache-dir']}` : ''}${apiKey ? ', API key required' : ''})`);
+  console.error(`frugal serve: continuous batching, up to ${a['max-batch']} requests per step (${Number.isFinite(srv.scheduler.rowsPerPass()) ? srv.scheduler.rowsPerPass() : 'all'} rows per decode pass on this backend); KV cache ${kv.totalBlocks} blocks of ${kv.blockTokens} tokens (${kv.blockBytes} bytes each)`);
   await new Promise<void>((resolve) => {
     const stop = (sig: string): void => {
       console.error(`frugal serve: ${sig}, shutting down`);

@@ -23,7 +23,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs, usage, type OptionSpec, type Parsed } from './args.js';
 import { UsageError } from '../errors.js';
-import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../backend/setup.js';
+import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../backend/setup-node.js';
 import { getBackend } from '../backend/registry.js';
 import { resolveConfig, parseHFConfig, type DeepSeekConfig } from '../model/config.js';
 import { initParams, type ModelParams } from '../model/deepseek.js';
@@ -88,7 +88,7 @@ const spec: OptionSpec = {
   out: { type: 'string', help: 'run folder (default runs/<timestamp>)' },
   resume: { type: 'boolean', help: 'continue the checkpoint in --out (default: the newest run in runs/) with every option it was started with' },
   extend: { type: 'boolean', help: 'with --resume --steps N: train past the planned steps (the lr schedule is kept; extra steps run at its final rate)' },
-  backend: { type: 'string', help: 'auto | ts | wasm | native (default auto: the fastest that loads)' },
+  backend: { type: 'string', help: 'auto | ts | wasm | native | webgpu (default auto: the fastest CPU backend that loads)' },
   threads: { type: 'number', help: 'worker threads of the backend (default: all cores, at most 8)' },
   recompute: { type: 'boolean', help: 'recompute RMSNorm / MLA up-projections in backward (less memory)' },
   gpu: { type: 'string', help: 'GPU priced in the $ column (h800 | h100 | h200 | a100 | b200) (default h800)' },
@@ -197,7 +197,7 @@ export async function run(argv: string[]): Promise<number> {
   const biasUpdate = String(opt('bias-update', 'sign'));
   if (biasUpdate !== 'sign' && biasUpdate !== 'relative') throw new UsageError(`--bias-update must be sign or relative, got '${biasUpdate}'`);
   const backendChoice = String(a.backend ?? 'auto');
-  if (!['auto', 'ts', 'wasm', 'native'].includes(backendChoice)) throw new UsageError(`--backend must be auto, ts, wasm or native, got '${backendChoice}'`);
+  if (!['auto', 'ts', 'wasm', 'native', 'webgpu'].includes(backendChoice)) throw new UsageError(`--backend must be auto, ts, wasm, native or webgpu, got '${backendChoice}'`);
   const intOpt = (k: string, d: number, min: number): number => {
     const v = Number(opt(k, d));
     if (!Number.isInteger(v) || v < min) throw new UsageError(`--${k} must be an integer >= ${min}, got ${v}`);

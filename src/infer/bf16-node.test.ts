@@ -2,7 +2,7 @@
 // and a model decoding through withBf16Weights close to (not equal to) the f32 model.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { useBackend, disposeBackends } from '../backend/setup.js';
+import { useBackend, disposeBackends } from '../backend/setup-node.js';
 import { getBackendByName } from '../backend/registry.js';
 import type { NativeBackend } from '../backend/native-node.js';
 import { Tensor } from '../autograd/tensor.js';

@@ -3,8 +3,10 @@
  * bound by memory bandwidth, and bfloat16 weights halve the bytes. `withBf16Weights(model)` gives
  * a model whose inference linears (projections, experts, MTP projection, output heads; not the
  * router) multiply f32 activations by bf16 copies of the weights — widened exactly to f32 inside
- * the native `gemvBf16` kernel, f32 products and sums — for inputs of ≤ `maxRows` rows; larger ones
- * keep the f32 weights and GEMM. `Generation` applies it to decode steps only (prefill stays f32). Weights are rounded to nearest-even
+ * the native `gemvBf16` kernel, f32 products and sums — for decode passes (any row count: a
+ * batched step of many sequences uses the same weights as one row alone) and for other inputs of
+ * ≤ `maxRows` rows; larger ones keep the f32 weights and GEMM. `Generation` applies it to decode
+ * steps only (prefill stays f32). Weights are rounded to nearest-even
  * bf16 once, on first use, and held beside the f32 ones (+50% weight memory).
  *
  * This changes the computation (weights rounded to bf16, as DeepSeek's own bf16 checkpoints
@@ -18,7 +20,7 @@ import type { NativeBackend } from '../backend/native-node.js';
 import { encodeBf16 } from '../fp8/codec.js';
 import * as op from '../ops/index.js';
 import type { Model } from './generate.js';
-import { f32RowsLinear, type RowsLinear } from '../model/decode.js';
+import type { RowsLinear } from '../model/decode.js';
 
 export interface Bf16Options {
   /** Inputs with at most this many rows use the bf16 weights (default 4). */
@@ -48,13 +50,15 @@ export function bf16Linear(opts: Bf16Options = {}): { linear: ((x: Tensor, w: Te
     gemv.call(native.addon, x.f32, bf16Of(w), out, rows, outF, inF);
     return new Tensor(out, [...x.shape.slice(0, -1), outF]);
   };
-  // Decode steps' rows (RowDecoder): caller-owned output, no Tensor per call.
-  const rowsLinear: RowsLinear = (x, rows, w, out) => {
-    if (rows > maxRows) return f32RowsLinear(x, rows, w, out);
+  // Decode passes' rows (RowDecoder): caller-owned output, no Tensor per call. Every row of a
+  // pass uses the bf16 weights whatever the row count (a batched decode step of many sequences
+  // must compute each row as that row alone; gemvBf16 is row-exact for any m). The native decode
+  // engine reads the same bf16 copies, for any row count too.
+  const rowsLinear: RowsLinear = Object.assign((x: Float32Array, rows: number, w: Tensor, out: Float32Array): void => {
     const [outF, inF] = w.shape as [number, number];
     gemv.call(native.addon, x, bf16Of(w), out, rows, outF, inF);
-  };
-  return { linear, rowsLinear, note: `bf16 decode weights (native gemvBf16 for inputs of ≤ ${maxRows} rows; f32 for longer)` };
+  }, { engine: { weightOf: bf16Of, maxRows: Infinity } });
+  return { linear, rowsLinear, note: `bf16 decode weights (native gemvBf16 for decode rows and inputs of ≤ ${maxRows} rows; f32 for longer prefill inputs)` };
 }
 
 /** The model with bf16 decode weights, or the same model and why not (no native backend). */

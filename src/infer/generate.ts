@@ -18,7 +18,7 @@ import { Tensor } from '../autograd/tensor.js';
 import { noGrad } from '../autograd/tape.js';
 import { forward, mtpForward, KVCache, type ModelParams, type AttnImpl } from '../model/deepseek.js';
 import type { DeepSeekConfig } from '../model/config.js';
-import { RowDecoder, f32RowsLinear, rowsLinearOf, type RowsLinear } from '../model/decode.js';
+import { RowDecoder, f32RowsLinear, rowsLinearOf, type RowsLinear, type Segment } from '../model/decode.js';
 import { Sampler, acceptOrResample, argmax, isGreedy, type SamplingOptions } from './sampling.js';
 import { PrefixCache, prefixRowWidth, rowsFromCache, rowsToCache, specRowsFromCache, specRowsToCache } from './prefix-cache.js';
 
@@ -29,6 +29,18 @@ export interface Model {
   linear?: (x: Tensor, w: Tensor) => Tensor;
   /** The same override for decode steps' rows (RowDecoder); default: derived from `linear`, else f32. */
   rowsLinear?: RowsLinear;
+  /**
+   * Speculative decoding's MTP draft passes (default: `rowsLinear`). Any weights are exact here:
+   * the main model checks every draft, so cheaper draft weights (q8-node.ts withQ8Drafts) only
+   * change how often a draft is accepted.
+   */
+  draftRowsLinear?: RowsLinear;
+  /**
+   * Most rows one decode pass may carry with each row computed exactly as it is alone, as far as
+   * this model's linears go (e.g. Q8_0 weights serve only short inputs); default no limit. A
+   * batching scheduler also applies the backend's own limit (scheduler.ts `rowExactLimit`).
+   */
+  decodeExactRows?: number;
 }
 
 /** A second-level store of prefix rows (the disk cache implements it). Synchronous by design. */
@@ -57,8 +69,25 @@ export interface GenerateOptions extends SamplingOptions {
   vocabLimit?: number;
   /** Prompt positions per prefill forward (default 256). */
   prefillChunk?: number;
+  /**
+   * Where the KV cache's memory comes from (e.g. a block pool's lease, src/infer/kv-blocks.ts):
+   * `ensure(cache, tokens)` returns a cache holding at least `tokens` positions (the same one, or a
+   * larger copy). Default: one cache of the worst case (prompt + max tokens + 2) allocated at once.
+   */
+  kv?: KvSource | null;
   /** Called for each new token; return true to stop (finish reason 'stop'). */
   onToken?: (id: number) => boolean | void;
+}
+
+/** Supplies a sequence's latent cache and grows it (src/infer/kv-blocks.ts implements it with blocks). */
+export interface KvSource {
+  /** A batch-1 absorb cache (with `extraLayers` MTP layers) holding at least `tokens` positions; `cache` (may be null) is the current one, whose rows are kept. */
+  ensure(cache: KVCache | null, tokens: number, extraLayers: number): KVCache;
+}
+
+/** Cache positions a generation may need at most (prompt, new tokens, and a speculative step's 2 rows). */
+export function kvTokensNeeded(cfg: DeepSeekConfig, promptLength: number, maxTokens: number): number {
+  return promptLength + Math.min(maxTokens, cfg.maxPositionEmbeddings - promptLength) + 2;
 }
 
 export type FinishReason = 'stop' | 'length' | 'cancelled';
@@ -99,9 +128,12 @@ export class Generation {
   prefillMs = 0;
   decodeMs = 0;
   private readonly cfg: DeepSeekConfig;
-  private readonly cache: KVCache;
+  /** Replaced by a larger copy when a `kv` source grows it. */
+  private cache: KVCache;
   /** Decode steps (absorb cache): rows straight onto the kernels; null for the naive cache. */
   private readonly decoder: RowDecoder | null;
+  /** Speculative drafts (the MTP layer): the decoder, or one with the model's draft weights. */
+  private readonly drafter: RowDecoder | null;
   private readonly sampler: Sampler;
   private readonly maxNew: number;
   /** Ids sampled from: [0, vocab). */
@@ -121,6 +153,10 @@ export class Generation {
   private pDist: Float64Array | null = null;
   private qDist: Float64Array | null = null;
   private prefilled = false;
+  /** Chunked prefill state: the next prompt position to compute, where computing began, MTP hidden rows. */
+  private prefillPos = -1;
+  private prefillFrom = 0;
+  private prefillHidden: Float32Array | null = null;
 
   constructor(private readonly model: Model, readonly prompt: readonly number[], private readonly opts: GenerateOptions = {}) {
     const cfg = (this.cfg = model.cfg);
@@ -141,8 +177,10 @@ export class Generation {
     this.stopIds = new Set(opts.stopTokenIds ?? []);
     this.seq = prompt.slice();
     this.pending = new Float32Array(this.spec ? 2 * cfg.hiddenSize : 0);
-    this.cache = new KVCache(cfg, 1, prompt.length + this.maxNew + 2, attn, this.spec ? 1 : 0);
+    if (opts.kv && attn !== 'absorb') throw new RangeError('a kv source needs the absorbed latent cache (attn: absorb)');
+    this.cache = opts.kv ? opts.kv.ensure(null, prompt.length + (this.spec ? 2 : 1), this.spec ? 1 : 0) : new KVCache(cfg, 1, prompt.length + this.maxNew + 2, attn, this.spec ? 1 : 0);
     this.decoder = attn === 'absorb' ? new RowDecoder(model.params, cfg, { linear: model.rowsLinear ?? (model.linear ? rowsLinearOf(model.linear) : f32RowsLinear) }) : null;
+    this.drafter = this.spec && model.draftRowsLinear ? new RowDecoder(model.params, cfg, { linear: model.draftRowsLinear }) : this.decoder;
     const width = prefixRowWidth(cfg, this.spec ? 1 : 0);
     if (opts.prefixCache && opts.prefixCache.rowWidth !== width) {
       throw new RangeError(`prefix cache rows are ${opts.prefixCache.rowWidth} floats but this model's ${this.spec ? 'speculative ' : ''}rows are ${width} (a cache built for another model${this.spec ? ', or without speculative decoding' : ''}?)`);
@@ -153,55 +191,96 @@ export class Generation {
   /** Prefix rows of [from, to) as the caches store them (speculative rows carry the MTP latents). */
   private rowsAt = (from: number, to: number): Float32Array => (this.spec ? specRowsFromCache(this.cache, from, to, 1) : rowsFromCache(this.cache, from, to));
 
-  /** Prefills the prompt (using cached prefixes); called by the first step. */
-  private prefill(): void {
-    const t0 = now();
-    const { cfg, cache, prompt, opts } = this;
+  /** Grows the cache (when it comes from a `kv` source) to hold `tokens` positions. */
+  private ensureCache(tokens: number): void {
+    if (this.opts.kv && tokens > this.cache.capacity) this.cache = this.opts.kv.ensure(this.cache, tokens, this.spec ? 1 : 0);
+  }
+
+  /** Takes the prompt's longest cached prefix (prefix cache, then store) into the cache; returns its length. */
+  private prefillStart(): number {
+    const { cache, prompt, opts } = this;
     const P = prompt.length;
     const usable = cache.mode === 'absorb';
-    const toCache = (start: number, rows: Float32Array): void => (this.spec ? specRowsToCache(cache, start, rows, 1) : rowsToCache(cache, start, rows));
+    const toCache = (start: number, rows: Float32Array): void => (this.spec ? specRowsToCache(this.cache, start, rows, 1) : rowsToCache(this.cache, start, rows));
     let hit = 0;
-    let handle = null;
     if (usable && opts.prefixCache) {
-      handle = opts.prefixCache.match(prompt, P - 1);
-      if (handle.length > 0) toCache(0, handle.rows);
-      hit = handle.length;
+      // Rows are copied out at once, so the pin ends here (a chunked prefill may span engine steps).
+      const handle = opts.prefixCache.match(prompt, P - 1);
+      try {
+        this.ensureCache(handle.length + 1);
+        if (handle.length > 0) toCache(0, handle.rows);
+        hit = handle.length;
+      } finally { opts.prefixCache.release(handle); }
     }
-    try {
-      if (usable && opts.prefixStore) {
-        const got = opts.prefixStore.lookup(prompt, P - 1, hit);
-        if (got && got.length > hit) {
-          toCache(hit, got.rows);
-          this.storeTokens = got.length - hit;
-          hit = got.length;
-        }
+    if (usable && opts.prefixStore) {
+      const got = opts.prefixStore.lookup(prompt, P - 1, hit);
+      if (got && got.length > hit) {
+        this.ensureCache(got.length + 1);
+        toCache(hit, got.rows);
+        this.storeTokens = got.length - hit;
+        hit = got.length;
       }
-      // Speculative: the MTP layer needs the main hidden state of the last cached position, which
-      // the rows do not hold: that one position is recomputed (its MTP predecessor row is cached).
-      if (this.spec && hit > 0) { hit--; if (this.storeTokens > 0) this.storeTokens--; }
-      this.cachedTokens = hit;
-      cache.length = hit;
+    }
+    // Speculative: the MTP layer needs the main hidden state of the last cached position, which
+    // the rows do not hold: that one position is recomputed (its MTP predecessor row is cached).
+    if (this.spec && hit > 0) { hit--; if (this.storeTokens > 0) this.storeTokens--; }
+    this.cachedTokens = hit;
+    this.cache.length = hit;
+    this.prefillHidden = this.spec ? new Float32Array((P - hit) * this.cfg.hiddenSize) : null;
+    return hit;
+  }
+
+  /** True until the prompt is prefilled and the first new token sampled. */
+  get prefilling(): boolean { return !this.prefilled && !this.done; }
+
+  /**
+   * Prefill work: whole chunks of `prefillChunk` prompt positions (counted from the cached
+   * prefix, so chunk boundaries never depend on the budget) until at least `budget` positions
+   * were computed or the prompt is done; the first call takes the cached prefix. After the last
+   * chunk the prompt goes into the caches and the first new token is sampled. Returns the number
+   * of positions computed. No-op (0) once prefilled or done.
+   */
+  prefillSome(budget = Infinity): number {
+    if (this.prefilled || this.done) return 0;
+    return noGrad(() => {
+      const t0 = now();
+      const { cfg, prompt, opts } = this;
+      const P = prompt.length, H = cfg.hiddenSize;
+      if (this.prefillPos < 0) this.prefillPos = this.prefillFrom = this.prefillStart();
       const chunk = Math.max(1, opts.prefillChunk ?? 256);
-      const H = cfg.hiddenSize;
-      const hidden = this.spec ? new Float32Array((P - hit) * H) : null;
-      for (let s = hit; s < P; s += chunk) {
-        const e = Math.min(P, s + chunk);
-        const f = forward(this.model.params, cfg, Tensor.ints(prompt.slice(s, e), [1, e - s]), { cache, startPos: s, lastLogits: true });
-        if (e === P) this.last = f.logits.f32.slice();
-        hidden?.set(f.hidden.f32, (s - hit) * H);
+      let done = 0;
+      while (this.prefillPos < P && done < Math.max(1, budget)) {
+        const s = this.prefillPos, e = Math.min(P, s + chunk);
+        this.ensureCache(e + (this.spec ? 2 : 1));
+        const f = forward(this.model.params, cfg, Tensor.ints(prompt.slice(s, e), [1, e - s]), { cache: this.cache, startPos: s, lastLogits: true });
+        if (e === P) this.last = f.logits.f32.slice(); // [1, 1, V]: only the last position's logits are computed
+        this.prefillHidden?.set(f.hidden.f32, (s - this.prefillFrom) * H);
+        this.prefillPos = e;
+        done += e - s;
       }
-      if (hidden) this.prefillMtp(hidden, hit, chunk);
-      if (usable && opts.prefixCache) opts.prefixCache.insert(prompt, this.rowsAt);
-      if (usable && opts.prefixStore) opts.prefixStore.save(prompt, this.rowsAt);
-    } finally {
-      if (handle) opts.prefixCache!.release(handle);
-    }
-    this.prefillMs = now() - t0;
+      if (this.prefillPos === P) {
+        const usable = this.cache.mode === 'absorb';
+        if (this.prefillHidden) this.prefillMtp(this.prefillHidden, this.prefillFrom, chunk);
+        this.prefillHidden = null;
+        if (usable && opts.prefixCache) opts.prefixCache.insert(prompt, this.rowsAt);
+        if (usable && opts.prefixStore) opts.prefixStore.save(prompt, this.rowsAt);
+        this.prefilled = true;
+      }
+      this.prefillMs += now() - t0;
+      if (this.prefilled) {
+        const t1 = now();
+        this.emit(this.sampler.sample(this.last!, 0, this.vocab));
+        this.last = null;
+        this.decodeMs += now() - t1;
+      }
+      return done;
+    });
   }
 
   /** MTP rows of prompt positions [from, P−1) (position i reads token i+1); position P−1 waits for the first new token. */
   private prefillMtp(hidden: Float32Array, from: number, chunk: number): void {
-    const { cfg, cache, prompt } = this;
+    const { cfg, prompt } = this;
+    const cache = this.cache;
     const P = prompt.length, H = cfg.hiddenSize;
     for (let s = from; s < P - 1; s += chunk) {
       const e = Math.min(P - 1, s + chunk);
@@ -225,15 +304,8 @@ export class Generation {
   /** Advances by one token (two when a speculative draft is accepted). No-op once done. */
   step(): void {
     if (this.done) return;
+    if (!this.prefilled) { this.prefillSome(); return; }
     noGrad(() => {
-      if (!this.prefilled) {
-        this.prefilled = true;
-        this.prefill();
-        const t0 = now();
-        this.emit(this.sampler.sample(this.last!, 0, this.vocab));
-        this.decodeMs += now() - t0;
-        return;
-      }
       const t0 = now();
       if (this.spec) this.specStep(); else this.plainStep();
       this.decodeMs += now() - t0;
@@ -245,17 +317,37 @@ export class Generation {
     if (!this.done) { this.done = true; this.finishReason = 'cancelled'; }
   }
 
+  /** True when the next step is one plain decode row (prefilled, not done, not speculative, absorb cache): a scheduler may batch it. */
+  get batchable(): boolean { return this.prefilled && !this.done && !this.spec && this.decoder !== null; }
+
+  /**
+   * The next plain decode row: the newest token and the one-row segment of this sequence's cache
+   * it fills (the cache grows first when it comes from a `kv` source). Feed it through a
+   * `RowDecoder` pass (alone or with other sequences' rows), then hand its logits to `takeLogits`.
+   */
+  decodeRow(): { token: number; seg: Segment } {
+    if (!this.batchable) throw new Error('Generation.decodeRow: not at a plain decode step (prefilling, done, speculative or naive cache)');
+    const n = this.cache.length;
+    this.ensureCache(n + 1);
+    return { token: this.seq[n]!, seg: { cache: this.cache, start: n, rows: 1 } };
+  }
+
+  /** Consumes the logits of the row `decodeRow` gave (at `offset` in `logits`): the row joins the cache and the next token is sampled. */
+  takeLogits(logits: Float32Array, offset: number): void {
+    this.cache.length++;
+    this.emit(this.sampler.sample(logits, offset, this.vocab));
+  }
+
   private plainStep(): void {
+    if (this.decoder) {
+      const r = this.decodeRow();
+      this.takeLogits(this.decoder.main([r.token], [r.seg]).logits, 0);
+      return;
+    }
     const { cfg, cache } = this;
     const n = cache.length, x = this.seq[n]!;
-    let logits: Float32Array;
-    if (this.decoder) {
-      logits = this.decoder.main([x], [{ cache, start: n, rows: 1 }]).logits;
-      cache.length = n + 1;
-    } else {
-      const lin = this.model.linear ? { linear: this.model.linear } : {};
-      logits = forward(this.model.params, cfg, Tensor.ints([x], [1, 1]), { cache, startPos: n, ...lin }).logits.f32;
-    }
+    const lin = this.model.linear ? { linear: this.model.linear } : {};
+    const logits = forward(this.model.params, cfg, Tensor.ints([x], [1, 1]), { cache, startPos: n, ...lin }).logits.f32;
     this.emit(this.sampler.sample(logits, 0, this.vocab));
   }
 
@@ -267,12 +359,14 @@ export class Generation {
    * rejected draft's cache row at n+1 is dropped by setting the length (it is overwritten later).
    */
   private specStep(): void {
-    const { cfg, cache } = this;
+    const { cfg } = this;
+    this.ensureCache(this.cache.length + 2);
+    const cache = this.cache;
     const dec = this.decoder!;
     const H = cfg.hiddenSize, V = cfg.vocabSize;
     const n = cache.length, x = this.seq[n]!, m = this.pendingRows;
     // Draft: the MTP layer over the pending rows; only the last row's logits are needed.
-    const mt = dec.mtp(0, this.pending.subarray(0, m * H), this.seq.slice(this.mtpLen + 1, n + 1), [{ cache, start: this.mtpLen, rows: m }], m - 1);
+    const mt = this.drafter!.mtp(0, this.pending.subarray(0, m * H), this.seq.slice(this.mtpLen + 1, n + 1), [{ cache, start: this.mtpLen, rows: m }], m - 1);
     this.mtpLen = n;
     let draft: number;
     if (this.greedy) draft = argmax(mt.logits, 0, this.vocab);

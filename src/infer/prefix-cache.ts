@@ -8,7 +8,8 @@
  *   copied out, and pins every node on that path (reference count) until `release(handle)`.
  * - `insert(tokens, rowsAt)` adds the uncached suffix; edges split where prompts diverge.
  * - Memory is bounded by `budgetBytes`: least-recently-used leaves with no references are evicted
- *   (a pinned path is never evicted, so concurrent requests sharing a prefix are safe).
+ *   (a pinned path is never evicted, so concurrent requests sharing a prefix are safe). `resize`
+ *   changes the budget at run time (a shared KV block pool, src/infer/kv-blocks.ts).
  * - `rowsFromCache` / `rowsToCache` copy rows out of and into a model `KVCache`; the `spec*`
  *   pair adds the MTP layer's latents (shifted one position) for speculative decoding.
  * Browser-safe (no node imports).
@@ -110,7 +111,7 @@ export class PrefixCache {
   private readonly pins = new Map<PrefixHandle, [Node, number][]>();
 
   /** rowWidth: floats per token; budgetBytes: the most bytes of rows kept (float32 = 4 bytes). */
-  constructor(readonly rowWidth: number, readonly budgetBytes: number) {
+  constructor(readonly rowWidth: number, public budgetBytes: number) {
     if (!(rowWidth > 0) || !Number.isInteger(rowWidth)) throw new RangeError(`prefix cache: rowWidth must be a positive integer, got ${rowWidth}`);
     if (!(budgetBytes >= 0)) throw new RangeError(`prefix cache: budget must be >= 0 bytes, got ${budgetBytes}`);
   }
@@ -184,6 +185,21 @@ export class PrefixCache {
     }
     this.evict();
   }
+
+  /**
+   * Changes the byte budget (a shared memory pool lends the cache what running sequences do not
+   * use) and evicts least-recently-used unpinned leaves down to it. Returns the bytes now held
+   * (above the budget only while pinned paths need more).
+   */
+  resize(budgetBytes: number): number {
+    if (!(budgetBytes >= 0)) throw new RangeError(`prefix cache: budget must be >= 0 bytes, got ${budgetBytes}`);
+    this.budgetBytes = budgetBytes;
+    this.evict();
+    return this.bytesUsed;
+  }
+
+  /** Bytes of rows held now. */
+  get bytes(): number { return this.bytesUsed; }
 
   /** Current counters. */
   stats(): PrefixCacheStats {

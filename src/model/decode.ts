@@ -18,19 +18,27 @@
  * Browser-safe.
  */
 import { Tensor } from '../autograd/tensor.js';
-import { kernel, optionalKernel } from '../backend/registry.js';
+import { hasKernel, kernel, optionalKernel } from '../backend/registry.js';
 import * as op from '../ops/index.js';
 import { ropeInvFreq, softmaxScale, yarnMscale, type DeepSeekConfig } from './config.js';
 import { selectExperts, type KVCache, type LayerParams, type MlaParams, type MlpParams, type ModelParams, type MoeParams } from './deepseek.js';
+import { decodeEngine, f32EngineWeights, type EngineWeights } from './decode-engine.js';
 
-/** out[rows, outF] = x[rows, inF] · Wᵀ for W [outF, inF]; x and out may be longer than needed. */
-export type RowsLinear = (x: Float32Array, rows: number, w: Tensor, out: Float32Array) => void;
+/**
+ * out[rows, outF] = x[rows, inF] · Wᵀ for W [outF, inF]; x and out may be longer than needed.
+ * `engine` says which weight arrays the native decode engine may read in its place (none: the
+ * engine is not used with this linear).
+ */
+export interface RowsLinear {
+  (x: Float32Array, rows: number, w: Tensor, out: Float32Array): void;
+  engine?: EngineWeights;
+}
 
 /** The f32 rows linear: one MatMul kernel call. */
-export const f32RowsLinear: RowsLinear = (x, rows, w, out) => {
+export const f32RowsLinear: RowsLinear = Object.assign((x: Float32Array, rows: number, w: Tensor, out: Float32Array): void => {
   const [outF, inF] = w.shape as [number, number];
   kernel('MatMul')({ a: x, b: w.f32, c: out, batch: 1, m: rows, n: outF, k: inF, transA: false, transB: true, strideA: 0, strideB: 0, strideC: 0, accumulate: false });
-};
+}, { engine: f32EngineWeights });
 
 /** A Tensor-level linear (e.g. an inference override) as a rows linear. */
 export function rowsLinearOf(linear: (x: Tensor, w: Tensor) => Tensor): RowsLinear {
@@ -51,12 +59,43 @@ export class RowDecoder {
   private readonly scratch = new Map<string, Float32Array>();
   private readonly invFreq: Float32Array;
   private readonly ropeFactor: number;
+  private readonly useEngine: boolean;
+  /** The native engine for these weights (undefined: not looked up yet; null: none). */
+  private engine: object | null | undefined;
+  private tok = new Int32Array(8);
 
-  constructor(readonly params: ModelParams, readonly cfg: DeepSeekConfig, opts: { linear?: RowsLinear } = {}) {
+  /** `engine: false` keeps every pass on the TypeScript path (tests compare the two). */
+  constructor(readonly params: ModelParams, readonly cfg: DeepSeekConfig, opts: { linear?: RowsLinear; engine?: boolean } = {}) {
     this.lin = opts.linear ?? f32RowsLinear;
     this.invFreq = Float32Array.from(ropeInvFreq(cfg));
     const y = cfg.ropeScaling;
     this.ropeFactor = y ? yarnMscale(y.factor, y.mscale) / yarnMscale(y.factor, y.mscaleAllDim) : 1;
+    this.useEngine = opts.engine ?? true;
+  }
+
+  /** The native engine for a pass of R rows, when the backend has one and the linear allows it. */
+  private engineFor(R: number): object | null {
+    const ew = this.lin.engine;
+    if (!this.useEngine || !ew || R > ew.maxRows || !hasKernel('DecodeEngineMain')) return null;
+    if (this.engine === undefined) this.engine = decodeEngine(this.params, this.cfg, ew);
+    return this.engine;
+  }
+
+  /** Engine arguments: token ids, segments, their caches of layers [l0, l0 + nl), rope tables per row. */
+  private engineArgs(ids: ArrayLike<number>, segs: readonly Segment[], l0: number, nl: number): { tok: Int32Array; seg: Int32Array; caches: Float32Array[]; cos: Float32Array; sin: Float32Array } {
+    const R = ids.length, half = this.cfg.qkRopeHeadDim / 2;
+    if (this.tok.length < R) this.tok = new Int32Array(2 * R);
+    const tok = this.tok.subarray(0, R);
+    for (let i = 0; i < R; i++) tok[i] = ids[i]!;
+    const seg = new Int32Array(2 * segs.length), caches: Float32Array[] = [];
+    const cos = this.buf('cos', R * half), sin = this.buf('sin', R * half);
+    let r = 0;
+    segs.forEach((s, i) => {
+      seg[2 * i] = s.start; seg[2 * i + 1] = s.rows;
+      for (let l = 0; l < nl; l++) caches.push(s.cache.layers[l0 + l]!.a);
+      for (let j = 0; j < s.rows; j++, r++) this.ropeAt(s.start + j, cos, sin, r * half);
+    });
+    return { tok, seg, caches, cos, sin };
   }
 
   /** A scratch array of exactly n floats (a view of a buffer kept per name). */
@@ -71,6 +110,13 @@ export class RowDecoder {
     const { cfg, params: p } = this;
     const R = checkRows(segs, tokens.length, cfg.numHiddenLayers);
     const H = cfg.hiddenSize;
+    const eng = this.engineFor(R);
+    if (eng) {
+      const a = this.engineArgs(tokens, segs, 0, p.layers.length);
+      const hidden = this.buf('hidden', R * H), logits = this.buf('logits', (R - from) * cfg.vocabSize);
+      kernel('DecodeEngineMain')(eng, a.tok, a.seg, a.caches, a.cos, a.sin, from, hidden, logits);
+      return { hidden, logits };
+    }
     const h = this.buf('h', R * H);
     embedRows(p.embed, tokens, h);
     for (let l = 0; l < p.layers.length; l++) this.block(h, R, p.layers[l]!, l, segs);
@@ -91,7 +137,16 @@ export class RowDecoder {
     if (!m) throw new Error(`RowDecoder.mtp: the model has ${p.mtp.length} MTP layers, depth ${depth} requested`);
     const layer = cfg.numHiddenLayers + depth;
     const R = checkRows(segs, nextTokens.length, layer + 1);
-    const H = cfg.hiddenSize, eps = cfg.rmsNormEps, norm = kernel('RMSNorm');
+    const H = cfg.hiddenSize, eps = cfg.rmsNormEps;
+    if (from > 0 && segs.length !== 1) throw new Error('RowDecoder.mtp: rows that only fill the cache (from > 0) need a single segment');
+    const eng = this.engineFor(R);
+    if (eng) {
+      const a = this.engineArgs(nextTokens, segs, layer, 1);
+      const hidden = this.buf('mtphidden', (R - from) * H), logits = this.buf('logits', (R - from) * cfg.vocabSize);
+      kernel('DecodeEngineMtp')(eng, depth, hiddenIn, a.tok, a.seg, a.caches, a.cos, a.sin, from, hidden, logits);
+      return { hidden, logits };
+    }
+    const norm = kernel('RMSNorm');
     // [RMSNorm(embed(t_{i+1})) | RMSNorm(h_i)] · eh_projᵀ (embedding first, SPEC §10).
     const e = this.buf('e', R * H), hn = this.buf('hn', R * H), cat = this.buf('cat', R * 2 * H);
     embedRows(m.embed, nextTokens, e);
@@ -100,7 +155,6 @@ export class RowDecoder {
     for (let r = 0; r < R; r++) { cat.set(e.subarray(r * H, (r + 1) * H), 2 * r * H); cat.set(hn.subarray(r * H, (r + 1) * H), (2 * r + 1) * H); }
     const h = this.buf('h', R * H);
     this.lin(cat, R, m.ehProj, h);
-    if (from > 0 && segs.length !== 1) throw new Error('RowDecoder.mtp: rows that only fill the cache (from > 0) need a single segment');
     this.block(h, R, m.layer, layer, segs, from);
     const out = h.subarray(from * H), n = R - from;
     const normed = this.buf('hidden', n * H);

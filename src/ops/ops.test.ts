@@ -4,7 +4,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import '../backend/index.js';
 import { backendsUnderTest, withBackend } from '../backend/testing-node.js';
-import { disposeBackends } from '../backend/setup.js';
+import { disposeBackends } from '../backend/setup-node.js';
 import { Tensor } from '../autograd/tensor.js';
 import { backward, noGrad, recompute, record } from '../autograd/tape.js';
 import { maxAbsDiff, worstError } from './compare.js';

@@ -24,7 +24,7 @@ import { loadTokenizer } from '../io/tokenizer-node.js';
 import type { Tokenizer } from '../io/tokenizer.js';
 import type { Model } from '../infer/generate.js';
 import { findCheckpoint } from '../train/checkpoint-node.js';
-import { useBackend, type BackendChoice } from '../backend/setup.js';
+import { useBackend, type BackendChoice } from '../backend/setup-node.js';
 
 /** Folder names that say where a model sits in a run, never what it is. */
 const RUN_PARTS = new Set(['final', 'checkpoint', 'checkpoint.old']);
@@ -123,7 +123,7 @@ export function parseTokenList(s: unknown, flag = '--tokens'): number[] {
 /** Selects the compute backend named by `--backend` (ts needs no set-up) with `--threads`. */
 export async function selectBackend(choice: unknown, threads?: unknown): Promise<void> {
   const c = String(choice ?? 'ts');
-  if (!['auto', 'ts', 'wasm', 'native'].includes(c)) throw new UsageError(`--backend must be auto, ts, wasm or native, got '${c}'`);
+  if (!['auto', 'ts', 'wasm', 'native', 'webgpu'].includes(c)) throw new UsageError(`--backend must be auto, ts, wasm, native or webgpu, got '${c}'`);
   if (threads !== undefined && !(Number.isInteger(threads) && (threads as number) >= 1 && (threads as number) <= 64)) throw new UsageError(`--threads must be an integer 1..64, got ${String(threads)}`);
   if (c === 'ts') return;
   try {

@@ -5,13 +5,15 @@
  * share 0 itself, and blocks in Atomics.wait until the workers finish theirs. Operands that live in
  * this backend's memory (arrays from `allocF32`) are used in place; any other array is copied into
  * one scratch block that is reused across calls (it only grows, so memory stays flat in steady state).
- * Browser-safe: Node workers come from pool-node.ts by dynamic import; in a browser, threads > 1
- * need the backend to run inside a Worker (the page's main thread may not Atomics.wait).
+ * Browser-safe: workers come from the platform (platform.ts: worker_threads in Node, Blob Workers in
+ * browsers); in a browser, threads > 1 need the backend to run inside a Worker (the page's main
+ * thread may not Atomics.wait).
  */
 import type { Backend, MatMulArgs } from '../registry.js';
 import { kernelsWasmBase64 } from './kernels.generated.js';
 import { WasmHeap } from './heap.js';
 import { WORKER_SOURCE, type PoolWorker, type SpawnWorker, type WorkerInit } from './worker-source.js';
+import { platform } from '../platform.js';
 
 export type { SpawnWorker, WorkerInit, PoolWorker } from './worker-source.js';
 
@@ -21,7 +23,7 @@ export interface WasmBackendOptions {
   threads?: number;
   /** Upper bound of the shared memory in MB (default 4096). */
   maxMemoryMB?: number;
-  /** How to start a worker (default: worker_threads in Node, a Blob Worker in browsers). */
+  /** How to start a worker (default: the platform's — worker_threads in Node, a Blob Worker in browsers). */
   spawnWorker?: SpawnWorker;
   /** Problems with batch·m·n·k below this run on the calling thread only (default 65536). */
   minParallelWork?: number;
@@ -56,24 +58,20 @@ interface KernelExports {
   PACK_STRIDE: WebAssembly.Global;
 }
 
-const isNode = typeof process !== 'undefined' && typeof process.versions?.node === 'string';
 
 /** Creates a wasm backend with its own memory and `threads - 1` workers. */
 export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<WasmBackend> {
   const module = await kernelModule();
-  let spawn = opts.spawnWorker;
-  let cores = 1;
-  if (isNode) {
-    const pool = await import('./pool-node.js');
-    spawn ??= pool.spawnNodeWorker;
-    cores = pool.nodeParallelism();
-  } else {
-    cores = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? 1;
-    spawn ??= spawnBrowserWorker;
-  }
+  const plat = platform();
+  const spawn = opts.spawnWorker ?? platformWorker;
+  const cores = plat.parallelism();
   let threads = Math.floor(opts.threads ?? Math.min(cores, 8));
   if (!(threads >= 1 && threads <= 64)) throw new Error(`wasm backend: threads must be 1..64, got ${opts.threads}`);
-  const mainMayWait = isNode || typeof (globalThis as { window?: unknown }).window === 'undefined';
+  if (threads > 1 && !opts.spawnWorker && !plat.spawn) {
+    if (opts.threads !== undefined) throw new Error(`wasm backend: ${threads} threads need workers, which this environment cannot start (no Worker); use threads: 1`);
+    threads = 1;
+  }
+  const mainMayWait = plat.name === 'node' || typeof (globalThis as { window?: unknown }).window === 'undefined';
   if (!mainMayWait) threads = 1;
 
   const maxPages = Math.min(65536, Math.max(64, Math.floor((opts.maxMemoryMB ?? 4096) * 16)));
@@ -202,15 +200,9 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
 
 function pad(elems: number): number { return Math.ceil(elems * 4 / 64) * 64; }
 
-/** Browser default: a Worker from a Blob running WORKER_SOURCE. */
-const spawnBrowserWorker: SpawnWorker = (init) => {
-  const src = `${WORKER_SOURCE}\nonmessage = (e) => frugalWasmWorker(e.data, () => postMessage('ready'));`;
-  const url = URL.createObjectURL(new Blob([src], { type: 'text/javascript' }));
-  const w = new Worker(url);
-  const ready = new Promise<void>((resolve, reject) => {
-    w.onmessage = () => { URL.revokeObjectURL(url); resolve(); };
-    w.onerror = (e) => reject(new Error(`wasm backend: worker ${init.tid} failed to start: ${e.message}`));
-  });
-  w.postMessage(init);
+/** Default: a platform worker running WORKER_SOURCE (worker_threads in Node, a Blob Worker in browsers). */
+const platformWorker: SpawnWorker = (init) => {
+  const w = platform().spawn!(`${WORKER_SOURCE}\nfunction main(init, api) { frugalWasmWorker(init, () => api.ready()); }`, init);
+  const ready = w.ready.catch((e: Error) => { throw new Error(`wasm backend: worker ${init.tid}: ${e.message}`); });
   return { ready, terminate: () => w.terminate() };
 };

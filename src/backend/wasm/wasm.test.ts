@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { tsMatMul } from '../ts.js';
 import type { MatMulArgs } from '../registry.js';
+import '../platform-node.js';
 import { createWasmBackend, type WasmBackend } from './index.js';
 
 const backends: WasmBackend[] = [];
@@ -108,9 +109,9 @@ test('wasm memory stays flat over 200 repeated calls (copied and resident operan
 });
 
 test('a 2-thread backend lets the process exit after dispose, and without dispose', () => {
-  const url = new URL('./index.ts', import.meta.url).href;
+  const url = new URL('./index.ts', import.meta.url).href, nodePlatform = new URL('../platform-node.ts', import.meta.url).href;
   for (const disposeIt of [true, false]) {
-    const code = `import(${JSON.stringify(url)}).then(async (w) => {
+    const code = `import(${JSON.stringify(nodePlatform)}).then(() => import(${JSON.stringify(url)})).then(async (w) => {
       const be = await w.createWasmBackend({ threads: 2, minParallelWork: 0 });
       const a = new Float32Array(64 * 64).fill(1), c = new Float32Array(64 * 64);
       be.kernels.MatMul({ a, b: a, c, batch: 1, m: 64, n: 64, k: 64, transA: false, transB: false, strideA: 0, strideB: 0, strideC: 0, accumulate: false });

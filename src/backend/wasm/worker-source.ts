@@ -44,5 +44,5 @@ export interface WorkerInit {
 /** A started worker: resolves `ready` once it waits for jobs. */
 export interface PoolWorker { ready: Promise<void>; terminate(): void }
 
-/** Starts one worker running WORKER_SOURCE (Node: pool-node.ts; browsers: a Blob Worker). */
+/** Starts one worker running WORKER_SOURCE (default: the platform's worker, see platform.ts). */
 export type SpawnWorker = (init: WorkerInit) => PoolWorker;

@@ -1,0 +1,367 @@
+// N-API entry points of the decode engine (decode_engine.cc): decodeEngineCreate builds an engine
+// from the model's typed arrays (every size checked against the config; the arrays are held by
+// references for the engine's life), decodeEngineMain / decodeEngineMtp run one pass. Every
+// argument is validated and a bad one throws a TypeError/RangeError naming it, so no call reads or
+// writes out of bounds. Array order: see src/model/decode-engine.ts (engineArrays).
+#define NAPI_VERSION 8
+#include <node_api.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "decode_engine.h"
+
+namespace frugal {
+namespace {
+
+using namespace dec;
+
+struct Fail {};
+
+struct Held {
+  Engine engine;
+  std::vector<napi_ref> refs;
+};
+
+const napi_type_tag kTag = {0x66727567616c6465ULL, 0x636f6465656e6731ULL};  // "frugalde" "codeeng1"
+
+[[noreturn]] void throwType(napi_env env, const char* fn, const std::string& m) {
+  napi_throw_type_error(env, nullptr, (std::string("frugal_native.") + fn + ": " + m).c_str());
+  throw Fail{};
+}
+[[noreturn]] void throwRange(napi_env env, const char* fn, const std::string& m) {
+  napi_throw_range_error(env, nullptr, (std::string("frugal_native.") + fn + ": " + m).c_str());
+  throw Fail{};
+}
+
+struct View { napi_typedarray_type t; size_t len; void* p; };
+
+bool viewOf(napi_env env, napi_value v, View* out) {
+  bool is = false;
+  napi_is_typedarray(env, v, &is);
+  if (!is) return false;
+  napi_get_typedarray_info(env, v, &out->t, &out->len, &out->p, nullptr, nullptr);
+  return true;
+}
+
+template <class T>
+T* typed(napi_env env, const char* fn, napi_value v, napi_typedarray_type want, const char* name, size_t need) {
+  View w{};
+  if (!viewOf(env, v, &w) || w.t != want) {
+    const char* tn = want == napi_float32_array ? "Float32Array" : want == napi_int32_array ? "Int32Array" : "Float64Array";
+    throwType(env, fn, std::string(name) + " must be a " + tn);
+  }
+  if (w.len < need) throwRange(env, fn, std::string(name) + " has " + std::to_string(w.len) + " elements, needs " + std::to_string(need));
+  return static_cast<T*>(w.p);
+}
+
+long countOf(napi_env env, const char* fn, napi_value v, const char* name, long max) {
+  double d = 0;
+  if (napi_get_value_double(env, v, &d) != napi_ok || !std::isfinite(d) || d < 0 || d != std::floor(d) || d > (double)max)
+    throwRange(env, fn, std::string(name) + " must be an integer in [0, " + std::to_string(max) + "]");
+  return (long)d;
+}
+
+// Reads the model arrays in engineArrays order, checking each against the config.
+struct Reader {
+  napi_env env;
+  napi_value arr;
+  uint32_t n, i = 0;
+  Held* held;
+  const char* fn = "decodeEngineCreate";
+
+  napi_value next(bool* present) {
+    if (i >= n) throwRange(env, fn, "arrays: too few (" + std::to_string(n) + ")");
+    napi_value v;
+    napi_get_element(env, arr, i++, &v);
+    napi_valuetype t;
+    napi_typeof(env, v, &t);
+    *present = t != napi_null && t != napi_undefined;
+    return v;
+  }
+  void hold(napi_value v) {
+    napi_ref r;
+    napi_create_reference(env, v, 1, &r);
+    held->refs.push_back(r);
+  }
+  [[noreturn]] void bad(const std::string& what) { throwRange(env, fn, "arrays[" + std::to_string(i - 1) + "] " + what); }
+  /** An entry that must be null (the alternative form is in use). */
+  void none() {
+    bool has;
+    next(&has);
+    if (has) bad("must be null here");
+  }
+  /** A Float32Array of exactly `len` elements, or null when `optional` and absent. */
+  const float* vec(long len, bool optional = false) {
+    bool has;
+    napi_value v = next(&has);
+    if (!has) { if (optional) return nullptr; bad("is missing"); }
+    View w{};
+    if (!viewOf(env, v, &w) || w.t != napi_float32_array) bad("must be a Float32Array");
+    if ((long)w.len != len) bad("has " + std::to_string(w.len) + " elements, expected " + std::to_string(len));
+    hold(v);
+    return (const float*)w.p;
+  }
+  /** A matrix [n, k] (n = -1: deduced from the length): Float32Array f32, Uint16Array bf16, Uint8Array Q8_0. */
+  Mat mat(long n, long k, bool optional = false) {
+    bool has;
+    napi_value v = next(&has);
+    Mat m;
+    if (!has) { if (optional) return m; bad("is missing"); }
+    View w{};
+    if (!viewOf(env, v, &w)) bad("must be a typed array");
+    long per;  // elements per output row
+    if (w.t == napi_float32_array) { m.fmt = F32; per = k; }
+    else if (w.t == napi_uint16_array) { m.fmt = BF16; per = k; }
+    else if (w.t == napi_uint8_array) {
+      if (k % 32 != 0) bad("is Q8_0 but its width " + std::to_string(k) + " is not a multiple of 32");
+      m.fmt = Q8; per = k / 32 * 34;
+    } else bad("must be a Float32Array, Uint16Array (bf16) or Uint8Array (Q8_0)");
+    if (n < 0) {
+      if (w.len == 0 || (long)w.len % per != 0) bad("has " + std::to_string(w.len) + " elements, not a whole number of rows of " + std::to_string(per));
+      n = (long)w.len / per;
+    }
+    if ((long)w.len != n * per) bad("has " + std::to_string(w.len) + " elements, expected " + std::to_string(n * per) + " (" + std::to_string(n) + "×" + std::to_string(k) + ")");
+    m.w = w.p; m.n = n; m.k = k;
+    hold(v);
+    return m;
+  }
+  Mlp mlp(long H, bool optional) {
+    Mlp m;
+    m.gate = mat(-1, H, optional);
+    if (!m.gate.w) { none(); none(); return m; }
+    m.up = mat(m.gate.n, H);
+    m.down = mat(H, m.gate.n);
+    return m;
+  }
+  void layer(Layer& ly, const Cfg& c, bool moe) {
+    const long H = c.H, dq = c.dn + c.dr;
+    ly.attnNorm = vec(H);
+    ly.ffnNorm = vec(H);
+    if (c.rq > 0) {
+      none();
+      ly.qA = mat(c.rq, H);
+      ly.qANorm = vec(c.rq);
+      ly.qB = mat(c.nh * dq, c.rq);
+    } else {
+      ly.q = mat(c.nh * dq, H);
+      none(); none(); none();
+    }
+    ly.kvA = mat(c.rkv + c.dr, H);
+    ly.kvANorm = vec(c.rkv);
+    ly.kvB = vec(c.nh * (c.dn + c.dv) * c.rkv);
+    ly.o = mat(H, c.nh * c.dv);
+    ly.isMoe = moe;
+    if (!moe) { ly.mlp = mlp(H, false); return; }
+    ly.router = vec(c.E * H);
+    ly.bias = vec(c.E, true);
+    ly.shared = mlp(H, true);
+    ly.hasShared = ly.shared.gate.w != nullptr;
+    ly.experts.resize((size_t)c.E);
+    for (long e = 0; e < c.E; e++) ly.experts[(size_t)e] = mlp(H, false);
+  }
+};
+
+void finalize(napi_env env, void* data, void*) {
+  Held* h = static_cast<Held*>(data);
+  for (napi_ref r : h->refs) napi_delete_reference(env, r);
+  delete h;
+}
+
+template <class F>
+napi_value guard(F f) {
+  try { return f(); } catch (const Fail&) { return nullptr; }
+}
+
+// decodeEngineCreate(cfg: Float64Array, kinds: Int32Array [L + nMtp] (1 = MoE), arrays: Array)
+napi_value Create(napi_env env, napi_callback_info info) {
+  return guard([&]() -> napi_value {
+    const char* fn = "decodeEngineCreate";
+    size_t argc = 3;
+    napi_value a[3];
+    napi_get_cb_info(env, info, &argc, a, nullptr, nullptr);
+    if (argc < 3) throwType(env, fn, "expected (cfg, kinds, arrays)");
+    const double* f = typed<double>(env, fn, a[0], napi_float64_array, "cfg", 20);
+    for (int i = 0; i < 20; i++) if (!std::isfinite(f[i]) || f[i] < 0 || f[i] > 1e9) throwRange(env, fn, "cfg[" + std::to_string(i) + "] out of range");
+    auto L = [&](int i) { return (long)f[i]; };
+    Cfg c{L(0), L(1), L(2), L(3), L(4), L(5), L(6), L(7), L(8), L(9), L(10), L(11), L(12), f[13] != 0, f[14] != 0, f[15] != 0, f[16], (float)f[17], (float)f[18]};
+    const long nMtp = L(19);
+    if (c.H < 1 || c.V < 1 || c.nh < 1 || c.rkv < 1 || c.dr % 2 != 0 || c.E > kMaxExperts || c.topk > c.E || (c.E > 0 && (c.G < 1 || c.E % c.G != 0 || c.Gk > c.G)))
+      throwRange(env, fn, "cfg: inconsistent model dimensions");
+    const int32_t* kinds = typed<int32_t>(env, fn, a[1], napi_int32_array, "kinds", (size_t)(c.L + nMtp));
+    bool isArr = false;
+    napi_is_array(env, a[2], &isArr);
+    if (!isArr) throwType(env, fn, "arrays must be an Array");
+    auto held = std::make_unique<Held>();
+    Reader rd{env, a[2], 0, 0, held.get()};
+    napi_get_array_length(env, a[2], &rd.n);
+    try {
+      Engine& e = held->engine;
+      e.c = c;
+      e.embed = rd.vec(c.V * c.H);
+      e.norm = rd.vec(c.H);
+      e.head = rd.mat(c.V, c.H);
+      e.layers.resize((size_t)c.L);
+      for (long l = 0; l < c.L; l++) {
+        if (kinds[l] == 1 && c.E < 1) throwRange(env, fn, "kinds: a MoE layer in a model without routed experts");
+        rd.layer(e.layers[(size_t)l], c, kinds[l] == 1);
+      }
+      e.mtp.resize((size_t)nMtp);
+      for (long d = 0; d < nMtp; d++) {
+        Mtp& m = e.mtp[(size_t)d];
+        m.embed = rd.vec(c.V * c.H);
+        m.enorm = rd.vec(c.H);
+        m.hnorm = rd.vec(c.H);
+        m.eh = rd.mat(c.H, 2 * c.H);
+        m.headNorm = rd.vec(c.H);
+        m.head = rd.mat(c.V, c.H);
+        rd.layer(m.layer, c, kinds[c.L + d] == 1);
+      }
+      if (rd.i != rd.n) throwRange(env, fn, "arrays: " + std::to_string(rd.n) + " given, " + std::to_string(rd.i) + " expected");
+    } catch (const Fail&) {
+      for (napi_ref r : held->refs) napi_delete_reference(env, r);
+      throw;
+    }
+    napi_value ext;
+    Held* raw = held.release();
+    napi_create_external(env, raw, finalize, nullptr, &ext);
+    napi_type_tag_object(env, ext, &kTag);
+    return ext;
+  });
+}
+
+Engine& engineOf(napi_env env, const char* fn, napi_value v) {
+  bool ok = false;
+  if (napi_check_object_type_tag(env, v, &kTag, &ok) != napi_ok || !ok) throwType(env, fn, "engine must come from decodeEngineCreate");
+  void* p = nullptr;
+  napi_get_value_external(env, v, &p);
+  return static_cast<Held*>(p)->engine;
+}
+
+// Segments (Int32Array [start, rows]×S) and their caches (Array of S·nl Float32Arrays, D per row).
+struct Segs {
+  std::vector<float*> ptrs;
+  std::vector<SegRef> refs;
+};
+long readSegs(napi_env env, const char* fn, napi_value segsV, napi_value cachesV, long nl, long D, Segs& out) {
+  View w{};
+  if (!viewOf(env, segsV, &w) || w.t != napi_int32_array || w.len < 2 || w.len % 2 != 0) throwType(env, fn, "segs must be an Int32Array of [start, rows] pairs");
+  const int32_t* s = (const int32_t*)w.p;
+  const long S = (long)w.len / 2;
+  bool isArr = false;
+  napi_is_array(env, cachesV, &isArr);
+  uint32_t n = 0;
+  if (isArr) napi_get_array_length(env, cachesV, &n);
+  if (!isArr || (long)n != S * nl) throwType(env, fn, "caches must be an Array of " + std::to_string(S * nl) + " Float32Arrays (segments × layers)");
+  out.ptrs.resize((size_t)(S * nl));
+  out.refs.resize((size_t)S);
+  long R = 0;
+  for (long i = 0; i < S; i++) {
+    const long start = s[2 * i], rows = s[2 * i + 1];
+    if (start < 0 || rows < 1) throwRange(env, fn, "segs: segment " + std::to_string(i) + " needs start >= 0 and rows >= 1");
+    for (long l = 0; l < nl; l++) {
+      napi_value cv;
+      napi_get_element(env, cachesV, (uint32_t)(i * nl + l), &cv);
+      View cw{};
+      if (!viewOf(env, cv, &cw) || cw.t != napi_float32_array) throwType(env, fn, "caches[" + std::to_string(i * nl + l) + "] must be a Float32Array");
+      if ((long)cw.len < (start + rows) * D) throwRange(env, fn, "KV cache full: segment " + std::to_string(i) + " needs " + std::to_string(start + rows) + " rows");
+      out.ptrs[(size_t)(i * nl + l)] = (float*)cw.p;
+    }
+    out.refs[(size_t)i] = SegRef{start, rows, out.ptrs.data() + i * nl};
+    R += rows;
+  }
+  return R;
+}
+
+constexpr long kMaxRows = 4096;
+
+// decodeEngineMain(engine, tokens, segs, caches, cos, sin, from, hidden, logits)
+// decodeEngineMtp(engine, depth, hiddenIn, nextTokens, segs, caches, cos, sin, from, hidden, logits)
+napi_value Run(napi_env env, napi_callback_info info, bool isMtp) {
+  return guard([&]() -> napi_value {
+    const char* fn = isMtp ? "decodeEngineMtp" : "decodeEngineMain";
+    size_t argc = 11;
+    napi_value a[11];
+    napi_get_cb_info(env, info, &argc, a, nullptr, nullptr);
+    const size_t want = isMtp ? 11 : 9;
+    if (argc < want) throwType(env, fn, "expected " + std::to_string(want) + " arguments");
+    Engine& e = engineOf(env, fn, a[0]);
+    const Cfg& c = e.c;
+    const int o = isMtp ? 2 : 0;
+    long depth = 0;
+    if (isMtp) {
+      depth = countOf(env, fn, a[1], "depth", 1 << 20);
+      if (depth >= (long)e.mtp.size()) throwRange(env, fn, "the model has " + std::to_string(e.mtp.size()) + " MTP layers, depth " + std::to_string(depth) + " requested");
+    }
+    Segs sg;
+    const long D = c.rkv + c.dr;
+    const long R = readSegs(env, fn, a[2 + o], a[3 + o], isMtp ? 1 : c.L, D, sg);
+    if (R > kMaxRows) throwRange(env, fn, "at most " + std::to_string(kMaxRows) + " rows per pass, got " + std::to_string(R));
+    const int32_t* tok = typed<int32_t>(env, fn, a[1 + o], napi_int32_array, isMtp ? "nextTokens" : "tokens", (size_t)R);
+    for (long r = 0; r < R; r++)
+      if (tok[r] < 0 || tok[r] >= c.V) throwRange(env, fn, "decode: token id " + std::to_string(tok[r]) + " out of range [0, " + std::to_string(c.V) + ")");
+    const float* hin = isMtp ? typed<float>(env, fn, a[2], napi_float32_array, "hiddenIn", (size_t)(R * c.H)) : nullptr;
+    const float* cs = typed<float>(env, fn, a[4 + o], napi_float32_array, "cos", (size_t)(R * c.dr / 2));
+    const float* sn = typed<float>(env, fn, a[5 + o], napi_float32_array, "sin", (size_t)(R * c.dr / 2));
+    const long from = countOf(env, fn, a[6 + o], "from", R);
+    if (isMtp && from > 0 && sg.refs.size() != 1) throwRange(env, fn, "rows that only fill the cache (from > 0) need a single segment");
+    float* hidden = typed<float>(env, fn, a[7 + o], napi_float32_array, "hidden", (size_t)((isMtp ? R - from : R) * c.H));
+    float* logits = typed<float>(env, fn, a[8 + o], napi_float32_array, "logits", (size_t)((R - from) * c.V));
+    if (isMtp) e.runMtp(depth, hin, tok, R, sg.refs.data(), (long)sg.refs.size(), cs, sn, from, hidden, logits);
+    else e.runMain(tok, R, sg.refs.data(), (long)sg.refs.size(), cs, sn, from, hidden, logits);
+    napi_value u;
+    napi_get_undefined(env, &u);
+    return u;
+  });
+}
+
+// decodeMatRows(w, n, k, x, rows, y): y[rows, n] = x[rows, k] · Wᵀ with W [n, k] as a Float32Array
+// (f32), Uint16Array (bf16 bits) or Uint8Array (Q8_0 blocks; x quantised as llama.cpp does): the
+// engine's row-exact product for one matrix, split by columns over the pool when large.
+napi_value MatRowsFn(napi_env env, napi_callback_info info) {
+  return guard([&]() -> napi_value {
+    const char* fn = "decodeMatRows";
+    size_t argc = 6;
+    napi_value a[6];
+    napi_get_cb_info(env, info, &argc, a, nullptr, nullptr);
+    if (argc < 6) throwType(env, fn, "expected (w, n, k, x, rows, y)");
+    const long n = countOf(env, fn, a[1], "n", 1L << 30), k = countOf(env, fn, a[2], "k", 1L << 30), R = countOf(env, fn, a[4], "rows", kMaxRows);
+    View w{};
+    if (!viewOf(env, a[0], &w)) throwType(env, fn, "w must be a Float32Array, Uint16Array (bf16) or Uint8Array (Q8_0)");
+    Mat m;
+    m.n = n; m.k = k; m.w = w.p;
+    long need;
+    if (w.t == napi_float32_array) { m.fmt = F32; need = n * k; }
+    else if (w.t == napi_uint16_array) { m.fmt = BF16; need = n * k; }
+    else if (w.t == napi_uint8_array) {
+      if (k % 32 != 0) throwRange(env, fn, "Q8_0 weights need k to be a multiple of 32, got " + std::to_string(k));
+      m.fmt = Q8; need = n * (k / 32) * 34;
+    } else throwType(env, fn, "w must be a Float32Array, Uint16Array (bf16) or Uint8Array (Q8_0)");
+    if ((long)w.len < need) throwRange(env, fn, "w has " + std::to_string(w.len) + " elements, needs " + std::to_string(need));
+    const float* x = typed<float>(env, fn, a[3], napi_float32_array, "x", (size_t)(R * k));
+    float* y = typed<float>(env, fn, a[5], napi_float32_array, "y", (size_t)(R * n));
+    matRowsPar(m, x, R, y);
+    napi_value u;
+    napi_get_undefined(env, &u);
+    return u;
+  });
+}
+
+napi_value Main(napi_env env, napi_callback_info info) { return Run(env, info, false); }
+napi_value MtpRun(napi_env env, napi_callback_info info) { return Run(env, info, true); }
+
+}  // namespace
+
+void registerDecodeExports(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"decodeEngineCreate", nullptr, Create, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"decodeEngineMain", nullptr, Main, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"decodeEngineMtp", nullptr, MtpRun, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"decodeMatRows", nullptr, MatRowsFn, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+}
+
+}  // namespace frugal

@@ -1,0 +1,87 @@
+// The decode engine's model: weights as resident pointers (decode_addon.cc builds it from the
+// model's typed arrays, validated), the passes (decode_engine.cc) and their reused scratch.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "decode.h"
+
+namespace frugal {
+namespace dec {
+
+/** Most routed experts per layer the engine takes (the selection keeps per-row tables on the stack). */
+constexpr long kMaxExperts = 1024;
+
+struct Mlp { Mat gate, up, down; };
+
+struct Layer {
+  const float *attnNorm = nullptr, *ffnNorm = nullptr;
+  Mat q, qA, qB;  // q when there is no q LoRA (qA.w null), else qA, qB
+  const float* qANorm = nullptr;
+  Mat kvA, o;
+  const float *kvANorm = nullptr, *kvB = nullptr;  // kv_b_proj f32 [nh·(dn+dv), rkv], read in place (absorbed)
+  bool isMoe = false;
+  Mlp mlp;  // dense layers
+  const float *router = nullptr, *bias = nullptr;  // MoE: router [E, H] f32, correction bias [E] or null
+  bool hasShared = false;
+  Mlp shared;
+  std::vector<Mlp> experts;
+};
+
+struct Mtp {
+  const float *embed = nullptr, *enorm = nullptr, *hnorm = nullptr, *headNorm = nullptr;
+  Mat eh, head;
+  Layer layer;
+};
+
+struct Cfg {
+  long H, V, L, nh, dn, dr, dv, rkv, rq, E, topk, G, Gk;
+  bool limited, sigmoid, normTopk;
+  double routedScale;
+  float eps, scale;
+};
+
+/** One segment of a pass: `rows` consecutive positions from `start`, and its cache per layer touched. */
+struct SegRef {
+  long start, rows;
+  float* const* caches;
+};
+
+enum Slot { S_H, S_X, S_ATT, S_FFN, S_KV, S_Q, S_QA, S_QATT, S_OLAT, S_O, S_SCORE, S_SCORES, S_GATEW, S_TASK, S_G, S_U, S_CAT, S_QD, S_COUNT };
+
+struct Scratch {
+  std::vector<float> bufs[S_COUNT];
+  float* get(int slot, size_t n);
+};
+
+struct Task { const Mlp* mlp; long first, rows, off; };
+
+struct Engine {
+  Cfg c{};
+  const float *embed = nullptr, *norm = nullptr;
+  Mat head;
+  std::vector<Layer> layers;
+  std::vector<Mtp> mtp;
+
+  /** Main model over R tokens: hidden [R, H] after the final norm, logits [R − from, V]. */
+  void runMain(const int32_t* tokens, long R, const SegRef* segs, long S, const float* cs, const float* sn, long from, float* hidden, float* logits);
+  /** MTP depth over rows (hidden_i, next_i): hidden [R − from, H] before its head norm, logits [R − from, V]. */
+  void runMtp(long depth, const float* hin, const int32_t* next, long R, const SegRef* segs, long S, const float* cs, const float* sn, long from,
+              float* hidden, float* logits);
+
+ private:
+  Scratch sc;
+  std::vector<int16_t> qcodes;
+  std::vector<int32_t> ids, rowIdx;
+  std::vector<float> rowScale;
+  std::vector<Task> tasks;
+  void linear(const Mat& m, const float* x, long ldx, long R, float* y, long ldy, bool par);
+  void swiglu(const Mlp& m, const float* x, long R, float* g, float* u, float* y, bool par, int16_t* qb, float* db);
+  void mla(const Layer& ly, const float* x, long R, const SegRef* segs, long S, int li, const float* cs, const float* sn, long from, float* out);
+  void moe(const Layer& ly, const float* x, long n, float* out);
+  void select(const float* scores, const float* bias, int32_t* ids) const;
+  void block(const Layer& ly, float* h, long R, const SegRef* segs, long S, int li, const float* cs, const float* sn, long from);
+};
+
+}  // namespace dec
+}  // namespace frugal

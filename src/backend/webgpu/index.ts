@@ -1,0 +1,356 @@
+/**
+ * The `webgpu` backend: WGSL kernels (wgsl-*.ts) run by a GPU thread (thread-source.ts) that owns
+ * the GPUDevice, behind the registry's synchronous kernel interface. The engine thread writes a
+ * kernel's operands into a shared arena, posts a job, and blocks in Atomics.wait until the GPU
+ * thread has run it and copied the outputs back — so the model, trainer and inference code run on
+ * WebGPU unchanged. Browser-safe; in Node the GPU thread loads the `webgpu` package (Dawn).
+ *
+ * Contract:
+ * - Must run where the calling thread may block: Node's main thread, or a Worker in a browser
+ *   (a page's main thread may not Atomics.wait — create it in a Worker; the page in src/web does).
+ *   Needs SharedArrayBuffer, i.e. a cross-origin-isolated page (COOP/COEP headers).
+ * - Kernels have the ts reference's semantics (registry.ts); aliasing allowed there (softmax in
+ *   place, gradK === gradV) is handled by computing on separate device buffers and adding dense
+ *   results back on the engine side.
+ * - A call whose operand exceeds the device's storage-binding limit runs on the ts reference
+ *   instead (counted in stats().oversize); FP8 kernels are absent, so the registry falls back.
+ * - Every operand of a call is uploaded with the call and only what the caller reads is copied
+ *   back: the registry's kernels take plain Float32Arrays the engine may change between calls, so
+ *   device residency across calls would need device-backed tensors (see docs/browser.md).
+ * - A GPU error, a lost device or a GPU thread that stops answering for `timeoutS` becomes an
+ *   Error naming it; it never hangs.
+ */
+import type { AdamWHyper, AttnGeometry, Backend, Kernels, MatMulArgs } from '../registry.js';
+import { platform } from '../platform.js';
+import { tsAdamW, tsAddInto, tsMatMul, tsRMSNorm, tsRMSNormBackward, tsRowsAxpy, tsSiluMul, tsSiluMulBackward, tsSoftmax, tsSoftmaxBackward, tsSumSquares } from '../ts.js';
+import { GPU_THREAD_SOURCE } from './thread-source.js';
+import { MATMUL_WGSL } from './wgsl-gemm.js';
+import { ADAMW_WGSL, ADDINTO_WGSL, RMSNORM_BW_WGSL, RMSNORM_BX_WGSL, RMSNORM_WGSL, ROWSAXPY_WGSL, SILUMUL_B_WGSL, SILUMUL_WGSL, SOFTMAX_B_WGSL, SOFTMAX_WGSL, SUMSQ_WGSL } from './wgsl-rows.js';
+import { ATTN_BWD1_WGSL, ATTN_BWD2_WGSL, ATTN_FWD_WGSL } from './wgsl-attention.js';
+import { Job } from './job.js';
+
+const SHADERS: Record<string, string> = {
+  matmul: MATMUL_WGSL, rmsnorm: RMSNORM_WGSL, rmsnormBx: RMSNORM_BX_WGSL, rmsnormBw: RMSNORM_BW_WGSL,
+  softmax: SOFTMAX_WGSL, softmaxB: SOFTMAX_B_WGSL, silumul: SILUMUL_WGSL, silumulB: SILUMUL_B_WGSL,
+  addinto: ADDINTO_WGSL, adamw: ADAMW_WGSL, sumsq: SUMSQ_WGSL, rowsaxpy: ROWSAXPY_WGSL,
+  attnFwd: ATTN_FWD_WGSL, attnBwd1: ATTN_BWD1_WGSL, attnBwd2: ATTN_BWD2_WGSL,
+};
+
+/** What the adapter and device are (from the GPU thread's init reply). */
+export interface GpuInfo {
+  vendor: string; architecture: string; description: string; device: string;
+  features: string[]; enabled: string[]; limits: Record<string, number>;
+}
+
+/** Options of createWebGPUBackend. */
+export interface WebGPUBackendOptions {
+  /** Seconds a kernel may take before the call fails (default 300). */
+  timeoutS?: number;
+  /** Initial arena size in MB (default 16; grows as needed). */
+  arenaMB?: number;
+}
+
+/** The webgpu backend, with the adapter's description and call statistics. */
+export interface WebGPUBackend extends Backend {
+  readonly info: GpuInfo;
+  /** GPU jobs run, bytes uploaded and read back, and calls that ran on ts because an operand was too big. */
+  stats(): { jobs: number; upBytes: number; downBytes: number; oversize: number };
+  /**
+   * Benchmarks: milliseconds of one job that uploads A [m,k] and B [k,n], runs `passes` GEMMs on
+   * the device-resident operands in one submission and reads C back. (T(p) − T(1)) / (p − 1) is the
+   * device time of one GEMM without transfers.
+   */
+  timeGemm(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, passes: number): number;
+}
+
+/** Creates the backend: starts the GPU thread, requests the device, compiles every pipeline. */
+export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Promise<WebGPUBackend> {
+  if (typeof SharedArrayBuffer !== 'function') {
+    throw new Error('SharedArrayBuffer is unavailable: serve the page cross-origin isolated (Cross-Origin-Opener-Policy: same-origin, Cross-Origin-Embedder-Policy: require-corp), as `frugal web` does');
+  }
+  if (typeof (globalThis as { window?: unknown }).window !== 'undefined' && typeof (globalThis as { document?: unknown }).document !== 'undefined') {
+    throw new Error("a page's main thread may not block on the GPU: create the webgpu backend inside a Worker (see docs/browser.md)");
+  }
+  const plat = platform();
+  if (!plat.spawn) throw new Error('this environment cannot start a worker thread for the GPU');
+  const extra: Record<string, string> = {};
+  if (plat.webgpuInit) {
+    const w = plat.webgpuInit();
+    if ('error' in w) throw new Error(w.error);
+    extra.__webgpu = w.module;
+  }
+  const ctrlBuf = new SharedArrayBuffer(16);
+  const msgBuf = new SharedArrayBuffer(65536);
+  const ctrl = new Int32Array(ctrlBuf);
+  let arena = new SharedArrayBuffer(Math.max(1, opts.arenaMB ?? 16) * 2 ** 20);
+  const worker = plat.spawn(GPU_THREAD_SOURCE, { ctrl: ctrlBuf, msg: msgBuf, arena, ...extra });
+  await worker.ready;
+  const timeoutS = opts.timeoutS ?? 300;
+  let disposed = false;
+  const dec = new TextDecoder();
+  const stats = { jobs: 0, upBytes: 0, downBytes: 0, oversize: 0 };
+
+  /** Posts a message and blocks until the GPU thread replies; returns the reply text. */
+  function call(m: Record<string, unknown>): string {
+    if (disposed) throw new Error('webgpu backend: used after dispose(); create a new backend');
+    Atomics.store(ctrl, 0, 0);
+    worker.post(m);
+    let waited = 0;
+    while (Atomics.load(ctrl, 0) === 0) {
+      if (Atomics.wait(ctrl, 0, 0, 1000) === 'timed-out' && ++waited >= timeoutS) {
+        throw new Error(`webgpu backend: the GPU thread did not answer '${String(m.op)}' within ${timeoutS} s (device hung or thread died)`);
+      }
+    }
+    const text = dec.decode(new Uint8Array(msgBuf, 0, Atomics.load(ctrl, 1)).slice());
+    if (Atomics.load(ctrl, 0) === 2) throw new Error(`webgpu backend: ${text}`);
+    return text;
+  }
+
+  let info: GpuInfo;
+  try {
+    info = JSON.parse(call({ op: 'init', shaders: SHADERS })) as GpuInfo;
+  } catch (e) {
+    worker.terminate();
+    throw e;
+  }
+  const maxBinding = Math.min(info.limits.maxStorageBufferBindingSize ?? 134217728, info.limits.maxBufferSize ?? 268435456);
+
+  /** Runs a job: grows the arena if needed, uploads, runs, and leaves outputs in the arena. */
+  function run(job: Job): void {
+    const bytes = job.words * 4;
+    if (bytes > arena.byteLength) {
+      arena = new SharedArrayBuffer(Math.ceil(bytes * 1.5 / 2 ** 20) * 2 ** 20);
+      call({ op: 'arena', arena });
+    }
+    job.write(arena);
+    call({ op: 'run', roles: job.roles, passes: job.passes });
+    stats.jobs++;
+    stats.upBytes += job.upWords * 4;
+    stats.downBytes += job.downWords * 4;
+  }
+  /** True when any operand of the call would exceed the device's binding limit. */
+  const tooBig = (...lens: number[]): boolean => {
+    if (lens.some((n) => n * 4 > maxBinding)) { stats.oversize++; return true; }
+    return false;
+  };
+
+  const kernels: Partial<Kernels> = {
+    MatMul(x: MatMulArgs): void {
+      const { batch, m, n, k } = x;
+      if (batch <= 0 || m <= 0 || n <= 0) return;
+      const extA = m * k + (batch - 1) * x.strideA, extB = k * n + (batch - 1) * x.strideB, extC = m * n + (batch - 1) * x.strideC;
+      if (x.a.length < extA || x.b.length < extB || x.c.length < extC) {
+        throw new Error(`webgpu MatMul: operand too short for batch=${batch} m=${m} n=${n} k=${k} (a ${x.a.length}/${extA}, b ${x.b.length}/${extB}, c ${x.c.length}/${extC} elements)`);
+      }
+      if (k === 0) { if (!x.accumulate) { for (let b = 0; b < batch; b++) x.c.fill(0, b * x.strideC, b * x.strideC + m * n); } return; }
+      if (tooBig(extA, extB, extC) || batch > 65535 || Math.ceil(m / 64) > 65535 || Math.ceil(n / 64) > 65535) { tsMatMul(x); return; }
+      const j = new Job();
+      j.input('mm.a', x.a, extA);
+      j.input('mm.b', x.b, extB);
+      // C is read when accumulating, or when batches leave gaps the kernel does not write.
+      const readC = x.accumulate || (batch > 1 && x.strideC !== m * n);
+      if (readC) j.inout('mm.c', x.c, extC); else j.output('mm.c', extC);
+      j.pass('matmul', ['mm.a', 'mm.b', 'mm.c'], [m, n, k, x.transA ? 1 : 0, x.transB ? 1 : 0, x.strideA, x.strideB, x.strideC, x.accumulate ? 1 : 0], [Math.ceil(n / 64), Math.ceil(m / 64), batch]);
+      run(j);
+      j.read('mm.c', x.c);
+    },
+    RMSNorm(x, w, out, rows, cols, eps, rstd): void {
+      if (rows <= 0) return;
+      if (tooBig(rows * cols)) { tsRMSNorm(x, w, out, rows, cols, eps, rstd); return; }
+      const j = new Job();
+      j.input('rn.x', x, rows * cols); j.input('rn.w', w, cols);
+      j.output('rn.o', rows * cols); j.output('rn.r', rows, !!rstd);
+      j.pass('rmsnorm', ['rn.x', 'rn.w', 'rn.o', 'rn.r'], [rows, cols, f32(eps)], rowGrid(rows));
+      run(j);
+      j.read('rn.o', out);
+      if (rstd) j.read('rn.r', rstd);
+    },
+    RMSNormBackward(x, w, rstd, gradOut, gradX, gradW, rows, cols): void {
+      if (rows <= 0 || (!gradX && !gradW)) return;
+      if (tooBig(rows * cols)) { tsRMSNormBackward(x, w, rstd, gradOut, gradX, gradW, rows, cols); return; }
+      const j = new Job();
+      j.input('rb.x', x, rows * cols); j.input('rb.r', rstd, rows); j.input('rb.go', gradOut, rows * cols);
+      if (gradX) {
+        j.input('rb.w', w, cols); j.output('rb.gx', rows * cols);
+        j.pass('rmsnormBx', ['rb.x', 'rb.w', 'rb.r', 'rb.go', 'rb.gx'], [rows, cols], rowGrid(rows));
+      }
+      if (gradW) {
+        j.inout('rb.gw', gradW, cols);
+        j.pass('rmsnormBw', ['rb.x', 'rb.r', 'rb.go', 'rb.gw'], [rows, cols], [Math.ceil(cols / 64), 1, 1]);
+      }
+      run(j);
+      if (gradX) j.read('rb.gx', gradX);
+      if (gradW) j.read('rb.gw', gradW);
+    },
+    Softmax(x, out, rows, cols): void {
+      if (rows <= 0) return;
+      if (tooBig(rows * cols)) { tsSoftmax(x, out, rows, cols); return; }
+      const j = new Job();
+      j.input('sm.x', x, rows * cols); j.output('sm.o', rows * cols);
+      j.pass('softmax', ['sm.x', 'sm.o'], [rows, cols], rowGrid(rows));
+      run(j);
+      j.read('sm.o', out);
+    },
+    SoftmaxBackward(p, gradOut, gradIn, rows, cols, scale): void {
+      if (rows <= 0) return;
+      if (tooBig(rows * cols)) { tsSoftmaxBackward(p, gradOut, gradIn, rows, cols, scale); return; }
+      const j = new Job();
+      j.input('sb.p', p, rows * cols); j.input('sb.go', gradOut, rows * cols); j.output('sb.gi', rows * cols);
+      j.pass('softmaxB', ['sb.p', 'sb.go', 'sb.gi'], [rows, cols, f32(scale)], rowGrid(rows));
+      run(j);
+      j.read('sb.gi', gradIn);
+    },
+    SiluMul(g, u, out): void {
+      const n = out.length;
+      if (n === 0) return;
+      if (tooBig(n)) { tsSiluMul(g, u, out); return; }
+      const j = new Job();
+      j.input('sl.g', g, n); j.input('sl.u', u, n); j.output('sl.o', n);
+      j.pass('silumul', ['sl.g', 'sl.u', 'sl.o'], [n], eltGrid(n));
+      run(j);
+      j.read('sl.o', out);
+    },
+    SiluMulBackward(g, u, gradOut, gradG, gradU): void {
+      const n = gradG.length;
+      if (n === 0) return;
+      if (tooBig(n)) { tsSiluMulBackward(g, u, gradOut, gradG, gradU); return; }
+      const j = new Job();
+      j.input('slb.g', g, n); j.input('slb.u', u, n); j.input('slb.go', gradOut, n);
+      j.output('slb.gg', n); j.output('slb.gu', n);
+      j.pass('silumulB', ['slb.g', 'slb.u', 'slb.go', 'slb.gg', 'slb.gu'], [n], eltGrid(n));
+      run(j);
+      j.read('slb.gg', gradG); j.read('slb.gu', gradU);
+    },
+    AddInto(dst, src): void {
+      const n = dst.length;
+      if (n === 0) return;
+      if (tooBig(n)) { tsAddInto(dst, src); return; }
+      const j = new Job();
+      j.inout('ai.d', dst, n); j.input('ai.s', src, n);
+      j.pass('addinto', ['ai.d', 'ai.s'], [n], eltGrid(n));
+      run(j);
+      j.read('ai.d', dst);
+    },
+    AdamW(w, g, m, v, h: AdamWHyper): void {
+      const n = w.length;
+      if (n === 0) return;
+      if (tooBig(n)) { tsAdamW(w, g, m, v, h); return; }
+      const j = new Job();
+      j.inout('ad.w', w, n); j.input('ad.g', g, n); j.inout('ad.m', m, n); j.inout('ad.v', v, n);
+      j.pass('adamw', ['ad.w', 'ad.g', 'ad.m', 'ad.v'], [n, f32(h.beta1), f32(h.beta2), f32(h.eps), f32(h.stepSize), f32(h.decay), f32(h.invBc2Sqrt)], eltGrid(n));
+      run(j);
+      j.read('ad.w', w); j.read('ad.m', m); j.read('ad.v', v);
+    },
+    SumSquares(x): number {
+      const n = x.length;
+      if (n === 0) return 0;
+      if (tooBig(n)) return tsSumSquares(x);
+      const blocks = Math.ceil(n / 1024);
+      const j = new Job();
+      j.input('ss.x', x, n); j.output('ss.o', blocks);
+      j.pass('sumsq', ['ss.x', 'ss.o'], [n], rowGrid(blocks));
+      run(j);
+      const parts = j.view('ss.o');
+      let s = 0;
+      for (let i = 0; i < blocks; i++) s += parts[i]!;
+      return s;
+    },
+    RowsAxpy(dst, dstRows, src, srcRows, scales, count, D): void {
+      if (count <= 0 || D <= 0) return;
+      // Range checks on the engine side: a bad row is a RangeError, as in ts, never a GPU fault.
+      let distinct = true;
+      const seen = dstRows ? new Uint8Array(Math.ceil(dst.length / D)) : null;
+      for (let i = 0; i < count; i++) {
+        const d = (dstRows ? dstRows[i]! : i) * D, s = (srcRows ? srcRows[i]! : i) * D;
+        if (d < 0 || d + D > dst.length || s < 0 || s + D > src.length) throw new RangeError(`RowsAxpy: row ${i} out of range`);
+        if (seen) { if (seen[d / D]) distinct = false; seen[d / D] = 1; }
+      }
+      if (tooBig(dst.length, src.length)) { tsRowsAxpy(dst, dstRows, src, srcRows, scales, count, D); return; }
+      const j = new Job();
+      j.inout('ra.d', dst, dst.length); j.input('ra.s', src, src.length);
+      j.input('ra.dr', dstRows ?? ONE_I32, dstRows ? count : 1); j.input('ra.sr', srcRows ?? ONE_I32, srcRows ? count : 1);
+      j.input('ra.sc', scales ?? ONE_F32, scales ? count : 1);
+      const threads = distinct ? count * D : D;
+      j.pass('rowsaxpy', ['ra.d', 'ra.s', 'ra.dr', 'ra.sr', 'ra.sc'], [count, D, dstRows ? 1 : 0, srcRows ? 1 : 0, scales ? 1 : 0, distinct ? 0 : 1], eltGrid(threads));
+      run(j);
+      j.read('ra.d', dst);
+    },
+    AttentionForward(q, k, v, out, g: AttnGeometry): void {
+      const rows = g.B * g.T * g.H;
+      if (rows === 0) return;
+      const extK = g.B * g.S * g.ldk, extV = g.B * g.S * g.ldv;
+      if (tooBig(rows * g.S, extK, extV, rows * g.Dk)) throw new Error(`webgpu AttentionForward: B·T·H·S = ${rows * g.S} scores exceed the device's binding limit; use a smaller batch or sequence`);
+      const j = new Job();
+      j.input('at.q', q, rows * g.Dk); j.input('at.k', k, extK); j.input('at.v', v, extV);
+      j.output('at.o', rows * g.Dv); j.scratch('at.p', rows * g.S);
+      j.pass('attnFwd', ['at.q', 'at.k', 'at.v', 'at.o', 'at.p'], geo(g), rowGrid(rows));
+      run(j);
+      j.read('at.o', out);
+    },
+    AttentionBackward(q, k, v, gradOut, gradQ, gradK, gradV, g: AttnGeometry): void {
+      const rows = g.B * g.T * g.H, keys = g.B * g.S * g.KH;
+      if (rows === 0) return;
+      const extK = g.B * g.S * g.ldk, extV = g.B * g.S * g.ldv;
+      if (tooBig(rows * g.S, extK, extV, rows * g.Dk)) throw new Error(`webgpu AttentionBackward: B·T·H·S = ${rows * g.S} scores exceed the device's binding limit; use a smaller batch or sequence`);
+      const j = new Job();
+      j.input('ab.q', q, rows * g.Dk); j.input('ab.k', k, extK); j.input('ab.v', v, extV); j.input('ab.go', gradOut, rows * g.Dv);
+      j.scratch('ab.p', rows * g.S); j.scratch('ab.ds', rows * g.S);
+      j.output('ab.gq', rows * g.Dk); j.output('ab.gk', keys * g.Dk); j.output('ab.gv', keys * g.Dv);
+      j.pass('attnBwd1', ['ab.q', 'ab.k', 'ab.v', 'ab.go', 'ab.p', 'ab.ds', 'ab.gq'], geo(g), rowGrid(rows));
+      j.pass('attnBwd2', ['ab.q', 'ab.go', 'ab.p', 'ab.ds', 'ab.gk', 'ab.gv'], geo(g), rowGrid(keys));
+      run(j);
+      const gq = j.view('ab.gq');
+      for (let i = 0; i < gq.length; i++) gradQ[i]! += gq[i]!;
+      // Dense [B, S, KH, D] results added into the strided arrays, K first then V (they may alias).
+      addStrided(gradK, j.view('ab.gk'), keys, g.Dk, g.KH, g.ldk);
+      addStrided(gradV, j.view('ab.gv'), keys, g.Dv, g.KH, g.ldv);
+    },
+  };
+
+  const name = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'unknown adapter';
+  return {
+    name: 'webgpu',
+    fallback: 'ts',
+    threads: 1,
+    kernels,
+    info,
+    stats: () => ({ ...stats }),
+    timeGemm(a, b, c, m, n, k, passes): number {
+      if (!(passes >= 1 && passes <= 60)) throw new RangeError(`timeGemm: passes must be 1..60, got ${passes}`);
+      if (tooBig(m * k, k * n, m * n)) throw new RangeError(`timeGemm: ${m}x${n}x${k} exceeds the device's binding limit`);
+      const j = new Job();
+      j.input('mm.a', a, m * k); j.input('mm.b', b, k * n); j.output('mm.c', m * n);
+      for (let i = 0; i < passes; i++) j.pass('matmul', ['mm.a', 'mm.b', 'mm.c'], [m, n, k, 0, 0, 0, 0, 0, 0], [Math.ceil(n / 64), Math.ceil(m / 64), 1]);
+      const t0 = performance.now();
+      run(j);
+      const ms = performance.now() - t0;
+      j.read('mm.c', c);
+      return ms;
+    },
+    describe: () => `webgpu (${name}; WGSL 64x64 tiled GEMM, fused RMSNorm/softmax/SiLU/attention/AdamW; features: ${info.enabled.join(', ') || 'none'}; GPU thread + shared-memory arena)`,
+    dispose(): void {
+      if (disposed) return;
+      try { call({ op: 'dispose' }); } catch { /* the thread is going away anyway */ }
+      disposed = true;
+      worker.terminate();
+    },
+  };
+}
+
+const ONE_I32 = new Int32Array(1);
+const ONE_F32 = new Float32Array(1);
+const f32buf = new Float32Array(1), u32buf = new Uint32Array(f32buf.buffer);
+/** The bits of an f32 uniform field, as the u32 word the job carries. */
+function f32(x: number): number { f32buf[0] = x; return u32buf[0]!; }
+/** A 2-D grid of `n` workgroups (at most 65535 per dimension). */
+function rowGrid(n: number): [number, number, number] { const x = Math.min(n, 65535); return [x, Math.ceil(n / x), 1]; }
+/** The grid for `n` elements in 256-thread workgroups. */
+function eltGrid(n: number): [number, number, number] { return rowGrid(Math.ceil(n / 256)); }
+function geo(g: AttnGeometry): number[] { return [g.B, g.T, g.S, g.H, g.KH, g.Dk, g.Dv, g.ldk, g.ldv, f32(g.scale)]; }
+/** dst[(r / KH)·ld + (r % KH)·D + e] += dense[r·D + e] for rows r of width D. */
+function addStrided(dst: Float32Array, dense: Float32Array, rows: number, D: number, KH: number, ld: number): void {
+  for (let r = 0; r < rows; r++) {
+    const o = Math.floor(r / KH) * ld + (r % KH) * D, s = r * D;
+    for (let e = 0; e < D; e++) dst[o + e]! += dense[s + e]!;
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * One GPU job of the webgpu backend, as the engine thread describes it: named *roles* (device
+ * buffers) laid out in the shared arena, and the passes that bind them.
+ *
+ * Contract:
+ * - `input` roles are copied into the arena and uploaded; `inout` ones also come back; `output`
+ *   ones come back (when `down`); `scratch` ones live on the device only and take no arena space.
+ * - Arena offsets are in 4-byte words, 64-word aligned; `words` is the arena size the job needs.
+ * - `view(name)` is the role's data in the arena after the job ran, valid until the next job.
+ */
+
+/** A device buffer of a job (what thread-source.ts receives). */
+export interface Role { off: number; len: number; up: boolean; down: boolean; zero: boolean }
+/** One compute pass: pipeline, roles in binding order, uniform words, workgroup grid. */
+export interface Pass { pipe: string; binds: string[]; params: number[]; groups: [number, number, number] }
+
+type Operand = Float32Array | Int32Array;
+
+/** Builder of one job (see the file comment). */
+export class Job {
+  readonly roles: Record<string, Role> = {};
+  readonly passes: Pass[] = [];
+  words = 0;
+  upWords = 0;
+  downWords = 0;
+  private readonly sources: Array<[number, Operand, number]> = [];
+  private arena: SharedArrayBuffer | null = null;
+
+  private place(name: string, len: number, up: boolean, down: boolean): Role {
+    const r: Role = { off: this.words, len, up, down, zero: false };
+    this.words += Math.ceil(len / 64) * 64;
+    if (up) this.upWords += len;
+    if (down) this.downWords += len;
+    this.roles[name] = r;
+    return r;
+  }
+
+  /** An operand the kernel reads (its first len elements). */
+  input(name: string, arr: Operand, len: number): void {
+    const r = this.place(name, len, true, false);
+    this.sources.push([r.off, arr, len]);
+  }
+  /** An operand the kernel reads and writes (e.g. accumulated into). */
+  inout(name: string, arr: Operand, len: number): void {
+    const r = this.place(name, len, true, true);
+    this.sources.push([r.off, arr, len]);
+  }
+  /** An output the kernel writes completely; copied back unless down is false. */
+  output(name: string, len: number, down = true): void { this.place(name, len, false, down); }
+  /** A device-only buffer (intermediates between passes). */
+  scratch(name: string, len: number): void { this.roles[name] = { off: 0, len, up: false, down: false, zero: false }; }
+
+  /** Adds a pass over the named roles (binding order) with its uniform words and grid. */
+  pass(pipe: string, binds: string[], params: number[], groups: [number, number, number]): void {
+    this.passes.push({ pipe, binds, params, groups });
+  }
+
+  /** Copies every input into the arena (called once the arena is big enough). */
+  write(arena: SharedArrayBuffer): void {
+    this.arena = arena;
+    const f = new Float32Array(arena), i = new Int32Array(arena);
+    for (const [off, arr, len] of this.sources) {
+      const src = len === arr.length ? arr : arr.subarray(0, len);
+      if (src instanceof Int32Array) i.set(src, off); else f.set(src, off);
+    }
+  }
+
+  /** The role's data in the arena after the job ran. */
+  view(name: string): Float32Array {
+    const r = this.roles[name];
+    if (!r || !this.arena) throw new Error(`webgpu job: no role ${name} in the arena`);
+    return new Float32Array(this.arena, r.off * 4, r.len);
+  }
+  /** Copies the role's data into dst (its first len elements). */
+  read(name: string, dst: Float32Array): void { dst.set(this.view(name)); }
+}

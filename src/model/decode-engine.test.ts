@@ -1,0 +1,193 @@
+// The native decode engine (native/src/decode_*.cc through model/decode-engine.ts) against the
+// TypeScript path of RowDecoder on the same backend: main and MTP passes of the reference models
+// and of configs that exercise q LoRA / no q LoRA, YaRN, group-limited and greedy routing, 8 heads;
+// f32, bf16 and Q8_0 weights; cache rows; row exactness (2 rows, several sequences in one pass,
+// 1 vs 2 threads: bit for bit); greedy speculative decoding equal to plain decoding on the engine;
+// the one-matrix product (engineLinear) against the reference linears; and bad input rejected with
+// errors that name it. Skipped (with the reason) without the addon.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import '../backend/index.js';
+import { noGrad } from '../autograd/tape.js';
+import { Tensor } from '../autograd/tensor.js';
+import { kernelCounts, resetKernelCounts } from '../backend/registry.js';
+import { backendsUnderTest, withBackend, whyNotUnderTest } from '../backend/testing-node.js';
+import { loadNativeBackend } from '../backend/native-node.js';
+import { maxAbsDiff } from '../ops/compare.js';
+import { loadModel } from './load-node.js';
+import { makeConfig, presets, type DeepSeekConfig } from './config.js';
+import { forward, initParams, KVCache, type ModelParams } from './deepseek.js';
+import { RowDecoder, type RowsLinear } from './decode.js';
+import { engineArrays, engineLinear, f32EngineWeights } from './decode-engine.js';
+import * as op from '../ops/index.js';
+import { bf16Linear } from '../infer/bf16-node.js';
+import { generate, type Model } from '../infer/generate.js';
+import { withBf16Weights } from '../infer/bf16-node.js';
+import { q8Linear, withQ8Drafts, withQ8Weights } from '../infer/q8-node.js';
+
+const REF = path.resolve(process.cwd(), '../shared/reference');
+const REFS = ['tiny-dsv3', 'tiny-dsv3-noqlora', 'tiny-dsv3-yarn'].filter((d) => existsSync(path.join(REF, d, 'config.json')));
+const hasNative = async (): Promise<boolean> => (await backendsUnderTest()).includes('native');
+
+/** Extra configs: 8 heads and widths that are multiples of 32 (Q8_0), softmax + greedy routing, no q LoRA. */
+const configs: Array<[string, DeepSeekConfig]> = [
+  ['8 heads, sigmoid group-limited', makeConfig({ ...presets.tiny!, hiddenSize: 96, numAttentionHeads: 8, moeIntermediateSize: 64, intermediateSize: 160, kvLoraRank: 64, qLoraRank: 64 })],
+  ['softmax greedy, no q LoRA', makeConfig({ ...presets.tiny!, hiddenSize: 64, qLoraRank: null, scoringFunc: 'softmax', topkMethod: 'greedy', normTopkProb: false, routedScalingFactor: 1.5 })],
+];
+
+async function models(): Promise<Array<[string, Model]>> {
+  const out: Array<[string, Model]> = [];
+  for (const d of REFS) out.push([d, await loadModel(path.join(REF, d))]);
+  configs.forEach(([name, cfg], i) => out.push([name, { cfg, params: initParams(cfg, { seed: 11 + i }) }]));
+  return out;
+}
+
+/** A cache holding a prefilled prompt (main and MTP layers), and a copy of it. */
+function prefilled(m: Model, prompt: number[], cap = 32): KVCache {
+  const c = new KVCache(m.cfg, 1, cap, 'absorb', m.params.mtp.length);
+  forward(m.params, m.cfg, Tensor.ints(prompt, [1, prompt.length]), { cache: c });
+  return c;
+}
+function copyCache(c: KVCache): KVCache {
+  const d = new KVCache(c.cfg, 1, c.capacity, 'absorb', c.layers.length - c.cfg.numHiddenLayers);
+  c.layers.forEach((l, i) => d.layers[i]!.a.set(l.a));
+  return d;
+}
+const rel = (a: Float32Array, b: Float32Array): number => maxAbsDiff(a, b) / Math.max(1e-30, maxAbsDiff(b, new Float32Array(b.length)));
+
+test('engine passes match the TypeScript path: main, 2 rows, MTP with fill rows, cache rows (f32, bf16, Q8_0)', async (t) => {
+  if (!(await hasNative())) { t.skip(`native backend: ${whyNotUnderTest('native')}`); return; }
+  await withBackend('native', async () => {
+    for (const [name, base] of await models()) {
+      const forms: Array<[string, Model, number]> = [['f32', base, 2e-5], ['bf16', withBf16Weights(base).model, 2e-5], ['q8_0', withQ8Weights(base).model, 2e-5]];
+      for (const [form, m, tol] of forms) {
+        noGrad(() => {
+          const prompt = [5, 17, 42, 9, 3, 11];
+          const P = prompt.length, H = m.cfg.hiddenSize, V = m.cfg.vocabSize;
+          const ca = prefilled(m, prompt), cb = copyCache(ca);
+          const opts: { linear?: RowsLinear } = m.rowsLinear ? { linear: m.rowsLinear } : {};
+          const eng = new RowDecoder(m.params, m.cfg, { ...opts, engine: true }), ts = new RowDecoder(m.params, m.cfg, { ...opts, engine: false });
+          resetKernelCounts();
+          const a = eng.main([8, 9], [{ cache: ca, start: P, rows: 2 }]);
+          assert.equal(kernelCounts()['native:DecodeEngineMain'], 1, `${name} ${form}: one engine call per pass`);
+          const ah = a.hidden.slice(), al = a.logits.slice();
+          const b = ts.main([8, 9], [{ cache: cb, start: P, rows: 2 }]);
+          assert.ok(rel(al, b.logits) < tol && rel(ah, b.hidden) < tol, `${name} ${form}: main logits ${rel(al, b.logits)}, hidden ${rel(ah, b.hidden)}`);
+          for (let l = 0; l < m.cfg.numHiddenLayers; l++) {
+            const D = m.cfg.kvLoraRank + m.cfg.qkRopeHeadDim;
+            assert.ok(maxAbsDiff(ca.layers[l]!.a.subarray(P * D, (P + 2) * D), cb.layers[l]!.a.subarray(P * D, (P + 2) * D)) < 1e-4, `${name} ${form}: cache rows of layer ${l}`);
+          }
+          // MTP: 3 rows of which the first 2 only fill the cache.
+          const hin = Float32Array.from({ length: 3 * H }, (_, i) => Math.sin(i));
+          const x = eng.mtp(0, hin, [4, 8, 9], [{ cache: ca, start: P - 1, rows: 3 }], 2);
+          const xh = x.hidden.slice(), xl = x.logits.slice();
+          const y = ts.mtp(0, hin, [4, 8, 9], [{ cache: cb, start: P - 1, rows: 3 }], 2);
+          assert.equal(xl.length, V);
+          assert.ok(rel(xl, y.logits) < tol && rel(xh, y.hidden) < tol, `${name} ${form}: MTP logits ${rel(xl, y.logits)}`);
+        });
+      }
+    }
+  });
+});
+
+test('engine rows are exact: 2 rows = two 1-row passes, 3 sequences in one pass = each alone, 2 threads = 1 thread (bit for bit)', async (t) => {
+  if (!(await hasNative())) { t.skip(`native backend: ${whyNotUnderTest('native')}`); return; }
+  const native = loadNativeBackend()!;
+  await withBackend('native', async () => {
+    for (const [name, base] of await models()) {
+      for (const [form, m] of [['f32', base], ['q8_0', withQ8Weights(base).model]] as Array<[string, Model]>) {
+        noGrad(() => {
+          const V = m.cfg.vocabSize;
+          const dec = new RowDecoder(m.params, m.cfg, m.rowsLinear ? { linear: m.rowsLinear } : {});
+          const p1 = [5, 17, 42, 9], p2 = [3, 1, 4, 1, 5, 9, 2], p3 = [7];
+          const c1 = prefilled(m, p1), c2 = prefilled(m, p2), c3 = prefilled(m, p3);
+          const d1 = copyCache(c1), d2 = copyCache(c2), d3 = copyCache(c3);
+          const one = (c: KVCache, pos: number, tok: number): Float32Array => dec.main([tok], [{ cache: c, start: pos, rows: 1 }]).logits.slice();
+          const a = [one(c1, 4, 8), one(c1, 5, 9), one(c2, 7, 2), one(c3, 1, 6)];
+          const both = dec.main([8, 9, 2, 6], [{ cache: d1, start: 4, rows: 2 }, { cache: d2, start: 7, rows: 1 }, { cache: d3, start: 1, rows: 1 }]).logits;
+          for (let r = 0; r < 4; r++) assert.deepEqual(both.subarray(r * V, (r + 1) * V), a[r], `${name} ${form}: row ${r} of the 3-sequence pass`);
+          for (const [c, d] of [[c1, d1], [c2, d2], [c3, d3]] as const) c.layers.forEach((l, i) => assert.deepEqual(d.layers[i]!.a, l.a, `${name} ${form}: cache rows`));
+          // Threads: at 200 tokens of context attention splits by heads too.
+          const long = prefilled(m, Array.from({ length: 200 }, (_, i) => (i * 7) % m.cfg.vocabSize), 256);
+          const s: Float32Array[] = [];
+          for (const th of [1, 2]) {
+            native.setThreads(th);
+            s.push(dec.main([1, 2], [{ cache: copyCache(c2), start: 7, rows: 2 }]).logits.slice(), dec.main([3], [{ cache: copyCache(long), start: 200, rows: 1 }]).logits.slice());
+          }
+          assert.deepEqual(s.slice(2), s.slice(0, 2), `${name} ${form}: 2 threads = 1 thread`);
+        });
+      }
+    }
+  });
+});
+
+test('greedy speculative decoding on the engine gives the plain tokens (f32, bf16, Q8_0 weights; Q8_0 MTP drafts)', async (t) => {
+  if (!(await hasNative())) { t.skip(`native backend: ${whyNotUnderTest('native')}`); return; }
+  await withBackend('native', async () => {
+    for (const [name, base] of await models()) {
+      const forms = [['f32', base], ['bf16', withBf16Weights(base).model], ['q8_0', withQ8Weights(base).model], ['f32, Q8_0 drafts', withQ8Drafts(base).model],
+        ['bf16, Q8_0 drafts', withQ8Drafts(withBf16Weights(base).model).model]] as Array<[string, Model]>;
+      for (const [form, m] of forms) {
+        for (const prompt of [[5, 17, 42, 99 % m.cfg.vocabSize, 3], [1]]) {
+          resetKernelCounts();
+          const a = generate(m, prompt, { greedy: true, maxTokens: 40 });
+          const b = generate(m, prompt, { greedy: true, maxTokens: 40, speculative: true });
+          assert.deepEqual(b.tokens, a.tokens, `${name} ${form} prompt ${prompt.join(',')}`);
+          assert.ok((kernelCounts()['native:DecodeEngineMtp'] ?? 0) > 0, `${name} ${form}: the MTP drafts ran on the engine`);
+        }
+      }
+    }
+  });
+});
+
+test('the engine rejects bad input with errors naming it', async (t) => {
+  if (!(await hasNative())) { t.skip(`native backend: ${whyNotUnderTest('native')}`); return; }
+  const lib = loadNativeBackend()!.addon;
+  const cfg = presets.tiny!, p: ModelParams = initParams(cfg, { seed: 2 });
+  const lay = engineArrays(p, cfg, f32EngineWeights);
+  const bad = lay.arrays.slice();
+  bad[2] = new Float32Array(7);
+  assert.throws(() => lib.decodeEngineCreate!(lay.cfg, lay.kinds, bad), /arrays\[2\] has 7 elements, expected/);
+  assert.throws(() => lib.decodeEngineCreate!(lay.cfg, lay.kinds, lay.arrays.slice(0, 10)), /too few/);
+  assert.throws(() => lib.decodeEngineCreate!(lay.cfg, lay.kinds, [...lay.arrays, null]), /given, \d+ expected/);
+  const eng = lib.decodeEngineCreate!(lay.cfg, lay.kinds, lay.arrays);
+  const c = new KVCache(cfg, 1, 4, 'absorb', 1);
+  const caches = c.layers.slice(0, cfg.numHiddenLayers).map((l) => l.a);
+  const h = new Float32Array(2 * cfg.hiddenSize), lg = new Float32Array(2 * cfg.vocabSize), cs = new Float32Array(16);
+  const run = (tok: number[], start: number, rows: number, e: object = eng): void =>
+    lib.decodeEngineMain!(e, Int32Array.from(tok), Int32Array.of(start, rows), caches, cs, cs, 0, h, lg);
+  run([1], 0, 1);
+  assert.throws(() => run([cfg.vocabSize], 0, 1), /token id 512 out of range \[0, 512\)/);
+  assert.throws(() => run([1, 2], 3, 2), /KV cache full/);
+  assert.throws(() => run([1], 0, 1, {}), /engine must come from decodeEngineCreate/);
+  assert.throws(() => lib.decodeEngineMain!(eng, Int32Array.of(1), Int32Array.of(0, 1), caches.slice(1), cs, cs, 0, h, lg), /caches must be an Array of 3/);
+  assert.throws(() => lib.decodeEngineMtp!(eng, 1, h, Int32Array.of(1), Int32Array.of(0, 1), [c.layers[3]!.a], cs, cs, 0, h, lg), /1 MTP layers, depth 1/);
+});
+
+test('engineLinear (the engine product for one matrix): f32 / bf16 / Q8_0 against the reference linears, rows exact, bad input rejected', async (t) => {
+  if (!(await hasNative())) { t.skip(`native backend: ${whyNotUnderTest('native')}`); return; }
+  const lib = loadNativeBackend()!.addon;
+  await withBackend('native', async () => {
+    const w = new Tensor(Float32Array.from({ length: 200 * 96 }, (_, i) => Math.sin(i * 0.37)), [200, 96]);
+    const x = new Tensor(Float32Array.from({ length: 3 * 96 }, (_, i) => Math.cos(i * 0.11)), [3, 96]);
+    const ref = op.linear(x, w).f32;
+    const f32 = engineLinear(f32EngineWeights, op.linear)(x, w).f32;
+    assert.ok(rel(f32, ref) < 1e-6, `f32 ${rel(f32, ref)}`);
+    const b = bf16Linear(), q = q8Linear();
+    const eb = engineLinear(b.rowsLinear!.engine!, b.linear!)(x, w).f32, rb = b.linear!(x, w).f32;
+    assert.ok(rel(eb, rb) < 1e-6 && rel(eb, ref) > 1e-5, `bf16 ${rel(eb, rb)} (vs f32 ${rel(eb, ref)})`);
+    const eq = engineLinear(q.rowsLinear.engine!, q.linear)(x, w).f32, rq = q.linear(x, w).f32;
+    assert.ok(rel(eq, rq) < 1e-6 && rel(eq, ref) > 1e-4, `q8_0 ${rel(eq, rq)} (vs f32 ${rel(eq, ref)})`);
+    // Row r of a 3-row product equals the row alone, bit for bit.
+    for (let r = 0; r < 3; r++) {
+      const one = engineLinear(q.rowsLinear.engine!, q.linear)(new Tensor(x.f32.slice(r * 96, (r + 1) * 96), [1, 96]), w).f32;
+      assert.deepEqual(one, eq.subarray(r * 200, (r + 1) * 200), `q8_0 row ${r}`);
+    }
+  });
+  const y = new Float32Array(10);
+  assert.throws(() => lib.decodeMatRows!(new Uint8Array(34 * 10), 10, 40, new Float32Array(40), 1, y), /multiple of 32/);
+  assert.throws(() => lib.decodeMatRows!(new Float32Array(10 * 31), 10, 32, new Float32Array(32), 1, y), /w has 310 elements, needs 320/);
+  assert.throws(() => lib.decodeMatRows!(new Float32Array(320), 10, 32, new Float32Array(31), 1, y), /x has 31 elements, needs 32/);
+});
