@@ -42,4 +42,5 @@ await Promise.all(Array.from({ length: c }, async (_, i) => {
     } catch (e) { errors.push((e as Error).message); }
   }
 }));
-console.log(JSON.stringify({ tokS: total / ((now() - t0) / 1000), ttft, latency, errors }));
+const cpu = process.cpuUsage();
+console.log(JSON.stringify({ tokS: total / ((now() - t0) / 1000), tokens: total, cpuMs: (cpu.user + cpu.system) / 1000, ttft, latency, errors }));
