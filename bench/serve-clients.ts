@@ -4,7 +4,8 @@
  * `node --import tsx bench/serve-clients.ts URL C REQUESTS PROMPT_TOKENS TOKENS VOCAB SEED STAGGER_MS`.
  * C streaming clients each send REQUESTS greedy completions one after another (distinct token-id
  * prompts); client i starts i/C of STAGGER_MS late. Prints one JSON line: tokens/s over the run,
- * time to first token and latency per request (ms), errors.
+ * completion tokens, the clients' CPU ms from the first request on, time to first token and
+ * latency per request (ms), errors.
  */
 import { lcgTokens } from './common.js';
 
@@ -17,7 +18,7 @@ if (!url || ![c, requests, promptTokens, tokens, vocab, seed, staggerMs].every((
 const now = (): number => performance.now();
 const ttft: number[] = [], latency: number[] = [], errors: string[] = [];
 let total = 0;
-const t0 = now();
+const t0 = now(), cpu0 = process.cpuUsage();
 await Promise.all(Array.from({ length: c }, async (_, i) => {
   if (staggerMs > 0) await new Promise((r) => setTimeout(r, (i * staggerMs) / c));
   for (let r = 0; r < requests; r++) {
@@ -42,4 +43,5 @@ await Promise.all(Array.from({ length: c }, async (_, i) => {
     } catch (e) { errors.push((e as Error).message); }
   }
 }));
-console.log(JSON.stringify({ tokS: total / ((now() - t0) / 1000), ttft, latency, errors }));
+const cpu = process.cpuUsage(cpu0); // from t0: the clients' work, not the process start
+console.log(JSON.stringify({ tokS: total / ((now() - t0) / 1000), tokens: total, cpuMs: (cpu.user + cpu.system) / 1000, ttft, latency, errors }));

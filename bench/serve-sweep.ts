@@ -34,7 +34,7 @@ export interface SweepOptions {
   peerThreads: number[];
 }
 
-interface Run { tokS: number; ttft: number[]; latency?: number[] }
+interface Run { tokS: number; ttft: number[]; latency?: number[]; tokens?: number; cpuMs?: number; serverCpuMs?: number }
 const now = (): number => performance.now();
 const pct = (xs: number[], p: number): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!; };
 
@@ -74,12 +74,14 @@ async function serverRun(c: number, o: SweepOptions, seed: number, staggerMs = 0
   const script = path.join(path.dirname(fileURLToPath(import.meta.url)), 'serve-clients.ts');
   const args = ['--import', 'tsx', script, o.url, String(c), String(o.requests), String(o.promptTokens), String(o.tokens), String(o.vocab), String(seed), String(Math.round(staggerMs))];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const cpu0 = process.cpuUsage(); // this process: the server, its engine and pool threads (and the idle wait for the child's start)
   let out = '', err = '';
   child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
   child.stderr.on('data', (d: Buffer) => { err = (err + d.toString()).slice(-2000); });
   const code = await new Promise<number>((r) => child.on('close', (k) => r(k ?? 1)));
   if (code !== 0) throw new Error(`serve-clients exited with ${code}: ${err.trim()}`);
-  return JSON.parse(out.trim().split('\n').pop()!) as Run & { errors: string[] };
+  const cpu = process.cpuUsage(cpu0);
+  return { ...(JSON.parse(out.trim().split('\n').pop()!) as Run & { errors: string[] }), serverCpuMs: (cpu.user + cpu.system) / 1000 };
 }
 
 const fmt = (x: number): string => (x >= 100 ? Math.round(x).toLocaleString('en-US') : x.toFixed(1));
@@ -149,5 +151,14 @@ export async function concurrencySweep(o: SweepOptions): Promise<string[]> {
     out.push(`| ${c} | ${range(s)} | ${(s.median / baseTok).toFixed(2)}x | ${fmt(p50)} / ${fmt(p99)} (${(p99 / baseTtft).toFixed(1)}x lone) | ${fmt(g50)} / ${fmt(g99)} (${(g99 / baseTtft).toFixed(1)}x lone) | ${range(e)} | ${l && best ? `${range(l)} at ${best.t} thread${best.t > 1 ? 's' : ''}` : 'n/a'} | ${l ? (e.median / l.median).toFixed(2) + 'x' : 'n/a'} | ${fmt(e99)} / ${l ? fmt(l99) : 'n/a'} | ${r.total ? `${r.same}/${r.total}` : 'n/a'} |`);
     if (r.errors.length) out.push(`\nc=${c}: ${r.errors.length} errors, first: ${r.errors[0]}\n`);
   }
+  // CPU per 1,000 completion tokens of the burst runs: the server process (HTTP, scheduler, engine
+  // and its pool threads, spinning included) and the client process (fetch + SSE parsing).
+  const cpuLine = o.levels.map((c) => {
+    const runs = res.get(c)!.srv.filter((x) => x.tokens && x.cpuMs !== undefined && x.serverCpuMs !== undefined);
+    if (runs.length === 0) return `${c}: n/a`;
+    const per = (f: (x: Run) => number): string => fmt(stats(runs.map((x) => (1000 * f(x)) / x.tokens!)).median);
+    return `${c} stream${c > 1 ? 's' : ''}: server ${per((x) => x.serverCpuMs!)} ms, clients ${per((x) => x.cpuMs!)} ms`;
+  });
+  out.push('', `CPU time per 1,000 completion tokens (burst runs, median): ${cpuLine.join('; ')}.`);
   return out;
 }

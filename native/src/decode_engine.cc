@@ -127,22 +127,36 @@ void Engine::mla(const Layer& ly, const float* x, long R, const SegRef* segs, lo
       rotate(qh + dn, dst + rkv, cs + (from + r2) * half, sn + (from + r2) * half, half);
       for (long d = 0; d < D; d++) dst[d] *= c.scale;
     }
-  // Each query row over its own sequence's rows [0, pos].
+  // Each query row over its own sequence's rows [0, pos]. Several query rows run as one task each
+  // (all heads, scores in the task's thread's slice); one long row splits by heads.
   float* oLat = sc.get(S_OLAT, (size_t)(Rq * nh * rkv));
+  qrows.clear();
+  long work = 0, maxL = 0;
   r = 0;
-  long qr = 0;
-  for (long s = 0; s < S; s++) {
-    const float* cache = segs[s].caches[li];
+  for (long s = 0; s < S; s++)
     for (long i = 0; i < segs[s].rows; i++, r++) {
       if (r < from) continue;
       const long L = segs[s].start + i + 1;
-      const float* qrow = qa + qr * nh * D;
-      float* orow = oLat + qr * nh * rkv;
+      qrows.push_back({segs[s].caches[li], L});
+      work += L * nh * D;
+      maxL = std::max(maxL, L);
+    }
+  const int T = poolThreads();
+  if (T > 1 && Rq > 1 && work >= kTaskWork) {
+    float* scores = sc.get(S_SCORE, (size_t)(T * nh * maxL));
+    poolRunChunks(Rq, [&](long q2, int tid) {
+      latentAttendRow(qa + q2 * nh * D, qrows[q2].cache, qrows[q2].L, nh, D, rkv, oLat + q2 * nh * rkv, scores + tid * nh * maxL, 0, nh);
+    });
+  } else {
+    for (long q2 = 0; q2 < Rq; q2++) {
+      const float* cache = qrows[q2].cache;
+      const long L = qrows[q2].L;
+      const float* qrow = qa + q2 * nh * D;
+      float* orow = oLat + q2 * nh * rkv;
       // Head h keeps its scores at [h·L, (h+1)·L): heads may run on different threads.
       float* scores = sc.get(S_SCORE, (size_t)(nh * L));
-      if (poolThreads() > 1 && L * nh * D >= kTaskWork && nh > 1) poolRunChunks(nh, [&](long h, int) { latentAttendRow(qrow, cache, L, nh, D, rkv, orow, scores, h, h + 1); });
+      if (T > 1 && L * nh * D >= kTaskWork && nh > 1) poolRunChunks(nh, [&](long h, int) { latentAttendRow(qrow, cache, L, nh, D, rkv, orow, scores, h, h + 1); });
       else latentAttendRow(qrow, cache, L, nh, D, rkv, orow, scores, 0, nh);
-      qr++;
     }
   }
   // o[h] = o_lat[h] · W_UV[h]ᵀ (W_UV[h] starts dn rows into block h), then o_proj.

@@ -75,6 +75,9 @@ struct Engine {
   std::vector<int32_t> ids, rowIdx;
   std::vector<float> rowScale;
   std::vector<Task> tasks;
+  // Attention query rows of a pass: the row's cache layer and its context length.
+  struct QRow { const float* cache; long L; };
+  std::vector<QRow> qrows;
   void linear(const Mat& m, const float* x, long ldx, long R, float* y, long ldy, bool par);
   void swiglu(const Mlp& m, const float* x, long R, float* g, float* u, float* y, bool par, int16_t* qb, float* db);
   void mla(const Layer& ly, const float* x, long R, const SegRef* segs, long S, int li, const float* cs, const float* sn, long from, float* out);

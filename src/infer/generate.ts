@@ -157,6 +157,14 @@ export class Generation {
   private prefillPos = -1;
   private prefillFrom = 0;
   private prefillHidden: Float32Array | null = null;
+  /**
+   * Prompt rows go through the decoder's native engine (`prefillRows`) instead of `forward`: the
+   * model's decode weights are its f32 weights (no inference linear), the decoder runs on the
+   * engine, and the generation is not speculative (its MTP prefill needs forward's hidden states).
+   * Engine rows are row-exact, so a prompt's rows and first token are bit-identical however the
+   * prompt is chunked and whatever other rows share the pass (a scheduler batches prefills this way).
+   */
+  readonly rowPrefill: boolean;
 
   constructor(private readonly model: Model, readonly prompt: readonly number[], private readonly opts: GenerateOptions = {}) {
     const cfg = (this.cfg = model.cfg);
@@ -181,6 +189,7 @@ export class Generation {
     this.cache = opts.kv ? opts.kv.ensure(null, prompt.length + (this.spec ? 2 : 1), this.spec ? 1 : 0) : new KVCache(cfg, 1, prompt.length + this.maxNew + 2, attn, this.spec ? 1 : 0);
     this.decoder = attn === 'absorb' ? new RowDecoder(model.params, cfg, { linear: model.rowsLinear ?? (model.linear ? rowsLinearOf(model.linear) : f32RowsLinear) }) : null;
     this.drafter = this.spec && model.draftRowsLinear ? new RowDecoder(model.params, cfg, { linear: model.draftRowsLinear }) : this.decoder;
+    this.rowPrefill = this.decoder !== null && !this.spec && !model.linear && !model.rowsLinear && this.decoder.usesEngine(1);
     const width = prefixRowWidth(cfg, this.spec ? 1 : 0);
     if (opts.prefixCache && opts.prefixCache.rowWidth !== width) {
       throw new RangeError(`prefix cache rows are ${opts.prefixCache.rowWidth} floats but this model's ${this.spec ? 'speculative ' : ''}rows are ${width} (a cache built for another model${this.spec ? ', or without speculative decoding' : ''}?)`);
@@ -242,6 +251,7 @@ export class Generation {
    */
   prefillSome(budget = Infinity): number {
     if (this.prefilled || this.done) return 0;
+    if (this.rowPrefill) return this.prefillSomeRows(budget);
     return noGrad(() => {
       const t0 = now();
       const { cfg, prompt, opts } = this;
@@ -275,6 +285,59 @@ export class Generation {
       }
       return done;
     });
+  }
+
+  /** `prefillSome` on the engine: chunks of `prefillChunk` rows (at most the engine's rows per pass), each one pass. */
+  private prefillSomeRows(budget: number): number {
+    const chunk = Math.min(this.decoder!.engineRows(), Math.max(1, this.opts.prefillChunk ?? 256));
+    let done = 0;
+    while (this.prefilling && done < Math.max(1, budget)) {
+      const t0 = now();
+      const r = this.prefillRows(chunk)!;
+      const n = r.seg.rows;
+      const logits = this.decoder!.main(r.tokens, [r.seg], r.last ? n - 1 : n).logits;
+      this.prefillMs += now() - t0;
+      this.takePrefillRows(n, r.last ? logits : null, 0);
+      done += n;
+    }
+    return done;
+  }
+
+  /**
+   * The next prompt rows to compute on the engine (`rowPrefill` only): up to `max` positions from
+   * where the prefill stands (the first call takes the cached prefix), as one segment of this
+   * sequence's cache (grown first). `last`: they end the prompt, so the pass must give the logits
+   * of the segment's last row. Null when there is nothing to prefill. Hand the rows' pass to
+   * `takePrefillRows`.
+   */
+  prefillRows(max: number): { tokens: number[]; seg: Segment; last: boolean } | null {
+    if (!this.rowPrefill) throw new Error('Generation.prefillRows: this generation prefills with forward (no engine, an inference linear, or speculative)');
+    if (!this.prefilling) return null;
+    if (this.prefillPos < 0) this.prefillPos = this.prefillFrom = this.prefillStart();
+    const P = this.prompt.length, s = this.prefillPos, e = Math.min(P, s + Math.max(1, Math.floor(max)));
+    this.ensureCache(e + 1);
+    return { tokens: this.prompt.slice(s, e), seg: { cache: this.cache, start: s, rows: e - s }, last: e === P };
+  }
+
+  /**
+   * Consumes a pass over the `n` rows `prefillRows` gave: they join the cache; when they ended the
+   * prompt, the prompt goes into the prefix cache / store and the first new token is sampled from
+   * the last row's logits (at `offset` in `logits`).
+   */
+  takePrefillRows(n: number, logits: Float32Array | null, offset: number): void {
+    const P = this.prompt.length;
+    if (!(n >= 1 && this.prefillPos + n <= P)) throw new RangeError(`Generation.takePrefillRows: ${n} rows at position ${this.prefillPos} of a ${P}-token prompt`);
+    this.prefillPos += n;
+    this.cache.length = this.prefillPos;
+    if (this.prefillPos < P) return;
+    if (!logits) throw new Error('Generation.takePrefillRows: the last prompt row needs its logits');
+    const { opts, prompt } = this;
+    if (opts.prefixCache) opts.prefixCache.insert(prompt, this.rowsAt);
+    if (opts.prefixStore) opts.prefixStore.save(prompt, this.rowsAt);
+    this.prefilled = true;
+    const t1 = now();
+    this.emit(this.sampler.sample(logits, offset, this.vocab));
+    this.decodeMs += now() - t1;
   }
 
   /** MTP rows of prompt positions [from, P−1) (position i reads token i+1); position P−1 waits for the first new token. */

@@ -15,6 +15,7 @@ import { loadModel } from '../model/load-node.js';
 import { makeConfig, presets } from '../model/config.js';
 import { forward, initParams, KVCache } from '../model/deepseek.js';
 import { RowDecoder } from '../model/decode.js';
+import { ENGINE_MAX_ROWS } from '../model/decode-engine.js';
 import { generate, type GenerateOptions, type Model } from './generate.js';
 import { Scheduler, KvFullError, rowExactLimit, type Sequence, type SequenceOptions } from './scheduler.js';
 import { KvBlockPool } from './kv-blocks.js';
@@ -35,25 +36,32 @@ function drain(s: Scheduler, limit = 10_000): number {
   return steps;
 }
 
-test('rowExactLimit: a decode pass of that many rows computes every row bit-identically to the row alone', async () => {
+test('rowExactLimit: a decode pass of that many rows computes every row bit-identically to the row alone (with and without the native engine)', async () => {
   // Hidden 256 puts the products past the small-matrix sizes where any kernel order might agree by chance.
   const cfg = makeConfig({ ...presets.small!, hiddenSize: 256, intermediateSize: 512, moeIntermediateSize: 128, numHiddenLayers: 2, vocabSize: 512 });
   const params = initParams(cfg, { seed: 5 });
+  const C = 24;
   for (const be of await backendsUnderTest()) {
     await withBackend(be, () => noGrad(() => {
-      const N = Math.min(12, rowExactLimit(be));
-      const caches = Array.from({ length: 12 }, (_, i) => {
-        const c = new KVCache(cfg, 1, 32, 'absorb');
+      const caches = Array.from({ length: C }, (_, i) => {
+        const c = new KVCache(cfg, 1, 48, 'absorb');
         forward(params, cfg, Tensor.ints(promptOf(i, 3 + i, cfg.vocabSize), [1, 3 + i]), { cache: c, startPos: 0 });
         return c;
       });
-      const dec = new RowDecoder(params, cfg);
       const toks = caches.map((_, i) => (i * 13 + 5) % cfg.vocabSize);
-      const alone = caches.map((c, i) => dec.main([toks[i]!], [{ cache: c, start: c.length, rows: 1 }]).logits.slice());
-      const both = dec.main(toks.slice(0, N), caches.slice(0, N).map((c) => ({ cache: c, start: c.length, rows: 1 }))).logits;
-      for (let i = 0; i < N; i++) {
-        const row = both.subarray(i * cfg.vocabSize, (i + 1) * cfg.vocabSize);
-        assert.ok(row.every((x, j) => Object.is(x, alone[i]![j])), `${be}: row ${i} of a ${N}-row pass differs from the row alone`);
+      for (const engine of [false, true]) {
+        const dec = new RowDecoder(params, cfg, { engine });
+        if (engine && be === 'native') assert.equal(dec.engineRows(), ENGINE_MAX_ROWS, 'f32 weights run on the native engine');
+        if (be !== 'native') assert.equal(dec.engineRows(), 0, `${be} has no decode engine`);
+        const limit = rowExactLimit(be, dec.engineRows());
+        const N = Math.min(C, limit);
+        if (engine && be === 'native') assert.equal(N, C);
+        const alone = caches.map((c, i) => dec.main([toks[i]!], [{ cache: c, start: c.length, rows: 1 }]).logits.slice());
+        const both = dec.main(toks.slice(0, N), caches.slice(0, N).map((c) => ({ cache: c, start: c.length, rows: 1 }))).logits;
+        for (let i = 0; i < N; i++) {
+          const row = both.subarray(i * cfg.vocabSize, (i + 1) * cfg.vocabSize);
+          assert.ok(row.every((x, j) => Object.is(x, alone[i]![j])), `${be}${engine ? ' engine' : ''}: row ${i} of a ${N}-row pass differs from the row alone`);
+        }
       }
     }));
   }
@@ -86,7 +94,8 @@ test('16 sequences admitted at different steps give exactly their lone generate(
       });
       const st = s.stats();
       assert.ok(st.peakBatch >= 14, `${be}: rows decoded in one step reached ${st.peakBatch}`);
-      assert.equal(st.rowsPerPass, rowExactLimit(be));
+      // Native: the engine's rows per pass (row-exact at any count), so one pass per step.
+      assert.equal(st.rowsPerPass, be === 'native' ? ENGINE_MAX_ROWS : be === 'ts' ? Infinity : 1);
       assert.equal(st.generatedTokens, want.reduce((n, g) => n + g.tokens.length, 0));
       assert.equal(pool.stats().allocatedBlocks, 0, 'every block returned');
       assert.equal(pool.stats().reservedBlocks, 0);

@@ -13,16 +13,21 @@
  *   3. prefill: running sequences still prefilling compute whole chunks, oldest first, until
  *      `prefillTokens` prompt positions were computed this step (chunked prefill: a long prompt
  *      takes several steps, and the running streams get a decode step between its chunks);
+ *      sequences that prefill on the native engine (`Generation.rowPrefill`) do it in step 4;
  *   4. decode: every running sequence at a plain decode step gives one row to a single
- *      `RowDecoder` pass; speculative sequences take their own (2-row) steps;
+ *      `RowDecoder` pass, and engine prompt rows (up to `prefillTokens` a step, oldest prompt
+ *      first) fill the rest of it: prefill and decode in one pass; speculative sequences take
+ *      their own (2-row) steps;
  *   5. sequences that finished retire at once, returning their blocks and batch slot.
  * - `cancel` takes a sequence out at once, waiting or running: its slot and blocks are free
  *   before the next step.
- * - Same answers: prefill is the Generation's own (chunk boundaries fixed from the cached prefix)
- *   and a decode pass carries at most `rowExactLimit` rows, the most for which the backend computes
- *   each row bit-identically to that row alone (native: its few-row products, up to 8 rows; ts:
- *   any; wasm: 1, its GEMM tiles differ by row count); a larger batch is split into several
- *   passes. So a sequence's tokens do not depend on what else runs (tested per backend).
+ * - Same answers: forward prefill is the Generation's own (chunk boundaries fixed from the cached
+ *   prefix); engine prompt rows are row-exact, so any chunking gives the same rows; and a pass
+ *   carries at most `rowExactLimit` rows, the most for which the backend computes each row
+ *   bit-identically to that row alone (the native engine: 4096; native without it: its few-row
+ *   products, up to 8 rows; ts: any; wasm: 1, its GEMM tiles differ by row count); a larger batch
+ *   is split into several passes. So a sequence's tokens do not depend on what else runs (tested
+ *   per backend).
  * - Prefix cache and store hits are per sequence, exactly as `Generation` takes them.
  * Browser-safe.
  */
@@ -50,11 +55,17 @@ export interface SchedulerOptions {
 
 /**
  * Most rows a RowDecoder pass may carry on this backend with every row's result bit-identical to
- * the row computed alone: native 8 (its f32 products of ≤ 8 rows are the few-row kernels, which
- * keep the one-row summation order; more rows go to the GEMM), ts any (plain loops), others 1
- * (wasm's GEMM tiles change the order with the row count). test/scheduler.test.ts checks it.
+ * the row computed alone. `engineRows`: the decoder's native-engine rows per pass
+ * (`RowDecoder.engineRows`, 4096 for f32 and bf16 weights; 0 without the engine): the engine's
+ * few-row products sum every output in one fixed order whatever the row count, and its attention
+ * and MoE are per row, so any pass it takes is row-exact. Without it: native 8 one-row segments
+ * (the TypeScript path's f32 products of ≤ 8 rows are gemv.cc's few-row kernels; more go to the
+ * GEMM, and so do multi-row segments' attention products, so those are not row-exact there), ts
+ * any (plain loops), others 1 (wasm's GEMM tiles change the order with the row count).
+ * src/infer/scheduler.test.ts checks it on every backend.
  */
-export function rowExactLimit(backend: string): number {
+export function rowExactLimit(backend: string, engineRows = 0): number {
+  if (engineRows > 0) return engineRows;
   return backend === 'ts' ? Infinity : backend === 'native' ? 8 : 1;
 }
 
@@ -115,6 +126,8 @@ export interface SchedulerStats {
   /** Rows per decode pass now (a larger batch takes several passes). */
   rowsPerPass: number;
   steps: number; decodePasses: number; decodeRows: number;
+  /** Decode passes that also carried prompt rows (engine prefill mixed with decoding). */
+  mixedPasses: number;
   generatedTokens: number; prefillTokens: number;
   admitted: number; finished: number; cancelled: number; rejected: number;
 }
@@ -126,10 +139,10 @@ export class Scheduler {
   private readonly decoder: RowDecoder;
   private readonly prefillTokens: number;
   /** The current step's decode rows and the next one to decode (between `decodePass` calls). */
-  private stepRows: { rows: Sequence[]; next: number } | null = null;
+  private stepRows: { rows: Sequence[]; next: number; prefillBudget: number } | null = null;
   /** The last admission stopped because the head's blocks could not be reserved. */
   private memoryBlocked = false;
-  private readonly counters = { steps: 0, decodePasses: 0, decodeRows: 0, generatedTokens: 0, prefillTokens: 0, admitted: 0, finished: 0, cancelled: 0, rejected: 0, lastBatch: 0, peakBatch: 0 };
+  private readonly counters = { steps: 0, decodePasses: 0, mixedPasses: 0, decodeRows: 0, generatedTokens: 0, prefillTokens: 0, admitted: 0, finished: 0, cancelled: 0, rejected: 0, lastBatch: 0, peakBatch: 0 };
 
   constructor(readonly model: Model, readonly o: SchedulerOptions = {}) {
     this.maxBatch = o.maxBatch ?? 16;
@@ -140,7 +153,7 @@ export class Scheduler {
 
   /** Rows per decode pass: the option, the backend's row-exact limit and the model's, whichever is least. */
   rowsPerPass(): number {
-    return Math.max(1, Math.min(this.o.rowsPerPass ?? Infinity, rowExactLimit(getBackend().name), this.model.decodeExactRows ?? Infinity));
+    return Math.max(1, Math.min(this.o.rowsPerPass ?? Infinity, rowExactLimit(getBackend().name, this.decoder.engineRows()), this.model.decodeExactRows ?? Infinity));
   }
 
   /** Cache positions a request may need (what admission reserves). */
@@ -189,7 +202,7 @@ export class Scheduler {
     const c = this.counters;
     return {
       running: this.running.length, waiting: this.waiting.length, maxBatch: this.maxBatch, lastBatch: this.running.length ? c.lastBatch : 0, peakBatch: c.peakBatch, rowsPerPass: this.rowsPerPass(),
-      steps: c.steps, decodePasses: c.decodePasses, decodeRows: c.decodeRows, generatedTokens: c.generatedTokens, prefillTokens: c.prefillTokens,
+      steps: c.steps, decodePasses: c.decodePasses, mixedPasses: c.mixedPasses, decodeRows: c.decodeRows, generatedTokens: c.generatedTokens, prefillTokens: c.prefillTokens,
       admitted: c.admitted, finished: c.finished, cancelled: c.cancelled, rejected: c.rejected,
     };
   }
@@ -261,7 +274,7 @@ export class Scheduler {
     for (const s of this.running) {
       if (budget <= 0) break;
       const g = s.gen!;
-      if (!g.prefilling || s.state !== 'running') continue;
+      if (!g.prefilling || s.state !== 'running' || g.rowPrefill) continue; // engine prompt rows ride in the decode pass
       try {
         const n = g.prefillSome(budget);
         budget -= n;
@@ -274,8 +287,12 @@ export class Scheduler {
    * One decode pass of the current step. The first call of a step takes the step's rows (every
    * running sequence at a plain decode step; speculative ones take their own steps here); each
    * call then decodes the next `rowsPerPass` of them (a row cancelled meanwhile is skipped).
-   * Returns true once the step's rows are done and finished sequences retired. A server may yield
-   * between passes and admit newcomers (`stepPrefill`) before the next pass.
+   * Prompt rows of sequences that prefill on the engine (`Generation.rowPrefill`) fill the rest of
+   * the pass, oldest sequence first, up to `prefillTokens` per step (chunked prefill mixed with
+   * decoding, as vLLM and SGLang do): several prompts in one pass, and a prompt that ends in it
+   * gets its first token at once. Rows needing no logits go first, so the head only runs for the
+   * rest (`RowDecoder.main`'s `from`). Returns true once the step's rows are done and finished
+   * sequences retired. A server may yield between passes and admit newcomers (`stepPrefill`).
    */
   decodePass(): boolean {
     if (!this.stepRows) {
@@ -288,31 +305,57 @@ export class Scheduler {
       }
       this.counters.lastBatch = rows.length;
       this.counters.peakBatch = Math.max(this.counters.peakBatch, rows.length);
-      this.stepRows = { rows, next: 0 };
+      this.stepRows = { rows, next: 0, prefillBudget: this.prefillTokens };
     }
     const st = this.stepRows, per = this.rowsPerPass(), V = this.model.cfg.vocabSize;
-    const rows: Sequence[] = [], tokens: number[] = [], segs: Segment[] = [];
-    while (st.next < st.rows.length && rows.length < per) {
+    // The pass: [prompt rows without logits | decode rows, prompt-ending rows] (the tail gets logits).
+    const headTok: number[] = [], headSeg: Segment[] = [], tailTok: number[] = [], tailSeg: Segment[] = [];
+    const decoding: Sequence[] = [];
+    const prompts: Array<{ s: Sequence; n: number; at: number }> = [];
+    while (st.next < st.rows.length && tailTok.length < per) {
       const s = st.rows[st.next++]!;
       if (s.state !== 'running' || !s.gen!.batchable) continue; // cancelled (or failed) since the step began
       try {
         const r = s.gen!.decodeRow();
-        rows.push(s); tokens.push(r.token); segs.push(r.seg);
+        decoding.push(s); tailTok.push(r.token); tailSeg.push(r.seg);
       } catch (e) { this.failRunning(s, e); }
     }
-    if (rows.length > 0) {
+    for (const s of this.running) {
+      const room = Math.min(st.prefillBudget, per - headTok.length - tailTok.length);
+      if (room <= 0) break;
+      const g = s.gen!;
+      if (s.state !== 'running' || !g.rowPrefill || !g.prefilling) continue;
+      try {
+        const r = g.prefillRows(room)!;
+        const n = r.seg.rows, keep = r.last ? n - 1 : n;
+        for (let i = 0; i < keep; i++) headTok.push(r.tokens[i]!);
+        if (keep > 0) headSeg.push({ cache: r.seg.cache, start: r.seg.start, rows: keep });
+        prompts.push({ s, n, at: r.last ? tailTok.length : -1 });
+        if (r.last) { tailTok.push(r.tokens[n - 1]!); tailSeg.push({ cache: r.seg.cache, start: r.seg.start + n - 1, rows: 1 }); }
+        st.prefillBudget -= n;
+      } catch (e) { this.failRunning(s, e); }
+    }
+    if (headTok.length + tailTok.length > 0) {
       let logits: Float32Array | null = null;
       try {
-        logits = this.decoder.main(tokens, segs).logits;
+        logits = this.decoder.main(headTok.concat(tailTok), headSeg.concat(tailSeg), headTok.length).logits;
       } catch (e) {
-        for (const s of rows) this.failRunning(s, e);
+        for (const s of decoding) this.failRunning(s, e);
+        for (const p of prompts) this.failRunning(p.s, e);
       }
       if (logits) {
         this.counters.decodePasses++;
-        this.counters.decodeRows += rows.length;
+        this.counters.decodeRows += decoding.length;
+        if (decoding.length > 0 && prompts.length > 0) this.counters.mixedPasses++;
         // The logits are the decoder's scratch: every row takes its own before the next pass.
-        for (let i = 0; i < rows.length; i++) {
-          try { rows[i]!.gen!.takeLogits(logits, i * V); } catch (e) { this.failRunning(rows[i]!, e); }
+        for (const p of prompts) {
+          try {
+            p.s.gen!.takePrefillRows(p.n, p.at >= 0 ? logits : null, Math.max(0, p.at) * V);
+            this.counters.prefillTokens += p.n;
+          } catch (e) { this.failRunning(p.s, e); }
+        }
+        for (let i = 0; i < decoding.length; i++) {
+          try { decoding[i]!.gen!.takeLogits(logits, i * V); } catch (e) { this.failRunning(decoding[i]!, e); }
         }
       }
     }

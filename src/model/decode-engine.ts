@@ -30,6 +30,9 @@ export interface EngineWeights {
 /** f32 weights as stored. */
 export const f32EngineWeights: EngineWeights = { weightOf: (w) => w.f32, maxRows: Infinity };
 
+/** The engine's most rows per pass (native/src/decode_addon.cc kMaxRows); larger passes take the TypeScript path. */
+export const ENGINE_MAX_ROWS = 4096;
+
 /** The engine's most routed experts per layer (native/src/decode_engine.h kMaxExperts). */
 const MAX_EXPERTS = 1024;
 

@@ -22,7 +22,7 @@ import { hasKernel, kernel, optionalKernel } from '../backend/registry.js';
 import * as op from '../ops/index.js';
 import { ropeInvFreq, softmaxScale, yarnMscale, type DeepSeekConfig } from './config.js';
 import { selectExperts, type KVCache, type LayerParams, type MlaParams, type MlpParams, type ModelParams, type MoeParams } from './deepseek.js';
-import { decodeEngine, f32EngineWeights, type EngineWeights } from './decode-engine.js';
+import { ENGINE_MAX_ROWS, decodeEngine, f32EngineWeights, type EngineWeights } from './decode-engine.js';
 
 /**
  * out[rows, outF] = x[rows, inF] · Wᵀ for W [outF, inF]; x and out may be longer than needed.
@@ -73,10 +73,16 @@ export class RowDecoder {
     this.useEngine = opts.engine ?? true;
   }
 
+  /** True when a pass of R rows runs on the native engine (row-exact for any row count and segment shape). */
+  usesEngine(R: number): boolean { return this.engineFor(R) !== null; }
+
+  /** Most rows a pass may carry on the native engine (0: no engine here: another backend, or a linear without engine weights). */
+  engineRows(): number { return this.engineFor(1) ? Math.min(this.lin.engine!.maxRows, ENGINE_MAX_ROWS) : 0; }
+
   /** The native engine for a pass of R rows, when the backend has one and the linear allows it. */
   private engineFor(R: number): object | null {
     const ew = this.lin.engine;
-    if (!this.useEngine || !ew || R > ew.maxRows || !hasKernel('DecodeEngineMain')) return null;
+    if (!this.useEngine || !ew || R > Math.min(ew.maxRows, ENGINE_MAX_ROWS) || !hasKernel('DecodeEngineMain')) return null;
     if (this.engine === undefined) this.engine = decodeEngine(this.params, this.cfg, ew);
     return this.engine;
   }
