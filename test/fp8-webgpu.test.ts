@@ -100,7 +100,7 @@ test('webgpu FP8 GEMM: the accumulator ablation follows the TS emulation (14-bit
 });
 
 test('fp8Linear on webgpu runs the WGSL kernels and equals the TS path within float noise (forward, dX, dW)', { skip }, async () => {
-  const M = 40, N = 160, K = 200;
+  const M = 200, N = 160, K = 200; // M spans two 128-token blocks (Wgrad runs one call per block)
   const run = (gemm: 'ts' | 'auto') => {
     const x = new Tensor(gauss(M * K, 31), [M, K]).param(), w = new Tensor(gauss(N * K, 32, 0.05), [N, K]).param();
     const y = fp8Linear(x, w, { gemm });

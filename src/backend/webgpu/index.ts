@@ -13,7 +13,7 @@
  *   place, gradK === gradV) is handled by computing on separate device buffers and adding dense
  *   results back on the engine side.
  * - A call whose operand exceeds the device's storage-binding limit runs on the ts reference
- *   instead (counted in stats().oversize); the FP8 kernels (wgsl-fp8.ts: quantisers bit-exact with
+ *   instead (counted in stats().oversize); the FP8 kernels (wgsl-fp8*.ts: quantisers bit-exact with
  *   src/fp8/quant.ts, the scaled GEMM) have no ts twin in this layer and throw a RangeError then.
  * - Every operand of a call is uploaded with the call and only what the caller reads is copied
  *   back: the registry's kernels take plain Float32Arrays the engine may change between calls, so
@@ -28,7 +28,8 @@ import { GPU_THREAD_SOURCE } from './thread-source.js';
 import { MATMUL_WGSL } from './wgsl-gemm.js';
 import { ADAMW_WGSL, ADDINTO_WGSL, RMSNORM_BW_WGSL, RMSNORM_BX_WGSL, RMSNORM_WGSL, ROWSAXPY_WGSL, SILUMUL_B_WGSL, SILUMUL_WGSL, SOFTMAX_B_WGSL, SOFTMAX_WGSL, SUMSQ_WGSL } from './wgsl-rows.js';
 import { ATTN_BWD1_WGSL, ATTN_BWD2_WGSL, ATTN_FWD_WGSL } from './wgsl-attention.js';
-import { FP8_CODES_WGSL, FP8_GEMM_WGSL, FP8_RECODES_WGSL, FP8_RESCALES_WGSL, FP8_SCALES_WGSL } from './wgsl-fp8.js';
+import { FP8_CODES_WGSL, FP8_RECODES_WGSL, FP8_RESCALES_WGSL, FP8_SCALES_WGSL } from './wgsl-fp8.js';
+import { FP8_GEMM_WGSL } from './wgsl-fp8-gemm.js';
 import { Job } from './job.js';
 
 const SHADERS: Record<string, string> = {
