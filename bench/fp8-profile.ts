@@ -6,11 +6,11 @@
 import { Tensor } from '../src/autograd/tensor.js';
 import { backward, zeroGrad } from '../src/autograd/tape.js';
 import { useBackend, describeBackend, disposeBackends } from '../src/backend/setup-node.js';
-import { getBackend, getBackendByName, setBackend, type Kernels } from '../src/backend/registry.js';
 import { initParams, lossFn, trainableParams } from '../src/model/deepseek.js';
 import { presets } from '../src/model/config.js';
 import { AdamW } from '../src/train/optim.js';
 import { makeProjLinear, parseVariant, recipeSettings } from '../src/fp8/recipe.js';
+import { timeKernels } from './kernel-timer.js';
 import { lcgBatch } from './common.js';
 
 const [rArg = 'fp8', config = 'small', bArg = '8', tArg = '64', thArg = '2', nArg = '6'] = process.argv.slice(2);
@@ -19,20 +19,7 @@ const cfg = presets[config]!;
 const B = Number(bArg), T = Number(tArg), N = Number(nArg);
 await useBackend('auto', { threads: Number(thArg) });
 console.log(describeBackend());
-const spent = new Map<string, { ms: number; calls: number }>();
-for (let b = getBackend() as ReturnType<typeof getBackend> | undefined; b; b = b.fallback ? getBackendByName(b.fallback) : undefined) {
-  for (const [name, fn] of Object.entries(b.kernels) as Array<[keyof Kernels, (...a: unknown[]) => void]>) {
-    const key = `${b.name}:${name}`;
-    (b.kernels as Record<string, unknown>)[name] = (...a: unknown[]): void => {
-      const t0 = performance.now();
-      fn(...a);
-      const s = spent.get(key) ?? { ms: 0, calls: 0 };
-      s.ms += performance.now() - t0; s.calls++;
-      spent.set(key, s);
-    };
-  }
-}
-setBackend(getBackend().name);
+const spent = timeKernels();
 const params = initParams(cfg, { seed: 1 });
 const tp = trainableParams(params, cfg);
 const s = recipeSettings(recipe);

@@ -7,9 +7,9 @@
 import { Tensor } from '../src/autograd/tensor.js';
 import { backward, noGrad, zeroGrad } from '../src/autograd/tape.js';
 import { useBackend, describeBackend, disposeBackends } from '../src/backend/setup-node.js';
-import { getBackend, setBackend, getBackendByName, type Kernels } from '../src/backend/registry.js';
 import { initParams, lossFn, trainableParams, forward, KVCache } from '../src/model/deepseek.js';
 import { presets } from '../src/model/config.js';
+import { timeKernels } from './kernel-timer.js';
 import { lcgBatch, lcgTokens, makeAdamW } from './common.js';
 
 const [config = 'small', bArg = '8', tArg = '256', thArg = '2'] = process.argv.slice(2);
@@ -18,21 +18,7 @@ if (!cfg) throw new Error(`profile: unknown config '${config}' (known: ${Object.
 const B = Number(bArg), T = Number(tArg);
 await useBackend('auto', { threads: Number(thArg) });
 console.log(describeBackend());
-const spent = new Map<string, { ms: number; calls: number }>();
-// Wrap the kernels of the active backend and its fallbacks.
-for (let b = getBackend() as ReturnType<typeof getBackend> | undefined; b; b = b.fallback ? getBackendByName(b.fallback) : undefined) {
-  for (const [name, fn] of Object.entries(b.kernels) as Array<[keyof Kernels, (...a: unknown[]) => void]>) {
-    const key = `${b.name}:${name}`;
-    (b.kernels as Record<string, unknown>)[name] = (...a: unknown[]): void => {
-      const t0 = performance.now();
-      fn(...a);
-      const s = spent.get(key) ?? { ms: 0, calls: 0 };
-      s.ms += performance.now() - t0; s.calls++;
-      spent.set(key, s);
-    };
-  }
-}
-setBackend(getBackend().name); // clear the resolved-kernel cache
+const spent = timeKernels();
 const params = initParams(cfg, { seed: 1 });
 const tp = trainableParams(params, cfg);
 const { opt } = await makeAdamW(tp);

@@ -6,29 +6,13 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { runCli } from '../src/cli/main.js';
+import { cli } from './cli-capture.js';
 
 const REF = path.resolve(process.cwd(), '../shared/reference');
 const DIR = path.join(REF, 'tiny-dsv3');
 const skip = !existsSync(DIR);
 const work = mkdtempSync(path.join(tmpdir(), 'frugal-cli-gguf-'));
 after(() => rmSync(work, { recursive: true, force: true }));
-
-/** Runs the CLI capturing stdout and stderr. */
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '', err = '';
-  const ow = process.stdout.write.bind(process.stdout), ew = process.stderr.write.bind(process.stderr);
-  const ol = console.log, oe = console.error;
-  process.stdout.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === 'string' ? ((out += s), true) : ow(s, ...rest))) as typeof process.stdout.write;
-  process.stderr.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === 'string' ? ((err += s), true) : ew(s, ...rest))) as typeof process.stderr.write;
-  console.log = (...a: unknown[]) => { out += a.join(' ') + '\n'; };
-  console.error = (...a: unknown[]) => { err += a.join(' ') + '\n'; };
-  try {
-    return { code: await runCli(args), out, err };
-  } finally {
-    process.stdout.write = ow; process.stderr.write = ew; console.log = ol; console.error = oe;
-  }
-}
 
 test('frugal export --format gguf, then logits/generate/info read the file', { skip }, async () => {
   const file = path.join(work, 'tiny.gguf');

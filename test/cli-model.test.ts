@@ -5,29 +5,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
-import { runCli } from '../src/cli/main.js';
+import { cli } from './cli-capture.js';
 import { loadModel } from '../src/model/load-node.js';
 import { paramEntries } from '../src/model/deepseek.js';
 
 const DIR = path.resolve(process.cwd(), '../shared/reference/tiny-dsv3');
 const skip = !existsSync(DIR);
-
-/** Runs the CLI capturing stdout and stderr. */
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '', err = '';
-  const ow = process.stdout.write.bind(process.stdout), ew = process.stderr.write.bind(process.stderr);
-  const ol = console.log, oe = console.error;
-  // The CLI writes strings; the test runner's own reports (Buffers) pass through.
-  process.stdout.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === 'string' ? ((out += s), true) : ow(s, ...rest))) as typeof process.stdout.write;
-  process.stderr.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === 'string' ? ((err += s), true) : ew(s, ...rest))) as typeof process.stderr.write;
-  console.log = (...a: unknown[]) => { out += a.join(' ') + '\n'; };
-  console.error = (...a: unknown[]) => { err += a.join(' ') + '\n'; };
-  try {
-    return { code: await runCli(args), out, err };
-  } finally {
-    process.stdout.write = ow; process.stderr.write = ew; console.log = ol; console.error = oe;
-  }
-}
 
 test('frugal logits --json matches the reference logits (naive, absorb, incremental)', { skip }, async () => {
   const v = JSON.parse(readFileSync(path.join(DIR, 'vectors.json'), 'utf8'));

@@ -8,9 +8,10 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { writeCorpus } from './corpus.js';
 import type { Page } from 'playwright-core';
 import { readMetrics } from '../src/train/metrics-node.js';
 import { startDashboard } from '../src/serve/dashboard-node.js';
@@ -21,23 +22,7 @@ const root = process.cwd();
 const work = mkdtempSync(path.join(tmpdir(), 'frugal-dash-'));
 after(() => rmSync(work, { recursive: true, force: true }));
 
-/** A small corpus with structure (as in train.test.ts). */
-function corpusFile(): string {
-  const subj = ['the people', 'our nation', 'the congress', 'every citizen', 'the government'];
-  const verb = ['must protect', 'will build', 'shall defend', 'can improve', 'should honor'];
-  const obj = ['the union', 'our schools', 'the economy', 'the laws', 'our freedom'];
-  let s = 7;
-  const r = (n: number): number => { s = (s * 1103515245 + 12345) % 2147483648; return s % n; };
-  const lines: string[] = [];
-  for (let d = 0; d < 40; d++) {
-    let doc = '';
-    for (let k = 0; k < 25; k++) doc += `${subj[r(5)]} ${verb[r(5)]} ${obj[r(5)]}. `;
-    lines.push(JSON.stringify({ text: doc }));
-  }
-  const f = path.join(work, 'corpus.jsonl');
-  writeFileSync(f, lines.join('\n') + '\n');
-  return f;
-}
+const corpusFile = (): string => writeCorpus(work);
 const common = ['--config', 'tiny', '--batch', '4', '--seq', '32', '--lr', '0.01', '--warmup', '5', '--log-every', '1', '--quiet'];
 
 /** `frugal train ARGS` in a child process (through tsx). */

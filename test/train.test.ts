@@ -9,6 +9,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { writeCorpus } from './corpus.js';
 import { Tensor } from '../src/autograd/tensor.js';
 import '../src/backend/index.js';
 import { getBackend, setBackend } from '../src/backend/registry.js';
@@ -26,23 +27,7 @@ const root = process.cwd();
 const work = mkdtempSync(path.join(tmpdir(), 'frugal-train-'));
 process.on('exit', () => rmSync(work, { recursive: true, force: true }));
 
-/** A small corpus with structure a model can learn (and a unigram entropy it must beat). */
-function corpusFile(): string {
-  const subj = ['the people', 'our nation', 'the congress', 'every citizen', 'the government'];
-  const verb = ['must protect', 'will build', 'shall defend', 'can improve', 'should honor'];
-  const obj = ['the union', 'our schools', 'the economy', 'the laws', 'our freedom'];
-  let s = 7;
-  const r = (n: number): number => { s = (s * 1103515245 + 12345) % 2147483648; return s % n; };
-  const lines: string[] = [];
-  for (let d = 0; d < 40; d++) {
-    let doc = '';
-    for (let k = 0; k < 25; k++) doc += `${subj[r(5)]} ${verb[r(5)]} ${obj[r(5)]}. `;
-    lines.push(JSON.stringify({ text: doc }));
-  }
-  const f = path.join(work, 'corpus.jsonl');
-  writeFileSync(f, lines.join('\n') + '\n');
-  return f;
-}
+const corpusFile = (): string => writeCorpus(work);
 const data = corpusFile();
 const common = ['--config', 'tiny', '--data', data, '--batch', '4', '--seq', '32', '--lr', '0.01', '--warmup', '5', '--backend', 'auto', '--log-every', '1', '--eval-every', '15', '--quiet'];
 

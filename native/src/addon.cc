@@ -13,6 +13,7 @@
 #endif
 
 #include "common.h"
+#include "napi_args.h"
 
 using namespace frugal;
 
@@ -21,77 +22,28 @@ namespace frugal {
 void gemvQ8(const float* x, const uint8_t* w, float* y, long m, long n, long k);
 const char* q8Family();
 }  // namespace frugal
+namespace frugal {
+// AdamW's hyperparameters from arguments at, at+1, ..., at+5: beta1, beta2, eps, stepSize, decay,
+// invBc2Sqrt (adamw and adamwBf16 take them in this order).
+AdamWHyper adamwHyperArgs(const napi::Args& g, size_t at) {
+  AdamWHyper h;
+  const double b1 = g.num(at, "beta1"), b2 = g.num(at + 1, "beta2");
+  h.beta1 = (float)b1; h.oneMinusBeta1 = (float)(1.0 - b1);
+  h.beta2 = (float)b2; h.oneMinusBeta2 = (float)(1.0 - b2);
+  h.eps = (float)g.num(at + 2, "eps"); h.stepSize = (float)g.num(at + 3, "stepSize");
+  h.decay = (float)g.num(at + 4, "decay"); h.invBc2Sqrt = (float)g.num(at + 5, "invBc2Sqrt");
+  return h;
+}
+}  // namespace frugal
 namespace frugal { void registerFp8Exports(napi_env env, napi_value exports); }  // fp8_addon.cc
 namespace frugal { void registerTrainExports(napi_env env, napi_value exports); }  // train_addon.cc
 namespace frugal { void registerDecodeExports(napi_env env, napi_value exports); }  // decode_addon.cc
 
 namespace {
 
-struct Fail {};  // thrown after a JS exception is pending
-
-struct Args {
-  napi_env env;
-  const char* fn;
-  napi_value v[20];
-  size_t n = 20;
-  Args(napi_env e, napi_callback_info info, const char* name, size_t need) : env(e), fn(name) {
-    napi_get_cb_info(e, info, &n, v, nullptr, nullptr);
-    if (n < need) type(std::string("expected at least ") + std::to_string(need) + " arguments, got " + std::to_string(n));
-  }
-  [[noreturn]] void type(const std::string& msg) const {
-    napi_throw_type_error(env, nullptr, (std::string("frugal_native.") + fn + ": " + msg).c_str());
-    throw Fail{};
-  }
-  [[noreturn]] void range(const std::string& msg) const {
-    napi_throw_range_error(env, nullptr, (std::string("frugal_native.") + fn + ": " + msg).c_str());
-    throw Fail{};
-  }
-  template <class T>
-  T* arr(size_t i, napi_typedarray_type want, const char* name, size_t* len) const {
-    bool is = false;
-    if (i < n) napi_is_typedarray(env, v[i], &is);
-    napi_typedarray_type t;
-    void* data = nullptr;
-    if (is) napi_get_typedarray_info(env, v[i], &t, len, &data, nullptr, nullptr);
-    if (!is || t != want) {
-      const char* tn = want == napi_float32_array ? "Float32Array" : want == napi_uint16_array ? "Uint16Array" : want == napi_int32_array ? "Int32Array" : "Uint8Array";
-      type(std::string(name) + " must be a " + tn);
-    }
-    return static_cast<T*>(data);
-  }
-  bool has(size_t i) const {
-    if (i >= n) return false;
-    napi_valuetype t;
-    napi_typeof(env, v[i], &t);
-    return t != napi_undefined && t != napi_null;
-  }
-  double num(size_t i, const char* name) const {
-    double d = 0;
-    if (i >= n || napi_get_value_double(env, v[i], &d) != napi_ok || !std::isfinite(d)) type(std::string(name) + " must be a finite number");
-    return d;
-  }
-  long count(size_t i, const char* name) const {
-    double d = num(i, name);
-    if (d < 0 || d != std::floor(d) || d > 9.0e15) range(std::string(name) + " must be a non-negative integer, got " + std::to_string(d));
-    return (long)d;
-  }
-  bool flag(size_t i) const {
-    bool b = false;
-    if (i < n) napi_get_value_bool(env, v[i], &b);
-    return b;
-  }
-  void need(const char* name, size_t len, long elems) const {
-    if (elems > 0 && (size_t)elems > len)
-      range(std::string(name) + " has " + std::to_string(len) + " elements, needs " + std::to_string(elems));
-  }
-};
-
-napi_value undef(napi_env env) { napi_value u; napi_get_undefined(env, &u); return u; }
-
-template <class F>
-napi_value guard(napi_env env, F f) {
-  try { return f(); } catch (const Fail&) { return nullptr; }
-}
+using napi::Args;
+using napi::guard;
+using napi::undef;
 
 // matmul(a, b, c, batch, m, n, k, transA, transB, strideA, strideB, strideC, accumulate)
 napi_value MatMul(napi_env env, napi_callback_info info) {
@@ -404,11 +356,7 @@ napi_value AdamW(napi_env env, napi_callback_info info) {
     float* m = g.arr<float>(2, napi_float32_array, "m", &lm);
     float* v = g.arr<float>(3, napi_float32_array, "v", &lv);
     g.need("g", lg, (long)lw); g.need("m", lm, (long)lw); g.need("v", lv, (long)lw);
-    AdamWHyper h;
-    h.beta1 = (float)g.num(4, "beta1"); h.oneMinusBeta1 = (float)(1.0 - g.num(4, "beta1"));
-    h.beta2 = (float)g.num(5, "beta2"); h.oneMinusBeta2 = (float)(1.0 - g.num(5, "beta2"));
-    h.eps = (float)g.num(6, "eps"); h.stepSize = (float)g.num(7, "stepSize");
-    h.decay = (float)g.num(8, "decay"); h.invBc2Sqrt = (float)g.num(9, "invBc2Sqrt");
+    const AdamWHyper h = adamwHyperArgs(g, 4);
     adamw(w, gr, m, v, (long)lw, h);
     return undef(env);
   });

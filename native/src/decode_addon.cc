@@ -3,22 +3,20 @@
 // references for the engine's life), decodeEngineMain / decodeEngineMtp run one pass. Every
 // argument is validated and a bad one throws a TypeError/RangeError naming it, so no call reads or
 // writes out of bounds. Array order: see src/model/decode-engine.ts (engineArrays).
-#define NAPI_VERSION 8
-#include <node_api.h>
-
 #include <cmath>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "decode_engine.h"
+#include "napi_args.h"
 
 namespace frugal {
 namespace {
 
 using namespace dec;
-
-struct Fail {};
+using napi::Fail;
+using napi::guard;
 
 struct Held {
   Engine engine;
@@ -27,14 +25,8 @@ struct Held {
 
 const napi_type_tag kTag = {0x66727567616c6465ULL, 0x636f6465656e6731ULL};  // "frugalde" "codeeng1"
 
-[[noreturn]] void throwType(napi_env env, const char* fn, const std::string& m) {
-  napi_throw_type_error(env, nullptr, (std::string("frugal_native.") + fn + ": " + m).c_str());
-  throw Fail{};
-}
-[[noreturn]] void throwRange(napi_env env, const char* fn, const std::string& m) {
-  napi_throw_range_error(env, nullptr, (std::string("frugal_native.") + fn + ": " + m).c_str());
-  throw Fail{};
-}
+[[noreturn]] void throwType(napi_env env, const char* fn, const std::string& m) { napi::Ctx{env, fn}.type(m); }
+[[noreturn]] void throwRange(napi_env env, const char* fn, const std::string& m) { napi::Ctx{env, fn}.range(m); }
 
 struct View { napi_typedarray_type t; size_t len; void* p; };
 
@@ -48,13 +40,7 @@ bool viewOf(napi_env env, napi_value v, View* out) {
 
 template <class T>
 T* typed(napi_env env, const char* fn, napi_value v, napi_typedarray_type want, const char* name, size_t need) {
-  View w{};
-  if (!viewOf(env, v, &w) || w.t != want) {
-    const char* tn = want == napi_float32_array ? "Float32Array" : want == napi_int32_array ? "Int32Array" : "Float64Array";
-    throwType(env, fn, std::string(name) + " must be a " + tn);
-  }
-  if (w.len < need) throwRange(env, fn, std::string(name) + " has " + std::to_string(w.len) + " elements, needs " + std::to_string(need));
-  return static_cast<T*>(w.p);
+  return napi::Ctx{env, fn}.arr<T>(v, want, name, (double)need);
 }
 
 long countOf(napi_env env, const char* fn, napi_value v, const char* name, long max) {
@@ -168,11 +154,6 @@ void finalize(napi_env env, void* data, void*) {
   Held* h = static_cast<Held*>(data);
   for (napi_ref r : h->refs) napi_delete_reference(env, r);
   delete h;
-}
-
-template <class F>
-napi_value guard(F f) {
-  try { return f(); } catch (const Fail&) { return nullptr; }
 }
 
 // decodeEngineCreate(cfg: Float64Array, kinds: Int32Array [L + nMtp] (1 = MoE), arrays: Array)

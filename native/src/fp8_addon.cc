@@ -2,66 +2,18 @@
 // added to the addon's exports by registerFp8Exports (called from addon.cc). Arguments are typed
 // arrays used in place plus numbers; every extent is checked against the array lengths before a
 // kernel runs, and bad input throws a TypeError/RangeError naming the argument.
-#define NAPI_VERSION 8
-#include <node_api.h>
-
-#include <cmath>
 #include <string>
 
 #include "fp8.h"
+#include "napi_args.h"
 
 namespace frugal {
+AdamWHyper adamwHyperArgs(const napi::Args& g, size_t at);  // addon.cc
 namespace {
 
-struct Fail {};
-
-struct In {
-  napi_env env;
-  const char* fn;
-  napi_value v[16];
-  size_t n = 16;
-  In(napi_env e, napi_callback_info info, const char* name, size_t need) : env(e), fn(name) {
-    napi_get_cb_info(e, info, &n, v, nullptr, nullptr);
-    if (n < need) type("expected at least " + std::to_string(need) + " arguments, got " + std::to_string(n));
-  }
-  [[noreturn]] void type(const std::string& m) const { napi_throw_type_error(env, nullptr, (std::string("frugal_native.") + fn + ": " + m).c_str()); throw Fail{}; }
-  [[noreturn]] void range(const std::string& m) const { napi_throw_range_error(env, nullptr, (std::string("frugal_native.") + fn + ": " + m).c_str()); throw Fail{}; }
-  bool has(size_t i) const {
-    if (i >= n) return false;
-    napi_valuetype t;
-    napi_typeof(env, v[i], &t);
-    return t != napi_undefined && t != napi_null;
-  }
-  template <class T>
-  T* arr(size_t i, napi_typedarray_type want, const char* name, size_t* len) const {
-    bool is = false;
-    if (i < n) napi_is_typedarray(env, v[i], &is);
-    napi_typedarray_type t;
-    void* data = nullptr;
-    if (is) napi_get_typedarray_info(env, v[i], &t, len, &data, nullptr, nullptr);
-    if (!is || t != want) type(std::string(name) + (want == napi_float32_array ? " must be a Float32Array" : want == napi_uint16_array ? " must be a Uint16Array" : " must be a Uint8Array"));
-    return static_cast<T*>(data);
-  }
-  double num(size_t i, const char* name) const {
-    double d = 0;
-    if (i >= n || napi_get_value_double(env, v[i], &d) != napi_ok || !std::isfinite(d)) type(std::string(name) + " must be a finite number");
-    return d;
-  }
-  // Sizes and strides: integers in [0, 2^40] (products of two stay exact in double and long).
-  long count(size_t i, const char* name) const {
-    const double d = num(i, name);
-    if (d < 0 || d != std::floor(d) || d > 1099511627776.0) range(std::string(name) + " must be an integer in [0, 2^40], got " + std::to_string(d));
-    return (long)d;
-  }
-  bool flag(size_t i) const { bool b = false; if (i < n) napi_get_value_bool(env, v[i], &b); return b; }
-  void need(const char* name, size_t len, double elems) const {
-    if (elems > (double)len) range(std::string(name) + " has " + std::to_string(len) + " elements, needs " + std::to_string((long long)elems));
-  }
-};
-
-napi_value undef(napi_env env) { napi_value u; napi_get_undefined(env, &u); return u; }
-template <class F>
-napi_value guard(napi_env env, F f) { try { return f(); } catch (const Fail&) { return nullptr; } }
+using napi::guard;
+using napi::undef;
+using napi::Args;
 
 long blocks(long n) { return (n + 127) / 128; }
 
@@ -69,7 +21,7 @@ long blocks(long n) { return (n + 127) / 128; }
 template <bool Cols>
 napi_value Quantize(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
-    In g(env, info, Cols ? "fp8QuantizeCols" : "fp8QuantizeRows", 5);
+    Args g(env, info, Cols ? "fp8QuantizeCols" : "fp8QuantizeRows", 5);
     size_t lx, lc, ls;
     const float* x = g.arr<float>(0, napi_float32_array, "x", &lx);
     const long rows = g.count(1, "rows"), cols = g.count(2, "cols");
@@ -87,7 +39,7 @@ napi_value Quantize(napi_env env, napi_callback_info info) {
 // fp8RequantizeCols(codes, rowScales, rows, cols, outCodes, outScales, ue8m0)
 napi_value Requantize(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
-    In g(env, info, "fp8RequantizeCols", 6);
+    Args g(env, info, "fp8RequantizeCols", 6);
     size_t lc, lr, loc, los;
     const uint8_t* codes = g.arr<uint8_t>(0, napi_uint8_array, "codes", &lc);
     const float* rs = g.arr<float>(1, napi_float32_array, "rowScales", &lr);
@@ -106,7 +58,7 @@ napi_value Requantize(napi_env env, napi_callback_info info) {
 // fp8QuantizeWeight(w, rows, cols, codes, scales, codesT | null, ue8m0)
 napi_value QuantizeWeight(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
-    In g(env, info, "fp8QuantizeWeight", 5);
+    Args g(env, info, "fp8QuantizeWeight", 5);
     size_t lw, lc, ls, lt = 0;
     const float* w = g.arr<float>(0, napi_float32_array, "w", &lw);
     const long rows = g.count(1, "rows"), cols = g.count(2, "cols");
@@ -124,7 +76,7 @@ napi_value QuantizeWeight(napi_env env, napi_callback_info info) {
 // fp8ScaledGemm(a, aTrans, sa, saKb, saRow, b, sb, sbKb, sbDiv, sbCol, c, m, n, k, accumulate, accum?)
 napi_value ScaledGemm(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
-    In g(env, info, "fp8ScaledGemm", 14);
+    Args g(env, info, "fp8ScaledGemm", 14);
     size_t la, lsa, lb, lsb, lc;
     Fp8GemmArgs x{};
     x.a = g.arr<uint8_t>(0, napi_uint8_array, "a", &la);
@@ -159,18 +111,14 @@ napi_value ScaledGemm(napi_env env, napi_callback_info info) {
 // adamwBf16(w, g, m, v, beta1, beta2, eps, stepSize, decay, invBc2Sqrt): m, v are Uint16Array (BF16 bits)
 napi_value AdamWBf16(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
-    In g(env, info, "adamwBf16", 10);
+    Args g(env, info, "adamwBf16", 10);
     size_t lw, lg, lm, lv;
     float* w = g.arr<float>(0, napi_float32_array, "w", &lw);
     const float* gr = g.arr<float>(1, napi_float32_array, "g", &lg);
     uint16_t* m = g.arr<uint16_t>(2, napi_uint16_array, "m", &lm);
     uint16_t* v = g.arr<uint16_t>(3, napi_uint16_array, "v", &lv);
     g.need("g", lg, (double)lw); g.need("m", lm, (double)lw); g.need("v", lv, (double)lw);
-    AdamWHyper h;
-    h.beta1 = (float)g.num(4, "beta1"); h.oneMinusBeta1 = (float)(1.0 - g.num(4, "beta1"));
-    h.beta2 = (float)g.num(5, "beta2"); h.oneMinusBeta2 = (float)(1.0 - g.num(5, "beta2"));
-    h.eps = (float)g.num(6, "eps"); h.stepSize = (float)g.num(7, "stepSize");
-    h.decay = (float)g.num(8, "decay"); h.invBc2Sqrt = (float)g.num(9, "invBc2Sqrt");
+    const AdamWHyper h = adamwHyperArgs(g, 4);
     adamwBf16(w, gr, m, v, (long)lw, h);
     return undef(env);
   });

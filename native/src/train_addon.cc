@@ -3,85 +3,20 @@
 // in place (the grouped MoE kernel takes one object of named fields); every extent, index and
 // permutation is checked before a kernel runs, and bad input throws a TypeError/RangeError naming
 // the argument, so nothing reads or writes out of bounds.
-#define NAPI_VERSION 8
-#include <node_api.h>
-
-#include <cmath>
 #include <string>
 #include <vector>
 
+#include "napi_args.h"
 #include "train.h"
 
 namespace frugal {
 namespace {
 
-struct Fail {};
+using napi::Args;
+using napi::Ctx;
+using napi::guard;
+using napi::undef;
 
-struct Ctx {
-  napi_env env;
-  const char* fn;
-  [[noreturn]] void type(const std::string& m) const { napi_throw_type_error(env, nullptr, (std::string("frugal_native.") + fn + ": " + m).c_str()); throw Fail{}; }
-  [[noreturn]] void range(const std::string& m) const { napi_throw_range_error(env, nullptr, (std::string("frugal_native.") + fn + ": " + m).c_str()); throw Fail{}; }
-  bool present(napi_value v) const {
-    napi_valuetype t;
-    napi_typeof(env, v, &t);
-    return t != napi_undefined && t != napi_null;
-  }
-  template <class T>
-  T* arr(napi_value v, napi_typedarray_type want, const std::string& name, double need, bool optional = false) const {
-    if (optional && !present(v)) return nullptr;
-    bool is = false;
-    napi_is_typedarray(env, v, &is);
-    napi_typedarray_type t;
-    size_t len = 0;
-    void* data = nullptr;
-    if (is) napi_get_typedarray_info(env, v, &t, &len, &data, nullptr, nullptr);
-    if (!is || t != want) type(name + (want == napi_float32_array ? " must be a Float32Array" : " must be an Int32Array"));
-    if (need > (double)len) range(name + " has " + std::to_string(len) + " elements, needs " + std::to_string((long long)need));
-    return static_cast<T*>(data);
-  }
-  double num(napi_value v, const std::string& name) const {
-    double d = 0;
-    if (napi_get_value_double(env, v, &d) != napi_ok || !std::isfinite(d)) type(name + " must be a finite number");
-    return d;
-  }
-  long count(napi_value v, const std::string& name, long min = 0) const {
-    const double d = num(v, name);
-    if (d < min || d != std::floor(d) || d > 1099511627776.0) range(name + " must be an integer in [" + std::to_string(min) + ", 2^40], got " + std::to_string(d));
-    return (long)d;
-  }
-  napi_value field(napi_value obj, const char* name) const {
-    napi_value v;
-    if (napi_get_named_property(env, obj, name, &v) != napi_ok) type(std::string("missing field ") + name);
-    return v;
-  }
-  // A JS array of `n` Float32Arrays (entries may be null when `optional`), each of `need` elements.
-  std::vector<float*> list(napi_value v, const std::string& name, long n, double need, bool optional) const {
-    bool isArr = false;
-    napi_is_array(env, v, &isArr);
-    uint32_t len = 0;
-    if (isArr) napi_get_array_length(env, v, &len);
-    if (!isArr || (long)len != n) type(name + " must be an array of " + std::to_string(n) + " Float32Arrays");
-    std::vector<float*> out(n);
-    for (uint32_t i = 0; i < len; i++) {
-      napi_value e;
-      napi_get_element(env, v, i, &e);
-      out[i] = arr<float>(e, napi_float32_array, name + "[" + std::to_string(i) + "]", need, optional);
-    }
-    return out;
-  }
-};
-
-napi_value undef(napi_env env) { napi_value u; napi_get_undefined(env, &u); return u; }
-template <class F>
-napi_value guard(napi_env env, F f) { try { return f(); } catch (const Fail&) { return nullptr; } }
-
-napi_value args(napi_env env, napi_callback_info info, size_t need, napi_value* v, const Ctx& c) {
-  size_t n = 4;
-  napi_get_cb_info(env, info, &n, v, nullptr, nullptr);
-  if (n < need) c.type("expected " + std::to_string(need) + " arguments, got " + std::to_string(n));
-  return v[0];
-}
 
 // The MoE layer description shared by forward and backward; the pointer vectors live in `keep`.
 struct MoeIn {
@@ -137,9 +72,9 @@ void readMoe(const Ctx& c, napi_value o, MoeIn& m) {
 // moeFfnForward(args, out)
 napi_value MoeForward(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
-    Ctx c{env, "moeFfnForward"};
-    napi_value v[4];
-    args(env, info, 2, v, c);
+    Args in(env, info, "moeFfnForward", 2);
+    const Ctx& c = in;
+    const napi_value* v = in.v;
     MoeIn m;
     readMoe(c, v[0], m);
     float* out = c.arr<float>(v[1], napi_float32_array, "out", (double)m.a.N * m.a.H);
@@ -151,9 +86,9 @@ napi_value MoeForward(napi_env env, napi_callback_info info) {
 // moeFfnBackward(args, grads{gradOut, gradX, gradW, gGate[], gUp[], gDown[], gsGate?, gsUp?, gsDown?})
 napi_value MoeBackward(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
-    Ctx c{env, "moeFfnBackward"};
-    napi_value v[4];
-    args(env, info, 2, v, c);
+    Args in(env, info, "moeFfnBackward", 2);
+    const Ctx& c = in;
+    const napi_value* v = in.v;
     MoeIn m;
     readMoe(c, v[0], m);
     const MoeFfnArgs& a = m.a;
@@ -176,30 +111,20 @@ napi_value MoeBackward(napi_env env, napi_callback_info info) {
   });
 }
 
-// Positional arguments: v[i] for i < n.
-struct Pos {
-  Ctx c;
-  napi_value v[12];
-  size_t n = 12;
-  Pos(napi_env env, napi_callback_info info, const char* fn, size_t need) : c{env, fn} {
-    napi_get_cb_info(env, info, &n, v, nullptr, nullptr);
-    if (n < need) c.type("expected " + std::to_string(need) + " arguments, got " + std::to_string(n));
-  }
-};
-
 // rope(x, out, cos, sin, B, T, H, D, offset, sign)
 napi_value Rope(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
-    Pos a(env, info, "rope", 10);
-    const long B = a.c.count(a.v[4], "B"), T = a.c.count(a.v[5], "T"), H = a.c.count(a.v[6], "H"), D = a.c.count(a.v[7], "D"), off = a.c.count(a.v[8], "offset");
-    const double sign = a.c.num(a.v[9], "sign");
-    if (off > D || (D - off) % 2 != 0) a.c.range("offset must leave an even number of features");
+    Args a(env, info, "rope", 10);
+    const Ctx& c = a;
+    const long B = c.count(a.v[4], "B"), T = c.count(a.v[5], "T"), H = c.count(a.v[6], "H"), D = c.count(a.v[7], "D"), off = c.count(a.v[8], "offset");
+    const double sign = c.num(a.v[9], "sign");
+    if (off > D || (D - off) % 2 != 0) c.range("offset must leave an even number of features");
     const double n = (double)B * T * H * D;
-    const float* x = a.c.arr<float>(a.v[0], napi_float32_array, "x", n);
-    float* out = a.c.arr<float>(a.v[1], napi_float32_array, "out", n);
+    const float* x = c.arr<float>(a.v[0], napi_float32_array, "x", n);
+    float* out = c.arr<float>(a.v[1], napi_float32_array, "out", n);
     const double tab = (double)T * ((D - off) / 2);
-    const float* cs = a.c.arr<float>(a.v[2], napi_float32_array, "cos", tab);
-    const float* sn = a.c.arr<float>(a.v[3], napi_float32_array, "sin", tab);
+    const float* cs = c.arr<float>(a.v[2], napi_float32_array, "cos", tab);
+    const float* sn = c.arr<float>(a.v[3], napi_float32_array, "sin", tab);
     ropeRows(x, out, cs, sn, B, T, H, D, off, sign < 0 ? -1.f : 1.f);
     return undef(env);
   });
@@ -208,12 +133,13 @@ napi_value Rope(napi_env env, napi_callback_info info) {
 // concatHeads(a, b, out, R, H, Dfull, Da, Db)
 napi_value ConcatHeads(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
-    Pos a(env, info, "concatHeads", 8);
-    const long R = a.c.count(a.v[3], "R"), H = a.c.count(a.v[4], "H"), Df = a.c.count(a.v[5], "Dfull"), Da = a.c.count(a.v[6], "Da"), Db = a.c.count(a.v[7], "Db");
-    if (Da > Df) a.c.range("Da must be <= Dfull");
-    const float* x = a.c.arr<float>(a.v[0], napi_float32_array, "a", (double)R * H * Df);
-    const float* y = a.c.arr<float>(a.v[1], napi_float32_array, "b", (double)R * Db);
-    float* out = a.c.arr<float>(a.v[2], napi_float32_array, "out", (double)R * H * (Da + Db));
+    Args a(env, info, "concatHeads", 8);
+    const Ctx& c = a;
+    const long R = c.count(a.v[3], "R"), H = c.count(a.v[4], "H"), Df = c.count(a.v[5], "Dfull"), Da = c.count(a.v[6], "Da"), Db = c.count(a.v[7], "Db");
+    if (Da > Df) c.range("Da must be <= Dfull");
+    const float* x = c.arr<float>(a.v[0], napi_float32_array, "a", (double)R * H * Df);
+    const float* y = c.arr<float>(a.v[1], napi_float32_array, "b", (double)R * Db);
+    float* out = c.arr<float>(a.v[2], napi_float32_array, "out", (double)R * H * (Da + Db));
     concatHeads(x, y, out, R, H, Df, Da, Db);
     return undef(env);
   });
@@ -222,12 +148,13 @@ napi_value ConcatHeads(napi_env env, napi_callback_info info) {
 // concatHeadsBackward(g, ga | null, gb | null, R, H, Dfull, Da, Db)
 napi_value ConcatHeadsBackward(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
-    Pos a(env, info, "concatHeadsBackward", 8);
-    const long R = a.c.count(a.v[3], "R"), H = a.c.count(a.v[4], "H"), Df = a.c.count(a.v[5], "Dfull"), Da = a.c.count(a.v[6], "Da"), Db = a.c.count(a.v[7], "Db");
-    if (Da > Df) a.c.range("Da must be <= Dfull");
-    const float* g = a.c.arr<float>(a.v[0], napi_float32_array, "g", (double)R * H * (Da + Db));
-    float* ga = a.c.arr<float>(a.v[1], napi_float32_array, "ga", (double)R * H * Df, true);
-    float* gb = a.c.arr<float>(a.v[2], napi_float32_array, "gb", (double)R * Db, true);
+    Args a(env, info, "concatHeadsBackward", 8);
+    const Ctx& c = a;
+    const long R = c.count(a.v[3], "R"), H = c.count(a.v[4], "H"), Df = c.count(a.v[5], "Dfull"), Da = c.count(a.v[6], "Da"), Db = c.count(a.v[7], "Db");
+    if (Da > Df) c.range("Da must be <= Dfull");
+    const float* g = c.arr<float>(a.v[0], napi_float32_array, "g", (double)R * H * (Da + Db));
+    float* ga = c.arr<float>(a.v[1], napi_float32_array, "ga", (double)R * H * Df, true);
+    float* gb = c.arr<float>(a.v[2], napi_float32_array, "gb", (double)R * Db, true);
     concatHeadsBackward(g, ga, gb, R, H, Df, Da, Db);
     return undef(env);
   });
@@ -236,16 +163,17 @@ napi_value ConcatHeadsBackward(napi_env env, napi_callback_info info) {
 // crossEntropyRows(p, rows, V, targets, ignoreIndex, inv, grad) -> Σ row losses
 napi_value CrossEntropyRows(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
-    Pos a(env, info, "crossEntropyRows", 7);
-    const long rows = a.c.count(a.v[1], "rows"), V = a.c.count(a.v[2], "V", 1);
-    float* p = a.c.arr<float>(a.v[0], napi_float32_array, "p", (double)rows * V);
-    const int32_t* y = a.c.arr<int32_t>(a.v[3], napi_int32_array, "targets", (double)rows);
-    const double ign = a.c.num(a.v[4], "ignoreIndex");
-    const double inv = a.c.num(a.v[5], "inv");
+    Args a(env, info, "crossEntropyRows", 7);
+    const Ctx& c = a;
+    const long rows = c.count(a.v[1], "rows"), V = c.count(a.v[2], "V", 1);
+    float* p = c.arr<float>(a.v[0], napi_float32_array, "p", (double)rows * V);
+    const int32_t* y = c.arr<int32_t>(a.v[3], napi_int32_array, "targets", (double)rows);
+    const double ign = c.num(a.v[4], "ignoreIndex");
+    const double inv = c.num(a.v[5], "inv");
     bool grad = false;
     napi_get_value_bool(env, a.v[6], &grad);
     for (long r = 0; r < rows; r++)
-      if (y[r] != ign && (y[r] < 0 || y[r] >= V)) a.c.range("target " + std::to_string(y[r]) + " out of range [0, " + std::to_string(V) + ")");
+      if (y[r] != ign && (y[r] < 0 || y[r] >= V)) c.range("target " + std::to_string(y[r]) + " out of range [0, " + std::to_string(V) + ")");
     napi_value out;
     napi_create_double(env, crossEntropyRows(p, rows, V, y, (long)ign, (float)inv, grad), &out);
     return out;

@@ -14,25 +14,11 @@
  *   result does not depend on scheduling.
  * - The caller adds the dense gradients into its (possibly strided, possibly aliased) arrays.
  */
+import { WG_REDUCE_WGSL } from './wgsl-rows.js';
+
 const COMMON = /* wgsl */ `
 struct P { B: u32, T: u32, S: u32, H: u32, KH: u32, Dk: u32, Dv: u32, ldk: u32, ldv: u32, scale: f32 }
-var<workgroup> red: array<f32, 64>;
-fn reduceSum(li: u32, v: f32) -> f32 {
-  red[li] = v;
-  workgroupBarrier();
-  for (var s = 32u; s > 0u; s >>= 1u) { if (li < s) { red[li] += red[li + s]; } workgroupBarrier(); }
-  let r = workgroupUniformLoad(&red[0]);
-  workgroupBarrier();
-  return r;
-}
-fn reduceMax(li: u32, v: f32) -> f32 {
-  red[li] = v;
-  workgroupBarrier();
-  for (var s = 32u; s > 0u; s >>= 1u) { if (li < s) { red[li] = max(red[li], red[li + s]); } workgroupBarrier(); }
-  let r = workgroupUniformLoad(&red[0]);
-  workgroupBarrier();
-  return r;
-}
+${WG_REDUCE_WGSL}
 fn khOf(h: u32) -> u32 { if (p.KH == 1u) { return 0u; } return h; }
 // Probabilities of query (b,t,h) over keys 0..lim into PS[po..], by the threads that own each s.
 fn probs(li: u32, b: u32, t: u32, h: u32, po: u32) {

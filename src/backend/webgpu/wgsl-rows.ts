@@ -13,9 +13,9 @@
  *   as ts), parallel over (i, column) when they are distinct.
  * - Every binding is used by its shader (layouts are 'auto'); the uniform is the last binding.
  */
-export const ROW_WGSL = /* wgsl */ `
+/** Sum and max over a 64-thread workgroup through workgroup memory (every thread gets the result). */
+export const WG_REDUCE_WGSL = /* wgsl */ `
 var<workgroup> red: array<f32, 64>;
-fn rowOf(wg: vec3u, n: vec3u) -> u32 { return wg.x + wg.y * n.x; }
 fn reduceSum(li: u32, v: f32) -> f32 {
   red[li] = v;
   workgroupBarrier();
@@ -32,6 +32,10 @@ fn reduceMax(li: u32, v: f32) -> f32 {
   workgroupBarrier();
   return r;
 }
+`;
+
+export const ROW_WGSL = WG_REDUCE_WGSL + /* wgsl */ `
+fn rowOf(wg: vec3u, n: vec3u) -> u32 { return wg.x + wg.y * n.x; }
 `;
 
 /** out = x·rsqrt(mean(x²)+eps)·w per row; rstd per row. Bindings X, W, O, R, uniform. */
