@@ -1,7 +1,9 @@
 // The kernel cases every backend must agree with `ts` on (browser-safe: test/backends.test.ts runs
 // them in Node, test/browser-gpu.test.ts in a page on webgpu and wasm): every op that dispatches
 // to a kernel with odd shapes, fused attention in all its geometries, the whole-array kernels past
-// the threading threshold, row scatter-add with repeats, and a whole model forward/backward/decode.
+// the threading threshold, row scatter-add with repeats, the FP8 recipe's kernels (the backend's
+// own where it has them: codes compare exactly at this tolerance), and a whole model
+// forward/backward/decode.
 import { kernel } from '../src/backend/registry.js';
 import { Tensor } from '../src/autograd/tensor.js';
 import { backward, noGrad } from '../src/autograd/tape.js';
@@ -9,6 +11,9 @@ import * as op from '../src/ops/index.js';
 import { randn } from '../src/ops/gradcheck.js';
 import { initParams, lossFn, trainableParams, forward, KVCache } from '../src/model/deepseek.js';
 import { presets } from '../src/model/config.js';
+import { scaledGemm } from '../src/fp8/kernels.js';
+import { resolveFp8Gemm } from '../src/fp8/linear.js';
+import { edgy, gemmLayouts, quantAll } from './fp8-cases.js';
 
 /** Runs every case on the active backend; one output array per checked quantity. */
 export function kernelCases(): Float32Array[] {
@@ -74,6 +79,19 @@ export function kernelCases(): Float32Array[] {
     const l0 = kernel('CrossEntropyRows')(logits, rows, V, tg, -100, 0.25, false);
     const l1 = kernel('CrossEntropyRows')(grad, rows, V, tg, -100, 0.25, true);
     outs.push(Float32Array.of(l0, l1), grad);
+  }
+  // FP8 recipe kernels (native/webgpu's own, else the TS reference): every quantiser on ragged
+  // shapes with zero tiles, −0, subnormal and saturating values and 1e30 outliers (finite: the
+  // comparison counts NaN as an error), both scale formats; the scaled GEMM in its three layouts.
+  const fp8 = resolveFp8Gemm();
+  for (const fmt of ['fp32', 'ue8m0'] as const) {
+    for (const [R, C] of [[130, 17], [7, 300]] as const) {
+      const xq = edgy(R, C, R + C).map((v) => (Number.isFinite(v) ? v : 5e3));
+      const q = quantAll(xq, R, C, fmt, fp8);
+      for (const o of [q.rows, q.cols, q.w, q.requant]) outs.push(Float32Array.from(o.codes), o.scales);
+      outs.push(Float32Array.from(q.w.codesT));
+    }
+    for (const g of Object.values(gemmLayouts(37, 70, 300, fmt, fp8))) outs.push(scaledGemm(g, fp8));
   }
   const cfg = presets.tiny!;
   const p = initParams(cfg, { seed: 3 });

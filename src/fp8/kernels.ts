@@ -1,9 +1,11 @@
 /**
  * The FP8 recipe's kernels, each from the active backend when it has one (native: fused C++,
- * native/src/fp8_*.cc) and otherwise the TypeScript reference here and in quant.ts.
+ * native/src/fp8_*.cc; webgpu: WGSL, src/backend/webgpu/wgsl-fp8.ts) and otherwise the
+ * TypeScript reference here and in quant.ts.
  *
  * Contract (E4M3 codes, fp32 dequant scales, 128-wide tiles and blocks; `path` 'ts' forces the
- * reference, 'native' uses the backend's kernels and throws when they are missing):
+ * reference, 'native' uses the active backend's own FP8 kernels — native or webgpu — and throws
+ * when it has none):
  * - quantizeRows: 1×128 tiles along columns (quantizeTiles); quantizeCols: 128×1 tiles down the
  *   rows, codes kept in [rows, cols] (quantizeColumnTiles); requantizeCols: FP8 rows re-tiled to
  *   column tiles (requantizeColumnTiles); quantizeWeight: 128×128 blocks (quantizeBlocks) plus
@@ -12,6 +14,7 @@
  *   TS: each 128-wide K block is decoded to f32 panels, multiplied with the MatMul kernel (fp32
  *   sums of exact FP8 products) and promoted (scaled, added) into C. Native: codes decoded to BF16
  *   while packing, AVX-512 BF16 dot products, the same promotion. They differ by summation order.
+ *   webgpu: the same K-ordered f32 block sums as TS (bit for bit), promotion rounded in f32.
  * - No function keeps a reference to its inputs; outputs are fresh arrays unless `into` / `out`
  *   is given (the native path then writes there: scratch buffers for transient operands).
  */
@@ -29,15 +32,15 @@ export interface Fp8Weight extends Fp8Quantized { codesT: Uint8Array }
 /** The GEMM's operands without C (see Fp8GemmArgs). */
 export type ScaledGemmOperands = Omit<Fp8GemmArgs, 'c' | 'accumulate'>;
 
-/** 'native' when the active backend (or its chain) has the native FP8 kernels, else 'ts'. */
+/** Whether the active backend itself has fused FP8 kernels (native C++, webgpu WGSL): the 'native' path. */
 export function nativeFp8Available(): boolean {
-  return getBackend().name === 'native' && optionalKernel('Fp8ScaledGemm') !== null;
+  return getBackend().kernels.Fp8ScaledGemm !== undefined;
 }
 
 function nk<K extends 'Fp8QuantizeRows' | 'Fp8QuantizeCols' | 'Fp8RequantizeCols' | 'Fp8QuantizeWeight' | 'Fp8ScaledGemm'>(name: K, path: Fp8KernelPath) {
   if (path === 'ts') return null;
   const k = optionalKernel(name);
-  if (!k) throw new Error(`fp8: kernel ${name} needs the native backend (active: '${getBackend().name}'); use gemm 'ts' or --backend native`);
+  if (!k) throw new Error(`fp8: kernel ${name} needs a backend with FP8 kernels (native or webgpu; active: '${getBackend().name}'); use gemm 'ts' or --backend native`);
   return k;
 }
 

@@ -94,7 +94,7 @@ test('fp8Linear: native fp8Gemm path agrees with the TS reference (Fprop, Dgrad,
     setBackend(prev);
   }
   assert.equal(resolveFp8Gemm(), prev === 'native' ? 'native' : 'ts');
-  if (prev !== 'native') assert.throws(() => resolveFp8Gemm('native'), /needs the native backend active/);
+  if (prev !== 'native') assert.throws(() => resolveFp8Gemm('native'), /needs the native backend \(or webgpu\) active/);
 });
 
 test('fp8Linear: ue8m0 scales stay within the same bound; 3-D input keeps its leading shape', () => {

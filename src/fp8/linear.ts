@@ -10,9 +10,10 @@
  *   X re-tiled from the saved FP8 x (decoded with its row scales, re-quantised along tokens).
  * - Every GEMM: FP8 operands with scales, the partial sums of each 128-wide K block in fp32, then
  *   scaled and promoted into an fp32 accumulator (src/fp8/kernels.ts scaledGemm). Gradients are f32.
- *   `Fp8LinearOptions.gemm`: 'ts' = the TypeScript reference kernels, 'native' = the native
- *   backend's fused kernels (quantisers bit-exact with the reference; GEMM codes decoded to BF16,
- *   AVX-512 BF16 dot products), 'auto' (default) = native when the active backend has them.
+ *   `Fp8LinearOptions.gemm`: 'ts' = the TypeScript reference kernels, 'native' = the active
+ *   backend's fused kernels (native C++: quantisers bit-exact with the reference, GEMM codes
+ *   decoded to BF16, AVX-512 BF16 dot products; webgpu: WGSL, quantisers bit-exact too), 'auto'
+ *   (default) = those when the active backend has them.
  * - Weight: quantised once per optimizer step, not per use: the FP8 copy (codes, block scales,
  *   codes transposed for Fprop) is cached per weight tensor and reused until `w.version` (bumped by
  *   AdamW.step) or its data array changes. The copy used in forward is kept until backward.
@@ -51,7 +52,7 @@ export interface Fp8LinearOptions {
 export function resolveFp8Gemm(path: Fp8GemmPath = 'auto'): 'ts' | 'native' {
   if (path === 'ts') return 'ts';
   if (nativeFp8Available()) return 'native';
-  if (path === 'native') throw new Error(`fp8Linear: gemm 'native' needs the native backend active with its FP8 kernels (active: '${getBackend().name}'); use --backend native or gemm 'auto'`);
+  if (path === 'native') throw new Error(`fp8Linear: gemm 'native' needs the native backend (or webgpu) active with its FP8 kernels (active: '${getBackend().name}'); use --backend native or gemm 'auto'`);
   return 'ts';
 }
 

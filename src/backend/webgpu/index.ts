@@ -13,20 +13,23 @@
  *   place, gradK === gradV) is handled by computing on separate device buffers and adding dense
  *   results back on the engine side.
  * - A call whose operand exceeds the device's storage-binding limit runs on the ts reference
- *   instead (counted in stats().oversize); FP8 kernels are absent, so the registry falls back.
+ *   instead (counted in stats().oversize); the FP8 kernels (wgsl-fp8*.ts: quantisers bit-exact with
+ *   src/fp8/quant.ts, the scaled GEMM) have no ts twin in this layer and throw a RangeError then.
  * - Every operand of a call is uploaded with the call and only what the caller reads is copied
  *   back: the registry's kernels take plain Float32Arrays the engine may change between calls, so
  *   device residency across calls would need device-backed tensors (see docs/browser.md).
  * - A GPU error, a lost device or a GPU thread that stops answering for `timeoutS` becomes an
  *   Error naming it; it never hangs.
  */
-import type { AdamWHyper, AttnGeometry, Backend, Kernels, MatMulArgs } from '../registry.js';
+import type { AdamWHyper, AttnGeometry, Backend, Fp8GemmArgs, Kernels, MatMulArgs } from '../registry.js';
 import { platform } from '../platform.js';
 import { tsAdamW, tsAddInto, tsMatMul, tsRMSNorm, tsRMSNormBackward, tsRowsAxpy, tsSiluMul, tsSiluMulBackward, tsSoftmax, tsSoftmaxBackward, tsSumSquares } from '../ts.js';
 import { GPU_THREAD_SOURCE } from './thread-source.js';
 import { MATMUL_WGSL } from './wgsl-gemm.js';
 import { ADAMW_WGSL, ADDINTO_WGSL, RMSNORM_BW_WGSL, RMSNORM_BX_WGSL, RMSNORM_WGSL, ROWSAXPY_WGSL, SILUMUL_B_WGSL, SILUMUL_WGSL, SOFTMAX_B_WGSL, SOFTMAX_WGSL, SUMSQ_WGSL } from './wgsl-rows.js';
 import { ATTN_BWD1_WGSL, ATTN_BWD2_WGSL, ATTN_FWD_WGSL } from './wgsl-attention.js';
+import { FP8_CODES_WGSL, FP8_RECODES_WGSL, FP8_RESCALES_WGSL, FP8_SCALES_WGSL } from './wgsl-fp8.js';
+import { FP8_GEMM_WGSL } from './wgsl-fp8-gemm.js';
 import { Job } from './job.js';
 
 const SHADERS: Record<string, string> = {
@@ -34,6 +37,7 @@ const SHADERS: Record<string, string> = {
   softmax: SOFTMAX_WGSL, softmaxB: SOFTMAX_B_WGSL, silumul: SILUMUL_WGSL, silumulB: SILUMUL_B_WGSL,
   addinto: ADDINTO_WGSL, adamw: ADAMW_WGSL, sumsq: SUMSQ_WGSL, rowsaxpy: ROWSAXPY_WGSL,
   attnFwd: ATTN_FWD_WGSL, attnBwd1: ATTN_BWD1_WGSL, attnBwd2: ATTN_BWD2_WGSL,
+  fp8Scales: FP8_SCALES_WGSL, fp8Codes: FP8_CODES_WGSL, fp8Rescales: FP8_RESCALES_WGSL, fp8Recodes: FP8_RECODES_WGSL, fp8Gemm: FP8_GEMM_WGSL,
 };
 
 /** What the adapter and device are (from the GPU thread's init reply). */
@@ -305,7 +309,64 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       addStrided(gradK, j.view('ab.gk'), keys, g.Dk, g.KH, g.ldk);
       addStrided(gradV, j.view('ab.gv'), keys, g.Dv, g.KH, g.ldv);
     },
+    Fp8QuantizeRows(x, rows, cols, codes, scales, ue8m0): void { quantize(x, null, rows, cols, 1, 128, codes, scales, null, ue8m0, 'Fp8QuantizeRows'); },
+    Fp8QuantizeCols(x, rows, cols, codes, scales, ue8m0): void { quantize(x, null, rows, cols, 128, 1, codes, scales, null, ue8m0, 'Fp8QuantizeCols'); },
+    Fp8QuantizeWeight(w, rows, cols, codes, scales, codesT, ue8m0): void { quantize(w, null, rows, cols, 128, 128, codes, scales, codesT, ue8m0, 'Fp8QuantizeWeight'); },
+    Fp8RequantizeCols(codes, rowScales, rows, cols, outCodes, outScales, ue8m0): void {
+      quantize(codes, rowScales, rows, cols, 128, 1, outCodes, outScales, null, ue8m0, 'Fp8RequantizeCols');
+    },
+    Fp8ScaledGemm(g: Fp8GemmArgs): void {
+      const { m: M, n: N, k: K } = g;
+      const need = (what: string, len: number, n: number): void => { if (len < n) throw new RangeError(`webgpu Fp8ScaledGemm: ${what} has ${len} elements, needs ${n} (m=${M} n=${N} k=${K})`); };
+      if (!(g.sbDiv >= 1)) throw new RangeError(`webgpu Fp8ScaledGemm: sbDiv must be >= 1, got ${g.sbDiv}`);
+      need('a', g.a.length, M * K); need('b', g.b.length, K * N); need('c', g.c.length, M * N);
+      if (M * N === 0) return;
+      if (K === 0) { if (!g.accumulate) g.c.fill(0, 0, M * N); return; }
+      const KB = Math.ceil(K / 128);
+      const saLen = (KB - 1) * g.saKb + (M - 1) * g.saRow + 1, sbLen = (KB - 1) * g.sbKb + Math.floor((N - 1) / g.sbDiv) * g.sbCol + 1;
+      need('sa (largest index + 1)', g.sa.length, saLen); need('sb (largest index + 1)', g.sb.length, sbLen);
+      if (tooBig(M * N, Math.ceil(M * K / 4), Math.ceil(K * N / 4), saLen, sbLen) || Math.ceil(M / 64) > 65535 || Math.ceil(N / 64) > 65535) {
+        throw new RangeError(`webgpu Fp8ScaledGemm: ${M}x${N}x${K} exceeds the device's binding or dispatch limits; use the ts path (gemm 'ts') for it`);
+      }
+      const j = new Job();
+      j.inputBytes('fg.a', g.a, M * K); j.input('fg.sa', g.sa, saLen);
+      j.inputBytes('fg.b', g.b, K * N); j.input('fg.sb', g.sb, sbLen);
+      if (g.accumulate) j.inout('fg.c', g.c, M * N); else j.output('fg.c', M * N);
+      j.pass('fp8Gemm', ['fg.a', 'fg.sa', 'fg.b', 'fg.sb', 'fg.c'],
+        [M, N, K, g.aTrans ? 1 : 0, g.saKb, g.saRow, g.sbKb, g.sbDiv, g.sbCol, g.accumulate ? 1 : 0, g.accum ?? 0], [Math.ceil(N / 64), Math.ceil(M / 64), 1]);
+      run(j);
+      j.read('fg.c', g.c);
+    },
   };
+
+  /**
+   * One FP8 quantisation in th×tw tiles: of f32 `src` (rowScales null) or of FP8 rows (codes `src`
+   * with their 1×128 rowScales, dequantised first). Scales pass, then codes (and transposed codes).
+   */
+  function quantize(src: Float32Array | Uint8Array, rowScales: Float32Array | null, rows: number, cols: number, th: number, tw: number,
+    codes: Uint8Array, scales: Float32Array, codesT: Uint8Array | null, ue8m0: boolean, what: string): void {
+    const n = rows * cols, nTc = Math.ceil(cols / tw), nT = Math.ceil(rows / th) * nTc, ntr = Math.ceil(cols / 128);
+    const need = (name: string, len: number, want: number): void => { if (len < want) throw new RangeError(`webgpu ${what}: ${name} has ${len} elements, needs ${want} (${rows}x${cols})`); };
+    need(rowScales ? 'codes' : 'x', src.length, n); need('output codes', codes.length, n); need('output scales', scales.length, nT);
+    if (rowScales) need('row scales', rowScales.length, rows * ntr);
+    if (codesT) need('codesT', codesT.length, n);
+    if (n === 0) return;
+    if (tooBig(n)) throw new RangeError(`webgpu ${what}: ${rows}x${cols} exceeds the device's binding limit; use the ts path (gemm 'ts') for it`);
+    const j = new Job();
+    const ins = rowScales ? ['fq.qi', 'fq.rs'] : ['fq.x'];
+    if (rowScales) { j.inputBytes('fq.qi', src as Uint8Array, n); j.input('fq.rs', rowScales, rows * ntr); } else j.input('fq.x', src as Float32Array, n);
+    const words = Math.ceil(n / 4);
+    j.output('fq.s', nT); j.output('fq.c', words); if (codesT) j.output('fq.ct', words);
+    const prm = [rows, cols, th, tw, nTc, nT, ue8m0 ? 1 : 0, AMAX_THRESHOLD_BITS, AMAX_FLOOR_SCALE_BITS, 0, ntr];
+    const [sp, cp] = rowScales ? ['fp8Rescales', 'fp8Recodes'] : ['fp8Scales', 'fp8Codes'];
+    j.pass(sp, [...ins, 'fq.s'], prm, rowGrid(nT));
+    j.pass(cp, [...ins, 'fq.s', 'fq.c'], prm, eltGrid(words));
+    if (codesT) { const t = prm.slice(); t[9] = 1; j.pass(cp, [...ins, 'fq.s', 'fq.ct'], t, eltGrid(words)); }
+    run(j);
+    scales.set(j.view('fq.s'));
+    j.readBytes('fq.c', codes, n);
+    if (codesT) j.readBytes('fq.ct', codesT, n);
+  }
 
   const name = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'unknown adapter';
   return {
@@ -327,7 +388,7 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       j.read('mm.c', c);
       return ms;
     },
-    describe: () => `webgpu (${name}; WGSL 64x64 tiled GEMM, fused RMSNorm/softmax/SiLU/attention/AdamW; features: ${info.enabled.join(', ') || 'none'}; GPU thread + shared-memory arena)`,
+    describe: () => `webgpu (${name}; WGSL 64x64 tiled GEMM, fused RMSNorm/softmax/SiLU/attention/AdamW, FP8 E4M3 quantisers and scaled GEMM; features: ${info.enabled.join(', ') || 'none'}; GPU thread + shared-memory arena)`,
     dispose(): void {
       if (disposed) return;
       try { call({ op: 'dispose' }); } catch { /* the thread is going away anyway */ }
@@ -342,6 +403,10 @@ const ONE_F32 = new Float32Array(1);
 const f32buf = new Float32Array(1), u32buf = new Uint32Array(f32buf.buffer);
 /** The bits of an f32 uniform field, as the u32 word the job carries. */
 function f32(x: number): number { f32buf[0] = x; return u32buf[0]!; }
+/** Bits of the smallest f32 above 1e-4 (amax below it takes the reference's 1e-4 floor: quant.ts scaleOf). */
+const AMAX_THRESHOLD_BITS = ((): number => { const b = f32(1e-4); return Math.fround(1e-4) < 1e-4 ? b + 1 : b; })();
+/** Bits of fround(1e-4 / 448), the scale of a tile whose amax is below that floor. */
+const AMAX_FLOOR_SCALE_BITS = f32(1e-4 / 448);
 /** A 2-D grid of `n` workgroups (at most 65535 per dimension). */
 function rowGrid(n: number): [number, number, number] { const x = Math.min(n, 65535); return [x, Math.ceil(n / x), 1]; }
 /** The grid for `n` elements in 256-thread workgroups. */

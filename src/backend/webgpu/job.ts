@@ -6,6 +6,8 @@
  * - `input` roles are copied into the arena and uploaded; `inout` ones also come back; `output`
  *   ones come back (when `down`); `scratch` ones live on the device only and take no arena space.
  * - Arena offsets are in 4-byte words, 64-word aligned; `words` is the arena size the job needs.
+ * - Byte operands (FP8 codes) travel packed four per word, byte i in bits 8·(i mod 4) of word
+ *   ⌊i/4⌋ (little-endian, as WGSL reads them); the padding bytes of the last word are zero.
  * - `view(name)` is the role's data in the arena after the job ran, valid until the next job.
  */
 
@@ -14,7 +16,7 @@ export interface Role { off: number; len: number; up: boolean; down: boolean; ze
 /** One compute pass: pipeline, roles in binding order, uniform words, workgroup grid. */
 export interface Pass { pipe: string; binds: string[]; params: number[]; groups: [number, number, number] }
 
-type Operand = Float32Array | Int32Array;
+type Operand = Float32Array | Int32Array | Uint8Array;
 
 /** Builder of one job (see the file comment). */
 export class Job {
@@ -40,6 +42,11 @@ export class Job {
     const r = this.place(name, len, true, false);
     this.sources.push([r.off, arr, len]);
   }
+  /** A byte operand (its first len bytes), packed four per word. */
+  inputBytes(name: string, arr: Uint8Array, len: number): void {
+    const r = this.place(name, Math.ceil(len / 4), true, false);
+    this.sources.push([r.off, arr, len]);
+  }
   /** An operand the kernel reads and writes (e.g. accumulated into). */
   inout(name: string, arr: Operand, len: number): void {
     const r = this.place(name, len, true, true);
@@ -58,10 +65,11 @@ export class Job {
   /** Copies every input into the arena (called once the arena is big enough). */
   write(arena: SharedArrayBuffer): void {
     this.arena = arena;
-    const f = new Float32Array(arena), i = new Int32Array(arena);
+    const f = new Float32Array(arena), i = new Int32Array(arena), u8 = new Uint8Array(arena);
     for (const [off, arr, len] of this.sources) {
       const src = len === arr.length ? arr : arr.subarray(0, len);
-      if (src instanceof Int32Array) i.set(src, off); else f.set(src, off);
+      if (src instanceof Uint8Array) { u8.set(src, off * 4); u8.fill(0, off * 4 + len, off * 4 + Math.ceil(len / 4) * 4); }
+      else if (src instanceof Int32Array) i.set(src, off); else f.set(src, off);
     }
   }
 
@@ -73,4 +81,10 @@ export class Job {
   }
   /** Copies the role's data into dst (its first len elements). */
   read(name: string, dst: Float32Array): void { dst.set(this.view(name)); }
+  /** Copies the first n bytes of a packed byte role into dst. */
+  readBytes(name: string, dst: Uint8Array, n: number): void {
+    const v = this.view(name);
+    if (n > v.length * 4) throw new Error(`webgpu job: role ${name} holds ${v.length * 4} bytes, ${n} asked`);
+    dst.set(new Uint8Array(v.buffer, v.byteOffset, n));
+  }
 }
