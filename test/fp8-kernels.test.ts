@@ -5,50 +5,25 @@
 // AdamW bit for bit, the once-per-step weight cache, and one FP8 training step native vs TS.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import '../backend/index.js';
-import { Tensor } from '../autograd/tensor.js';
-import * as op from '../ops/index.js';
-import { backward } from '../autograd/tape.js';
-import { getBackend, setBackend, kernel, type Fp8GemmArgs } from '../backend/registry.js';
-import { loadNativeBackend, nativeUnavailableReason } from '../backend/native-node.js';
-import { presets } from '../model/config.js';
-import { initParams, lossFn, trainableParams } from '../model/deepseek.js';
-import { AdamW } from '../train/optim.js';
-import { decodeBf16, encodeBf16, E4M3_TO_F32 } from './codec.js';
-import { quantizeColumnTiles, quantizeTiles, type ScaleFormat } from './quant.js';
-import { quantizeCols, quantizeRows, quantizeWeight, requantizeCols, scaledGemm, scaledGemmTs, type ScaledGemmOperands } from './kernels.js';
-import { fp8Linear, fp8Weight, fp8WeightStats } from './linear.js';
-import { makeProjLinear, recipeSettings } from './recipe.js';
+import '../src/backend/index.js';
+import { Tensor } from '../src/autograd/tensor.js';
+import * as op from '../src/ops/index.js';
+import { backward } from '../src/autograd/tape.js';
+import { getBackend, setBackend, kernel, type Fp8GemmArgs } from '../src/backend/registry.js';
+import { loadNativeBackend, nativeUnavailableReason } from '../src/backend/native-node.js';
+import { presets } from '../src/model/config.js';
+import { initParams, lossFn, trainableParams } from '../src/model/deepseek.js';
+import { AdamW } from '../src/train/optim.js';
+import { decodeBf16, encodeBf16, E4M3_TO_F32 } from '../src/fp8/codec.js';
+import { quantizeColumnTiles, quantizeTiles, type ScaleFormat } from '../src/fp8/quant.js';
+import { quantizeCols, quantizeRows, quantizeWeight, requantizeCols, scaledGemm, scaledGemmTs, type ScaledGemmOperands } from '../src/fp8/kernels.js';
+import { fp8Linear, fp8Weight, fp8WeightStats } from '../src/fp8/linear.js';
+import { makeProjLinear, recipeSettings } from '../src/fp8/recipe.js';
+import { edgy, gauss, rng } from './fp8-cases.js';
 
 const be = loadNativeBackend({ threads: 2 });
 const skip = be && be.addon.fp8ScaledGemm ? false : `native FP8 kernels: ${nativeUnavailableReason() ?? 'addon without them'}`;
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => { s = (s + 0x6d2b79f5) >>> 0; let t = Math.imul(s ^ (s >>> 15), 1 | s); t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t; return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296; };
-}
-function gauss(n: number, seed: number, std = 1): Float32Array {
-  const u = rng(seed), d = new Float32Array(n);
-  for (let i = 0; i < n; i++) d[i] = std * Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u());
-  return d;
-}
-
-/** Values that exercise every branch of the encoder, placed in tiles of their own. */
-function edgy(rows: number, cols: number, seed: number): Float32Array {
-  const x = gauss(rows * cols, seed, 3);
-  const u = rng(seed + 1);
-  // Row 0: an all-zero row (amax 0: scale 1e-4/448); row 1: ±inf; row 2: a NaN; row 3: -0 and
-  // values spanning 2^-20..2^3 of amax (subnormal and zero codes); row 4: exactly amax = 448
-  // multiples and near-ties; the rest Gaussian with a few huge outliers.
-  const put = (r: number, c: number, v: number): void => { if (r < rows && c < cols) x[r * cols + c] = v; };
-  for (let c = 0; c < cols; c++) put(0, c, 0);
-  put(1, 0, Infinity); put(1, Math.min(cols - 1, 130), -Infinity);
-  put(2, Math.min(cols - 1, 5), NaN);
-  for (let c = 0; c < cols; c++) put(3, c, c === 0 ? -0 : (u() < 0.5 ? -1 : 1) * 2 ** (-20 + (c % 24)));
-  for (let c = 0; c < cols; c++) put(4, c, [448, -448, 464, 456, 0.001953125, 0.0009765625, 1.5 * 2 ** -9, 240, 232][c % 9]!);
-  for (let i = 0; i < 6; i++) x[Math.floor(u() * x.length)] = (u() < 0.5 ? -1 : 1) * 1e30;
-  return x;
-}
 
 function sameF32Bits(a: Float32Array, b: Float32Array, what: string): void {
   assert.equal(a.length, b.length, `${what}: length`);
