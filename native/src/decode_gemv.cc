@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "decode.h"
+#include "vecmath.h"
 #if FRUGAL_X86
 #include <immintrin.h>
 #endif
@@ -24,20 +25,6 @@ constexpr long QK = 32, QB = 34;
 
 inline float bf16ToF32(uint16_t h) {
   const uint32_t u = (uint32_t)h << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-inline float halfToF32(uint16_t h) {
-  const uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-  uint32_t e = (h >> 10) & 0x1f, m = h & 0x3ff, u;
-  if (e == 0) {
-    const float f = std::ldexp((float)m, -24);
-    std::memcpy(&u, &f, 4);
-    u |= sign;
-  } else if (e == 31) u = sign | 0x7f800000 | (m << 13);
-  else u = sign | ((e + 112) << 23) | (m << 13);
   float f;
   std::memcpy(&f, &u, 4);
   return f;
@@ -93,19 +80,6 @@ void q8Portable(const uint8_t* W, long k, const Rows& x, long R, float* y, long 
 }
 
 #if FRUGAL_HAVE_X86_KERNELS
-// Lane t of the result = the tree sum of v[t]'s 16 lanes (levels: i+8, i+4, i+2, i+1).
-FRUGAL_AVX512 inline __m512 reduce16(const __m512* v) {
-  __m512 a[8], b[4], c[2];
-  for (int i = 0; i < 8; i++)
-    a[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44), _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xEE));
-  for (int i = 0; i < 4; i++)
-    b[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x88), _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xDD));
-  for (int i = 0; i < 2; i++)
-    c[i] = _mm512_add_ps(_mm512_shuffle_ps(b[2 * i], b[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(b[2 * i], b[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-  const __m512 z = _mm512_add_ps(_mm512_shuffle_ps(c[0], c[1], _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_ps(c[0], c[1], _MM_SHUFFLE(3, 1, 3, 1)));
-  // z lane 4c+m holds output c+4m: transpose the 4×4 back to order.
-  return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), z);
-}
 
 FRUGAL_AVX512 inline __mmask16 tail16(long left) { return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1); }
 FRUGAL_AVX512 inline __m512 widen(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }

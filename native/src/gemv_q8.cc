@@ -10,6 +10,7 @@
 
 #include "common.h"
 #include "decode.h"
+#include "vecmath.h"
 #if FRUGAL_X86
 #include <immintrin.h>
 #endif
@@ -19,19 +20,6 @@ namespace {
 
 constexpr long QK = 32, QB = 34;
 
-float halfToFloat(uint16_t h) {
-  const uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-  uint32_t e = (h >> 10) & 0x1f, m = h & 0x3ff, u;
-  if (e == 0) {
-    const float f = std::ldexp((float)m, -24);  // zero or subnormal, exact
-    std::memcpy(&u, &f, 4);
-    u |= sign;
-  } else if (e == 31) u = sign | 0x7f800000 | (m << 13);
-  else u = sign | ((e + 112) << 23) | (m << 13);
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
 
 // float -> half bits, round to nearest even (values here are finite and non-negative scales).
 uint16_t floatToHalf(float x) {
@@ -62,7 +50,7 @@ void quantizeRow(const float* x, long k, int16_t* q, float* d) {
     float amax = 0.f;
     for (int i = 0; i < QK; i++) amax = std::max(amax, std::fabs(xb[i]));
     const float id = amax != 0.f ? 127.f / amax : 0.f;
-    d[b] = halfToFloat(floatToHalf(amax / 127.f));
+    d[b] = halfToF32(floatToHalf(amax / 127.f));
     for (int i = 0; i < QK; i++) q[b * QK + i] = (int16_t)std::nearbyintf(xb[i] * id);  // ties to even
   }
 }
@@ -79,7 +67,7 @@ void rowsPortable(const int16_t* q, const float* d, const uint8_t* w, float* y, 
       const int8_t* qs = (const int8_t*)(blk + 2);
       int32_t s = 0;
       for (int i = 0; i < QK; i++) s += (int32_t)qs[i] * q[b * QK + i];
-      acc += halfToFloat(scaleBits(blk)) * d[b] * (float)s;
+      acc += halfToF32(scaleBits(blk)) * d[b] * (float)s;
     }
     y[j] = acc;
   }
