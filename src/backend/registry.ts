@@ -211,6 +211,12 @@ export function kernel<K extends KernelName>(name: K): Kernels[K] {
   throw new Error(`kernel '${name}' is not implemented by backend '${tried.join("' or '")}'`);
 }
 
+/** Name of the backend that serves kernel `name` now (after fallbacks), or null; not counted as a call. */
+export function kernelBackend(name: KernelName): string | null {
+  for (let b: Backend | undefined = active ?? undefined; b; b = b.fallback ? backends.get(b.fallback) : undefined) if (b.kernels[name]) return b.name;
+  return null;
+}
+
 /** Kernel `name` when some backend in the active chain has it, else null (for optional fused kernels). */
 /** Whether the active backend (or its fallback chain) has kernel `name`; not counted as a call. */
 export function hasKernel(name: KernelName): boolean {

@@ -9,7 +9,8 @@
  */
 import type { Tensor } from '../autograd/tensor.js';
 import { decodeBf16, encodeBf16 } from '../fp8/codec.js';
-import { kernel, optionalKernel } from '../backend/registry.js';
+import { kernel, kernelBackend, optionalKernel } from '../backend/registry.js';
+import { declareResident, hostWrote, syncHost } from '../backend/residency.js';
 
 /** AdamW hyper-parameters (lr comes per step from the schedule). */
 export interface AdamWOptions {
@@ -56,6 +57,8 @@ export class AdamW {
     const alloc = (n: number): Moment => (this.opts.momentDtype === 'bf16' ? new Uint16Array(n) : new Float32Array(n));
     this.m = params.map((p) => alloc(p.size));
     this.v = params.map((p) => alloc(p.size));
+    // f32 moments are written only here (announced below), so a device backend may keep them resident.
+    for (const a of [...this.m, ...this.v]) if (a instanceof Float32Array) declareResident(a);
   }
 
   /** One update with learning rate `lr`; parameters without a gradient are left alone. */
@@ -73,23 +76,34 @@ export class AdamW {
       const stepSize = lrI / bc1;
       const decay = p.rank >= 2 ? 1 - lrI * weightDecay : 1;
       const h = { beta1, beta2, eps, stepSize, decay, invBc2Sqrt: 1 / bc2Sqrt };
-      p.version++; // the data changes in place: caches of it (FP8 weight copies) are stale now
       // BF16 moments: the backend's fused kernel where it has one (native: same bits as below).
       const fused = this.opts.momentDtype === 'bf16' ? optionalKernel('AdamWBf16') : null;
-      if (fused) { fused(w, g, this.m[i] as Uint16Array, this.v[i] as Uint16Array, h); continue; }
-      const [m, v] = this.moments(i, w.length);
+      if (fused) { fused(w, g, this.m[i] as Uint16Array, this.v[i] as Uint16Array, h); p.wrote(kernelBackend('AdamWBf16')); continue; }
+      // The backend that runs AdamW; a device backend (webgpu) may hold the newest moments (residency.ts).
+      const by = kernelBackend('AdamW');
+      const [m, v] = this.moments(i, w.length, by);
+      syncHost(w, by);
       // The backend's AdamW kernel (native: vectorised and threaded; ts: the same formula in f64).
       kernel('AdamW')(w, g, m, v, h);
+      // The data changed in place: caches of it (FP8 weight copies, other devices' copies) are stale now.
+      p.wrote(by);
       if (this.opts.momentDtype === 'bf16') {
         (this.m[i] as Uint16Array).set(encodeBf16(m));
         (this.v[i] as Uint16Array).set(encodeBf16(v));
+      } else {
+        hostWrote(m, by);
+        hostWrote(v, by);
       }
     }
   }
 
   /** f32 views of parameter i's moments (decoded into scratch for bf16 storage). */
-  private moments(i: number, n: number): [Float32Array, Float32Array] {
-    if (this.opts.momentDtype === 'f32') return [this.m[i] as Float32Array, this.v[i] as Float32Array];
+  private moments(i: number, n: number, by: string | null): [Float32Array, Float32Array] {
+    if (this.opts.momentDtype === 'f32') {
+      const m = this.m[i] as Float32Array, v = this.v[i] as Float32Array;
+      syncHost(m, by); syncHost(v, by);
+      return [m, v];
+    }
     if (this.scratchM.length < n) { this.scratchM = new Float32Array(n); this.scratchV = new Float32Array(n); }
     const m = this.scratchM.subarray(0, n), v = this.scratchV.subarray(0, n);
     decodeBf16(this.m[i] as Uint16Array, m);
@@ -105,8 +119,9 @@ export class AdamW {
     return n;
   }
 
-  /** The exact state (arrays are the live ones; copy before mutating). */
+  /** The exact state (arrays are the live ones, brought up to date from a device; copy before mutating). */
   state(): AdamWState {
+    for (const a of [...this.m, ...this.v]) if (a instanceof Float32Array) syncHost(a);
     return { step: this.stepCount, momentDtype: this.opts.momentDtype, m: this.m, v: this.v };
   }
 
@@ -121,6 +136,7 @@ export class AdamW {
       if (s.m[i]!.length !== n || s.v[i]!.length !== n) throw new Error(`optimizer state: moment ${i} has ${s.m[i]!.length} values, parameter has ${n}`);
       this.m[i]!.set(s.m[i] as never);
       this.v[i]!.set(s.v[i] as never);
+      for (const a of [this.m[i]!, this.v[i]!]) if (a instanceof Float32Array) hostWrote(a);
     }
     if (!(Number.isInteger(s.step) && s.step >= 0)) throw new Error(`optimizer state: bad step ${s.step}`);
     this.stepCount = s.step;

@@ -16,6 +16,8 @@
  * - Every job runs inside validation and out-of-memory error scopes; a GPU error, a lost device or
  *   an exception becomes status 2 with its message — never a hang.
  * - Buffers are kept per role name and only grow, so steady-state steps allocate nothing.
+ *   Roles marked `keep` are resident copies (named `res:<id>`): one not uploaded must already exist
+ *   (an error otherwise, never a zero buffer); `free` in a run message lists resident buffers to destroy.
  */
 export const GPU_THREAD_SOURCE = String.raw`
 function main(init, api) {
@@ -87,9 +89,11 @@ function main(init, api) {
     device.pushErrorScope('out-of-memory');
     device.pushErrorScope('validation');
     const roles = m.roles;
+    for (const name of m.free || []) { const b = buffers.get(name); if (b) { b.destroy(); buffers.delete(name); } }
     const encoder = device.createCommandEncoder();
     for (const [name, r] of Object.entries(roles)) {
       const bytes = Math.max(4, r.len * 4);
+      if (r.keep && !r.up && !buffers.has(name)) throw new Error('webgpu thread: resident buffer ' + name + ' is missing (its copy was never uploaded)');
       const b = buffer(name, bytes);
       // A copy out of the shared arena: Dawn (node) crashes on SharedArrayBuffer-backed sources.
       if (r.up && r.len > 0) device.queue.writeBuffer(b, 0, words.slice(r.off, r.off + r.len));
