@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { disposeBackends } from '../src/backend/setup-node.js';
 import { backendsUnderTest, whyNotUnderTest, withBackend } from '../src/backend/testing-node.js';
 import { getBackendByName, kernel, kernelCounts, resetKernelCounts, type MatMulArgs } from '../src/backend/registry.js';
-import { tsMatMul } from '../src/backend/ts.js';
+import { tsAdamW, tsMatMul, tsSumSquares } from '../src/backend/ts.js';
 import { isDeviceNewer } from '../src/backend/residency.js';
 import type { WebGPUBackend } from '../src/backend/webgpu/index.js';
 import { Tensor } from '../src/autograd/tensor.js';
@@ -135,7 +135,7 @@ test('AdamW on webgpu keeps moments on the device; state() and another backend\'
   const g = mk(), go = new AdamW(g);
   resetKernelCounts();
   await withBackend('webgpu', () => { for (let s = 0; s < 2; s++) { grads(g, s); go.step(1e-2); } });
-  assert.ok(kernelCounts()['webgpu:AdamW'], 'AdamW did not run on webgpu');
+  assert.ok(kernelCounts()['webgpu:AdamWBatch'], 'AdamW did not run on webgpu (batched)');
   const internal = (go as unknown as { m: Float32Array[] }).m;
   assert.ok(isDeviceNewer(internal[0]!), 'the moments were copied back every step (not resident)');
   await withBackend('ts', () => { grads(g, 2); go.step(1e-2); });
@@ -155,3 +155,27 @@ function* collect(o: unknown, seen = new Set<unknown>()): Generator<Tensor> {
   if (o instanceof Tensor) { yield o; return; }
   for (const v of Object.values(o as Record<string, unknown>)) yield* collect(v, seen);
 }
+
+test('AdamWBatch and SumSquaresBatch on webgpu: one job each, the per-item kernels\' results (declared and plain arrays)', { skip }, async () => {
+  const sizes = [300, 7, 1025, 64, 2000];
+  const mk = (n: number, s: number): Float32Array => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + s));
+  const h = { beta1: 0.9, beta2: 0.95, eps: 1e-8, stepSize: 1e-2, decay: 1 - 1e-3, invBc2Sqrt: 1 / Math.sqrt(0.05) };
+  // Items 0 and 2 are declared parameters (resident on webgpu), the rest plain arrays.
+  const items = sizes.map((n, k) => {
+    const w = k % 2 === 0 ? new Tensor(mk(n, k), [n]).param().f32 : mk(n, k);
+    return { w, g: mk(n, k + 10), m: mk(n, k + 20).map(Math.abs), v: mk(n, k + 30).map((x) => x * x), h };
+  });
+  const want = items.map((it) => ({ w: it.w.slice(), g: it.g, m: it.m.slice(), v: it.v.slice(), h }));
+  for (const it of want) tsAdamW(it.w, it.g, it.m, it.v, it.h);
+  await withBackend('webgpu', () => {
+    const j0 = gpu().stats().jobs;
+    kernel('AdamWBatch')(items);
+    assert.equal(gpu().stats().jobs, j0 + 1, 'AdamWBatch of 5 parameters is one job');
+    const sums = kernel('SumSquaresBatch')(items.map((it) => it.g));
+    assert.equal(gpu().stats().jobs, j0 + 2, 'SumSquaresBatch of 5 arrays is one job');
+    sums.forEach((s, k) => { const r = tsSumSquares(items[k]!.g); assert.ok(Math.abs(s - r) <= 1e-5 * r, `sum ${k}: ${s} vs ${r}`); });
+  });
+  items.forEach((it, k) => {
+    for (const key of ['w', 'm', 'v'] as const) assert.ok(maxAbsDiff(it[key], want[k]![key]) <= 1e-6, `item ${k} ${key} off by ${maxAbsDiff(it[key], want[k]![key])}`);
+  });
+});

@@ -9,7 +9,7 @@
  */
 import type { Tensor } from '../autograd/tensor.js';
 import { decodeBf16, encodeBf16 } from '../fp8/codec.js';
-import { kernel, kernelBackend, optionalKernel } from '../backend/registry.js';
+import { kernel, kernelBackend, optionalKernel, type AdamWItem } from '../backend/registry.js';
 import { declareResident, hostWrote, syncHost } from '../backend/residency.js';
 
 /** AdamW hyper-parameters (lr comes per step from the schedule). */
@@ -67,6 +67,11 @@ export class AdamW {
     this.stepCount++;
     const bc1 = 1 - Math.pow(beta1, this.stepCount), bc2 = 1 - Math.pow(beta2, this.stepCount);
     const bc2Sqrt = Math.sqrt(bc2);
+    // f32 moments on a backend with a batched AdamW (webgpu: one submission for every parameter).
+    const batch = this.opts.momentDtype === 'f32' ? optionalKernel('AdamWBatch') : null;
+    // The backend that runs AdamW; a device backend (webgpu) may hold the newest moments (residency.ts).
+    const by = kernelBackend(batch ? 'AdamWBatch' : 'AdamW');
+    const items: AdamWItem[] = [], stepped: Tensor[] = [];
     for (let i = 0; i < this.params.length; i++) {
       const p = this.params[i]!;
       const g = p.grad;
@@ -79,10 +84,9 @@ export class AdamW {
       // BF16 moments: the backend's fused kernel where it has one (native: same bits as below).
       const fused = this.opts.momentDtype === 'bf16' ? optionalKernel('AdamWBf16') : null;
       if (fused) { fused(w, g, this.m[i] as Uint16Array, this.v[i] as Uint16Array, h); p.wrote(kernelBackend('AdamWBf16')); continue; }
-      // The backend that runs AdamW; a device backend (webgpu) may hold the newest moments (residency.ts).
-      const by = kernelBackend('AdamW');
       const [m, v] = this.moments(i, w.length, by);
       syncHost(w, by);
+      if (batch) { items.push({ w, g, m, v, h }); stepped.push(p); continue; }
       // The backend's AdamW kernel (native: vectorised and threaded; ts: the same formula in f64).
       kernel('AdamW')(w, g, m, v, h);
       // The data changed in place: caches of it (FP8 weight copies, other devices' copies) are stale now.
@@ -94,6 +98,10 @@ export class AdamW {
         hostWrote(m, by);
         hostWrote(v, by);
       }
+    }
+    if (batch && items.length) {
+      batch(items);
+      items.forEach((it, k) => { stepped[k]!.wrote(by); hostWrote(it.m, by); hostWrote(it.v, by); });
     }
   }
 
@@ -146,6 +154,12 @@ export class AdamW {
 /** Euclidean norm of all gradients together (NaN/Infinity when any gradient is not finite). */
 export function gradNorm(params: readonly Tensor[]): number {
   let s = 0;
+  const batch = optionalKernel('SumSquaresBatch');
+  if (batch) {
+    // One call (webgpu: one submission) for every gradient; summed in parameter order as below.
+    for (const x of batch(params.flatMap((p) => (p.grad ? [p.grad] : [])))) s += x;
+    return Math.sqrt(s);
+  }
   const sumSq = kernel('SumSquares');
   for (const p of params) if (p.grad) s += sumSq(p.grad);
   return Math.sqrt(s);

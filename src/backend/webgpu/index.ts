@@ -26,7 +26,7 @@
  * - A GPU error, a lost device or a GPU thread that stops answering for `timeoutS` becomes an
  *   Error naming it; it never hangs.
  */
-import type { AdamWHyper, AttnGeometry, Backend, Fp8GemmArgs, Kernels, MatMulArgs } from '../registry.js';
+import type { AdamWHyper, AdamWItem, AttnGeometry, Backend, Fp8GemmArgs, Kernels, MatMulArgs } from '../registry.js';
 import { platform } from '../platform.js';
 import { tsAdamW, tsAddInto, tsMatMul, tsRMSNorm, tsRMSNormBackward, tsRowsAxpy, tsSiluMul, tsSiluMulBackward, tsSoftmax, tsSoftmaxBackward, tsSumSquares } from '../ts.js';
 import { GPU_THREAD_SOURCE } from './thread-source.js';
@@ -230,6 +230,42 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
     entries = new WeakMap();
   }
 
+  /** AdamW of a parameter too big to bind: ts, after the device copies are synced back and forgotten; false otherwise. */
+  function adamwTooBig(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, h: AdamWHyper): boolean {
+    if (!tooBig(w.length)) return false;
+    for (const a of [w, m, v]) { syncHost(a); const e = entries.get(a); if (e) { e.version = -1; e.pending = false; } }
+    tsAdamW(w, g, m, v, h);
+    return true;
+  }
+  /**
+   * Adds one parameter's AdamW pass to job j (roles prefixed `pre`); returns what to do once the job
+   * ran. Resident w, m, v are updated in place on the device; w also comes back (host parameters stay
+   * current), m and v stay there (device-newer until syncHost); other operands travel as inout.
+   */
+  function adamwPass(j: Job, pre: string, w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, h: AdamWHyper): () => void {
+    const n = w.length;
+    const state = ([[pre + 'w', w, true], [pre + 'm', m, false], [pre + 'v', v, false]] as const).map(([name, arr, back]) => {
+      const e = residentEntry(arr);
+      if (!e) { j.inout(name, arr, n); return { name, arr, e: null, version: 0, back }; }
+      const version = residentVersion(arr)!, stale = e.version !== version;
+      if (!stale && verify && !isDeviceNewer(arr)) checkSnapshot(e, arr);
+      if (stale) stats.residentUploads++; else stats.residentHits++;
+      e.version = -1; // unknown until the job has run
+      j.resident(name, e.key, arr, stale, back);
+      return { name, arr, e, version, back };
+    });
+    operand(j, pre + 'g', g, n);
+    j.pass('adamw', [pre + 'w', pre + 'g', pre + 'm', pre + 'v'], [n, f32(h.beta1), f32(h.beta2), f32(h.eps), f32(h.stepSize), f32(h.decay), f32(h.invBc2Sqrt)], eltGrid(n));
+    return () => {
+      for (const { name, arr, e, version, back } of state) {
+        if (!e) { j.read(name, arr); continue; }
+        // The device copy holds the written values: current now, and after the caller's announcement (pending).
+        e.version = version; e.pending = true;
+        if (back) { arr.set(j.view(name)); if (verify) e.snap = arr.slice(); } else markDeviceNewer(arr, 'webgpu', () => download(arr, e));
+      }
+    };
+  }
+
   const kernels: Partial<Kernels> = {
     MatMul(x: MatMulArgs): void {
       const { batch, m, n, k } = x;
@@ -328,37 +364,26 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       j.read('ai.d', dst);
     },
     AdamW(w, g, m, v, h: AdamWHyper): void {
-      const n = w.length;
-      if (n === 0) return;
-      if (tooBig(n)) {
-        // Too big to bind: never resident, but a copy made before (none in practice) must not outlive this host write.
-        for (const a of [w, m, v]) { syncHost(a); const e = entries.get(a); if (e) { e.version = -1; e.pending = false; } }
-        tsAdamW(w, g, m, v, h);
-        return;
-      }
+      if (w.length === 0) return;
+      if (adamwTooBig(w, g, m, v, h)) return;
       const j = new Job();
-      // Resident w, m, v are updated in place on the device; w also comes back (host parameters stay current).
-      const state = ([['ad.w', w, true], ['ad.m', m, false], ['ad.v', v, false]] as const).map(([name, arr, back]) => {
-        const e = residentEntry(arr);
-        if (!e) { j.inout(name, arr, n); return null; }
-        const version = residentVersion(arr)!, stale = e.version !== version;
-        if (!stale && verify && !isDeviceNewer(arr)) checkSnapshot(e, arr);
-        if (stale) stats.residentUploads++; else stats.residentHits++;
-        e.version = -1;
-        j.resident(name, e.key, arr, stale, back);
-        return { e, arr, version, back };
-      });
-      operand(j, 'ad.g', g, n);
-      j.pass('adamw', ['ad.w', 'ad.g', 'ad.m', 'ad.v'], [n, f32(h.beta1), f32(h.beta2), f32(h.eps), f32(h.stepSize), f32(h.decay), f32(h.invBc2Sqrt)], eltGrid(n));
+      const finish = adamwPass(j, 'ad.', w, g, m, v, h);
       run(j);
-      for (const [i, s] of state.entries()) {
-        const name = i === 0 ? 'ad.w' : i === 1 ? 'ad.m' : 'ad.v';
-        if (!s) { j.read(name, i === 0 ? w : i === 1 ? m : v); continue; }
-        const { e, arr, version, back } = s;
-        // The device copy holds the written values: current now, and after the caller's announcement (pending).
-        e.version = version; e.pending = true;
-        if (back) { arr.set(j.view(name)); if (verify) e.snap = arr.slice(); } else markDeviceNewer(arr, 'webgpu', () => download(arr, e));
+      finish();
+    },
+    AdamWBatch(items: AdamWItem[]): void {
+      // One job (one submission) for many parameters, in chunks of at most BATCH_WORDS arena words.
+      const arrays = new Set<unknown>();
+      for (const it of items) for (const a of [it.w, it.g, it.m, it.v]) arrays.add(a);
+      if (arrays.size < items.length * 4) { for (const it of items) kernels.AdamW!(it.w, it.g, it.m, it.v, it.h); return; }
+      let j = new Job(), todo: Array<() => void> = [];
+      const flush = (): void => { if (!todo.length) return; run(j); for (const f of todo) f(); j = new Job(); todo = []; };
+      for (const [k, it] of items.entries()) {
+        if (it.w.length === 0 || adamwTooBig(it.w, it.g, it.m, it.v, it.h)) continue;
+        todo.push(adamwPass(j, `ad${k}.`, it.w, it.g, it.m, it.v, it.h));
+        if (j.words > BATCH_WORDS) flush();
       }
+      flush();
     },
     SumSquares(x): number {
       const n = x.length;
@@ -373,6 +398,23 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       let s = 0;
       for (let i = 0; i < blocks; i++) s += parts[i]!;
       return s;
+    },
+    SumSquaresBatch(xs: Float32Array[]): number[] {
+      const out = new Array<number>(xs.length).fill(0);
+      let j = new Job(), todo: Array<() => void> = [];
+      const flush = (): void => { if (!todo.length) return; run(j); for (const f of todo) f(); j = new Job(); todo = []; };
+      for (const [k, x] of xs.entries()) {
+        const n = x.length;
+        if (n === 0) continue;
+        if (tooBig(n)) { out[k] = tsSumSquares(x); continue; }
+        const blocks = Math.ceil(n / 1024), job = j;
+        operand(job, `ss${k}.x`, x, n); job.output(`ss${k}.o`, blocks);
+        job.pass('sumsq', [`ss${k}.x`, `ss${k}.o`], [n], rowGrid(blocks));
+        todo.push(() => { const parts = job.view(`ss${k}.o`); let s = 0; for (let i = 0; i < blocks; i++) s += parts[i]!; out[k] = s; });
+        if (j.words > BATCH_WORDS) flush();
+      }
+      flush();
+      return out;
     },
     RowsAxpy(dst, dstRows, src, srcRows, scales, count, D): void {
       if (count <= 0 || D <= 0) return;
@@ -516,6 +558,8 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
   };
 }
 
+/** Arena words past which a batched call (AdamWBatch, SumSquaresBatch) starts another job (128 MB). */
+const BATCH_WORDS = 32 * 2 ** 20;
 const ONE_I32 = new Int32Array(1);
 const ONE_F32 = new Float32Array(1);
 const f32buf = new Float32Array(1), u32buf = new Uint32Array(f32buf.buffer);
