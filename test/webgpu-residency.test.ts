@@ -84,18 +84,21 @@ test('decode on webgpu with residency: same tokens, uploads per token a fraction
     for (const resident of [false, true]) {
       await withBackend('webgpu', () => {
         gpu().setResidency(resident);
-        sampleTokens(params, cfg, prompt, 1, o); // warm: uploads the weights once
+        sampleTokens(params, cfg, prompt, gen, o); // warm: uploads the weights it reads (prefill, decode step, routed experts) once
+        // Per decoded token: a run of gen tokens minus a run of the prefill alone, over gen − 1 steps.
         const s0 = gpu().stats();
         const got = sampleTokens(params, cfg, prompt, gen, o);
-        per[String(resident)] = delta(s0, gpu().stats()).up / (prompt.length + gen);
+        const s1 = gpu().stats();
+        sampleTokens(params, cfg, prompt, 1, o);
+        per[String(resident)] = (delta(s0, s1).up - delta(s1, gpu().stats()).up) / (gen - 1);
         assert.deepEqual(got, want, `greedy tokens on webgpu (residency ${resident})`);
       });
     }
   } finally { gpu().setResidency(true); }
   console.log(`# tiny decode, parameters ${(P / 1e6).toFixed(2)} MB: ${(per.false! / 1e3).toFixed(0)} kB up per token without residency, ${(per.true! / 1e3).toFixed(0)} kB with`);
   // A token reads the dense weights and its 2 of 8 routed experts per MoE layer; with residency only activations and the KV cache travel.
-  assert.ok(per.true! < per.false! / 4, `with residency a token uploads ${per.true} B, not < a quarter of the ${per.false} B without`);
-  assert.ok(per.true! < P / 10, `with residency a token uploads ${per.true} B, not < a tenth of the ${P} parameter bytes`);
+  assert.ok(per.true! < per.false! / 10, `with residency a token uploads ${per.true} B, not < a tenth of the ${per.false} B without`);
+  assert.ok(per.true! < P / 20, `with residency a token uploads ${per.true} B, not < a twentieth of the ${P} parameter bytes`);
 });
 
 test('a parameter written on the host (version bumped) is what the next webgpu kernel reads; an unannounced write is caught', { skip }, async () => {
@@ -110,17 +113,29 @@ test('a parameter written on the host (version bumped) is what the next webgpu k
     const h0 = gpu().stats().residentHits;
     mm(c);
     assert.equal(gpu().stats().residentHits, h0 + 1, 'the unchanged parameter was not reused from the device');
-    assert.ok(maxAbsDiff(c, expect()) <= 1e-5);
+    assert.ok(maxAbsDiff(c, expect()) <= 1e-4);
     p.f32.fill(0.5); p.version++;
     mm(c);
-    assert.ok(maxAbsDiff(c, expect()) <= 1e-5, `after a host write the kernel read ${c} (stale device copy), want ${expect()}`);
+    assert.ok(maxAbsDiff(c, expect()) <= 1e-4, `after a host write the kernel read ${c} (stale device copy), want ${expect()}`);
     // Verify mode (on in tests unless FRUGAL_WEBGPU_VERIFY=0): a write without the bump is an error, never a silent stale read.
+    // A view into a declared array (a weight block read in place) reads the parent's device copy through a binding window.
+    const big = new Tensor(Float32Array.from({ length: 64 + 12 }, (_, i) => i / 5), [76]).param('blocks');
+    const view = big.f32.subarray(64), vargs = (c2: Float32Array): MatMulArgs => ({ ...args(c2), b: view });
+    const want2 = (): Float32Array => { const c2 = new Float32Array(8); tsMatMul(vargs(c2)); return c2; };
+    kernel('MatMul')(vargs(c));
+    const h1 = gpu().stats().residentHits;
+    kernel('MatMul')(vargs(c));
+    assert.ok(gpu().stats().residentHits > h1, 'the view was not read from its parent\'s device copy');
+    assert.ok(maxAbsDiff(c, want2()) <= 1e-4, `view: ${c} vs ${want2()}`);
+    big.f32.fill(-2, 60); big.version++;
+    kernel('MatMul')(vargs(c));
+    assert.ok(maxAbsDiff(c, want2()) <= 1e-4, `after a host write to the parent the view read ${c}, want ${want2()}`);
     if (process.env.FRUGAL_WEBGPU_VERIFY === '1') {
       p.f32[1] = 9;
       assert.throws(() => mm(c), /without an announced write/);
       p.version++;
       mm(c);
-      assert.ok(maxAbsDiff(c, expect()) <= 1e-5);
+      assert.ok(maxAbsDiff(c, expect()) <= 1e-4);
     }
   });
 });

@@ -5,8 +5,9 @@
  *
  * Contract:
  * - Only *declared* arrays may be kept on a device: `declareResident` (Tensor.param() declares a
- *   parameter's f32 data; AdamW declares its f32 moments). Every other array is uploaded with each
- *   call that reads it, as before.
+ *   parameter's f32 data; AdamW declares its f32 moments), and views into a declared array that owns
+ *   its buffer (`residentParent`: read through the parent's copy). Every other array is uploaded
+ *   with each call that reads it, as before.
  * - Every host write to a declared array is announced with `hostWrote(arr, writer)` — after the
  *   write, before any kernel reads it. `tensor.version++` does it for a tensor's data (optimizer
  *   step, loaders, gradient-check perturbations, tests). Each announcement bumps the array's
@@ -25,12 +26,26 @@
 type Listener = (arr: Float32Array, version: number, writer: string | null) => void;
 
 const versions = new WeakMap<Float32Array, number>();
+/** Declared arrays that own their whole ArrayBuffer, by buffer: the parents of views (residentParent). */
+const owners = new WeakMap<ArrayBufferLike, Float32Array>();
 const newer = new WeakMap<Float32Array, { holder: string; sync: () => void }>();
 const listeners = new Set<Listener>();
 
 /** Declares `arr` resident-capable: from now on every host write to it is announced (hostWrote). */
 export function declareResident(arr: Float32Array): void {
   if (!versions.has(arr)) versions.set(arr, 0);
+  if (arr.byteOffset === 0 && arr.byteLength === arr.buffer.byteLength) owners.set(arr.buffer, arr);
+}
+
+/**
+ * For a view into a declared array that owns its buffer (a weight block read in place, e.g. W_UV
+ * inside kv_b_proj): that array and the view's offset in elements; undefined otherwise. The view is
+ * covered by its parent's announcements (a write through any view must announce the parent).
+ */
+export function residentParent(view: Float32Array): { parent: Float32Array; offset: number } | undefined {
+  const parent = owners.get(view.buffer);
+  if (!parent || parent === view) return undefined;
+  return { parent, offset: view.byteOffset / 4 };
 }
 
 /** The array's write version, or undefined when it is not declared (then it must not be kept on a device). */

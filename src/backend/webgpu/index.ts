@@ -30,7 +30,7 @@ import type { AdamWHyper, AdamWItem, AttnGeometry, Backend, Fp8GemmArgs, Kernels
 import { platform } from '../platform.js';
 import { tsAdamW, tsAddInto, tsMatMul, tsRMSNorm, tsRMSNormBackward, tsRowsAxpy, tsSiluMul, tsSiluMulBackward, tsSoftmax, tsSoftmaxBackward, tsSumSquares } from '../ts.js';
 import { GPU_THREAD_SOURCE } from './thread-source.js';
-import { isDeviceNewer, markDeviceNewer, onHostWrite, residentVersion, syncHost } from '../residency.js';
+import { isDeviceNewer, markDeviceNewer, onHostWrite, residentParent, residentVersion, syncHost } from '../residency.js';
 import { MATMUL_WGSL } from './wgsl-gemm.js';
 import { ADAMW_WGSL, ADDINTO_WGSL, RMSNORM_BW_WGSL, RMSNORM_BX_WGSL, RMSNORM_WGSL, ROWSAXPY_WGSL, SILUMUL_B_WGSL, SILUMUL_WGSL, SOFTMAX_B_WGSL, SOFTMAX_WGSL, SUMSQ_WGSL } from './wgsl-rows.js';
 import { ATTN_BWD1_WGSL, ATTN_BWD2_WGSL, ATTN_FWD_WGSL } from './wgsl-attention.js';
@@ -131,6 +131,7 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
     worker.terminate();
     throw e;
   }
+  const offsetAlign = info.limits.minStorageBufferOffsetAlignment ?? 256;
   const maxBinding = Math.min(info.limits.maxStorageBufferBindingSize ?? 134217728, info.limits.maxBufferSize ?? 268435456);
 
   /** Runs a job: grows the arena if needed, uploads, runs, and leaves outputs in the arena. */
@@ -194,7 +195,7 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
   /** Binds `arr` as role `name` of job j: its resident copy (uploaded only when stale), else an upload of its first len elements. */
   function operand(j: Job, name: string, arr: Float32Array | Int32Array, len: number): void {
     const e = arr instanceof Float32Array ? residentEntry(arr) : null;
-    if (!e) { j.input(name, arr, len); return; }
+    if (!e) { if (!(arr instanceof Float32Array && viewOperand(j, name, arr, len))) j.input(name, arr, len); return; }
     const f = arr as Float32Array, version = residentVersion(f)!;
     if (e.version === version) {
       if (verify && !isDeviceNewer(f)) checkSnapshot(e, f);
@@ -206,6 +207,16 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
     e.version = -1; // unknown until the job has run
     j.resident(name, e.key, f, true, false);
     j.done.push(() => { e.version = version; e.pending = false; if (verify) e.snap = f.slice(); });
+  }
+  /** A view into a declared array (residentParent): bound as a window of the parent's copy when aligned; false otherwise. */
+  function viewOperand(j: Job, name: string, view: Float32Array, len: number): boolean {
+    const pv = residentOn && len > 0 ? residentParent(view) : undefined;
+    if (!pv || (pv.offset * 4) % offsetAlign !== 0 || pv.offset + len > pv.parent.length) return false;
+    const e = residentEntry(pv.parent);
+    if (!e) return false;
+    operand(j, name + '#parent', pv.parent, pv.parent.length);
+    j.resident(name, e.key, pv.parent, false, false, [pv.offset * 4, len * 4]);
+    return true;
   }
   /** Verify mode: a resident array whose host values changed without an announced write is an error. */
   function checkSnapshot(e: Resident, arr: Float32Array): void {

@@ -11,15 +11,15 @@
  * - `view(name)` is the role's data in the arena after the job ran, valid until the next job.
  * - `resident` operands bind a persistent device buffer (named by its key, kept by the GPU thread
  *   across jobs) under a job-local name; they take arena space only when uploaded or copied back.
- * - `read` into a declared resident array announces the write (residency.ts hostWrote), so no
- *   device copy of it survives a kernel writing it on the host side.
+ * - `read` into a declared resident array (or a view into one) announces the write (residency.ts
+ *   hostWrote), so no device copy of it survives a kernel writing it on the host side.
  */
-import { hostWrote } from '../residency.js';
+import { hostWrote, residentParent } from '../residency.js';
 
 /** A device buffer of a job (what thread-source.ts receives). */
 export interface Role { off: number; len: number; up: boolean; down: boolean; zero: boolean; keep?: boolean }
-/** One compute pass: pipeline, roles in binding order, uniform words, workgroup grid. */
-export interface Pass { pipe: string; binds: string[]; params: number[]; groups: [number, number, number] }
+/** One compute pass: pipeline, roles in binding order, uniform words, workgroup grid, and per binding an optional [byte offset, byte size] window. */
+export interface Pass { pipe: string; binds: string[]; params: number[]; groups: [number, number, number]; win?: Array<[number, number] | null> }
 
 type Operand = Float32Array | Int32Array | Uint8Array;
 
@@ -33,6 +33,8 @@ export class Job {
   private readonly sources: Array<[number, Operand, number]> = [];
   /** Job-local names bound to resident device buffers (name → key). */
   private readonly alias: Record<string, string> = {};
+  /** Byte windows of aliased names that bind part of their buffer (views). */
+  private readonly windows: Record<string, [number, number]> = {};
   /** Run after the job succeeded (resident copies record the version they now hold). */
   readonly done: Array<() => void> = [];
   private arena: SharedArrayBuffer | null = null;
@@ -68,10 +70,12 @@ export class Job {
 
   /**
    * A resident operand `arr` bound as `name`: the persistent device buffer `key` holding all of arr,
-   * uploaded when `upload`, copied back into the arena when `down`. A key already in the job is reused.
+   * uploaded when `upload`, copied back into the arena when `down`; `window` [byte offset, byte size]
+   * binds only that part (a view). A key already in the job is reused.
    */
-  resident(name: string, key: string, arr: Float32Array, upload: boolean, down: boolean): void {
+  resident(name: string, key: string, arr: Float32Array, upload: boolean, down: boolean, window?: [number, number]): void {
     this.alias[name] = key;
+    if (window) this.windows[name] = window;
     if (this.roles[key]) return;
     if (upload || down) {
       const r = this.place(key, arr.length, upload, down);
@@ -84,7 +88,9 @@ export class Job {
 
   /** Adds a pass over the named roles (binding order) with its uniform words and grid. */
   pass(pipe: string, binds: string[], params: number[], groups: [number, number, number]): void {
-    this.passes.push({ pipe, binds: binds.map((b) => this.alias[b] ?? b), params, groups });
+    const pass: Pass = { pipe, binds: binds.map((b) => this.alias[b] ?? b), params, groups };
+    if (binds.some((b) => this.windows[b])) pass.win = binds.map((b) => this.windows[b] ?? null);
+    this.passes.push(pass);
   }
 
   /** Copies every input into the arena (called once the arena is big enough). */
@@ -105,7 +111,12 @@ export class Job {
     return new Float32Array(this.arena, r.off * 4, r.len);
   }
   /** Copies the role's data into dst (its first len elements). */
-  read(name: string, dst: Float32Array): void { dst.set(this.view(name)); hostWrote(dst); }
+  read(name: string, dst: Float32Array): void {
+    dst.set(this.view(name));
+    hostWrote(dst);
+    const pv = residentParent(dst);
+    if (pv) hostWrote(pv.parent);
+  }
   /** Copies the first n bytes of a packed byte role into dst. */
   readBytes(name: string, dst: Uint8Array, n: number): void {
     const v = this.view(name);

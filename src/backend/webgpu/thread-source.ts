@@ -47,7 +47,7 @@ function main(init, api) {
     if (!adapter) { adapter = await gpu.requestAdapter({ forceFallbackAdapter: true }); software = !!adapter; }
     if (!adapter) throw new Error('navigator.gpu.requestAdapter() returned null: no WebGPU adapter (no GPU driver, or WebGPU disabled)');
     const L = adapter.limits;
-    const want = ['maxStorageBufferBindingSize', 'maxBufferSize', 'maxComputeWorkgroupStorageSize', 'maxStorageBuffersPerShaderStage', 'maxComputeInvocationsPerWorkgroup', 'maxComputeWorkgroupSizeX', 'maxComputeWorkgroupSizeY'];
+    const want = ['minStorageBufferOffsetAlignment', 'maxStorageBufferBindingSize', 'maxBufferSize', 'maxComputeWorkgroupStorageSize', 'maxStorageBuffersPerShaderStage', 'maxComputeInvocationsPerWorkgroup', 'maxComputeWorkgroupSizeX', 'maxComputeWorkgroupSizeY'];
     const requiredLimits = {};
     for (const k of want) requiredLimits[k] = L[k];
     const requiredFeatures = [];
@@ -108,7 +108,10 @@ function main(init, api) {
       device.queue.writeBuffer(uniforms[i], 0, params);
       const pipe = pipes.get(p.pipe);
       if (!pipe) throw new Error('webgpu thread: no pipeline ' + p.pipe);
-      const entries = p.binds.map((role, j) => ({ binding: j, resource: { buffer: buffers.get(role) } }));
+      const entries = p.binds.map((role, j) => {
+        const w = p.win && p.win[j];
+        return { binding: j, resource: w ? { buffer: buffers.get(role), offset: w[0], size: w[1] } : { buffer: buffers.get(role) } };
+      });
       entries.push({ binding: p.binds.length, resource: { buffer: uniforms[i] } });
       const group = device.createBindGroup({ layout: pipe.getBindGroupLayout(0), entries });
       const pass = encoder.beginComputePass();
