@@ -24,7 +24,7 @@ function main(init, api) {
   const ctrl = new Int32Array(init.ctrl);
   const msg = new Uint8Array(init.msg);
   let arena = init.arena;
-  let device = null, lost = '';
+  let device = null, lost = '', disposing = false;
   const pipes = new Map(), buffers = new Map(), uniforms = [];
   let staging = null;
   const enc = new TextEncoder();
@@ -54,7 +54,8 @@ function main(init, api) {
     if (adapter.features.has('shader-f16')) requiredFeatures.push('shader-f16');
     if (adapter.features.has('subgroups')) requiredFeatures.push('subgroups');
     device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
-    device.lost.then((info) => { lost = 'WebGPU device lost: ' + (info.message || info.reason); });
+    // Not read while disposing: Dawn (node) aborts the process when the lost info is read as the worker ends.
+    device.lost.then((info) => { if (!disposing) lost = 'WebGPU device lost: ' + (info.message || info.reason); });
     device.pushErrorScope('validation');
     for (const [name, code] of Object.entries(m.shaders)) {
       const module = device.createShaderModule({ code, label: name });
@@ -154,7 +155,16 @@ function main(init, api) {
         if (m.op === 'init') reply(1, await init_(m));
         else if (m.op === 'arena') { arena = m.arena; reply(1, ''); }
         else if (m.op === 'run') reply(1, await run_(m));
-        else if (m.op === 'dispose') { for (const b of buffers.values()) b.destroy(); buffers.clear(); if (device) device.destroy(); device = null; reply(1, ''); }
+        else if (m.op === 'dispose') {
+          disposing = true;
+          for (const b of buffers.values()) b.destroy();
+          buffers.clear();
+          const d = device;
+          device = null;
+          // Let the lost promise settle before the engine thread terminates this worker.
+          if (d) { d.destroy(); await Promise.race([d.lost, new Promise((r) => setTimeout(r, 1000))]); }
+          reply(1, '');
+        }
         else reply(2, 'webgpu thread: unknown op ' + m.op);
       } catch (e) {
         reply(2, (e && e.message) || String(e));
