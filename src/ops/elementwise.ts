@@ -20,7 +20,10 @@ function binary(op: string, a: Tensor, b: Tensor, f: BinFn,
   let scalarB = false;
   if (same) {
     // Monomorphic loops for the hot ops (a per-element callback does not inline across ops).
-    if (op === 'Add') for (let i = 0; i < n; i++) out[i] = A[i]! + B[i]!;
+    // Large same-shape adds (the residual stream) as a copy plus the backend's vector add: the
+    // same single rounding per element as the loop.
+    if (op === 'Add' && n >= 1 << 14) { out.set(A); kernel('AddInto')(out, B); }
+    else if (op === 'Add') for (let i = 0; i < n; i++) out[i] = A[i]! + B[i]!;
     else if (op === 'Mul') for (let i = 0; i < n; i++) out[i] = A[i]! * B[i]!;
     else for (let i = 0; i < n; i++) out[i] = f(A[i]!, B[i]!);
   } else if (rowBroadcast(a.shape, b.shape)) {
