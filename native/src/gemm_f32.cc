@@ -111,13 +111,65 @@ struct Avx512 {
 #endif
 
 #if FRUGAL_HAVE_X86_KERNELS
+// In-register transpose of a 16x16 block: r[i] holds row i on entry, column i on return.
+FRUGAL_AVX512 static inline void transpose16(__m512* r) {
+  __m512 t[16];
+  for (int i = 0; i < 8; i++) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int g = 0; g < 4; g++) {  // r[4g + c]: column c (+4 per 128-bit lane) of rows 4g..4g+3
+    r[4 * g] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+    r[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+    r[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+    r[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+  }
+  for (int c = 0; c < 4; c++) {
+    t[c] = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88);
+    t[4 + c] = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xDD);
+    t[8 + c] = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88);
+    t[12 + c] = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xDD);
+  }
+  for (int c = 0; c < 4; c++) {
+    r[c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0x88);
+    r[8 + c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0xDD);
+    r[4 + c] = _mm512_shuffle_f32x4(t[4 + c], t[12 + c], 0x88);
+    r[12 + c] = _mm512_shuffle_f32x4(t[4 + c], t[12 + c], 0xDD);
+  }
+}
+
+// dst[p*ldd + i] = src_i[p] for rows i < rows (row stride lds; rows ..15 read as zero), p < kc,
+// storing `lanes` (mask) of each transposed row: 16x16 register transposes instead of gathers or
+// strided scalar stores (the packing of GEMM operands that sit the wrong way round).
+FRUGAL_AVX512 static void packTransposed(const float* src, long lds, int rows, long kc, float* dst, long ldd, __mmask16 lanes) {
+  __m512 r[16];
+  for (long p0 = 0; p0 < kc; p0 += 16) {
+    const int w = (int)std::min<long>(16, kc - p0);
+    const __mmask16 mk = w == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1);
+    for (int i = 0; i < 16; i++) r[i] = i < rows ? _mm512_maskz_loadu_ps(mk, src + i * lds + p0) : _mm512_setzero_ps();
+    transpose16(r);
+    for (int q = 0; q < w; q++) _mm512_mask_storeu_ps(dst + (p0 + q) * ldd, lanes, r[q]);
+  }
+}
+
 // Packs rows [0, mr) x cols [0, kc) of a row-major A (row stride lda) as dst[p*14 + i], zero rows
-// mr..13: one 16-lane gather per k instead of 14 strided scalar stores.
+// mr..13.
 FRUGAL_AVX512 static void packA14(const float* a, long lda, int mr, long kc, float* dst) {
-  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32((int)lda));
+  packTransposed(a, lda, mr, kc, dst, 14, (__mmask16)0x3FFF);
+}
+// The same from a column-major A (element (i, p) at a[p*lda + i]): one masked copy per p.
+FRUGAL_AVX512 static void packA14T(const float* a, long lda, int mr, long kc, float* dst) {
   const __mmask16 mk = (__mmask16)((1u << mr) - 1);
-  for (long p = 0; p < kc; p++)
-    _mm512_mask_storeu_ps(dst + p * 14, 0x3FFF, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, idx, a + p, 4));
+  for (long p = 0; p < kc; p++) _mm512_mask_storeu_ps(dst + p * 14, 0x3FFF, _mm512_maskz_loadu_ps(mk, a + p * lda));
+}
+// Packs columns [0, nc) of a B stored transposed (element (p, j) at b[j*ldb + p]) into 32-wide
+// panels dst[jr*kc + p*32 + j], zero columns past nc.
+FRUGAL_AVX512 static void packB32T(const float* b, long ldb, long nc, long kc, float* dst) {
+  for (long jr = 0; jr < nc; jr += 32)
+    for (int h = 0; h < 2; h++) {
+      const int rows = (int)std::max<long>(0, std::min<long>(16, nc - jr - 16 * h));
+      packTransposed(b + (jr + 16 * h) * ldb, ldb, rows, kc, dst + jr * kc + 16 * h, 32, (__mmask16)0xFFFF);
+    }
 }
 #endif
 
@@ -127,8 +179,9 @@ static void packA(const float* a, bool trans, long m, long k, long ic, long mc, 
     const int mr = (int)std::min<long>(MR, mc - ir);
     float* dst = Ap + ir * kc;
 #if FRUGAL_HAVE_X86_KERNELS
-    if (MR == 14 && !trans && k < (1L << 26) && cpu().isa == Isa::Avx512) {
-      packA14(a + (ic + ir) * k + pc, k, mr, kc, dst);
+    if (MR == 14 && cpu().isa == Isa::Avx512) {
+      if (!trans) packA14(a + (ic + ir) * k + pc, k, mr, kc, dst);
+      else packA14T(a + pc * m + ic + ir, m, mr, kc, dst);
       continue;
     }
 #endif
@@ -168,6 +221,9 @@ static void packB(const float* b, bool trans, long n, long k, long pc, long kc, 
     }
     return;
   }
+#if FRUGAL_HAVE_X86_KERNELS
+  if (NR == 32 && cpu().isa == Isa::Avx512) return packB32T(b + jc * k + pc, k, nc, kc, Bp);
+#endif
   for (long jr = 0; jr < nc; jr += NR) {
     const int nr = (int)std::min<long>(NR, nc - jr);
     float* dst = Bp + jr * kc;

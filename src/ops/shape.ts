@@ -2,7 +2,7 @@
  * Shape ops (all produce contiguous tensors): reshape (a view on the same storage), permute and
  * transpose, slice along an axis, concat and split, and broadcast-expansion.
  */
-import { Tensor, fmtShape, sizeOf, stridesOf } from '../autograd/tensor.js';
+import { Tensor, fmtShape, sizeOf, stridesOf, allocUninitF32 } from '../autograd/tensor.js';
 import { record } from '../autograd/tape.js';
 import { broadcastIndex } from './broadcast.js';
 
@@ -64,7 +64,7 @@ export function slice(x: Tensor, axis: number, start: number, end: number): Tens
   const w = end - start;
   const outShape = x.shape.slice(); outShape[ax] = w;
   const X = x.f32;
-  const out = new Float32Array(outer * w * inner);
+  const out = allocUninitF32(outer * w * inner); // every row written below
   for (let o = 0; o < outer; o++) out.set(X.subarray((o * d + start) * inner, (o * d + end) * inner), o * w * inner);
   const t = new Tensor(out, outShape);
   return record(t, 'Slice', [x], (g) => [{
