@@ -28,12 +28,12 @@ const ref = names.includes('native') ? 'native' : 'ts';
 type Stats = ReturnType<WebGPUBackend['stats']>;
 const delta = (a: Stats, b: Stats): { jobs: number; up: number; down: number } => ({ jobs: b.jobs - a.jobs, up: b.upBytes - a.upBytes, down: b.downBytes - a.downBytes });
 
-/** Trains `tiny` for 3 steps (batch 1 × seq 8) on the backend; the webgpu stats of the last step. */
+/** Trains `tiny` for 2 steps (batch 1 × seq 8) on the backend; the webgpu stats of the second (steady-state) step. */
 async function train(be: string, resident: boolean): Promise<{ losses: number[]; last: { jobs: number; up: number; down: number } | null; paramBytes: number; m: Float32Array[]; w: Float32Array[] }> {
   return withBackend(be, async () => {
     if (be === 'webgpu') gpu().setResidency(resident);
     const cfg = structuredClone(presets.tiny!);
-    const batch = 1, seq = 8, steps = 3;
+    const batch = 1, seq = 8, steps = 2;
     const tokens = new Int32Array(batch * (seq + 1) * 8).map((_, i) => (i * 7919) % cfg.vocabSize);
     const losses: number[] = [], st: Stats[] = [], stepped: number[] = [];
     const trainer = new Trainer({ cfg, params: initParams(cfg, { seed: 1 }), train: tokens, val: tokens.subarray(0, batch * (seq + 1) * 2), meter: { flopsPerToken: 0, peakFlops: 1, usdPerToken: 0 },
