@@ -161,6 +161,12 @@ test('AdamW on webgpu keeps moments on the device; state() and another backend\'
   const sg = go.state(), sr = ro.state();
   for (const k of ['m', 'v'] as const) sg[k].forEach((a, i) => assert.ok(maxAbsDiff(a as Float32Array, sr[k][i] as Float32Array) <= 1e-6, `${k} ${i} differs`));
   g.forEach((p, i) => assert.ok(maxAbsDiff(p.f32, r[i]!.f32) <= 1e-6, `parameter ${i} differs after 4 steps`));
+  // A resume: loadState overwrites the device-newer moments (here with doubled ones); the next webgpu step must start from them.
+  const doubled = { ...sr, m: sr.m.map((a) => (a as Float32Array).map((x) => 2 * x)), v: sr.v.map((a) => (a as Float32Array).slice()) };
+  ro.loadState(doubled); go.loadState(doubled);
+  await withBackend('webgpu', () => { grads(g, 4); go.step(1e-2); });
+  await withBackend('ts', () => { grads(r, 4); ro.step(1e-2); });
+  g.forEach((p, i) => assert.ok(maxAbsDiff(p.f32, r[i]!.f32) <= 1e-6, `parameter ${i} after loadState differs by ${maxAbsDiff(p.f32, r[i]!.f32)} (stale device moments?)`));
 });
 
 /** Every tensor of a params tree, once. */
