@@ -557,7 +557,7 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       j.read('mm.c', c);
       return ms;
     },
-    describe: () => `webgpu (${name}; WGSL 64x64 tiled GEMM, fused RMSNorm/softmax/SiLU/attention/AdamW, FP8 E4M3 quantisers and scaled GEMM; features: ${info.enabled.join(', ') || 'none'}; GPU thread + shared-memory arena)`,
+    describe: () => `webgpu (${name}; WGSL 64x64 tiled GEMM, fused RMSNorm/softmax/SiLU/attention/AdamW, FP8 E4M3 quantisers and scaled GEMM; features: ${info.enabled.join(', ') || 'none'}; GPU thread + shared-memory arena; ${residentOn ? 'parameters and AdamW moments device-resident' : 'no device residency'})`,
     dispose(): void {
       if (disposed) return;
       unsubscribe();
