@@ -75,6 +75,10 @@ FRUGAL_AVX512 static void k512(int nr, long kc, const float* A, const float* B, 
   __m512 c0[MR], c1[MR];
 #pragma GCC unroll 14
   for (int i = 0; i < MR; i++) { c0[i] = _mm512_setzero_ps(); c1[i] = _mm512_setzero_ps(); }
+  // The C tile's lines requested now, written after the products: their misses (wide C, rows a
+  // power-of-two stride apart) overlap the FMAs instead of stalling the stores.
+#pragma GCC unroll 14
+  for (int i = 0; i < MR; i++) { _mm_prefetch((const char*)(C + i * ldc), _MM_HINT_T0); _mm_prefetch((const char*)(C + i * ldc + 16), _MM_HINT_T0); }
   for (long p = 0; p < kc; p++, A += 14, B += 32) {
     __m512 b0 = _mm512_load_ps(B), b1 = _mm512_load_ps(B + 16);
     _mm_prefetch((const char*)(B + 32 * 8), _MM_HINT_T0);
@@ -111,13 +115,66 @@ struct Avx512 {
 #endif
 
 #if FRUGAL_HAVE_X86_KERNELS
+// In-register transpose of 16 rows x 16 columns: r[i] holds row i on entry, r[j] column j on exit.
+FRUGAL_AVX512 static inline void transpose16(__m512 r[16]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 16; i += 2) { t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]); t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]); }
+  // u[4g + c]: column 4L + c of each 128-bit block L, rows 4g..4g+3.
+  for (int g = 0; g < 4; g++) {
+    const __m512 *lo = t + 4 * g, *hi = t + 4 * g + 2;
+    u[4 * g + 0] = _mm512_shuffle_ps(lo[0], hi[0], 0x44);
+    u[4 * g + 1] = _mm512_shuffle_ps(lo[0], hi[0], 0xEE);
+    u[4 * g + 2] = _mm512_shuffle_ps(lo[1], hi[1], 0x44);
+    u[4 * g + 3] = _mm512_shuffle_ps(lo[1], hi[1], 0xEE);
+  }
+  for (int c = 0; c < 4; c++) {
+    const __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88), v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
+    const __m512 x0 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88), x1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+    r[c] = _mm512_shuffle_f32x4(v0, x0, 0x88);
+    r[8 + c] = _mm512_shuffle_f32x4(v0, x0, 0xDD);
+    r[4 + c] = _mm512_shuffle_f32x4(v1, x1, 0x88);
+    r[12 + c] = _mm512_shuffle_f32x4(v1, x1, 0xDD);
+  }
+}
+
+// Loads columns [p, p+16) of `rows` rows (row stride ld; rows..15 read as zero) and transposes
+// them: r[j] = column p + j over the rows.
+FRUGAL_AVX512 static inline void loadColumns16(const float* a, long ld, int rows, long p, __m512 r[16]) {
+  for (int i = 0; i < 16; i++) r[i] = i < rows ? _mm512_loadu_ps(a + i * ld + p) : _mm512_setzero_ps();
+  transpose16(r);
+}
+
 // Packs rows [0, mr) x cols [0, kc) of a row-major A (row stride lda) as dst[p*14 + i], zero rows
-// mr..13: one 16-lane gather per k instead of 14 strided scalar stores.
+// mr..13: 16 columns at a time through a register transpose, the tail one 16-lane gather per k.
 FRUGAL_AVX512 static void packA14(const float* a, long lda, int mr, long kc, float* dst) {
+  long p = 0;
+  __m512 r[16];
+  for (; p + 16 <= kc; p += 16) {
+    loadColumns16(a, lda, mr, p, r);
+    for (int j = 0; j < 16; j++) _mm512_mask_storeu_ps(dst + (p + j) * 14, 0x3FFF, r[j]);
+  }
+  if (p == kc) return;
   const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32((int)lda));
   const __mmask16 mk = (__mmask16)((1u << mr) - 1);
-  for (long p = 0; p < kc; p++)
+  for (; p < kc; p++)
     _mm512_mask_storeu_ps(dst + p * 14, 0x3FFF, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, idx, a + p, 4));
+}
+
+// Packs a transposed B panel (rows [0, nr) of a row-major [n, k] matrix with row stride ldb,
+// columns [0, kc)) as dst[p*32 + j], zero columns nr..31: two 16-row register transposes per
+// 16 k values, scalar tail.
+FRUGAL_AVX512 static void packBT32(const float* b, long ldb, int nr, long kc, float* dst) {
+  long p = 0;
+  __m512 r[16];
+  for (; p + 16 <= kc; p += 16)
+    for (int h = 0; h < 2; h++) {
+      const int rows = std::max(0, std::min(16, nr - 16 * h));
+      if (rows == 0) { for (int j = 0; j < 16; j++) _mm512_storeu_ps(dst + (p + j) * 32 + 16, _mm512_setzero_ps()); continue; }
+      loadColumns16(b + 16 * h * ldb, ldb, rows, p, r);
+      for (int j = 0; j < 16; j++) _mm512_storeu_ps(dst + (p + j) * 32 + 16 * h, r[j]);
+    }
+  for (; p < kc; p++)
+    for (int j = 0; j < 32; j++) dst[p * 32 + j] = j < nr ? b[j * ldb + p] : 0.f;
 }
 #endif
 
@@ -171,6 +228,12 @@ static void packB(const float* b, bool trans, long n, long k, long pc, long kc, 
   for (long jr = 0; jr < nc; jr += NR) {
     const int nr = (int)std::min<long>(NR, nc - jr);
     float* dst = Bp + jr * kc;
+#if FRUGAL_HAVE_X86_KERNELS
+    if (NR == 32 && k < (1L << 26) && cpu().isa == Isa::Avx512) {
+      packBT32(b + (jc + jr) * k + pc, k, nr, kc, dst);
+      continue;
+    }
+#endif
     if (!trans) {
       for (long p = 0; p < kc; p++) {
         std::memcpy(dst + p * NR, b + (pc + p) * n + jc + jr, sizeof(float) * nr);
@@ -196,12 +259,16 @@ static void gemmBlock(const MatMulArgs& x, const float* a, const float* b, float
       for (long i = i0; i < i1; i++) std::fill(c + i * n + j0, c + i * n + j1, 0.f);
     return;
   }
+  // K in equal blocks of at most KC (a multiple of 16): no short last block (K = 1024 runs as
+  // 4 x 256, not 3 x 320 + 64, whose C reloads cost more than its products).
+  const long kBlocks = (k + F::KC - 1) / F::KC;
+  const long kcStep = std::min<long>(F::KC, ((k + kBlocks - 1) / kBlocks + 15) / 16 * 16);
   float* Bp = (float*)threadScratch(0, sizeof(float) * F::KC * ((F::NC + NR - 1) / NR * NR));
   float* Ap = (float*)threadScratch(1, sizeof(float) * F::KC * ((F::MC + MR - 1) / MR * MR));
   for (long jc = j0; jc < j1; jc += F::NC) {
     const long nc = std::min(F::NC, j1 - jc);
-    for (long pc = 0; pc < k; pc += F::KC) {
-      const long kc = std::min(F::KC, k - pc);
+    for (long pc = 0; pc < k; pc += kcStep) {
+      const long kc = std::min(kcStep, k - pc);
       packB<NR>(b, x.transB, n, k, pc, kc, jc, nc, Bp);
       const bool add = x.accumulate || pc > 0;
       for (long ic = i0; ic < i1; ic += F::MC) {
