@@ -4,7 +4,8 @@
  * glue and allocation. Run: `npx tsx bench/prefill-profile.ts [small|dense-10m] [threads] [last|all] [reps]`.
  *
  * Contract:
- * - Prints the backend, then per kernel its ms per forward, share and calls; then the untimed rest.
+ * - Prints the backend, wall and CPU time per forward (CPU time is the steadier figure on a loaded
+ *   machine at 1 thread), then per kernel its ms per forward, share and calls; then the untimed rest.
  */
 import { Tensor } from '../src/autograd/tensor.js';
 import { noGrad } from '../src/autograd/tape.js';
@@ -23,10 +24,10 @@ const x = new Tensor(lcgBatch(2, B, T, model.vocabSize).inputs, [B, T], 'i32');
 const run = (): number => noGrad(() => { const t0 = performance.now(); model.forward(x, undefined, undefined, last); return performance.now() - t0; });
 run(); run();
 const spent = timeKernels();
-const times: number[] = [];
-for (let i = 0; i < reps; i++) times.push(run());
+const times: number[] = [], cpu: number[] = [];
+for (let i = 0; i < reps; i++) { const c0 = process.cpuUsage(); times.push(run()); const c = process.cpuUsage(c0); cpu.push((c.user + c.system) / 1e3); }
 const total = times.reduce((s, t) => s + t, 0);
-console.log(`\nprefill ${config} ${B}×${T} (${last ? 'last' : 'all'} logits), ${reps} reps: ${(total / reps).toFixed(1)} ms/forward (min ${Math.min(...times).toFixed(1)}), ${(B * T / (Math.min(...times) / 1e3)).toFixed(0)} tokens/s at best`);
+console.log(`\nprefill ${config} ${B}×${T} (${last ? 'last' : 'all'} logits), ${reps} reps: ${(total / reps).toFixed(1)} ms/forward (min ${Math.min(...times).toFixed(1)}), ${(B * T / (Math.min(...times) / 1e3)).toFixed(0)} tokens/s at best; CPU time ${(cpu.reduce((a, b) => a + b, 0) / reps).toFixed(1)} ms/forward (min ${Math.min(...cpu).toFixed(1)}; all threads)`);
 const rows = [...spent.entries()].sort((a, b) => b[1].ms - a[1].ms);
 let acc = 0;
 for (const [k, v] of rows) {

@@ -47,6 +47,28 @@ FRUGAL_AVX512 static float expSub512(float* s, long n, float m) {
   }
   return _mm512_reduce_add_ps(acc);
 }
+
+// One score row in place: p[0, L) ← softmax(p[0, L)), p[L, ld) ← 0 (the masked keys). Same
+// values as the scalar path (max is exact; the same exp and one reciprocal multiply).
+FRUGAL_AVX512 static void softmaxRow512(float* p, long L, long ld) {
+  const __m512 ninf = _mm512_set1_ps(-INFINITY);
+  __m512 mx = ninf;
+  long j = 0;
+  for (; j + 16 <= L; j += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(p + j));
+  if (j < L) mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(ninf, (__mmask16)((1u << (L - j)) - 1), p + j));
+  const __m512 inv = _mm512_set1_ps(1.f / expSub512(p, L, _mm512_reduce_max_ps(mx)));
+  for (j = 0; j + 16 <= L; j += 16) _mm512_storeu_ps(p + j, _mm512_mul_ps(_mm512_loadu_ps(p + j), inv));
+  if (j < L) {
+    const __mmask16 mk = (__mmask16)((1u << (L - j)) - 1);
+    _mm512_mask_storeu_ps(p + j, mk, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, p + j), inv));
+    // The rest of this vector is masked keys.
+    const long n = std::min<long>(16, ld - j);
+    _mm512_mask_storeu_ps(p + j, (__mmask16)(((1u << n) - 1) & ~mk), _mm512_setzero_ps());
+    j += 16;
+  }
+  for (; j + 16 <= ld; j += 16) _mm512_storeu_ps(p + j, _mm512_setzero_ps());
+  if (j < ld) _mm512_mask_storeu_ps(p + j, (__mmask16)((1u << (ld - j)) - 1), _mm512_setzero_ps());
+}
 #endif
 static float expSubPortable(float* s, long n, float m) {
   double sum = 0;
@@ -78,13 +100,12 @@ static inline __attribute__((always_inline)) void maskSoftmax(const Geo& g, floa
   for (long r = 0; r < rows; r++) {
     float* p = P + r * ld;
     const long L = (stacked ? r % g.T : t0 + r) + off + 1;
+#if FRUGAL_HAVE_X86_KERNELS
+    if (Avx) { softmaxRow512(p, L, ld); continue; }
+#endif
     float m = -INFINITY;
     for (long j = 0; j < L; j++) m = std::max(m, p[j]);
-    float sum;
-#if FRUGAL_HAVE_X86_KERNELS
-    if (Avx) sum = expSub512(p, L, m); else
-#endif
-    sum = expSubPortable(p, L, m);
+    const float sum = expSubPortable(p, L, m);
     const float inv = 1.f / sum;
     for (long j = 0; j < L; j++) p[j] *= inv;
     std::fill(p + L, p + ld, 0.f);
