@@ -171,6 +171,21 @@ FRUGAL_AVX512 static void packB32T(const float* b, long ldb, long nc, long kc, f
       packTransposed(b + (jr + 16 * h) * ldb, ldb, rows, kc, dst + jr * kc + 16 * h, 32, (__mmask16)0xFFFF);
     }
 }
+// Packs columns [0, nc) of a row-major B (row stride ldb) into 32-wide panels dst[jr*kc + p*32 + j],
+// zero columns past nc: two 16-lane copies per panel row (the generic loop compiles to 4-lane moves).
+FRUGAL_AVX512 static void packB32N(const float* b, long ldb, long nc, long kc, float* dst) {
+  for (long p = 0; p < kc; p++) {
+    const float* src = b + p * ldb;
+    for (long jr = 0; jr < nc; jr += 32) {
+      float* d = dst + jr * kc + p * 32;
+      const long left = nc - jr;
+      const __mmask16 m0 = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+      const __mmask16 m1 = left >= 32 ? (__mmask16)0xFFFF : left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : (__mmask16)0;
+      _mm512_storeu_ps(d, _mm512_maskz_loadu_ps(m0, src + jr));
+      _mm512_storeu_ps(d + 16, _mm512_maskz_loadu_ps(m1, src + jr + 16));
+    }
+  }
+}
 #endif
 
 template <int MR>
@@ -204,6 +219,9 @@ static void packA(const float* a, bool trans, long m, long k, long ic, long mc, 
 template <int NR>
 static void packB(const float* b, bool trans, long n, long k, long pc, long kc, long jc, long nc, float* Bp) {
   if (!trans) {
+#if FRUGAL_HAVE_X86_KERNELS
+    if (NR == 32 && cpu().isa == Isa::Avx512) return packB32N(b + pc * n + jc, n, nc, kc, Bp);
+#endif
     // Row by row: each row of B is read contiguously across all panels (prefetch/TLB friendly).
     const long full = nc / NR * NR;
     for (long p = 0; p < kc; p++) {
