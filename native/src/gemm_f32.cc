@@ -1,6 +1,7 @@
 // Packed, register-blocked f32 GEMM (BLIS loop order: NC / KC / MC panels, MRxNR micro-kernel)
 // in three families picked at run time: AVX-512 (14x32 tile, masked edges), AVX2+FMA (6x16) and
-// portable C++ (4x16). All transpose cases are handled by packing; products of a few rows (M <= 8)
+// portable C++ (4x16). All transpose cases are handled by packing (AVX-512: 16x16 register
+// transposes and 16-lane copies); products of a few rows (M <= 8)
 // or one column go to gemv.cc, which streams the matrix once (memory bound). Threads split batch,
 // N or M into disjoint C blocks.
 #include <algorithm>

@@ -80,7 +80,7 @@ export function embedding(table: Tensor, ids: Tensor): Tensor {
   const [V, D] = table.shape as [number, number];
   const I = ids.data;
   const T = table.f32;
-  const out = new Float32Array(I.length * D);
+  const out = allocUninitF32(I.length * D); // every row written below
   for (let i = 0; i < I.length; i++) {
     const id = I[i]!;
     if (!(id >= 0 && id < V)) throw new Error(`embedding: token id ${id} out of range [0, ${V})`);
@@ -88,6 +88,8 @@ export function embedding(table: Tensor, ids: Tensor): Tensor {
   }
   return record(new Tensor(out, [...ids.shape, D]), 'Embedding', [table], (g) => [{
     addInto(gt: Float32Array): void {
+      // Row i of g into row ids[i] of the table's gradient, in order (the backend's row add).
+      if (I instanceof Int32Array) { kernel('RowsAxpy')(gt, I, g, null, null, I.length, D); return; }
       for (let i = 0; i < I.length; i++) {
         const o = I[i]! * D;
         for (let j = 0; j < D; j++) gt[o + j]! += g[i * D + j]!;
