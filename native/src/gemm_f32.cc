@@ -76,6 +76,10 @@ FRUGAL_AVX512 static void k512(int nr, long kc, const float* A, const float* B, 
   __m512 c0[MR], c1[MR];
 #pragma GCC unroll 14
   for (int i = 0; i < MR; i++) { c0[i] = _mm512_setzero_ps(); c1[i] = _mm512_setzero_ps(); }
+  // The C tile's lines requested now, written after the products: their misses (wide C, rows a
+  // power-of-two stride apart) overlap the FMAs instead of stalling the stores.
+#pragma GCC unroll 14
+  for (int i = 0; i < MR; i++) { _mm_prefetch((const char*)(C + i * ldc), _MM_HINT_T0); _mm_prefetch((const char*)(C + i * ldc + 16), _MM_HINT_T0); }
   for (long p = 0; p < kc; p++, A += 14, B += 32) {
     __m512 b0 = _mm512_load_ps(B), b1 = _mm512_load_ps(B + 16);
     _mm_prefetch((const char*)(B + 32 * 8), _MM_HINT_T0);
@@ -187,6 +191,7 @@ FRUGAL_AVX512 static void packB32N(const float* b, long ldb, long nc, long kc, f
     }
   }
 }
+
 #endif
 
 template <int MR>
@@ -271,12 +276,16 @@ static void gemmBlock(const MatMulArgs& x, const float* a, const float* b, float
       for (long i = i0; i < i1; i++) std::fill(c + i * n + j0, c + i * n + j1, 0.f);
     return;
   }
+  // K in equal blocks of at most KC (a multiple of 16): no short last block (K = 1024 runs as
+  // 4 x 256, not 3 x 320 + 64, whose C reloads cost more than its products).
+  const long kBlocks = (k + F::KC - 1) / F::KC;
+  const long kcStep = std::min<long>(F::KC, ((k + kBlocks - 1) / kBlocks + 15) / 16 * 16);
   float* Bp = (float*)threadScratch(0, sizeof(float) * F::KC * ((F::NC + NR - 1) / NR * NR));
   float* Ap = (float*)threadScratch(1, sizeof(float) * F::KC * ((F::MC + MR - 1) / MR * MR));
   for (long jc = j0; jc < j1; jc += F::NC) {
     const long nc = std::min(F::NC, j1 - jc);
-    for (long pc = 0; pc < k; pc += F::KC) {
-      const long kc = std::min(F::KC, k - pc);
+    for (long pc = 0; pc < k; pc += kcStep) {
+      const long kc = std::min(kcStep, k - pc);
       packB<NR>(b, x.transB, n, k, pc, kc, jc, nc, Bp);
       const bool add = x.accumulate || pc > 0;
       for (long ic = i0; ic < i1; ic += F::MC) {

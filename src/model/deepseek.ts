@@ -8,8 +8,9 @@
  * (full sequences) and serves (KV-cached decoding under noGrad).
  */
 import { Tensor } from '../autograd/tensor.js';
-import { noGrad, needsGrad, recompute as recomputeFn } from '../autograd/tape.js';
+import { noGrad, needsGrad, isGradEnabled, recompute as recomputeFn } from '../autograd/tape.js';
 import { kernel } from '../backend/registry.js';
+import { recycleF32 } from '../backend/alloc.js';
 import * as op from '../ops/index.js';
 import { type DeepSeekConfig, isMoeLayer, ropeInvFreq, softmaxScale, yarnMscale } from './config.js';
 import { checkAllocation } from './size.js';
@@ -372,10 +373,21 @@ function balanceLoss(ctx: Ctx, scores: Tensor, ids: Int32Array): Tensor {
 
 function block(ctx: Ctx, h: Tensor, l: LayerParams, layerIdx: number): Tensor {
   const { B, T, cfg } = ctx;
-  h = op.add(h, mla(ctx, norm(ctx, h, l.attnNorm), l.attn, layerIdx));
+  // Inference with the f32 products (no tape): the residual stream is summed in place and each
+  // sublayer's input and output go back to the allocation pool once added (a prefill then reuses
+  // its buffers). The caches copy what they keep; same values as the taped path.
+  const inference = !isGradEnabled() && ctx.lin === op.linear;
+  const residual = (h: Tensor, y: Tensor, x: Tensor): Tensor => {
+    if (!inference) return op.add(h, y);
+    op.addInPlace(h, y);
+    recycleF32(y.f32); recycleF32(x.f32);
+    return h;
+  };
+  const xa = norm(ctx, h, l.attnNorm);
+  h = residual(h, mla(ctx, xa, l.attn, layerIdx), xa);
   const x = norm(ctx, h, l.ffnNorm);
   const f = l.moe ? op.reshape(moe(ctx, op.reshape(x, [B * T, cfg.hiddenSize]), l.moe, layerIdx), [B, T, cfg.hiddenSize]) : swiglu(ctx, x, l.mlp!);
-  return op.add(h, f);
+  return residual(h, f, x);
 }
 
 export interface ForwardResult {

@@ -7,6 +7,8 @@
  * and decodes (batch 1 with `DenseKVCache`, under noGrad). Browser-safe.
  */
 import { Tensor } from '../autograd/tensor.js';
+import { isGradEnabled } from '../autograd/tape.js';
+import { recycleF32 } from '../backend/alloc.js';
 import * as op from '../ops/index.js';
 import { gaussian, type MlpParams } from './deepseek.js';
 
@@ -173,7 +175,10 @@ export interface DenseForwardOptions {
 /** tokens [B, T] (i32) → logits [B, T, V] ([B, 1, V] with lastLogits). With a cache, appends this chunk's K/V at startPos. */
 export function denseForward(p: DenseParams, cfg: DenseConfig, tokens: Tensor, opts: DenseForwardOptions = {}): Tensor {
   const hidden = denseHidden(p, cfg, tokens, opts), T = tokens.shape[1]!;
-  return (opts.linear ?? op.linear)(opts.lastLogits && T > 1 ? op.slice(hidden, 1, T - 1, T) : hidden, p.head);
+  if (!(opts.lastLogits && T > 1)) return (opts.linear ?? op.linear)(hidden, p.head);
+  const last = op.slice(hidden, 1, T - 1, T);
+  if (!isGradEnabled() && !opts.linear) recycleF32(hidden.f32); // dead: the slice is a copy
+  return (opts.linear ?? op.linear)(last, p.head);
 }
 
 /** The model up to the final norm: [B, T, H] (what the head and the fused loss read). */
@@ -186,18 +191,41 @@ function denseHidden(p: DenseParams, cfg: DenseConfig, tokens: Tensor, opts: Den
   const { cos, sin } = denseRopeTables(cfg, start, T);
   const scale = 1 / Math.sqrt(hd);
   const lin = opts.linear ?? op.linear;
+  // Inference (no tape, our own products): each intermediate goes back to the allocation pool
+  // once dead, and residual sums are made in place, so a prefill after the first reuses its
+  // buffers (no GC, no first-touch page faults). Same values as the taped path, bit for bit.
+  const inference = !isGradEnabled() && !opts.linear;
+  const dead = (...ts: Tensor[]): void => { if (inference) for (const t of ts) recycleF32(t.f32); };
+  const residual = (h: Tensor, y: Tensor): Tensor => {
+    if (!inference) return op.add(h, y);
+    op.addInPlace(h, y);
+    dead(y);
+    return h;
+  };
   let h = op.embedding(p.embed, tokens);
   p.layers.forEach((l, i) => {
     const x = op.rmsNorm(h, l.attnNorm, eps);
     const heads = (w: Tensor): Tensor => op.reshape(lin(x, w), [B, T, nh, hd]);
-    const q = op.rope(heads(l.attn.qProj), cos, sin), k = op.rope(heads(l.attn.kProj), cos, sin), v = heads(l.attn.vProj);
+    const q0 = heads(l.attn.qProj), k0 = heads(l.attn.kProj), v = heads(l.attn.vProj);
+    dead(x);
+    const q = op.rope(q0, cos, sin), k = op.rope(k0, cos, sin);
+    dead(q0, k0);
     const o = cache ? cache.attend(i, q, k, v, start, scale) : op.causalAttention(q, k, v, scale);
-    h = op.add(h, lin(op.reshape(o, [B, T, H]), l.attn.oProj));
+    dead(q, k, v);
+    h = residual(h, lin(op.reshape(o, [B, T, H]), l.attn.oProj));
+    dead(o);
     const y = op.rmsNorm(h, l.ffnNorm, eps);
-    h = op.add(h, lin(op.siluMul(lin(y, l.mlp.gate), lin(y, l.mlp.up)), l.mlp.down));
+    const gate = lin(y, l.mlp.gate), up = lin(y, l.mlp.up);
+    dead(y);
+    const act = op.siluMul(gate, up);
+    dead(gate, up);
+    h = residual(h, lin(act, l.mlp.down));
+    dead(act);
   });
   if (cache) cache.length = start + T;
-  return op.rmsNorm(h, p.norm, eps);
+  const out = op.rmsNorm(h, p.norm, eps);
+  dead(h);
+  return out;
 }
 
 /** Next-token cross-entropy: inputs [B, T], targets [B·T] (or [B, T]) → {loss tensor, its value}. */

@@ -8,6 +8,8 @@ import { kernel } from '../backend/registry.js';
 import { broadcastIndex, broadcastShape, broadcastStrides, reduceTo } from './broadcast.js';
 
 type BinFn = (x: number, y: number) => number;
+/** Same-shape adds from this many elements on run on the backend's AddInto kernel. */
+const ADD_KERNEL_MIN = 1 << 14;
 
 function binary(op: string, a: Tensor, b: Tensor, f: BinFn,
   grads: (g: Float32Array, av: Float32Array, bv: Float32Array) => [Float32Array | null, Float32Array | null]): Tensor {
@@ -22,7 +24,7 @@ function binary(op: string, a: Tensor, b: Tensor, f: BinFn,
     // Monomorphic loops for the hot ops (a per-element callback does not inline across ops).
     // Large same-shape adds (the residual stream) as a copy plus the backend's vector add: the
     // same single rounding per element as the loop.
-    if (op === 'Add' && n >= 1 << 14) { out.set(A); kernel('AddInto')(out, B); }
+    if (op === 'Add' && n >= ADD_KERNEL_MIN) { out.set(A); kernel('AddInto')(out, B); }
     else if (op === 'Add') for (let i = 0; i < n; i++) out[i] = A[i]! + B[i]!;
     else if (op === 'Mul') for (let i = 0; i < n; i++) out[i] = A[i]! * B[i]!;
     else for (let i = 0; i < n; i++) out[i] = f(A[i]!, B[i]!);
@@ -78,6 +80,15 @@ function map(n: number, f: (i: number) => number): Float32Array {
 
 export function add(a: Tensor, b: Tensor): Tensor {
   return binary('Add', a, b, (x, y) => x + y, (g) => [g, g]);
+}
+/**
+ * a += b in place (same shapes), for inference code that owns `a` and will not read its old value
+ * again (a residual stream). Refuses where a gradient would be recorded: the tape may need `a`.
+ */
+export function addInPlace(a: Tensor, b: Tensor): void {
+  if (!sameShape(a.shape, b.shape)) throw new Error(`addInPlace: shapes [${a.shape}] and [${b.shape}] differ`);
+  if (needsGrad(a, b)) throw new Error('addInPlace: an input requires grad; in-place sums are for inference (use add, or run under noGrad)');
+  kernel('AddInto')(a.f32, b.f32);
 }
 export function sub(a: Tensor, b: Tensor): Tensor {
   return binary('Sub', a, b, (x, y) => x - y, (g) => {

@@ -80,7 +80,7 @@ export function embedding(table: Tensor, ids: Tensor): Tensor {
   const [V, D] = table.shape as [number, number];
   const I = ids.data;
   const T = table.f32;
-  const out = allocUninitF32(I.length * D); // every row written below
+  const out = allocUninitF32(I.length * D); // every row is set below
   for (let i = 0; i < I.length; i++) {
     const id = I[i]!;
     if (!(id >= 0 && id < V)) throw new Error(`embedding: token id ${id} out of range [0, ${V})`);
@@ -223,7 +223,7 @@ function fusedAttention(q: Tensor, k: Tensor, v: Tensor | null, geo: AttnGeometr
   const fwd = optionalKernel('AttentionForward'), bwd = optionalKernel('AttentionBackward');
   if (!fwd || !bwd) return null;
   const Q = q.f32, K = k.f32, Vv = v ? v.f32 : K;
-  const out = new Float32Array(geo.B * geo.T * geo.H * geo.Dv);
+  const out = allocUninitF32(geo.B * geo.T * geo.H * geo.Dv); // the kernel writes every row
   fwd(Q, K, Vv, out, geo);
   const t = new Tensor(out, [geo.B, geo.T, geo.H, geo.Dv]);
   return record(t, v ? 'CausalAttention' : 'LatentAttention', v ? [q, k, v] : [q, k], (g) => {
