@@ -1,6 +1,7 @@
 // Packed, register-blocked f32 GEMM (BLIS loop order: NC / KC / MC panels, MRxNR micro-kernel)
 // in three families picked at run time: AVX-512 (14x32 tile, masked edges), AVX2+FMA (6x16) and
-// portable C++ (4x16). All transpose cases are handled by packing; products of a few rows (M <= 8)
+// portable C++ (4x16). All transpose cases are handled by packing (AVX-512: 16x16 register
+// transposes and 16-lane copies); products of a few rows (M <= 8)
 // or one column go to gemv.cc, which streams the matrix once (memory bound). Threads split batch,
 // N or M into disjoint C blocks.
 #include <algorithm>
@@ -175,6 +176,21 @@ FRUGAL_AVX512 static void packB32T(const float* b, long ldb, long nc, long kc, f
       packTransposed(b + (jr + 16 * h) * ldb, ldb, rows, kc, dst + jr * kc + 16 * h, 32, (__mmask16)0xFFFF);
     }
 }
+// Packs columns [0, nc) of a row-major B (row stride ldb) into 32-wide panels dst[jr*kc + p*32 + j],
+// zero columns past nc: two 16-lane copies per panel row (the generic loop compiles to 4-lane moves).
+FRUGAL_AVX512 static void packB32N(const float* b, long ldb, long nc, long kc, float* dst) {
+  for (long p = 0; p < kc; p++) {
+    const float* src = b + p * ldb;
+    for (long jr = 0; jr < nc; jr += 32) {
+      float* d = dst + jr * kc + p * 32;
+      const long left = nc - jr;
+      const __mmask16 m0 = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+      const __mmask16 m1 = left >= 32 ? (__mmask16)0xFFFF : left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : (__mmask16)0;
+      _mm512_storeu_ps(d, _mm512_maskz_loadu_ps(m0, src + jr));
+      _mm512_storeu_ps(d + 16, _mm512_maskz_loadu_ps(m1, src + jr + 16));
+    }
+  }
+}
 
 #endif
 
@@ -209,6 +225,9 @@ static void packA(const float* a, bool trans, long m, long k, long ic, long mc, 
 template <int NR>
 static void packB(const float* b, bool trans, long n, long k, long pc, long kc, long jc, long nc, float* Bp) {
   if (!trans) {
+#if FRUGAL_HAVE_X86_KERNELS
+    if (NR == 32 && cpu().isa == Isa::Avx512) return packB32N(b + pc * n + jc, n, nc, kc, Bp);
+#endif
     // Row by row: each row of B is read contiguously across all panels (prefetch/TLB friendly).
     const long full = nc / NR * NR;
     for (long p = 0; p < kc; p++) {

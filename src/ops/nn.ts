@@ -88,6 +88,8 @@ export function embedding(table: Tensor, ids: Tensor): Tensor {
   }
   return record(new Tensor(out, [...ids.shape, D]), 'Embedding', [table], (g) => [{
     addInto(gt: Float32Array): void {
+      // Row i of g into row ids[i] of the table's gradient, in order (the backend's row add).
+      if (I instanceof Int32Array) { kernel('RowsAxpy')(gt, I, g, null, null, I.length, D); return; }
       for (let i = 0; i < I.length; i++) {
         const o = I[i]! * D;
         for (let j = 0; j < D; j++) gt[o + j]! += g[i * D + j]!;

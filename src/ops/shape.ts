@@ -93,7 +93,7 @@ export function concat(xs: Tensor[], axis: number): Tensor {
   const widths = xs.map((x) => x.shape[ax]!);
   const total = widths.reduce((s, w) => s + w, 0);
   const outShape = first.shape.slice(); outShape[ax] = total;
-  const out = new Float32Array(outer * total * inner);
+  const out = allocUninitF32(outer * total * inner); // every input's rows written below
   let off = 0;
   xs.forEach((x, k) => {
     const X = x.f32, w = widths[k]!;
@@ -105,7 +105,7 @@ export function concat(xs: Tensor[], axis: number): Tensor {
     let o2 = 0;
     return xs.map((x, k) => {
       const w = widths[k]!;
-      const gi = new Float32Array(x.size);
+      const gi = allocUninitF32(x.size);
       for (let o = 0; o < outer; o++) gi.set(g.subarray((o * total + o2) * inner, (o * total + o2 + w) * inner), o * w * inner);
       o2 += w;
       return gi;
