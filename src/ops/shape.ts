@@ -2,7 +2,7 @@
  * Shape ops (all produce contiguous tensors): reshape (a view on the same storage), permute and
  * transpose, slice along an axis, concat and split, and broadcast-expansion.
  */
-import { Tensor, fmtShape, sizeOf, stridesOf } from '../autograd/tensor.js';
+import { Tensor, fmtShape, sizeOf, stridesOf, allocUninitF32 } from '../autograd/tensor.js';
 import { record } from '../autograd/tape.js';
 import { broadcastIndex } from './broadcast.js';
 
@@ -64,8 +64,12 @@ export function slice(x: Tensor, axis: number, start: number, end: number): Tens
   const w = end - start;
   const outShape = x.shape.slice(); outShape[ax] = w;
   const X = x.f32;
-  const out = new Float32Array(outer * w * inner);
-  for (let o = 0; o < outer; o++) out.set(X.subarray((o * d + start) * inner, (o * d + end) * inner), o * w * inner);
+  const out = allocUninitF32(outer * w * inner); // every row is copied below
+  const len = w * inner;
+  // Short rows (a slice of the last axis: MLA's k_nope/v, k_pe) copy element by element — a
+  // subarray + set per row costs more than the row.
+  if (len < 64) for (let o = 0, i = 0; o < outer; o++) { const s0 = (o * d + start) * inner; for (let j = 0; j < len; j++, i++) out[i] = X[s0 + j]!; }
+  else for (let o = 0; o < outer; o++) out.set(X.subarray((o * d + start) * inner, (o * d + end) * inner), o * len);
   const t = new Tensor(out, outShape);
   return record(t, 'Slice', [x], (g) => [{
     addInto(gi: Float32Array): void {
