@@ -190,6 +190,17 @@ struct Pool {
 #endif
   }
 
+  // Waits until done(): spins briefly (a worker finishing its last chunk), then yields the core on
+  // every check. On a loaded machine the worker being waited for may sit on this very core's run
+  // queue; spinning out the caller's time slice would hold it off for milliseconds.
+  template <class Done>
+  static void waitFor(Done done) {
+    for (int spins = 0; !done(); spins++) {
+      if (spins < 4096) relax();
+      else std::this_thread::yield();
+    }
+  }
+
   // Chunks 0..count-1 over the caller and whichever workers arrive in time: a worker that is
   // descheduled (another process, V8's GC threads) never holds the caller up.
   void runChunks(long count, const std::function<void(long, int)>& fn) {
@@ -203,7 +214,7 @@ struct Pool {
     });
     for (long i; (i = next.fetch_add(1, std::memory_order_relaxed)) < count;) fn(i, 0);
     claim.fetch_or(kClosed, std::memory_order_acq_rel);
-    while ((claim.load(std::memory_order_acquire) & kCount) != 0) relax();
+    waitFor([&] { return (claim.load(std::memory_order_acquire) & kCount) == 0; });
   }
 
   void run(int n, const std::function<void(int)>& fn) {
@@ -215,7 +226,7 @@ struct Pool {
       pending.store((int)workers.size(), std::memory_order_relaxed);
     });
     fn(0);
-    while (pending.load(std::memory_order_acquire) != 0) relax();
+    waitFor([&] { return pending.load(std::memory_order_acquire) == 0; });
   }
   ~Pool() { stop(); }
 };
