@@ -29,45 +29,52 @@ static Scratch& scratch() {
 }
 
 #if FRUGAL_HAVE_X86_KERNELS
-// s[j] = exp(s[j] − m) for j < n; returns the sum.
-FRUGAL_AVX512 static float expSub512(float* s, long n, float m) {
-  const __m512 mv = _mm512_set1_ps(m);
+static inline __mmask16 tailMask(long n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1); }
+
+// p[j] ← softmax_j(sc·p[j]) for j < L, zeros on [L, ld): max, exp and scale passes in 16 lanes.
+FRUGAL_AVX512 static void softmaxRow512(float* p, long L, long ld, float sc) {
+  const __m512 scv = _mm512_set1_ps(sc);
+  __m512 mx = _mm512_set1_ps(-INFINITY);
+  for (long j = 0; j < L; j += 16)
+    mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), tailMask(L - j), p + j));
+  const __m512 mv = _mm512_set1_ps(sc * _mm512_reduce_max_ps(mx));
   __m512 acc = _mm512_setzero_ps();
-  long j = 0;
-  for (; j + 16 <= n; j += 16) {
-    __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(s + j), mv));
-    _mm512_storeu_ps(s + j, e);
+  for (long j = 0; j < L; j += 16) {
+    const __mmask16 mk = tailMask(L - j);
+    const __m512 e = _mm512_maskz_mov_ps(mk, exp512(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(mk, p + j), scv, mv)));
+    _mm512_mask_storeu_ps(p + j, mk, e);
     acc = _mm512_add_ps(acc, e);
   }
-  if (j < n) {
-    const __mmask16 mk = (__mmask16)((1u << (n - j)) - 1);
-    __m512 e = _mm512_maskz_mov_ps(mk, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, s + j), mv)));
-    _mm512_mask_storeu_ps(s + j, mk, e);
-    acc = _mm512_add_ps(acc, e);
+  const __m512 inv = _mm512_set1_ps(1.f / _mm512_reduce_add_ps(acc));
+  for (long j = 0; j < L; j += 16) {
+    const __mmask16 mk = tailMask(L - j);
+    _mm512_mask_storeu_ps(p + j, mk, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, p + j), inv));
   }
-  return _mm512_reduce_add_ps(acc);
+  for (long j = L; j < ld; j += 16) _mm512_mask_storeu_ps(p + j, tailMask(ld - j), _mm512_setzero_ps());
 }
 
-// One score row in place: p[0, L) ← softmax(p[0, L)), p[L, ld) ← 0 (the masked keys). Same
-// values as the scalar path (max is exact; the same exp and one reciprocal multiply).
-FRUGAL_AVX512 static void softmaxRow512(float* p, long L, long ld) {
-  const __m512 ninf = _mm512_set1_ps(-INFINITY);
-  __m512 mx = ninf;
-  long j = 0;
-  for (; j + 16 <= L; j += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(p + j));
-  if (j < L) mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(ninf, (__mmask16)((1u << (L - j)) - 1), p + j));
-  const __m512 inv = _mm512_set1_ps(1.f / expSub512(p, L, _mm512_reduce_max_ps(mx)));
-  for (j = 0; j + 16 <= L; j += 16) _mm512_storeu_ps(p + j, _mm512_mul_ps(_mm512_loadu_ps(p + j), inv));
-  if (j < L) {
-    const __mmask16 mk = (__mmask16)((1u << (L - j)) - 1);
-    _mm512_mask_storeu_ps(p + j, mk, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, p + j), inv));
-    // The rest of this vector is masked keys.
-    const long n = std::min<long>(16, ld - j);
-    _mm512_mask_storeu_ps(p + j, (__mmask16)(((1u << n) - 1) & ~mk), _mm512_setzero_ps());
-    j += 16;
+// d[j] ← sc·p[j]·(d[j] − Σ_i p[i]·d[i]) for j < n (the softmax backward of one row).
+FRUGAL_AVX512 static void softmaxGradRow512(const float* p, float* d, long n, float sc) {
+  __m512 acc = _mm512_setzero_ps();
+  for (long j = 0; j < n; j += 16) {
+    const __mmask16 mk = tailMask(n - j);
+    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, p + j), _mm512_maskz_loadu_ps(mk, d + j), acc);
   }
-  for (; j + 16 <= ld; j += 16) _mm512_storeu_ps(p + j, _mm512_setzero_ps());
-  if (j < ld) _mm512_mask_storeu_ps(p + j, (__mmask16)((1u << (ld - j)) - 1), _mm512_setzero_ps());
+  const __m512 D = _mm512_set1_ps(_mm512_reduce_add_ps(acc)), scv = _mm512_set1_ps(sc);
+  for (long j = 0; j < n; j += 16) {
+    const __mmask16 mk = tailMask(n - j);
+    const __m512 pv = _mm512_mul_ps(scv, _mm512_maskz_loadu_ps(mk, p + j));
+    _mm512_mask_storeu_ps(d + j, mk, _mm512_mul_ps(pv, _mm512_sub_ps(_mm512_maskz_loadu_ps(mk, d + j), D)));
+  }
+}
+
+// dst[d] = mul·src[d] for d < n (head rows of 16–128 floats: no library call per row).
+FRUGAL_AVX512 static void copyRow512(float* dst, const float* src, long n, float mul) {
+  const __m512 mv = _mm512_set1_ps(mul);
+  for (long j = 0; j < n; j += 16) {
+    const __mmask16 mk = tailMask(n - j);
+    _mm512_mask_storeu_ps(dst + j, mk, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, src + j), mv));
+  }
 }
 #endif
 static float expSubPortable(float* s, long n, float m) {
@@ -87,22 +94,33 @@ static inline void gemm(const float* a, const float* b, float* c, long m, long n
   matmulF32Serial(x);
 }
 
-// dst[r*D + d] = src[(b*L + r)*ld + off + d] for r < L, d < D (a strided head panel made contiguous).
-static void gatherPanel(const float* src, long ld, long off, long b, long L, long D, float* dst) {
-  for (long r = 0; r < L; r++) std::memcpy(dst + r * D, src + (b * L + r) * ld + off, (size_t)D * sizeof(float));
+// dst[d] = mul·src[d] for d < n.
+template <bool Avx>
+static inline __attribute__((always_inline)) void copyRow(float* dst, const float* src, long n, float mul = 1.f) {
+#if FRUGAL_HAVE_X86_KERNELS
+  if (Avx) return copyRow512(dst, src, n, mul);
+#endif
+  for (long d = 0; d < n; d++) dst[d] = src[d] * mul;
 }
 
-// Masked softmax in place over `rows` rows of P (row stride ld): row r is query t = t0 + r, or
-// r % T when `stacked` (heads stacked T rows each); keys past t + S − T are masked (set to 0).
+// dst[r*D + d] = src[(b*L + r)*ld + off + d] for r < L, d < D (a strided head panel made contiguous).
 template <bool Avx>
-static inline __attribute__((always_inline)) void maskSoftmax(const Geo& g, float* P, long rows, long ld, long t0, bool stacked) {
+static inline __attribute__((always_inline)) void gatherPanel(const float* src, long ld, long off, long b, long L, long D, float* dst) {
+  for (long r = 0; r < L; r++) copyRow<Avx>(dst + r * D, src + (b * L + r) * ld + off, D);
+}
+
+// Masked softmax of sc·P in place over `rows` rows of P (row stride ld): row r is query t = t0 + r,
+// or r % T when `stacked` (heads stacked T rows each); keys past t + S − T are masked (set to 0).
+template <bool Avx>
+static inline __attribute__((always_inline)) void maskSoftmax(const Geo& g, float* P, long rows, long ld, long t0, bool stacked, float sc = 1.f) {
   const long off = g.S - g.T;
   for (long r = 0; r < rows; r++) {
     float* p = P + r * ld;
     const long L = (stacked ? r % g.T : t0 + r) + off + 1;
 #if FRUGAL_HAVE_X86_KERNELS
-    if (Avx) { softmaxRow512(p, L, ld); continue; }
+    if (Avx) { softmaxRow512(p, L, ld, sc); continue; }
 #endif
+    if (sc != 1.f) for (long j = 0; j < L; j++) p[j] *= sc;
     float m = -INFINITY;
     for (long j = 0; j < L; j++) m = std::max(m, p[j]);
     const float sum = expSubPortable(p, L, m);
@@ -131,15 +149,13 @@ static inline __attribute__((always_inline)) void fwdTask(const Geo& g, const fl
   for (long hb = h0; hb < h1; hb += nh) {
     const long kh = g.KH == 1 ? 0 : hb;
     if (hb == h0 || g.KH != 1) {
-      gatherPanel(k, g.ldk, kh * g.Dk, b, g.S, g.Dk, K);
-      gatherPanel(v, g.ldv, kh * g.Dv, b, g.S, g.Dv, V);
+      gatherPanel<Avx>(k, g.ldk, kh * g.Dk, b, g.S, g.Dk, K);
+      gatherPanel<Avx>(v, g.ldv, kh * g.Dv, b, g.S, g.Dv, V);
     }
     // Q rows (head-major, then t), pre-scaled.
     for (long i = 0; i < nh; i++)
       for (long t = 0; t < g.T; t++) {
-        const float* src = q + ((b * g.T + t) * g.H + hb + i) * g.Dk;
-        float* dst = Q + (i * g.T + t) * g.Dk;
-        for (long d = 0; d < g.Dk; d++) dst[d] = src[d] * g.scale;
+        copyRow<Avx>(Q + (i * g.T + t) * g.Dk, q + ((b * g.T + t) * g.H + hb + i) * g.Dk, g.Dk, g.scale);
       }
     if (nh == 1) {
       for (long t0 = 0; t0 < g.T; t0 += kRB) {
@@ -155,7 +171,7 @@ static inline __attribute__((always_inline)) void fwdTask(const Geo& g, const fl
     }
     for (long i = 0; i < nh; i++)
       for (long t = 0; t < g.T; t++)
-        std::memcpy(out + ((b * g.T + t) * g.H + hb + i) * g.Dv, O + (i * g.T + t) * g.Dv, (size_t)g.Dv * sizeof(float));
+        copyRow<Avx>(out + ((b * g.T + t) * g.H + hb + i) * g.Dv, O + (i * g.T + t) * g.Dv, g.Dv);
   }
 }
 
@@ -173,12 +189,12 @@ static inline __attribute__((always_inline)) void bwdTask(const Geo& g, const fl
   float *K = sc.kt.data(), *V = sc.vt.data(), *P = sc.s.data(), *dP = sc.dp.data();
   float *Q = sc.acc.data(), *dO = Q + g.T * g.Dk, *dQ = dO + g.T * g.Dv;
   if (loadKV) {
-    gatherPanel(k, g.ldk, kh * g.Dk, b, g.S, g.Dk, K);
-    gatherPanel(v, g.ldv, kh * g.Dv, b, g.S, g.Dv, V);
+    gatherPanel<Avx>(k, g.ldk, kh * g.Dk, b, g.S, g.Dk, K);
+    gatherPanel<Avx>(v, g.ldv, kh * g.Dv, b, g.S, g.Dv, V);
   }
   for (long t = 0; t < g.T; t++) {
-    std::memcpy(Q + t * g.Dk, q + ((b * g.T + t) * g.H + h) * g.Dk, (size_t)g.Dk * sizeof(float));
-    std::memcpy(dO + t * g.Dv, go + ((b * g.T + t) * g.H + h) * g.Dv, (size_t)g.Dv * sizeof(float));
+    copyRow<Avx>(Q + t * g.Dk, q + ((b * g.T + t) * g.H + h) * g.Dk, g.Dk);
+    copyRow<Avx>(dO + t * g.Dv, go + ((b * g.T + t) * g.H + h) * g.Dv, g.Dv);
   }
   for (long t0 = 0; t0 < g.T; t0 += kRB) {
     const long nb = std::min(kRB, g.T - t0), L = std::min(g.S, t0 + nb + g.S - g.T);
@@ -186,14 +202,16 @@ static inline __attribute__((always_inline)) void bwdTask(const Geo& g, const fl
     const float* dOb = dO + t0 * g.Dv;
     // P = softmax(mask(scale·Q·Kᵀ)) over this block's keys, the forward's probabilities recomputed.
     gemm(Qb, K, P, nb, L, g.Dk, false, true, false);
-    for (long i = 0; i < nb * L; i++) P[i] *= g.scale;
-    maskSoftmax<Avx>(g, P, nb, L, t0, false);
+    maskSoftmax<Avx>(g, P, nb, L, t0, false, g.scale);
     // dV += Pᵀ·dO ; dP = dO·Vᵀ ; dS = scale·P⊙(dP − rowsum(P⊙dP)) ; dQ = dS·K ; dK += dSᵀ·Q
     gemm(P, dOb, dv, L, g.Dv, nb, true, false, true);
     gemm(dOb, V, dP, nb, L, g.Dv, false, true, false);
     for (long t = 0; t < nb; t++) {
       const float* p = P + t * L;
       float* d = dP + t * L;
+#if FRUGAL_HAVE_X86_KERNELS
+      if (Avx) { softmaxGradRow512(p, d, L, g.scale); continue; }
+#endif
       float D = 0.f;
       for (long j = 0; j < L; j++) D += p[j] * d[j];
       for (long j = 0; j < L; j++) d[j] = g.scale * p[j] * (d[j] - D);
@@ -204,7 +222,7 @@ static inline __attribute__((always_inline)) void bwdTask(const Geo& g, const fl
   for (long t = 0; t < g.T; t++) {
     float* dst = gq + ((b * g.T + t) * g.H + h) * g.Dk;
     const float* src = dQ + t * g.Dk;
-    for (long d = 0; d < g.Dk; d++) dst[d] += src[d];
+    for (long d = 0; d < g.Dk; d++) dst[d] += src[d];  // (vectorised by the compiler)
   }
 }
 

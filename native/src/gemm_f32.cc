@@ -115,67 +115,67 @@ struct Avx512 {
 #endif
 
 #if FRUGAL_HAVE_X86_KERNELS
-// In-register transpose of 16 rows x 16 columns: r[i] holds row i on entry, r[j] column j on exit.
-FRUGAL_AVX512 static inline void transpose16(__m512 r[16]) {
-  __m512 t[16], u[16];
-  for (int i = 0; i < 16; i += 2) { t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]); t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]); }
-  // u[4g + c]: column 4L + c of each 128-bit block L, rows 4g..4g+3.
-  for (int g = 0; g < 4; g++) {
-    const __m512 *lo = t + 4 * g, *hi = t + 4 * g + 2;
-    u[4 * g + 0] = _mm512_shuffle_ps(lo[0], hi[0], 0x44);
-    u[4 * g + 1] = _mm512_shuffle_ps(lo[0], hi[0], 0xEE);
-    u[4 * g + 2] = _mm512_shuffle_ps(lo[1], hi[1], 0x44);
-    u[4 * g + 3] = _mm512_shuffle_ps(lo[1], hi[1], 0xEE);
+// In-register transpose of a 16x16 block: r[i] holds row i on entry, column i on return.
+FRUGAL_AVX512 static inline void transpose16(__m512* r) {
+  __m512 t[16];
+  for (int i = 0; i < 8; i++) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int g = 0; g < 4; g++) {  // r[4g + c]: column c (+4 per 128-bit lane) of rows 4g..4g+3
+    r[4 * g] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+    r[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+    r[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+    r[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
   }
   for (int c = 0; c < 4; c++) {
-    const __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88), v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
-    const __m512 x0 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88), x1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
-    r[c] = _mm512_shuffle_f32x4(v0, x0, 0x88);
-    r[8 + c] = _mm512_shuffle_f32x4(v0, x0, 0xDD);
-    r[4 + c] = _mm512_shuffle_f32x4(v1, x1, 0x88);
-    r[12 + c] = _mm512_shuffle_f32x4(v1, x1, 0xDD);
+    t[c] = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88);
+    t[4 + c] = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xDD);
+    t[8 + c] = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88);
+    t[12 + c] = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xDD);
+  }
+  for (int c = 0; c < 4; c++) {
+    r[c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0x88);
+    r[8 + c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0xDD);
+    r[4 + c] = _mm512_shuffle_f32x4(t[4 + c], t[12 + c], 0x88);
+    r[12 + c] = _mm512_shuffle_f32x4(t[4 + c], t[12 + c], 0xDD);
   }
 }
 
-// Loads columns [p, p+16) of `rows` rows (row stride ld; rows..15 read as zero) and transposes
-// them: r[j] = column p + j over the rows.
-FRUGAL_AVX512 static inline void loadColumns16(const float* a, long ld, int rows, long p, __m512 r[16]) {
-  for (int i = 0; i < 16; i++) r[i] = i < rows ? _mm512_loadu_ps(a + i * ld + p) : _mm512_setzero_ps();
-  transpose16(r);
+// dst[p*ldd + i] = src_i[p] for rows i < rows (row stride lds; rows ..15 read as zero), p < kc,
+// storing `lanes` (mask) of each transposed row: 16x16 register transposes instead of gathers or
+// strided scalar stores (the packing of GEMM operands that sit the wrong way round).
+FRUGAL_AVX512 static void packTransposed(const float* src, long lds, int rows, long kc, float* dst, long ldd, __mmask16 lanes) {
+  __m512 r[16];
+  for (long p0 = 0; p0 < kc; p0 += 16) {
+    const int w = (int)std::min<long>(16, kc - p0);
+    const __mmask16 mk = w == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1);
+    for (int i = 0; i < 16; i++) r[i] = i < rows ? _mm512_maskz_loadu_ps(mk, src + i * lds + p0) : _mm512_setzero_ps();
+    transpose16(r);
+    for (int q = 0; q < w; q++) _mm512_mask_storeu_ps(dst + (p0 + q) * ldd, lanes, r[q]);
+  }
 }
 
 // Packs rows [0, mr) x cols [0, kc) of a row-major A (row stride lda) as dst[p*14 + i], zero rows
-// mr..13: 16 columns at a time through a register transpose, the tail one 16-lane gather per k.
+// mr..13.
 FRUGAL_AVX512 static void packA14(const float* a, long lda, int mr, long kc, float* dst) {
-  long p = 0;
-  __m512 r[16];
-  for (; p + 16 <= kc; p += 16) {
-    loadColumns16(a, lda, mr, p, r);
-    for (int j = 0; j < 16; j++) _mm512_mask_storeu_ps(dst + (p + j) * 14, 0x3FFF, r[j]);
-  }
-  if (p == kc) return;
-  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32((int)lda));
+  packTransposed(a, lda, mr, kc, dst, 14, (__mmask16)0x3FFF);
+}
+// The same from a column-major A (element (i, p) at a[p*lda + i]): one masked copy per p.
+FRUGAL_AVX512 static void packA14T(const float* a, long lda, int mr, long kc, float* dst) {
   const __mmask16 mk = (__mmask16)((1u << mr) - 1);
-  for (; p < kc; p++)
-    _mm512_mask_storeu_ps(dst + p * 14, 0x3FFF, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, idx, a + p, 4));
+  for (long p = 0; p < kc; p++) _mm512_mask_storeu_ps(dst + p * 14, 0x3FFF, _mm512_maskz_loadu_ps(mk, a + p * lda));
+}
+// Packs columns [0, nc) of a B stored transposed (element (p, j) at b[j*ldb + p]) into 32-wide
+// panels dst[jr*kc + p*32 + j], zero columns past nc.
+FRUGAL_AVX512 static void packB32T(const float* b, long ldb, long nc, long kc, float* dst) {
+  for (long jr = 0; jr < nc; jr += 32)
+    for (int h = 0; h < 2; h++) {
+      const int rows = (int)std::max<long>(0, std::min<long>(16, nc - jr - 16 * h));
+      packTransposed(b + (jr + 16 * h) * ldb, ldb, rows, kc, dst + jr * kc + 16 * h, 32, (__mmask16)0xFFFF);
+    }
 }
 
-// Packs a transposed B panel (rows [0, nr) of a row-major [n, k] matrix with row stride ldb,
-// columns [0, kc)) as dst[p*32 + j], zero columns nr..31: two 16-row register transposes per
-// 16 k values, scalar tail.
-FRUGAL_AVX512 static void packBT32(const float* b, long ldb, int nr, long kc, float* dst) {
-  long p = 0;
-  __m512 r[16];
-  for (; p + 16 <= kc; p += 16)
-    for (int h = 0; h < 2; h++) {
-      const int rows = std::max(0, std::min(16, nr - 16 * h));
-      if (rows == 0) { for (int j = 0; j < 16; j++) _mm512_storeu_ps(dst + (p + j) * 32 + 16, _mm512_setzero_ps()); continue; }
-      loadColumns16(b + 16 * h * ldb, ldb, rows, p, r);
-      for (int j = 0; j < 16; j++) _mm512_storeu_ps(dst + (p + j) * 32 + 16 * h, r[j]);
-    }
-  for (; p < kc; p++)
-    for (int j = 0; j < 32; j++) dst[p * 32 + j] = j < nr ? b[j * ldb + p] : 0.f;
-}
 #endif
 
 template <int MR>
@@ -184,8 +184,9 @@ static void packA(const float* a, bool trans, long m, long k, long ic, long mc, 
     const int mr = (int)std::min<long>(MR, mc - ir);
     float* dst = Ap + ir * kc;
 #if FRUGAL_HAVE_X86_KERNELS
-    if (MR == 14 && !trans && k < (1L << 26) && cpu().isa == Isa::Avx512) {
-      packA14(a + (ic + ir) * k + pc, k, mr, kc, dst);
+    if (MR == 14 && cpu().isa == Isa::Avx512) {
+      if (!trans) packA14(a + (ic + ir) * k + pc, k, mr, kc, dst);
+      else packA14T(a + pc * m + ic + ir, m, mr, kc, dst);
       continue;
     }
 #endif
@@ -225,15 +226,12 @@ static void packB(const float* b, bool trans, long n, long k, long pc, long kc, 
     }
     return;
   }
+#if FRUGAL_HAVE_X86_KERNELS
+  if (NR == 32 && cpu().isa == Isa::Avx512) return packB32T(b + jc * k + pc, k, nc, kc, Bp);
+#endif
   for (long jr = 0; jr < nc; jr += NR) {
     const int nr = (int)std::min<long>(NR, nc - jr);
     float* dst = Bp + jr * kc;
-#if FRUGAL_HAVE_X86_KERNELS
-    if (NR == 32 && k < (1L << 26) && cpu().isa == Isa::Avx512) {
-      packBT32(b + (jc + jr) * k + pc, k, nr, kc, dst);
-      continue;
-    }
-#endif
     if (!trans) {
       for (long p = 0; p < kc; p++) {
         std::memcpy(dst + p * NR, b + (pc + p) * n + jc + jr, sizeof(float) * nr);

@@ -49,14 +49,16 @@ FRUGAL_AVX512 void siluMul512(const float* g, const float* u, float* out, long n
     _mm512_mask_storeu_ps(out + i, mk, _mm512_mul_ps(sig, _mm512_maskz_loadu_ps(mk, u + i)));
   }
 }
-// gg may alias go (each lane is read before it is written).
-FRUGAL_AVX512 void siluMulBwd512(const float* g, const float* u, const float* go, float* gg, float* gu, long n) {
+// gg may alias go (each lane is read before it is written). h (when not null) gets the forward's
+// silu(g)·u from the same sigmoid, for the down-projection's weight gradient.
+FRUGAL_AVX512 void siluMulBwd512(const float* g, const float* u, const float* go, float* gg, float* gu, float* h, long n) {
   const __m512 one = _mm512_set1_ps(1.f);
   for (long i = 0; i < n; i += 16) {
     const __mmask16 mk = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
     const __m512 z = _mm512_maskz_loadu_ps(mk, g + i);
     const __m512 d = _mm512_maskz_loadu_ps(mk, go + i);
     const __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), z))));
+    if (h) _mm512_mask_storeu_ps(h + i, mk, _mm512_mul_ps(_mm512_mul_ps(z, s), _mm512_maskz_loadu_ps(mk, u + i)));
     _mm512_mask_storeu_ps(gu + i, mk, _mm512_mul_ps(_mm512_mul_ps(d, z), s));
     const __m512 t = _mm512_fmadd_ps(z, _mm512_sub_ps(one, s), one);
     _mm512_mask_storeu_ps(gg + i, mk, _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(d, _mm512_maskz_loadu_ps(mk, u + i)), s), t));
@@ -71,10 +73,13 @@ void siluMulSerial(const float* g, const float* u, float* out, long n) {
   for (long i = 0; i < n; i++) out[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
 }
 
-void siluMulBwdSerial(const float* g, const float* u, const float* go, float* gg, float* gu, long n) {
+// SwiGLU backward: gg, gu from the projections g, u and dh = go (gg may alias go); h (optional)
+// gets silu(g)·u, recomputed here rather than saved by the forward.
+void siluMulBwdSerial(const float* g, const float* u, const float* go, float* gg, float* gu, float* h, long n) {
 #if FRUGAL_HAVE_X86_KERNELS
-  if (cpu().isa == Isa::Avx512) return siluMulBwd512(g, u, go, gg, gu, n);
+  if (cpu().isa == Isa::Avx512) return siluMulBwd512(g, u, go, gg, gu, h, n);
 #endif
+  if (h) siluMulSerial(g, u, h, n);
   for (long i = 0; i < n; i++) {
     const double z = g[i], s = 1.0 / (1.0 + std::exp(-z)), d = go[i];
     gu[i] = (float)(d * z * s);
@@ -207,12 +212,9 @@ void moeFfnBackward(const MoeFfnArgs& a, const MoeFfnGrads& d) {
       }
       const float* g = a.g + t.r0 * I;
       const float* u = a.u + t.r0 * I;
-      if (d.gDown[e]) {
-        siluMulSerial(g, u, h, r * I);
-        gemm(dy, h, d.gDown[e], H, I, r, true, false, true);  // dWd += dYᵀ·h
-      }
       gemm(dy, a.down[e], dg, r, I, H, false, false, false);  // dh = dY·Wd
-      siluMulBwdSerial(g, u, dg, dg, du, r * I);
+      siluMulBwdSerial(g, u, dg, dg, du, d.gDown[e] ? h : nullptr, r * I);
+      if (d.gDown[e]) gemm(dy, h, d.gDown[e], H, I, r, true, false, true);  // dWd += dYᵀ·h
       gatherRows(a, t.r0, r, xe);
       if (d.gGate[e]) gemm(dg, xe, d.gGate[e], I, H, r, true, false, true);
       if (d.gUp[e]) gemm(du, xe, d.gUp[e], I, H, r, true, false, true);
@@ -225,9 +227,8 @@ void moeFfnBackward(const MoeFfnArgs& a, const MoeFfnGrads& d) {
       const float* u = a.su + t.r0 * Is;
       float* dg = dgs + t.r0 * Is;
       float* du = dus + t.r0 * Is;
-      if (sharedW) siluMulSerial(g, u, hs + t.r0 * Is, r * Is);
       gemm(dy, a.sDown, dg, r, Is, H, false, false, false);
-      siluMulBwdSerial(g, u, dg, dg, du, r * Is);
+      siluMulBwdSerial(g, u, dg, dg, du, sharedW ? hs + t.r0 * Is : nullptr, r * Is);
       float* dx = d.gradX + t.r0 * H;
       gemm(dg, a.sGate, dx, r, H, Is, false, false, false);
       gemm(du, a.sUp, dx, r, H, Is, false, false, true);

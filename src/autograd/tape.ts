@@ -8,7 +8,7 @@
  */
 import { Tensor, type Node } from './tensor.js';
 import { kernel } from '../backend/registry.js';
-import { recycleF32 } from '../backend/alloc.js';
+import { recycleF32, allocUninitF32 } from '../backend/alloc.js';
 
 let gradEnabled = true;
 
@@ -133,8 +133,10 @@ export function backward(loss: Tensor, seed?: Float32Array, opts: BackwardOption
         if (gi === g || ins.indexOf(gi) !== i) shared.add(gi);
         grads.set(inp.id, gi);
       } else if (shared.has(prev)) {
-        const sum = new Float32Array(prev.length);
-        for (let j = 0; j < gi.length; j++) sum[j] = prev[j]! + gi[j]!;
+        // A fresh sum (prev stays intact for its other holders): copy, then the backend's add.
+        const sum = allocUninitF32(prev.length);
+        sum.set(prev);
+        kernel('AddInto')(sum, gi);
         grads.set(inp.id, sum);
       } else kernel('AddInto')(prev, gi);
     }

@@ -9,7 +9,7 @@ import { broadcastIndex, broadcastShape, broadcastStrides, reduceTo } from './br
 
 type BinFn = (x: number, y: number) => number;
 /** Same-shape adds from this many elements on run on the backend's AddInto kernel. */
-const ADD_KERNEL_MIN = 4096;
+const ADD_KERNEL_MIN = 1 << 14;
 
 function binary(op: string, a: Tensor, b: Tensor, f: BinFn,
   grads: (g: Float32Array, av: Float32Array, bv: Float32Array) => [Float32Array | null, Float32Array | null]): Tensor {
@@ -22,7 +22,8 @@ function binary(op: string, a: Tensor, b: Tensor, f: BinFn,
   let scalarB = false;
   if (same) {
     // Monomorphic loops for the hot ops (a per-element callback does not inline across ops).
-    // Large sums: a copy and the backend's add (same f32 sums as the loop, several times faster).
+    // Large same-shape adds (the residual stream) as a copy plus the backend's vector add: the
+    // same single rounding per element as the loop.
     if (op === 'Add' && n >= ADD_KERNEL_MIN) { out.set(A); kernel('AddInto')(out, B); }
     else if (op === 'Add') for (let i = 0; i < n; i++) out[i] = A[i]! + B[i]!;
     else if (op === 'Mul') for (let i = 0; i < n; i++) out[i] = A[i]! * B[i]!;
@@ -91,21 +92,21 @@ export function addInPlace(a: Tensor, b: Tensor): void {
 }
 export function sub(a: Tensor, b: Tensor): Tensor {
   return binary('Sub', a, b, (x, y) => x - y, (g) => {
-    const gb = new Float32Array(g.length);
+    const gb = allocUninitF32(g.length);
     for (let i = 0; i < g.length; i++) gb[i] = -g[i]!;
     return [g, gb];
   });
 }
 export function mul(a: Tensor, b: Tensor): Tensor {
   return binary('Mul', a, b, (x, y) => x * y, (g, av, bv) => {
-    const ga = new Float32Array(g.length), gb = new Float32Array(g.length);
+    const ga = allocUninitF32(g.length), gb = allocUninitF32(g.length);
     for (let i = 0; i < g.length; i++) { ga[i] = g[i]! * bv[i]!; gb[i] = g[i]! * av[i]!; }
     return [ga, gb];
   });
 }
 export function div(a: Tensor, b: Tensor): Tensor {
   return binary('Div', a, b, (x, y) => x / y, (g, av, bv) => {
-    const ga = new Float32Array(g.length), gb = new Float32Array(g.length);
+    const ga = allocUninitF32(g.length), gb = allocUninitF32(g.length);
     for (let i = 0; i < g.length; i++) { const y = bv[i]!; ga[i] = g[i]! / y; gb[i] = -g[i]! * av[i]! / (y * y); }
     return [ga, gb];
   });
@@ -113,7 +114,7 @@ export function div(a: Tensor, b: Tensor): Tensor {
 
 function unary(op: string, x: Tensor, f: (v: number) => number, df: (v: number, y: number) => number): Tensor {
   const X = x.f32;
-  const out = new Float32Array(X.length);
+  const out = allocUninitF32(X.length);
   for (let i = 0; i < out.length; i++) out[i] = f(X[i]!);
   const t = new Tensor(out, x.shape);
   return record(t, op, [x], (g) => [map(g.length, (i) => g[i]! * df(X[i]!, out[i]!))]);
