@@ -26,6 +26,8 @@ export const OPTIONS: OptionSpec = {
   'peak-fp32': { type: 'number', help: 'the GPU\'s FP32 peak in TFLOP/s (default 67: H200 SXM)', default: 67 },
   'peak-fp16': { type: 'number', help: 'the GPU\'s dense FP16 tensor peak in TFLOP/s (default 989: H200 SXM)', default: 989 },
   json: { type: 'boolean', help: 'print the rows as one JSON array' },
+  'no-gemm': { type: 'boolean', help: 'skip the GEMM rows (model rows only)' },
+  'no-resident': { type: 'boolean', help: 'upload every operand with every call (the backend before device residency), to compare transfers' },
 };
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -46,13 +48,15 @@ export async function run(argv: string[]): Promise<number> {
   if (!(peak32 > 0 && peak16 > 0)) throw new UsageError('--peak-fp32 and --peak-fp16 must be positive TFLOP/s');
   await useBackend('webgpu');
   const gpu = getBackend() as WebGPUBackend;
+  if (o['no-resident'] === true) gpu.setResidency(false);
+  const resident = o['no-resident'] !== true;
   const log = (s: string): void => { if (o.json !== true) console.error(s); };
   const desc = describeBackend();
   log(`# ${desc}`);
   const rows: Row[] = [];
   try {
     // GEMM: device time from (T(P passes) − T(1 pass)) / (P − 1), and one kernel call with transfers.
-    for (const n of quick ? [256, 512] : [1024, 2048, 4096, 8192]) {
+    for (const n of o['no-gemm'] === true ? [] : quick ? [256, 512] : [1024, 2048, 4096, 8192]) {
       const a = fill(n * n, 1), b = fill(n * n, 2), c = new Float32Array(n * n);
       const P = quick ? 4 : 21;
       gpu.timeGemm(a, b, c, n, n, n, 1);
@@ -78,25 +82,36 @@ export async function run(argv: string[]): Promise<number> {
     const cfg = structuredClone(presets[name]!);
     const batch = quick ? 2 : 8, seq = quick ? 32 : 256, steps = quick ? 3 : 8;
     const tokens = new Int32Array(batch * (seq + 1) * (steps + 2) * 2).map((_, i) => (i * 7919) % cfg.vocabSize);
-    const times: number[] = [];
+    const times: number[] = [], st: Array<ReturnType<WebGPUBackend['stats']>> = [];
     let last = performance.now();
     const trainer = new Trainer({ cfg, params: initParams(cfg, { seed: 1 }), train: tokens, val: tokens.subarray(0, batch * (seq + 1) * 2), meter: { flopsPerToken: 0, peakFlops: 1, usdPerToken: 0 },
       options: { ...defaultTrainerOptions, steps: steps + 1, batch, seq, evalEvery: 10_000, logEvery: 10_000, saveEvery: 0, evalBatches: 1, warmup: 1 } }, {
-      onStep: () => { const now = performance.now(); times.push(now - last); last = now; },
+      onStep: () => { const now = performance.now(); times.push(now - last); last = now; st.push(gpu.stats()); },
     });
     await trainer.run();
     const stepMs = median(times.slice(1));
     rows.push({ what: `train ${name} (batch ${batch} × seq ${seq})`, value: `${(batch * seq / stepMs * 1e3).toFixed(0)} tokens/s`, detail: `${stepMs.toFixed(0)} ms per step (median of ${times.length - 1}, range ${Math.min(...times.slice(1)).toFixed(0)}–${Math.max(...times.slice(1)).toFixed(0)})` });
     log(`${rows[rows.length - 1]!.what}: ${rows[rows.length - 1]!.value}`);
+    // Transfers of one step after the first (the first uploads the resident weights and moments).
+    const s1 = st[st.length - 2]!, s2 = st[st.length - 1]!;
+    const paramMB = trainer.trainable.reduce((s, p) => s + p.size * 4, 0) / 2 ** 20;
+    rows.push({ what: `train ${name} transfers per step`, value: `${s2.jobs - s1.jobs} jobs`, detail: `${((s2.upBytes - s1.upBytes) / 2 ** 20).toFixed(2)} MB up, ${((s2.downBytes - s1.downBytes) / 2 ** 20).toFixed(2)} MB down (parameters ${paramMB.toFixed(2)} MB; residency ${resident ? 'on' : 'off'})` });
+    log(`${rows[rows.length - 1]!.what}: ${rows[rows.length - 1]!.value}, ${rows[rows.length - 1]!.detail}`);
     // Decode: batch-1 greedy tokens with the KV cache.
     const params = initParams(cfg, { seed: 2 });
     const prompt = Array.from({ length: 16 }, (_, i) => (i * 31) % cfg.vocabSize), gen = quick ? 8 : 64;
-    sampleTokens(params, cfg, prompt, 2, { temperature: 0, topK: 1, seed: 1 });
-    const t0 = performance.now();
+    sampleTokens(params, cfg, prompt, gen, { temperature: 0, topK: 1, seed: 1 }); // warm: the weights it reads become resident
+    const d0 = gpu.stats(), t0 = performance.now();
     sampleTokens(params, cfg, prompt, gen, { temperature: 0, topK: 1, seed: 1 });
-    const ms = performance.now() - t0;
+    const ms = performance.now() - t0, d1 = gpu.stats();
+    // Transfers per decoded token: the same run minus its prefill (a 1-token run is the prefill alone).
+    sampleTokens(params, cfg, prompt, 1, { temperature: 0, topK: 1, seed: 1 });
+    const d2 = gpu.stats(), per = gen - 1;
+    const dd = { jobs: (d1.jobs - d0.jobs) - (d2.jobs - d1.jobs), up: (d1.upBytes - d0.upBytes) - (d2.upBytes - d1.upBytes), down: (d1.downBytes - d0.downBytes) - (d2.downBytes - d1.downBytes) };
     rows.push({ what: `decode ${name} (batch 1, ${prompt.length}→${prompt.length + gen})`, value: `${(gen / ms * 1e3).toFixed(1)} tokens/s`, detail: `${(ms / gen).toFixed(1)} ms per token incl. prefill` });
     log(`${rows[rows.length - 1]!.what}: ${rows[rows.length - 1]!.value}`);
+    rows.push({ what: `decode ${name} transfers per token`, value: `${(dd.jobs / per).toFixed(0)} jobs`, detail: `${(dd.up / per / 1024).toFixed(0)} kB up, ${(dd.down / per / 1024).toFixed(0)} kB down (decode steps after the prefill; residency ${resident ? 'on' : 'off'})` });
+    log(`${rows[rows.length - 1]!.what}: ${rows[rows.length - 1]!.value}, ${rows[rows.length - 1]!.detail}`);
   } finally {
     const s = gpu.stats();
     log(`# ${s.jobs} GPU jobs, ${(s.upBytes / 2 ** 20).toFixed(0)} MB up, ${(s.downBytes / 2 ** 20).toFixed(0)} MB down`);

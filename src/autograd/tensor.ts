@@ -3,6 +3,7 @@
  * plus the autograd fields. Ops never mutate their inputs; they return new tensors. FP8/BF16
  * tensors hold their codes (u8/u16) and are decoded by the fp8 module; arithmetic ops take f32.
  */
+import { declareResident, hostWrote } from '../backend/residency.js';
 export type DType = 'f32' | 'bf16' | 'e4m3' | 'e5m2' | 'i32';
 export type Storage = Float32Array | Int32Array | Uint16Array | Uint8Array;
 
@@ -64,11 +65,16 @@ export class Tensor {
   node: Node | null = null;
   name?: string;
   /**
-   * Bumped by every in-place update of `data` (the optimizer step); caches of values derived from
-   * the data (the FP8 copy of a weight) compare it. Code that writes a tensor's data in place after
-   * it was used must bump it too.
+   * Bumped by every in-place update of `data` (the optimizer step, loaders, gradient checks);
+   * caches of values derived from the data (the FP8 copy of a weight, a device backend's resident
+   * copy: src/backend/residency.ts) compare it. Code that writes a tensor's data in place after it
+   * was used must bump it (`t.version++`, or `wrote()`).
    */
-  version = 0;
+  get version(): number { return this.writes; }
+  set version(v: number) { this.writes = v; if (this.data instanceof Float32Array) hostWrote(this.data, null); }
+  private writes = 0;
+  /** Bumps `version` for an in-place write made by backend `writer`'s kernel (see residency.ts); null = host code. */
+  wrote(writer: string | null): void { this.writes++; if (this.data instanceof Float32Array) hostWrote(this.data, writer); }
 
   constructor(data: Storage, shape: readonly number[], dtype?: DType) {
     const n = sizeOf(shape);
@@ -111,6 +117,8 @@ export class Tensor {
   /** Marks a leaf as a trainable parameter. */
   param(name?: string): this {
     this.requiresGrad = true;
+    // A parameter's writes are announced (version), so a device backend may keep it resident.
+    if (this.data instanceof Float32Array) declareResident(this.data);
     if (name !== undefined) this.name = name;
     return this;
   }

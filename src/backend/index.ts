@@ -6,3 +6,4 @@ export * from './registry.js';
 export { tsBackend } from './ts.js';
 
 if (!getBackendByName('ts')) registerBackend(tsBackend);
+export * from './residency.js';

@@ -39,8 +39,13 @@ export interface Kernels {
   /** In-place AdamW over one parameter with f32 moments (src/train/optim.ts): m = β1·m + (1−β1)·g,
    *  v = β2·v + (1−β2)·g², w = w·decay − stepSize·m / (√v·invBc2Sqrt + eps). */
   AdamW(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, h: AdamWHyper): void;
+  /** AdamW over several parameters in one call: the same as AdamW on each item in order, with no array
+   *  shared between items (webgpu: one submission for all). Optional: optim.ts loops over AdamW. */
+  AdamWBatch(items: AdamWItem[]): void;
   /** Σ x² (accumulated in double, or in float blocks summed in double). */
   SumSquares(x: Float32Array): number;
+  /** SumSquares of each array, in one call (webgpu: one submission). Optional: optim.ts loops over SumSquares. */
+  SumSquaresBatch(xs: Float32Array[]): number[];
   /** dst += src over dst.length elements (gradient accumulation). */
   AddInto(dst: Float32Array, src: Float32Array): void;
   /** Row gather/scatter-add: dst row dstRows[i] += scales[i] · src row srcRows[i] for i < count, rows
@@ -135,6 +140,8 @@ export interface Fp8GemmArgs {
 export interface AttnGeometry { B: number; T: number; S: number; H: number; KH: number; Dk: number; Dv: number; ldk: number; ldv: number; scale: number }
 /** Rope layout: x [B, T, H, D], tables [T, (D − offset)/2]; features [0, offset) are copied. */
 export interface RopeGeometry { B: number; T: number; H: number; D: number; offset: number }
+/** One parameter of Kernels.AdamWBatch. */
+export interface AdamWItem { w: Float32Array; g: Float32Array; m: Float32Array; v: Float32Array; h: AdamWHyper }
 /** Per-parameter AdamW constants (see Kernels.AdamW). */
 export interface AdamWHyper { beta1: number; beta2: number; eps: number; stepSize: number; decay: number; invBc2Sqrt: number }
 export type KernelName = keyof Kernels;
@@ -211,6 +218,12 @@ export function kernel<K extends KernelName>(name: K): Kernels[K] {
   throw new Error(`kernel '${name}' is not implemented by backend '${tried.join("' or '")}'`);
 }
 
+/** Name of the backend that serves kernel `name` now (after fallbacks), or null; not counted as a call. */
+export function kernelBackend(name: KernelName): string | null {
+  for (let b: Backend | undefined = active ?? undefined; b; b = b.fallback ? backends.get(b.fallback) : undefined) if (b.kernels[name]) return b.name;
+  return null;
+}
+
 /** Kernel `name` when some backend in the active chain has it, else null (for optional fused kernels). */
 /** Whether the active backend (or its fallback chain) has kernel `name`; not counted as a call. */
 export function hasKernel(name: KernelName): boolean {
@@ -228,7 +241,7 @@ export function optionalKernel<K extends KernelName>(name: K): Kernels[K] | null
 /** Which backend serves each kernel now (after fallbacks). */
 export function kernelTable(): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const name of ['MatMul', 'RMSNorm', 'Softmax', 'SiluMul', 'SiluMulBackward', 'RMSNormBackward', 'SoftmaxBackward', 'AdamW', 'SumSquares', 'AddInto', 'RowsAxpy', 'AttentionForward', 'AttentionBackward', 'Rope', 'ConcatHeads', 'ConcatHeadsBackward', 'CrossEntropyRows',
+  for (const name of ['MatMul', 'RMSNorm', 'Softmax', 'SiluMul', 'SiluMulBackward', 'RMSNormBackward', 'SoftmaxBackward', 'AdamW', 'AdamWBatch', 'SumSquares', 'SumSquaresBatch', 'AddInto', 'RowsAxpy', 'AttentionForward', 'AttentionBackward', 'Rope', 'ConcatHeads', 'ConcatHeadsBackward', 'CrossEntropyRows',
     'Fp8QuantizeRows', 'Fp8QuantizeCols', 'Fp8RequantizeCols', 'Fp8QuantizeWeight', 'Fp8ScaledGemm', 'AdamWBf16', 'MoeFfnForward', 'MoeFfnBackward', 'DecodeEngineMain'] as KernelName[]) {
     let b: Backend | undefined = active ?? undefined;
     while (b && !b.kernels[name]) b = b.fallback ? backends.get(b.fallback) : undefined;

@@ -55,7 +55,9 @@ async function startNative(threads: number | undefined): Promise<Backend | null>
 async function startWebGPU(): Promise<Backend> {
   const existing = getBackendByName('webgpu');
   if (existing) return existing;
-  const b = await createWebGPUBackend();
+  // FRUGAL_WEBGPU_RESIDENT=0 measures the backend without residency; FRUGAL_WEBGPU_VERIFY=1 (tests) checks it.
+  const env = isNode ? process.env : {};
+  const b = await createWebGPUBackend({ resident: env.FRUGAL_WEBGPU_RESIDENT !== '0', verifyResidency: env.FRUGAL_WEBGPU_VERIFY === '1' });
   registerBackend(b);
   started.push(b);
   return b;

@@ -15,6 +15,8 @@
  * - WebGPU without a GPU: when VK_ICD_FILENAMES is unset and Debian chromium's SwiftShader Vulkan
  *   driver exists, it is used (the same software GPU the browser tests run on); a real driver can
  *   be chosen by setting VK_ICD_FILENAMES.
+ * - WebGPU under test runs with FRUGAL_WEBGPU_VERIFY=1 (unless set): every resident hit is checked
+ *   against a host snapshot, so a write to a parameter without a version bump is an error.
  * - `withBackend(name, fn)` runs fn with that backend active and restores the previous one, also
  *   when fn throws.
  */
@@ -51,6 +53,8 @@ async function startAll(): Promise<string[]> {
 async function startWebGPU(): Promise<string[]> {
   const names = [...await backendsUnderTest()];
   if (!process.env.VK_ICD_FILENAMES && existsSync(SWIFTSHADER_ICD)) process.env.VK_ICD_FILENAMES = SWIFTSHADER_ICD;
+  // Tests check every resident hit: a parameter written without a version bump fails loudly.
+  process.env.FRUGAL_WEBGPU_VERIFY ??= '1';
   const prev = getBackend().name;
   try {
     await useBackend('webgpu');

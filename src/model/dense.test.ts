@@ -51,9 +51,9 @@ test('dense: loss gradients match central differences', () => {
     // Every 7th element keeps the test fast while touching every row and column pattern.
     for (let i = 0; i < X.length; i += 7) {
       const orig = X[i]!;
-      X[i] = orig + eps; const lp = noGrad(() => denseLossFn(p, cfg, x, y).mainLoss);
-      X[i] = orig - eps; const lm = noGrad(() => denseLossFn(p, cfg, x, y).mainLoss);
-      X[i] = orig;
+      X[i] = orig + eps; t.version++; const lp = noGrad(() => denseLossFn(p, cfg, x, y).mainLoss);
+      X[i] = orig - eps; t.version++; const lm = noGrad(() => denseLossFn(p, cfg, x, y).mainLoss);
+      X[i] = orig; t.version++; // each write announced (src/backend/residency.ts)
       const num = (lp - lm) / (2 * eps);
       if (Math.abs(num) > 1e-2) big++;
       const err = Math.abs(G[i]! - num) / (2e-3 + 3e-2 * Math.abs(num));

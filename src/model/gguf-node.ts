@@ -139,6 +139,7 @@ async function loadDenseFolder(dir: string, json: Record<string, unknown>): Prom
       const info = st.info(name);
       if (info.shape.join('x') !== t.shape.join('x')) throw new Error(`tensor ${name} has shape [${info.shape}] but the config implies [${t.shape}]`);
       (t.data as Float32Array).set(await st.float32(name));
+      t.version++; // announced: a device copy of the old values is stale
     }
   } finally { st.close(); }
   return { cfg, params };

@@ -113,6 +113,7 @@ export async function loadModel(dir: string, opts: { onProgress?: (done: number,
       if (mtpCopy(name, cfg)) continue;
       if (!st.has(name)) throw new Error(`model: ${dir} lacks tensor ${name} (config implies it)`);
       (t.data as Float32Array).set(await read(name, t.shape));
+      t.version++; // announced: a device copy of the old values is stale
       opts.onProgress?.(++done, entries.length);
     }
     for (const [name, t] of copies) {

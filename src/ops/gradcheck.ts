@@ -32,9 +32,9 @@ export function gradCheck(f: (...xs: Tensor[]) => Tensor, inputs: Tensor[], opts
     const X = x.f32;
     for (let i = 0; i < X.length; i++) {
       const orig = X[i]!;
-      X[i] = orig + eps; const lp = noGrad(() => lossOf(f(...inputs)));
-      X[i] = orig - eps; const lm = noGrad(() => lossOf(f(...inputs)));
-      X[i] = orig;
+      X[i] = orig + eps; x.version++; const lp = noGrad(() => lossOf(f(...inputs)));
+      X[i] = orig - eps; x.version++; const lm = noGrad(() => lossOf(f(...inputs)));
+      X[i] = orig; x.version++; // each write announced (src/backend/residency.ts)
       const num = (lp - lm) / (2 * eps);
       const ana = x.grad ? x.grad[i]! : 0;
       const err = Math.abs(ana - num) / (atol + rtol * Math.abs(num));

@@ -72,6 +72,7 @@ export function updateGateBias(p: ModelParams, cfg: DeepSeekConfig, loads: Layer
     const mean = sum / load.length;
     if (mean === 0) continue;
     for (let i = 0; i < b.length; i++) b[i] = b[i]! + gamma * (rule === 'sign' ? Math.sign(mean - load[i]!) : (mean - load[i]!) / mean);
+    bias.version++; // an in-place write: announced (src/backend/residency.ts)
     n++;
   }
   return n;

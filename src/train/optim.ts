@@ -9,7 +9,8 @@
  */
 import type { Tensor } from '../autograd/tensor.js';
 import { decodeBf16, encodeBf16 } from '../fp8/codec.js';
-import { kernel, optionalKernel } from '../backend/registry.js';
+import { kernel, kernelBackend, optionalKernel, type AdamWItem } from '../backend/registry.js';
+import { declareResident, hostWrote, syncHost } from '../backend/residency.js';
 
 /** AdamW hyper-parameters (lr comes per step from the schedule). */
 export interface AdamWOptions {
@@ -56,6 +57,8 @@ export class AdamW {
     const alloc = (n: number): Moment => (this.opts.momentDtype === 'bf16' ? new Uint16Array(n) : new Float32Array(n));
     this.m = params.map((p) => alloc(p.size));
     this.v = params.map((p) => alloc(p.size));
+    // f32 moments are written only here (announced below), so a device backend may keep them resident.
+    for (const a of [...this.m, ...this.v]) if (a instanceof Float32Array) declareResident(a);
   }
 
   /** One update with learning rate `lr`; parameters without a gradient are left alone. */
@@ -64,6 +67,11 @@ export class AdamW {
     this.stepCount++;
     const bc1 = 1 - Math.pow(beta1, this.stepCount), bc2 = 1 - Math.pow(beta2, this.stepCount);
     const bc2Sqrt = Math.sqrt(bc2);
+    // f32 moments on a backend with a batched AdamW (webgpu: one submission for every parameter).
+    const batch = this.opts.momentDtype === 'f32' ? optionalKernel('AdamWBatch') : null;
+    // The backend that runs AdamW; a device backend (webgpu) may hold the newest moments (residency.ts).
+    const by = kernelBackend(batch ? 'AdamWBatch' : 'AdamW');
+    const items: AdamWItem[] = [], stepped: Tensor[] = [];
     for (let i = 0; i < this.params.length; i++) {
       const p = this.params[i]!;
       const g = p.grad;
@@ -73,23 +81,37 @@ export class AdamW {
       const stepSize = lrI / bc1;
       const decay = p.rank >= 2 ? 1 - lrI * weightDecay : 1;
       const h = { beta1, beta2, eps, stepSize, decay, invBc2Sqrt: 1 / bc2Sqrt };
-      p.version++; // the data changes in place: caches of it (FP8 weight copies) are stale now
       // BF16 moments: the backend's fused kernel where it has one (native: same bits as below).
       const fused = this.opts.momentDtype === 'bf16' ? optionalKernel('AdamWBf16') : null;
-      if (fused) { fused(w, g, this.m[i] as Uint16Array, this.v[i] as Uint16Array, h); continue; }
-      const [m, v] = this.moments(i, w.length);
+      if (fused) { fused(w, g, this.m[i] as Uint16Array, this.v[i] as Uint16Array, h); p.wrote(kernelBackend('AdamWBf16')); continue; }
+      const [m, v] = this.moments(i, w.length, by);
+      syncHost(w, by);
+      if (batch) { items.push({ w, g, m, v, h }); stepped.push(p); continue; }
       // The backend's AdamW kernel (native: vectorised and threaded; ts: the same formula in f64).
       kernel('AdamW')(w, g, m, v, h);
+      // The data changed in place: caches of it (FP8 weight copies, other devices' copies) are stale now.
+      p.wrote(by);
       if (this.opts.momentDtype === 'bf16') {
         (this.m[i] as Uint16Array).set(encodeBf16(m));
         (this.v[i] as Uint16Array).set(encodeBf16(v));
+      } else {
+        hostWrote(m, by);
+        hostWrote(v, by);
       }
+    }
+    if (batch && items.length) {
+      batch(items);
+      items.forEach((it, k) => { stepped[k]!.wrote(by); hostWrote(it.m, by); hostWrote(it.v, by); });
     }
   }
 
   /** f32 views of parameter i's moments (decoded into scratch for bf16 storage). */
-  private moments(i: number, n: number): [Float32Array, Float32Array] {
-    if (this.opts.momentDtype === 'f32') return [this.m[i] as Float32Array, this.v[i] as Float32Array];
+  private moments(i: number, n: number, by: string | null): [Float32Array, Float32Array] {
+    if (this.opts.momentDtype === 'f32') {
+      const m = this.m[i] as Float32Array, v = this.v[i] as Float32Array;
+      syncHost(m, by); syncHost(v, by);
+      return [m, v];
+    }
     if (this.scratchM.length < n) { this.scratchM = new Float32Array(n); this.scratchV = new Float32Array(n); }
     const m = this.scratchM.subarray(0, n), v = this.scratchV.subarray(0, n);
     decodeBf16(this.m[i] as Uint16Array, m);
@@ -105,8 +127,9 @@ export class AdamW {
     return n;
   }
 
-  /** The exact state (arrays are the live ones; copy before mutating). */
+  /** The exact state (arrays are the live ones, brought up to date from a device; copy before mutating). */
   state(): AdamWState {
+    for (const a of [...this.m, ...this.v]) if (a instanceof Float32Array) syncHost(a);
     return { step: this.stepCount, momentDtype: this.opts.momentDtype, m: this.m, v: this.v };
   }
 
@@ -121,6 +144,7 @@ export class AdamW {
       if (s.m[i]!.length !== n || s.v[i]!.length !== n) throw new Error(`optimizer state: moment ${i} has ${s.m[i]!.length} values, parameter has ${n}`);
       this.m[i]!.set(s.m[i] as never);
       this.v[i]!.set(s.v[i] as never);
+      for (const a of [this.m[i]!, this.v[i]!]) if (a instanceof Float32Array) hostWrote(a);
     }
     if (!(Number.isInteger(s.step) && s.step >= 0)) throw new Error(`optimizer state: bad step ${s.step}`);
     this.stepCount = s.step;
@@ -130,6 +154,12 @@ export class AdamW {
 /** Euclidean norm of all gradients together (NaN/Infinity when any gradient is not finite). */
 export function gradNorm(params: readonly Tensor[]): number {
   let s = 0;
+  const batch = optionalKernel('SumSquaresBatch');
+  if (batch) {
+    // One call (webgpu: one submission) for every gradient; summed in parameter order as below.
+    for (const x of batch(params.flatMap((p) => (p.grad ? [p.grad] : [])))) s += x;
+    return Math.sqrt(s);
+  }
   const sumSq = kernel('SumSquares');
   for (const p of params) if (p.grad) s += sumSq(p.grad);
   return Math.sqrt(s);

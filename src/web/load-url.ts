@@ -70,6 +70,7 @@ export async function loadModelFromUrl(base: string, opts: { maxBytes?: number; 
     if (mtpCopy(name)) continue;
     if (!st.has(name)) throw new Error(`model: ${join(base, 'model.safetensors')} lacks tensor ${name} (config implies it)`);
     (t.data as Float32Array).set(await read(name, t.shape));
+    t.version++; // announced: a device copy of the old values is stale
   }
   for (const [name, t] of entries) {
     const c = mtpCopy(name);

@@ -15,16 +15,22 @@
  * - A call whose operand exceeds the device's storage-binding limit runs on the ts reference
  *   instead (counted in stats().oversize); the FP8 kernels (wgsl-fp8*.ts: quantisers bit-exact with
  *   src/fp8/quant.ts, the scaled GEMM) have no ts twin in this layer and throw a RangeError then.
- * - Every operand of a call is uploaded with the call and only what the caller reads is copied
- *   back: the registry's kernels take plain Float32Arrays the engine may change between calls, so
- *   device residency across calls would need device-backed tensors (see docs/browser.md).
+ * - Residency (src/backend/residency.ts): an operand the engine declared resident (parameters,
+ *   AdamW's f32 moments) keeps a device copy, tagged with the array's write version, and is
+ *   uploaded again only after a write was announced; every other operand is uploaded with the call,
+ *   and only what the caller reads is copied back. AdamW updates resident w, m, v on the device:
+ *   w is copied back in the same job (host parameters stay current for every host reader), m and v
+ *   stay on the device (marked device-newer; copied back on syncHost, setResidency(false) and
+ *   dispose). `verifyResidency` keeps a host snapshot of each copy and throws when a resident array
+ *   changed without an announcement (tests run with it on).
  * - A GPU error, a lost device or a GPU thread that stops answering for `timeoutS` becomes an
  *   Error naming it; it never hangs.
  */
-import type { AdamWHyper, AttnGeometry, Backend, Fp8GemmArgs, Kernels, MatMulArgs } from '../registry.js';
+import type { AdamWHyper, AdamWItem, AttnGeometry, Backend, Fp8GemmArgs, Kernels, MatMulArgs } from '../registry.js';
 import { platform } from '../platform.js';
 import { tsAdamW, tsAddInto, tsMatMul, tsRMSNorm, tsRMSNormBackward, tsRowsAxpy, tsSiluMul, tsSiluMulBackward, tsSoftmax, tsSoftmaxBackward, tsSumSquares } from '../ts.js';
 import { GPU_THREAD_SOURCE } from './thread-source.js';
+import { isDeviceNewer, markDeviceNewer, onHostWrite, residentParent, residentVersion, syncHost } from '../residency.js';
 import { MATMUL_WGSL } from './wgsl-gemm.js';
 import { ADAMW_WGSL, ADDINTO_WGSL, RMSNORM_BW_WGSL, RMSNORM_BX_WGSL, RMSNORM_WGSL, ROWSAXPY_WGSL, SILUMUL_B_WGSL, SILUMUL_WGSL, SOFTMAX_B_WGSL, SOFTMAX_WGSL, SUMSQ_WGSL } from './wgsl-rows.js';
 import { ATTN_BWD1_WGSL, ATTN_BWD2_WGSL, ATTN_FWD_WGSL } from './wgsl-attention.js';
@@ -52,13 +58,21 @@ export interface WebGPUBackendOptions {
   timeoutS?: number;
   /** Initial arena size in MB (default 16; grows as needed). */
   arenaMB?: number;
+  /** Keep declared arrays (parameters, AdamW moments) on the device between calls (default true). */
+  resident?: boolean;
+  /** Device memory resident copies may take, in MB (default 4096); past it arrays are uploaded per call. */
+  residentMB?: number;
+  /** Check every resident hit against a host snapshot: a missed write announcement becomes an Error. */
+  verifyResidency?: boolean;
 }
 
 /** The webgpu backend, with the adapter's description and call statistics. */
 export interface WebGPUBackend extends Backend {
   readonly info: GpuInfo;
   /** GPU jobs run, bytes uploaded and read back, and calls that ran on ts because an operand was too big. */
-  stats(): { jobs: number; upBytes: number; downBytes: number; oversize: number };
+  stats(): { jobs: number; upBytes: number; downBytes: number; oversize: number; residentBytes: number; residentHits: number; residentUploads: number };
+  /** Turns residency on or off (off: device-newer arrays are copied back, every resident copy is freed). */
+  setResidency(on: boolean): void;
   /**
    * Benchmarks: milliseconds of one job that uploads A [m,k] and B [k,n], runs `passes` GEMMs on
    * the device-resident operands in one submission and reads C back. (T(p) − T(1)) / (p − 1) is the
@@ -92,7 +106,7 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
   const timeoutS = opts.timeoutS ?? 300;
   let disposed = false;
   const dec = new TextDecoder();
-  const stats = { jobs: 0, upBytes: 0, downBytes: 0, oversize: 0 };
+  const stats = { jobs: 0, upBytes: 0, downBytes: 0, oversize: 0, residentBytes: 0, residentHits: 0, residentUploads: 0 };
 
   /** Posts a message and blocks until the GPU thread replies; returns the reply text. */
   function call(m: Record<string, unknown>): string {
@@ -117,6 +131,7 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
     worker.terminate();
     throw e;
   }
+  const offsetAlign = info.limits.minStorageBufferOffsetAlignment ?? 256;
   const maxBinding = Math.min(info.limits.maxStorageBufferBindingSize ?? 134217728, info.limits.maxBufferSize ?? 268435456);
 
   /** Runs a job: grows the arena if needed, uploads, runs, and leaves outputs in the arena. */
@@ -127,7 +142,9 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       call({ op: 'arena', arena });
     }
     job.write(arena);
-    call({ op: 'run', roles: job.roles, passes: job.passes });
+    const free = freed.splice(0);
+    call({ op: 'run', roles: job.roles, passes: job.passes, free });
+    for (const f of job.done) f();
     stats.jobs++;
     stats.upBytes += job.upWords * 4;
     stats.downBytes += job.downWords * 4;
@@ -137,6 +154,128 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
     if (lens.some((n) => n * 4 > maxBinding)) { stats.oversize++; return true; }
     return false;
   };
+
+  // Residency (see the file contract): one persistent device buffer per declared array.
+  interface Resident { key: string; version: number; pending: boolean; bytes: number; ref: WeakRef<Float32Array>; snap: Float32Array | null }
+  let entries = new WeakMap<Float32Array, Resident>();
+  const live = new Map<string, Resident>();
+  const freed: string[] = [];
+  let nextId = 1, residentOn = opts.resident ?? true;
+  const verify = opts.verifyResidency ?? false, capBytes = (opts.residentMB ?? 4096) * 2 ** 20;
+  const release = (key: string): void => {
+    const e = live.get(key);
+    if (!e) return;
+    live.delete(key);
+    stats.residentBytes -= e.bytes;
+    freed.push(key);
+  };
+  const finalizer = new FinalizationRegistry<string>(release);
+  // A write by this backend's own AdamW (writer 'webgpu') advances the copy it just wrote; any other write leaves it stale.
+  const unsubscribe = onHostWrite((arr, version, writer) => {
+    const e = entries.get(arr);
+    if (!e) return;
+    if (writer === 'webgpu' && e.pending && e.version === version - 1) e.version = version;
+    e.pending = false;
+  });
+
+  /** The resident copy of a declared array (created on first use), or null: undeclared, off, too big or over the cap. */
+  function residentEntry(arr: Float32Array): Resident | null {
+    if (!residentOn || residentVersion(arr) === undefined) return null;
+    let e = entries.get(arr);
+    if (e) return e;
+    const bytes = arr.length * 4;
+    if (bytes === 0 || bytes > maxBinding || stats.residentBytes + bytes > capBytes) return null;
+    e = { key: `res:${nextId++}`, version: -1, pending: false, bytes, ref: new WeakRef(arr), snap: null };
+    entries.set(arr, e);
+    live.set(e.key, e);
+    finalizer.register(arr, e.key);
+    stats.residentBytes += bytes;
+    return e;
+  }
+  /** Binds `arr` as role `name` of job j: its resident copy (uploaded only when stale), else an upload of its first len elements. */
+  function operand(j: Job, name: string, arr: Float32Array | Int32Array, len: number): void {
+    const e = arr instanceof Float32Array ? residentEntry(arr) : null;
+    if (!e) { if (!(arr instanceof Float32Array && viewOperand(j, name, arr, len))) j.input(name, arr, len); return; }
+    const f = arr as Float32Array, version = residentVersion(f)!;
+    if (e.version === version) {
+      if (verify && !isDeviceNewer(f)) checkSnapshot(e, f);
+      stats.residentHits++;
+      j.resident(name, e.key, f, false, false);
+      return;
+    }
+    stats.residentUploads++;
+    e.version = -1; // unknown until the job has run
+    j.resident(name, e.key, f, true, false);
+    j.done.push(() => { e.version = version; e.pending = false; if (verify) e.snap = f.slice(); });
+  }
+  /** A view into a declared array (residentParent): bound as a window of the parent's copy when aligned; false otherwise. */
+  function viewOperand(j: Job, name: string, view: Float32Array, len: number): boolean {
+    const pv = residentOn && len > 0 ? residentParent(view) : undefined;
+    if (!pv || (pv.offset * 4) % offsetAlign !== 0 || pv.offset + len > pv.parent.length) return false;
+    const e = residentEntry(pv.parent);
+    if (!e) return false;
+    operand(j, name + '#parent', pv.parent, pv.parent.length);
+    j.resident(name, e.key, pv.parent, false, false, [pv.offset * 4, len * 4]);
+    return true;
+  }
+  /** Verify mode: a resident array whose host values changed without an announced write is an error. */
+  function checkSnapshot(e: Resident, arr: Float32Array): void {
+    const s = e.snap;
+    if (!s) return;
+    for (let i = 0; i < arr.length; i++) {
+      if (!Object.is(s[i], arr[i])) throw new Error(`webgpu residency: a resident array of ${arr.length} floats changed on the host at index ${i} without an announced write (bump the tensor's version after writing its data, or call hostWrote)`);
+    }
+  }
+  /** Copies a device-newer resident array back to the host (the syncHost callback). */
+  function download(arr: Float32Array, e: Resident): void {
+    const j = new Job();
+    j.resident('dl', e.key, arr, false, true);
+    run(j);
+    arr.set(j.view('dl'));
+    if (verify) e.snap = arr.slice();
+  }
+  /** Copies every device-newer array back and forgets every resident copy. */
+  function dropAll(): void {
+    for (const e of live.values()) { const a = e.ref.deref(); if (a && isDeviceNewer(a)) syncHost(a); }
+    for (const key of [...live.keys()]) release(key);
+    entries = new WeakMap();
+  }
+
+  /** AdamW of a parameter too big to bind: ts, after the device copies are synced back and forgotten; false otherwise. */
+  function adamwTooBig(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, h: AdamWHyper): boolean {
+    if (!tooBig(w.length)) return false;
+    for (const a of [w, m, v]) { syncHost(a); const e = entries.get(a); if (e) { e.version = -1; e.pending = false; } }
+    tsAdamW(w, g, m, v, h);
+    return true;
+  }
+  /**
+   * Adds one parameter's AdamW pass to job j (roles prefixed `pre`); returns what to do once the job
+   * ran. Resident w, m, v are updated in place on the device; w also comes back (host parameters stay
+   * current), m and v stay there (device-newer until syncHost); other operands travel as inout.
+   */
+  function adamwPass(j: Job, pre: string, w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, h: AdamWHyper): () => void {
+    const n = w.length;
+    const state = ([[pre + 'w', w, true], [pre + 'm', m, false], [pre + 'v', v, false]] as const).map(([name, arr, back]) => {
+      const e = residentEntry(arr);
+      if (!e) { j.inout(name, arr, n); return { name, arr, e: null, version: 0, back }; }
+      const version = residentVersion(arr)!, stale = e.version !== version;
+      if (!stale && verify && !isDeviceNewer(arr)) checkSnapshot(e, arr);
+      if (stale) stats.residentUploads++; else stats.residentHits++;
+      e.version = -1; // unknown until the job has run
+      j.resident(name, e.key, arr, stale, back);
+      return { name, arr, e, version, back };
+    });
+    operand(j, pre + 'g', g, n);
+    j.pass('adamw', [pre + 'w', pre + 'g', pre + 'm', pre + 'v'], [n, f32(h.beta1), f32(h.beta2), f32(h.eps), f32(h.stepSize), f32(h.decay), f32(h.invBc2Sqrt)], eltGrid(n));
+    return () => {
+      for (const { name, arr, e, version, back } of state) {
+        if (!e) { j.read(name, arr); continue; }
+        // The device copy holds the written values: current now, and after the caller's announcement (pending).
+        e.version = version; e.pending = true;
+        if (back) { arr.set(j.view(name)); if (verify) e.snap = arr.slice(); } else markDeviceNewer(arr, 'webgpu', () => download(arr, e));
+      }
+    };
+  }
 
   const kernels: Partial<Kernels> = {
     MatMul(x: MatMulArgs): void {
@@ -149,8 +288,8 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       if (k === 0) { if (!x.accumulate) { for (let b = 0; b < batch; b++) x.c.fill(0, b * x.strideC, b * x.strideC + m * n); } return; }
       if (tooBig(extA, extB, extC) || batch > 65535 || Math.ceil(m / 64) > 65535 || Math.ceil(n / 64) > 65535) { tsMatMul(x); return; }
       const j = new Job();
-      j.input('mm.a', x.a, extA);
-      j.input('mm.b', x.b, extB);
+      operand(j, 'mm.a', x.a, extA);
+      operand(j, 'mm.b', x.b, extB);
       // C is read when accumulating, or when batches leave gaps the kernel does not write.
       const readC = x.accumulate || (batch > 1 && x.strideC !== m * n);
       if (readC) j.inout('mm.c', x.c, extC); else j.output('mm.c', extC);
@@ -162,7 +301,7 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       if (rows <= 0) return;
       if (tooBig(rows * cols)) { tsRMSNorm(x, w, out, rows, cols, eps, rstd); return; }
       const j = new Job();
-      j.input('rn.x', x, rows * cols); j.input('rn.w', w, cols);
+      operand(j, 'rn.x', x, rows * cols); operand(j, 'rn.w', w, cols);
       j.output('rn.o', rows * cols); j.output('rn.r', rows, !!rstd);
       j.pass('rmsnorm', ['rn.x', 'rn.w', 'rn.o', 'rn.r'], [rows, cols, f32(eps)], rowGrid(rows));
       run(j);
@@ -173,9 +312,9 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       if (rows <= 0 || (!gradX && !gradW)) return;
       if (tooBig(rows * cols)) { tsRMSNormBackward(x, w, rstd, gradOut, gradX, gradW, rows, cols); return; }
       const j = new Job();
-      j.input('rb.x', x, rows * cols); j.input('rb.r', rstd, rows); j.input('rb.go', gradOut, rows * cols);
+      operand(j, 'rb.x', x, rows * cols); operand(j, 'rb.r', rstd, rows); operand(j, 'rb.go', gradOut, rows * cols);
       if (gradX) {
-        j.input('rb.w', w, cols); j.output('rb.gx', rows * cols);
+        operand(j, 'rb.w', w, cols); j.output('rb.gx', rows * cols);
         j.pass('rmsnormBx', ['rb.x', 'rb.w', 'rb.r', 'rb.go', 'rb.gx'], [rows, cols], rowGrid(rows));
       }
       if (gradW) {
@@ -190,7 +329,7 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       if (rows <= 0) return;
       if (tooBig(rows * cols)) { tsSoftmax(x, out, rows, cols); return; }
       const j = new Job();
-      j.input('sm.x', x, rows * cols); j.output('sm.o', rows * cols);
+      operand(j, 'sm.x', x, rows * cols); j.output('sm.o', rows * cols);
       j.pass('softmax', ['sm.x', 'sm.o'], [rows, cols], rowGrid(rows));
       run(j);
       j.read('sm.o', out);
@@ -199,7 +338,7 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       if (rows <= 0) return;
       if (tooBig(rows * cols)) { tsSoftmaxBackward(p, gradOut, gradIn, rows, cols, scale); return; }
       const j = new Job();
-      j.input('sb.p', p, rows * cols); j.input('sb.go', gradOut, rows * cols); j.output('sb.gi', rows * cols);
+      operand(j, 'sb.p', p, rows * cols); operand(j, 'sb.go', gradOut, rows * cols); j.output('sb.gi', rows * cols);
       j.pass('softmaxB', ['sb.p', 'sb.go', 'sb.gi'], [rows, cols, f32(scale)], rowGrid(rows));
       run(j);
       j.read('sb.gi', gradIn);
@@ -209,7 +348,7 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       if (n === 0) return;
       if (tooBig(n)) { tsSiluMul(g, u, out); return; }
       const j = new Job();
-      j.input('sl.g', g, n); j.input('sl.u', u, n); j.output('sl.o', n);
+      operand(j, 'sl.g', g, n); operand(j, 'sl.u', u, n); j.output('sl.o', n);
       j.pass('silumul', ['sl.g', 'sl.u', 'sl.o'], [n], eltGrid(n));
       run(j);
       j.read('sl.o', out);
@@ -219,7 +358,7 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       if (n === 0) return;
       if (tooBig(n)) { tsSiluMulBackward(g, u, gradOut, gradG, gradU); return; }
       const j = new Job();
-      j.input('slb.g', g, n); j.input('slb.u', u, n); j.input('slb.go', gradOut, n);
+      operand(j, 'slb.g', g, n); operand(j, 'slb.u', u, n); operand(j, 'slb.go', gradOut, n);
       j.output('slb.gg', n); j.output('slb.gu', n);
       j.pass('silumulB', ['slb.g', 'slb.u', 'slb.go', 'slb.gg', 'slb.gu'], [n], eltGrid(n));
       run(j);
@@ -230,20 +369,32 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       if (n === 0) return;
       if (tooBig(n)) { tsAddInto(dst, src); return; }
       const j = new Job();
-      j.inout('ai.d', dst, n); j.input('ai.s', src, n);
+      j.inout('ai.d', dst, n); operand(j, 'ai.s', src, n);
       j.pass('addinto', ['ai.d', 'ai.s'], [n], eltGrid(n));
       run(j);
       j.read('ai.d', dst);
     },
     AdamW(w, g, m, v, h: AdamWHyper): void {
-      const n = w.length;
-      if (n === 0) return;
-      if (tooBig(n)) { tsAdamW(w, g, m, v, h); return; }
+      if (w.length === 0) return;
+      if (adamwTooBig(w, g, m, v, h)) return;
       const j = new Job();
-      j.inout('ad.w', w, n); j.input('ad.g', g, n); j.inout('ad.m', m, n); j.inout('ad.v', v, n);
-      j.pass('adamw', ['ad.w', 'ad.g', 'ad.m', 'ad.v'], [n, f32(h.beta1), f32(h.beta2), f32(h.eps), f32(h.stepSize), f32(h.decay), f32(h.invBc2Sqrt)], eltGrid(n));
+      const finish = adamwPass(j, 'ad.', w, g, m, v, h);
       run(j);
-      j.read('ad.w', w); j.read('ad.m', m); j.read('ad.v', v);
+      finish();
+    },
+    AdamWBatch(items: AdamWItem[]): void {
+      // One job (one submission) for many parameters, in chunks of at most BATCH_WORDS arena words.
+      const arrays = new Set<unknown>();
+      for (const it of items) for (const a of [it.w, it.g, it.m, it.v]) arrays.add(a);
+      if (arrays.size < items.length * 4) { for (const it of items) kernels.AdamW!(it.w, it.g, it.m, it.v, it.h); return; }
+      let j = new Job(), todo: Array<() => void> = [];
+      const flush = (): void => { if (!todo.length) return; run(j); for (const f of todo) f(); j = new Job(); todo = []; };
+      for (const [k, it] of items.entries()) {
+        if (it.w.length === 0 || adamwTooBig(it.w, it.g, it.m, it.v, it.h)) continue;
+        todo.push(adamwPass(j, `ad${k}.`, it.w, it.g, it.m, it.v, it.h));
+        if (j.words > BATCH_WORDS) flush();
+      }
+      flush();
     },
     SumSquares(x): number {
       const n = x.length;
@@ -251,13 +402,30 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       if (tooBig(n)) return tsSumSquares(x);
       const blocks = Math.ceil(n / 1024);
       const j = new Job();
-      j.input('ss.x', x, n); j.output('ss.o', blocks);
+      operand(j, 'ss.x', x, n); j.output('ss.o', blocks);
       j.pass('sumsq', ['ss.x', 'ss.o'], [n], rowGrid(blocks));
       run(j);
       const parts = j.view('ss.o');
       let s = 0;
       for (let i = 0; i < blocks; i++) s += parts[i]!;
       return s;
+    },
+    SumSquaresBatch(xs: Float32Array[]): number[] {
+      const out = new Array<number>(xs.length).fill(0);
+      let j = new Job(), todo: Array<() => void> = [];
+      const flush = (): void => { if (!todo.length) return; run(j); for (const f of todo) f(); j = new Job(); todo = []; };
+      for (const [k, x] of xs.entries()) {
+        const n = x.length;
+        if (n === 0) continue;
+        if (tooBig(n)) { out[k] = tsSumSquares(x); continue; }
+        const blocks = Math.ceil(n / 1024), job = j;
+        operand(job, `ss${k}.x`, x, n); job.output(`ss${k}.o`, blocks);
+        job.pass('sumsq', [`ss${k}.x`, `ss${k}.o`], [n], rowGrid(blocks));
+        todo.push(() => { const parts = job.view(`ss${k}.o`); let s = 0; for (let i = 0; i < blocks; i++) s += parts[i]!; out[k] = s; });
+        if (j.words > BATCH_WORDS) flush();
+      }
+      flush();
+      return out;
     },
     RowsAxpy(dst, dstRows, src, srcRows, scales, count, D): void {
       if (count <= 0 || D <= 0) return;
@@ -271,9 +439,9 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       }
       if (tooBig(dst.length, src.length)) { tsRowsAxpy(dst, dstRows, src, srcRows, scales, count, D); return; }
       const j = new Job();
-      j.inout('ra.d', dst, dst.length); j.input('ra.s', src, src.length);
-      j.input('ra.dr', dstRows ?? ONE_I32, dstRows ? count : 1); j.input('ra.sr', srcRows ?? ONE_I32, srcRows ? count : 1);
-      j.input('ra.sc', scales ?? ONE_F32, scales ? count : 1);
+      j.inout('ra.d', dst, dst.length); operand(j, 'ra.s', src, src.length);
+      operand(j, 'ra.dr', dstRows ?? ONE_I32, dstRows ? count : 1); operand(j, 'ra.sr', srcRows ?? ONE_I32, srcRows ? count : 1);
+      operand(j, 'ra.sc', scales ?? ONE_F32, scales ? count : 1);
       const threads = distinct ? count * D : D;
       j.pass('rowsaxpy', ['ra.d', 'ra.s', 'ra.dr', 'ra.sr', 'ra.sc'], [count, D, dstRows ? 1 : 0, srcRows ? 1 : 0, scales ? 1 : 0, distinct ? 0 : 1], eltGrid(threads));
       run(j);
@@ -285,7 +453,7 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       const extK = g.B * g.S * g.ldk, extV = g.B * g.S * g.ldv;
       if (tooBig(rows * g.S, extK, extV, rows * g.Dk)) throw new Error(`webgpu AttentionForward: B·T·H·S = ${rows * g.S} scores exceed the device's binding limit; use a smaller batch or sequence`);
       const j = new Job();
-      j.input('at.q', q, rows * g.Dk); j.input('at.k', k, extK); j.input('at.v', v, extV);
+      operand(j, 'at.q', q, rows * g.Dk); operand(j, 'at.k', k, extK); operand(j, 'at.v', v, extV);
       j.output('at.o', rows * g.Dv); j.scratch('at.p', rows * g.S);
       j.pass('attnFwd', ['at.q', 'at.k', 'at.v', 'at.o', 'at.p'], geo(g), rowGrid(rows));
       run(j);
@@ -297,7 +465,7 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       const extK = g.B * g.S * g.ldk, extV = g.B * g.S * g.ldv;
       if (tooBig(rows * g.S, extK, extV, rows * g.Dk)) throw new Error(`webgpu AttentionBackward: B·T·H·S = ${rows * g.S} scores exceed the device's binding limit; use a smaller batch or sequence`);
       const j = new Job();
-      j.input('ab.q', q, rows * g.Dk); j.input('ab.k', k, extK); j.input('ab.v', v, extV); j.input('ab.go', gradOut, rows * g.Dv);
+      operand(j, 'ab.q', q, rows * g.Dk); operand(j, 'ab.k', k, extK); operand(j, 'ab.v', v, extV); operand(j, 'ab.go', gradOut, rows * g.Dv);
       j.scratch('ab.p', rows * g.S); j.scratch('ab.ds', rows * g.S);
       j.output('ab.gq', rows * g.Dk); j.output('ab.gk', keys * g.Dk); j.output('ab.gv', keys * g.Dv);
       j.pass('attnBwd1', ['ab.q', 'ab.k', 'ab.v', 'ab.go', 'ab.p', 'ab.ds', 'ab.gq'], geo(g), rowGrid(rows));
@@ -329,8 +497,8 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
         throw new RangeError(`webgpu Fp8ScaledGemm: ${M}x${N}x${K} exceeds the device's binding or dispatch limits; use the ts path (gemm 'ts') for it`);
       }
       const j = new Job();
-      j.inputBytes('fg.a', g.a, M * K); j.input('fg.sa', g.sa, saLen);
-      j.inputBytes('fg.b', g.b, K * N); j.input('fg.sb', g.sb, sbLen);
+      j.inputBytes('fg.a', g.a, M * K); operand(j, 'fg.sa', g.sa, saLen);
+      j.inputBytes('fg.b', g.b, K * N); operand(j, 'fg.sb', g.sb, sbLen);
       if (g.accumulate) j.inout('fg.c', g.c, M * N); else j.output('fg.c', M * N);
       j.pass('fp8Gemm', ['fg.a', 'fg.sa', 'fg.b', 'fg.sb', 'fg.c'],
         [M, N, K, g.aTrans ? 1 : 0, g.saKb, g.saRow, g.sbKb, g.sbDiv, g.sbCol, g.accumulate ? 1 : 0, g.accum ?? 0], [Math.ceil(N / 64), Math.ceil(M / 64), 1]);
@@ -354,7 +522,7 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
     if (tooBig(n)) throw new RangeError(`webgpu ${what}: ${rows}x${cols} exceeds the device's binding limit; use the ts path (gemm 'ts') for it`);
     const j = new Job();
     const ins = rowScales ? ['fq.qi', 'fq.rs'] : ['fq.x'];
-    if (rowScales) { j.inputBytes('fq.qi', src as Uint8Array, n); j.input('fq.rs', rowScales, rows * ntr); } else j.input('fq.x', src as Float32Array, n);
+    if (rowScales) { j.inputBytes('fq.qi', src as Uint8Array, n); operand(j, 'fq.rs', rowScales, rows * ntr); } else operand(j, 'fq.x', src as Float32Array, n);
     const words = Math.ceil(n / 4);
     j.output('fq.s', nT); j.output('fq.c', words); if (codesT) j.output('fq.ct', words);
     const prm = [rows, cols, th, tw, nTc, nT, ue8m0 ? 1 : 0, AMAX_THRESHOLD_BITS, AMAX_FLOOR_SCALE_BITS, 0, ntr];
@@ -376,6 +544,7 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
     kernels,
     info,
     stats: () => ({ ...stats }),
+    setResidency(on: boolean): void { if (!on) dropAll(); residentOn = on; },
     timeGemm(a, b, c, m, n, k, passes): number {
       if (!(passes >= 1 && passes <= 60)) throw new RangeError(`timeGemm: passes must be 1..60, got ${passes}`);
       if (tooBig(m * k, k * n, m * n)) throw new RangeError(`timeGemm: ${m}x${n}x${k} exceeds the device's binding limit`);
@@ -388,9 +557,11 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       j.read('mm.c', c);
       return ms;
     },
-    describe: () => `webgpu (${name}; WGSL 64x64 tiled GEMM, fused RMSNorm/softmax/SiLU/attention/AdamW, FP8 E4M3 quantisers and scaled GEMM; features: ${info.enabled.join(', ') || 'none'}; GPU thread + shared-memory arena)`,
+    describe: () => `webgpu (${name}; WGSL 64x64 tiled GEMM, fused RMSNorm/softmax/SiLU/attention/AdamW, FP8 E4M3 quantisers and scaled GEMM; features: ${info.enabled.join(', ') || 'none'}; GPU thread + shared-memory arena; ${residentOn ? 'parameters and AdamW moments device-resident' : 'no device residency'})`,
     dispose(): void {
       if (disposed) return;
+      unsubscribe();
+      try { dropAll(); } catch { /* a lost device: nothing to copy back */ }
       try { call({ op: 'dispose' }); } catch { /* the thread is going away anyway */ }
       disposed = true;
       worker.terminate();
@@ -398,6 +569,8 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
   };
 }
 
+/** Arena words past which a batched call (AdamWBatch, SumSquaresBatch) starts another job (128 MB). */
+const BATCH_WORDS = 32 * 2 ** 20;
 const ONE_I32 = new Int32Array(1);
 const ONE_F32 = new Float32Array(1);
 const f32buf = new Float32Array(1), u32buf = new Uint32Array(f32buf.buffer);

@@ -9,12 +9,17 @@
  * - Byte operands (FP8 codes) travel packed four per word, byte i in bits 8·(i mod 4) of word
  *   ⌊i/4⌋ (little-endian, as WGSL reads them); the padding bytes of the last word are zero.
  * - `view(name)` is the role's data in the arena after the job ran, valid until the next job.
+ * - `resident` operands bind a persistent device buffer (named by its key, kept by the GPU thread
+ *   across jobs) under a job-local name; they take arena space only when uploaded or copied back.
+ * - `read` into a declared resident array (or a view into one) announces the write (residency.ts
+ *   hostWrote), so no device copy of it survives a kernel writing it on the host side.
  */
+import { hostWrote, residentParent } from '../residency.js';
 
 /** A device buffer of a job (what thread-source.ts receives). */
-export interface Role { off: number; len: number; up: boolean; down: boolean; zero: boolean }
-/** One compute pass: pipeline, roles in binding order, uniform words, workgroup grid. */
-export interface Pass { pipe: string; binds: string[]; params: number[]; groups: [number, number, number] }
+export interface Role { off: number; len: number; up: boolean; down: boolean; zero: boolean; keep?: boolean }
+/** One compute pass: pipeline, roles in binding order, uniform words, workgroup grid, and per binding an optional [byte offset, byte size] window. */
+export interface Pass { pipe: string; binds: string[]; params: number[]; groups: [number, number, number]; win?: Array<[number, number] | null> }
 
 type Operand = Float32Array | Int32Array | Uint8Array;
 
@@ -26,6 +31,12 @@ export class Job {
   upWords = 0;
   downWords = 0;
   private readonly sources: Array<[number, Operand, number]> = [];
+  /** Job-local names bound to resident device buffers (name → key). */
+  private readonly alias: Record<string, string> = {};
+  /** Byte windows of aliased names that bind part of their buffer (views). */
+  private readonly windows: Record<string, [number, number]> = {};
+  /** Run after the job succeeded (resident copies record the version they now hold). */
+  readonly done: Array<() => void> = [];
   private arena: SharedArrayBuffer | null = null;
 
   private place(name: string, len: number, up: boolean, down: boolean): Role {
@@ -57,9 +68,29 @@ export class Job {
   /** A device-only buffer (intermediates between passes). */
   scratch(name: string, len: number): void { this.roles[name] = { off: 0, len, up: false, down: false, zero: false }; }
 
+  /**
+   * A resident operand `arr` bound as `name`: the persistent device buffer `key` holding all of arr,
+   * uploaded when `upload`, copied back into the arena when `down`; `window` [byte offset, byte size]
+   * binds only that part (a view). A key already in the job is reused.
+   */
+  resident(name: string, key: string, arr: Float32Array, upload: boolean, down: boolean, window?: [number, number]): void {
+    this.alias[name] = key;
+    if (window) this.windows[name] = window;
+    if (this.roles[key]) return;
+    if (upload || down) {
+      const r = this.place(key, arr.length, upload, down);
+      r.keep = true;
+      if (upload) this.sources.push([r.off, arr, arr.length]);
+    } else {
+      this.roles[key] = { off: 0, len: arr.length, up: false, down: false, zero: false, keep: true };
+    }
+  }
+
   /** Adds a pass over the named roles (binding order) with its uniform words and grid. */
   pass(pipe: string, binds: string[], params: number[], groups: [number, number, number]): void {
-    this.passes.push({ pipe, binds, params, groups });
+    const pass: Pass = { pipe, binds: binds.map((b) => this.alias[b] ?? b), params, groups };
+    if (binds.some((b) => this.windows[b])) pass.win = binds.map((b) => this.windows[b] ?? null);
+    this.passes.push(pass);
   }
 
   /** Copies every input into the arena (called once the arena is big enough). */
@@ -75,12 +106,17 @@ export class Job {
 
   /** The role's data in the arena after the job ran. */
   view(name: string): Float32Array {
-    const r = this.roles[name];
+    const r = this.roles[this.alias[name] ?? name];
     if (!r || !this.arena) throw new Error(`webgpu job: no role ${name} in the arena`);
     return new Float32Array(this.arena, r.off * 4, r.len);
   }
   /** Copies the role's data into dst (its first len elements). */
-  read(name: string, dst: Float32Array): void { dst.set(this.view(name)); }
+  read(name: string, dst: Float32Array): void {
+    dst.set(this.view(name));
+    hostWrote(dst);
+    const pv = residentParent(dst);
+    if (pv) hostWrote(pv.parent);
+  }
   /** Copies the first n bytes of a packed byte role into dst. */
   readBytes(name: string, dst: Uint8Array, n: number): void {
     const v = this.view(name);

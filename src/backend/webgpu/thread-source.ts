@@ -16,13 +16,15 @@
  * - Every job runs inside validation and out-of-memory error scopes; a GPU error, a lost device or
  *   an exception becomes status 2 with its message — never a hang.
  * - Buffers are kept per role name and only grow, so steady-state steps allocate nothing.
+ *   Roles marked `keep` are resident copies (named `res:<id>`): one not uploaded must already exist
+ *   (an error otherwise, never a zero buffer); `free` in a run message lists resident buffers to destroy.
  */
 export const GPU_THREAD_SOURCE = String.raw`
 function main(init, api) {
   const ctrl = new Int32Array(init.ctrl);
   const msg = new Uint8Array(init.msg);
   let arena = init.arena;
-  let device = null, lost = '';
+  let device = null, lost = '', disposing = false;
   const pipes = new Map(), buffers = new Map(), uniforms = [];
   let staging = null;
   const enc = new TextEncoder();
@@ -45,14 +47,15 @@ function main(init, api) {
     if (!adapter) { adapter = await gpu.requestAdapter({ forceFallbackAdapter: true }); software = !!adapter; }
     if (!adapter) throw new Error('navigator.gpu.requestAdapter() returned null: no WebGPU adapter (no GPU driver, or WebGPU disabled)');
     const L = adapter.limits;
-    const want = ['maxStorageBufferBindingSize', 'maxBufferSize', 'maxComputeWorkgroupStorageSize', 'maxStorageBuffersPerShaderStage', 'maxComputeInvocationsPerWorkgroup', 'maxComputeWorkgroupSizeX', 'maxComputeWorkgroupSizeY'];
+    const want = ['minStorageBufferOffsetAlignment', 'maxStorageBufferBindingSize', 'maxBufferSize', 'maxComputeWorkgroupStorageSize', 'maxStorageBuffersPerShaderStage', 'maxComputeInvocationsPerWorkgroup', 'maxComputeWorkgroupSizeX', 'maxComputeWorkgroupSizeY'];
     const requiredLimits = {};
     for (const k of want) requiredLimits[k] = L[k];
     const requiredFeatures = [];
     if (adapter.features.has('shader-f16')) requiredFeatures.push('shader-f16');
     if (adapter.features.has('subgroups')) requiredFeatures.push('subgroups');
     device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
-    device.lost.then((info) => { lost = 'WebGPU device lost: ' + (info.message || info.reason); });
+    // Not read while disposing: Dawn (node) aborts the process when the lost info is read as the worker ends.
+    device.lost.then((info) => { if (!disposing) lost = 'WebGPU device lost: ' + (info.message || info.reason); });
     device.pushErrorScope('validation');
     for (const [name, code] of Object.entries(m.shaders)) {
       const module = device.createShaderModule({ code, label: name });
@@ -87,9 +90,11 @@ function main(init, api) {
     device.pushErrorScope('out-of-memory');
     device.pushErrorScope('validation');
     const roles = m.roles;
+    for (const name of m.free || []) { const b = buffers.get(name); if (b) { b.destroy(); buffers.delete(name); } }
     const encoder = device.createCommandEncoder();
     for (const [name, r] of Object.entries(roles)) {
       const bytes = Math.max(4, r.len * 4);
+      if (r.keep && !r.up && !buffers.has(name)) throw new Error('webgpu thread: resident buffer ' + name + ' is missing (its copy was never uploaded)');
       const b = buffer(name, bytes);
       // A copy out of the shared arena: Dawn (node) crashes on SharedArrayBuffer-backed sources.
       if (r.up && r.len > 0) device.queue.writeBuffer(b, 0, words.slice(r.off, r.off + r.len));
@@ -104,7 +109,10 @@ function main(init, api) {
       device.queue.writeBuffer(uniforms[i], 0, params);
       const pipe = pipes.get(p.pipe);
       if (!pipe) throw new Error('webgpu thread: no pipeline ' + p.pipe);
-      const entries = p.binds.map((role, j) => ({ binding: j, resource: { buffer: buffers.get(role) } }));
+      const entries = p.binds.map((role, j) => {
+        const w = p.win && p.win[j];
+        return { binding: j, resource: w ? { buffer: buffers.get(role), offset: w[0], size: w[1] } : { buffer: buffers.get(role) } };
+      });
       entries.push({ binding: p.binds.length, resource: { buffer: uniforms[i] } });
       const group = device.createBindGroup({ layout: pipe.getBindGroupLayout(0), entries });
       const pass = encoder.beginComputePass();
@@ -147,7 +155,16 @@ function main(init, api) {
         if (m.op === 'init') reply(1, await init_(m));
         else if (m.op === 'arena') { arena = m.arena; reply(1, ''); }
         else if (m.op === 'run') reply(1, await run_(m));
-        else if (m.op === 'dispose') { for (const b of buffers.values()) b.destroy(); buffers.clear(); if (device) device.destroy(); device = null; reply(1, ''); }
+        else if (m.op === 'dispose') {
+          disposing = true;
+          for (const b of buffers.values()) b.destroy();
+          buffers.clear();
+          const d = device;
+          device = null;
+          // Let the lost promise settle before the engine thread terminates this worker.
+          if (d) { d.destroy(); await Promise.race([d.lost, new Promise((r) => setTimeout(r, 1000))]); }
+          reply(1, '');
+        }
         else reply(2, 'webgpu thread: unknown op ' + m.op);
       } catch (e) {
         reply(2, (e && e.message) || String(e));
