@@ -190,10 +190,40 @@ struct Pool {
 #endif
   }
 
+  // Waits until done(): spins briefly (a worker finishing its last chunk), then yields the core on
+  // every check. On a loaded machine the worker being waited for may sit on this very core's run
+  // queue; spinning out the caller's time slice would hold it off for milliseconds.
+  template <class Done>
+  static void waitFor(Done done) {
+    for (int spins = 0; !done(); spins++) {
+      if (spins < 4096) relax();
+      else std::this_thread::yield();
+    }
+  }
+
   // Chunks 0..count-1 over the caller and whichever workers arrive in time: a worker that is
   // descheduled (another process, V8's GC threads) never holds the caller up.
+  // Oversubscription guard (owner thread only). A worker preempted in the middle of its chunk
+  // holds the caller for a scheduler time slice (milliseconds) — on a machine with more runnable
+  // threads than cores that happens to most jobs and makes N threads slower than one. When 3 of
+  // the last 8 chunked jobs stalled so, the next kSerialJobs jobs run on the caller alone, then
+  // threads are tried again. An unloaded machine never stalls this long, so it never switches.
+  static constexpr int kSerialJobs = 256;
+  uint32_t stallBits = 0;
+  int serialLeft = 0;
+  bool oversubscribed() {
+    if (serialLeft > 0) { serialLeft--; return true; }
+    return false;
+  }
+  void noteWait(std::chrono::steady_clock::duration busy, std::chrono::steady_clock::duration waited) {
+    const bool stalled = waited > std::chrono::milliseconds(1) && waited > busy / 2;
+    stallBits = ((stallBits << 1) | (stalled ? 1u : 0u)) & 0xFFu;
+    if (__builtin_popcount(stallBits) >= 3) { serialLeft = kSerialJobs; stallBits = 0; }
+  }
+
   void runChunks(long count, const std::function<void(long, int)>& fn) {
-    if (count <= 1 || workers.empty()) { for (long i = 0; i < count; i++) fn(i, 0); return; }
+    if (count <= 1 || workers.empty() || oversubscribed()) { for (long i = 0; i < count; i++) fn(i, 0); return; }
+    const auto t0 = std::chrono::steady_clock::now();
     publish([&] {
       chunked.store(true, std::memory_order_relaxed);
       cjob.store(&fn, std::memory_order_relaxed);
@@ -203,7 +233,9 @@ struct Pool {
     });
     for (long i; (i = next.fetch_add(1, std::memory_order_relaxed)) < count;) fn(i, 0);
     claim.fetch_or(kClosed, std::memory_order_acq_rel);
-    while ((claim.load(std::memory_order_acquire) & kCount) != 0) relax();
+    const auto t1 = std::chrono::steady_clock::now();
+    waitFor([&] { return (claim.load(std::memory_order_acquire) & kCount) == 0; });
+    noteWait(t1 - t0, std::chrono::steady_clock::now() - t1);
   }
 
   void run(int n, const std::function<void(int)>& fn) {
@@ -215,7 +247,7 @@ struct Pool {
       pending.store((int)workers.size(), std::memory_order_relaxed);
     });
     fn(0);
-    while (pending.load(std::memory_order_acquire) != 0) relax();
+    waitFor([&] { return pending.load(std::memory_order_acquire) == 0; });
   }
   ~Pool() { stop(); }
 };

@@ -308,7 +308,7 @@ function absorbDecodeStep(ctx: Ctx, a: MlaParams, layerIdx: number, qNope: Tenso
 export function selectExperts(cfg: DeepSeekConfig, scores: Float32Array, bias: Float32Array | null, N: number): Int32Array {
   const E = cfg.nRoutedExperts, k = cfg.numExpertsPerTok, G = cfg.nGroup, Gk = cfg.topkGroup, per = E / G;
   const ids = new Int32Array(N * k);
-  const b = new Float64Array(E), gs = new Float64Array(G);
+  const b = new Float64Array(E), gs = new Float64Array(G), keep = new Uint8Array(G);
   const limited = cfg.topkMethod !== 'greedy' && G > 1 && Gk < G;
   for (let n = 0; n < N; n++) {
     for (let e = 0; e < E; e++) b[e] = scores[n * E + e]! + (bias ? bias[e]! : 0);
@@ -322,7 +322,7 @@ export function selectExperts(cfg: DeepSeekConfig, scores: Float32Array, bias: F
         // V3 (bias present): sum of the top two; V2 and bias-free: group max (SPEC §7.5).
         gs[g] = bias ? m1 + m2 : m1;
       }
-      const keep = new Uint8Array(G);
+      keep.fill(0);
       for (let r = 0; r < Gk; r++) {
         let best = -1;
         for (let g = 0; g < G; g++) if (!keep[g] && (best < 0 || gs[g]! > gs[best]!)) best = g;

@@ -64,8 +64,12 @@ export function slice(x: Tensor, axis: number, start: number, end: number): Tens
   const w = end - start;
   const outShape = x.shape.slice(); outShape[ax] = w;
   const X = x.f32;
-  const out = allocUninitF32(outer * w * inner); // every row written below
-  for (let o = 0; o < outer; o++) out.set(X.subarray((o * d + start) * inner, (o * d + end) * inner), o * w * inner);
+  const out = allocUninitF32(outer * w * inner); // every row is copied below
+  const len = w * inner;
+  // Short rows (a slice of the last axis: MLA's k_nope/v, k_pe) copy element by element — a
+  // subarray + set per row costs more than the row.
+  if (len < 64) for (let o = 0, i = 0; o < outer; o++) { const s0 = (o * d + start) * inner; for (let j = 0; j < len; j++, i++) out[i] = X[s0 + j]!; }
+  else for (let o = 0; o < outer; o++) out.set(X.subarray((o * d + start) * inner, (o * d + end) * inner), o * len);
   const t = new Tensor(out, outShape);
   return record(t, 'Slice', [x], (g) => [{
     addInto(gi: Float32Array): void {
