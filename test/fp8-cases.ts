@@ -76,3 +76,15 @@ export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
   for (let i = 0; i < a.length; i++) { num += (a[i]! - b[i]!) ** 2; den += b[i]! ** 2; }
   return Math.sqrt(num / den);
 }
+
+/** Asserts a and b hold the same f32 bit patterns (any NaN matches any NaN). */
+export function sameF32Bits(a: Float32Array, b: Float32Array, what: string): void {
+  if (a.length !== b.length) throw new Error(`${what}: length ${a.length} vs ${b.length}`);
+  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length), ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  for (let i = 0; i < a.length; i++) if (ua[i] !== ub[i] && !(Number.isNaN(a[i]) && Number.isNaN(b[i]))) throw new Error(`${what}[${i}]: ${a[i]} vs ${b[i]}`);
+}
+/** Asserts two FP8 code arrays are equal, naming the first differing code. */
+export function sameCodes(a: Uint8Array, b: Uint8Array, what: string): void {
+  if (a.length !== b.length) throw new Error(`${what}: length ${a.length} vs ${b.length}`);
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) throw new Error(`${what}[${i}]: code 0x${a[i]!.toString(16)} vs 0x${b[i]!.toString(16)}`);
+}

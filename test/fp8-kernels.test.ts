@@ -19,21 +19,12 @@ import { quantizeColumnTiles, quantizeTiles, type ScaleFormat } from '../src/fp8
 import { quantizeCols, quantizeRows, quantizeWeight, requantizeCols, scaledGemm, scaledGemmTs, type ScaledGemmOperands } from '../src/fp8/kernels.js';
 import { fp8Linear, fp8Weight, fp8WeightStats } from '../src/fp8/linear.js';
 import { makeProjLinear, recipeSettings } from '../src/fp8/recipe.js';
-import { edgy, gauss, rng } from './fp8-cases.js';
+import { edgy, gauss, rng, sameCodes, sameF32Bits } from './fp8-cases.js';
 
 const be = loadNativeBackend({ threads: 2 });
 const skip = be && be.addon.fp8ScaledGemm ? false : `native FP8 kernels: ${nativeUnavailableReason() ?? 'addon without them'}`;
 
 
-function sameF32Bits(a: Float32Array, b: Float32Array, what: string): void {
-  assert.equal(a.length, b.length, `${what}: length`);
-  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length), ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
-  for (let i = 0; i < a.length; i++) if (ua[i] !== ub[i] && !(Number.isNaN(a[i]) && Number.isNaN(b[i]))) assert.fail(`${what}[${i}]: ${a[i]} vs ${b[i]}`);
-}
-function sameCodes(a: Uint8Array, b: Uint8Array, what: string): void {
-  assert.equal(a.length, b.length, `${what}: length`);
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) assert.fail(`${what}[${i}]: code ${a[i]} vs ${b[i]}`);
-}
 
 function withNative<T>(isa: 'auto' | 'portable', f: () => T): T {
   const prev = getBackend().name;

@@ -16,21 +16,12 @@ import { E4M3_TO_F32 } from '../src/fp8/codec.js';
 import { type ScaleFormat } from '../src/fp8/quant.js';
 import { scaledGemm, type ScaledGemmOperands } from '../src/fp8/kernels.js';
 import { fp8Linear, resolveFp8Gemm } from '../src/fp8/linear.js';
-import { edgy, gauss, gemmLayouts, gemmRef, quantAll, relErr } from './fp8-cases.js';
+import { edgy, gauss, gemmLayouts, gemmRef, quantAll, relErr, sameCodes, sameF32Bits } from './fp8-cases.js';
 
 const gpu = (await backendsUnderTest({ webgpu: true })).includes('webgpu');
 const skip = gpu ? false : `webgpu not under test: ${whyNotUnderTest('webgpu')}`;
 after(() => disposeBackends());
 
-function sameF32Bits(a: Float32Array, b: Float32Array, what: string): void {
-  assert.equal(a.length, b.length, `${what}: length`);
-  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length), ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
-  for (let i = 0; i < a.length; i++) if (ua[i] !== ub[i] && !(Number.isNaN(a[i]) && Number.isNaN(b[i]))) assert.fail(`${what}[${i}]: ${a[i]} vs ${b[i]}`);
-}
-function sameCodes(a: Uint8Array, b: Uint8Array, what: string): void {
-  assert.equal(a.length, b.length, `${what}: length`);
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) assert.fail(`${what}[${i}]: code 0x${a[i]!.toString(16)} vs 0x${b[i]!.toString(16)}`);
-}
 
 test('webgpu quantisers: codes and scales equal the TS reference bit for bit (both scale formats, ragged shapes, edge values)', { skip }, async () => {
   for (const fmt of ['fp32', 'ue8m0'] as ScaleFormat[]) {
