@@ -84,8 +84,9 @@ export interface Kernels {
   MoeFfnForward(args: MoeFfnArgs, out: Float32Array): void;
   /** Its backward from the saved g, u, y, sg, su (see MoeFfnGrads). Optional. */
   MoeFfnBackward(args: MoeFfnArgs, grads: MoeFfnGrads): void;
-  /** The decode engine over a model's arrays (src/model/decode-engine.ts lays them out); returns its handle. Optional. */
-  DecodeEngineCreate(cfg: Float64Array, kinds: Int32Array, arrays: Array<EngineArray | null>): object;
+  /** The decode engine over a model's arrays (src/model/decode-engine.ts lays them out); returns its handle, or null
+   *  when this backend's engine does not take these arrays (webgpu: f32 only). Optional. */
+  DecodeEngineCreate(cfg: Float64Array, kinds: Int32Array, arrays: Array<EngineArray | null>): object | null;
   /** One main-model decode pass of the engine (src/model/decode-engine.ts runMain). Optional. */
   DecodeEngineMain(engine: object, tokens: Int32Array, segs: Int32Array, caches: Float32Array[], cos: Float32Array, sin: Float32Array,
     from: number, hidden: Float32Array, logits: Float32Array): void;

@@ -11,11 +11,11 @@
  *   backend has no engine or the model is outside what it runs.
  * - Same arithmetic as the TypeScript path of `RowDecoder` (model/decode.ts), with row-exact
  *   kernels: a row's result never depends on the other rows of the pass or the thread count.
- * Browser-safe (the engine itself exists only on the native backend).
+ * Browser-safe (the engine itself exists on the native and webgpu backends).
  */
 import { Tensor } from '../autograd/tensor.js';
 import { needsGrad } from '../autograd/tape.js';
-import { hasKernel, kernel, type EngineArray } from '../backend/registry.js';
+import { getBackend, hasKernel, kernel, type EngineArray } from '../backend/registry.js';
 import { softmaxScale, type DeepSeekConfig } from './config.js';
 import type { LayerParams, MlpParams, ModelParams } from './deepseek.js';
 
@@ -67,20 +67,24 @@ export function engineArrays(p: ModelParams, cfg: DeepSeekConfig, ew: EngineWeig
   return { cfg: c, kinds, arrays };
 }
 
-/** A built engine and the arrays it holds. */
-interface Built { handle: object; arrays: Array<EngineArray | null> }
+/** A built engine, the backend that built it and the arrays it holds. */
+interface Built { handle: object | null; backend: string; arrays: Array<EngineArray | null> }
 const built = new WeakMap<EngineWeights, WeakMap<ModelParams, Built>>();
 
-/** The engine for these parameters and weight form, or null (no engine kernel, or a model it does not run). */
+/**
+ * The engine for these parameters and weight form on the active backend, or null (no engine kernel,
+ * or a model or weight form it does not run). An engine belongs to the backend that built it.
+ */
 export function decodeEngine(p: ModelParams, cfg: DeepSeekConfig, ew: EngineWeights): object | null {
   if (!hasKernel('DecodeEngineCreate') || cfg.nRoutedExperts > MAX_EXPERTS) return null;
   const lay = engineArrays(p, cfg, ew);
   let byParams = built.get(ew);
   if (!byParams) built.set(ew, (byParams = new WeakMap()));
   const old = byParams.get(p);
-  if (old && old.arrays.length === lay.arrays.length && old.arrays.every((a, i) => a === lay.arrays[i])) return old.handle;
+  const backend = getBackend().name;
+  if (old && old.backend === backend && old.arrays.length === lay.arrays.length && old.arrays.every((a, i) => a === lay.arrays[i])) return old.handle;
   const handle = kernel('DecodeEngineCreate')(lay.cfg, lay.kinds, lay.arrays);
-  byParams.set(p, { handle, arrays: lay.arrays });
+  byParams.set(p, { handle, backend, arrays: lay.arrays });
   return handle;
 }
 

@@ -18,7 +18,7 @@
  * Browser-safe.
  */
 import { Tensor } from '../autograd/tensor.js';
-import { hasKernel, kernel, optionalKernel } from '../backend/registry.js';
+import { getBackend, hasKernel, kernel, optionalKernel } from '../backend/registry.js';
 import * as op from '../ops/index.js';
 import { ropeInvFreq, softmaxScale, yarnMscale, type DeepSeekConfig } from './config.js';
 import { selectExperts, type KVCache, type LayerParams, type MlaParams, type MlpParams, type ModelParams, type MoeParams } from './deepseek.js';
@@ -60,8 +60,9 @@ export class RowDecoder {
   private readonly invFreq: Float32Array;
   private readonly ropeFactor: number;
   private readonly useEngine: boolean;
-  /** The native engine for these weights (undefined: not looked up yet; null: none). */
+  /** The engine for these weights (undefined: not looked up yet; null: none) and the backend it belongs to. */
   private engine: object | null | undefined;
+  private engineBackend = '';
   private tok = new Int32Array(8);
 
   /** `engine: false` keeps every pass on the TypeScript path (tests compare the two). */
@@ -73,17 +74,18 @@ export class RowDecoder {
     this.useEngine = opts.engine ?? true;
   }
 
-  /** True when a pass of R rows runs on the native engine (row-exact for any row count and segment shape). */
+  /** True when a pass of R rows runs on the backend's decode engine (native or webgpu; row-exact for any row count and segment shape). */
   usesEngine(R: number): boolean { return this.engineFor(R) !== null; }
 
-  /** Most rows a pass may carry on the native engine (0: no engine here: another backend, or a linear without engine weights). */
+  /** Most rows a pass may carry on the decode engine (0: no engine here: a backend without one, or a linear without engine weights). */
   engineRows(): number { return this.engineFor(1) ? Math.min(this.lin.engine!.maxRows, ENGINE_MAX_ROWS) : 0; }
 
-  /** The native engine for a pass of R rows, when the backend has one and the linear allows it. */
+  /** The decode engine for a pass of R rows, when the backend has one and the linear allows it. */
   private engineFor(R: number): object | null {
     const ew = this.lin.engine;
     if (!this.useEngine || !ew || R > Math.min(ew.maxRows, ENGINE_MAX_ROWS) || !hasKernel('DecodeEngineMain')) return null;
-    if (this.engine === undefined) this.engine = decodeEngine(this.params, this.cfg, ew);
+    const backend = getBackend().name;
+    if (this.engine === undefined || this.engineBackend !== backend) { this.engine = decodeEngine(this.params, this.cfg, ew); this.engineBackend = backend; }
     return this.engine;
   }
 

@@ -37,6 +37,8 @@ import { ATTN_BWD1_WGSL, ATTN_BWD2_WGSL, ATTN_FWD_WGSL } from './wgsl-attention.
 import { FP8_CODES_WGSL, FP8_RECODES_WGSL, FP8_RESCALES_WGSL, FP8_SCALES_WGSL } from './wgsl-fp8.js';
 import { FP8_GEMM_WGSL } from './wgsl-fp8-gemm.js';
 import { Job } from './job.js';
+import { DECODE_SHADERS } from './wgsl-decode.js';
+import { decodeEngineKernels } from './decode-engine.js';
 
 const SHADERS: Record<string, string> = {
   matmul: MATMUL_WGSL, rmsnorm: RMSNORM_WGSL, rmsnormBx: RMSNORM_BX_WGSL, rmsnormBw: RMSNORM_BW_WGSL,
@@ -44,6 +46,7 @@ const SHADERS: Record<string, string> = {
   addinto: ADDINTO_WGSL, adamw: ADAMW_WGSL, sumsq: SUMSQ_WGSL, rowsaxpy: ROWSAXPY_WGSL,
   attnFwd: ATTN_FWD_WGSL, attnBwd1: ATTN_BWD1_WGSL, attnBwd2: ATTN_BWD2_WGSL,
   fp8Scales: FP8_SCALES_WGSL, fp8Codes: FP8_CODES_WGSL, fp8Rescales: FP8_RESCALES_WGSL, fp8Recodes: FP8_RECODES_WGSL, fp8Gemm: FP8_GEMM_WGSL,
+  ...DECODE_SHADERS,
 };
 
 /** What the adapter and device are (from the GPU thread's init reply). */
@@ -506,6 +509,9 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       j.read('fg.c', g.c);
     },
   };
+
+  // The whole-pass decode engine (decode-engine.ts): one job per decode pass.
+  Object.assign(kernels, decodeEngineKernels({ run, operand, maxBinding, free: (key) => freed.push(key) }));
 
   /**
    * One FP8 quantisation in th×tw tiles: of f32 `src` (rowScales null) or of FP8 rows (codes `src`

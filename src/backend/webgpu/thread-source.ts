@@ -94,7 +94,7 @@ function main(init, api) {
     const encoder = device.createCommandEncoder();
     for (const [name, r] of Object.entries(roles)) {
       const bytes = Math.max(4, r.len * 4);
-      if (r.keep && !r.up && !buffers.has(name)) throw new Error('webgpu thread: resident buffer ' + name + ' is missing (its copy was never uploaded)');
+      if (r.keep && !r.up && !r.zero && !buffers.has(name)) throw new Error('webgpu thread: resident buffer ' + name + ' is missing (its copy was never uploaded)');
       const b = buffer(name, bytes);
       // A copy out of the shared arena: Dawn (node) crashes on SharedArrayBuffer-backed sources.
       if (r.up && r.len > 0) device.queue.writeBuffer(b, 0, words.slice(r.off, r.off + r.len));
