@@ -18,7 +18,9 @@ import { getBackend } from '../src/backend/registry.js';
 import type { WebGPUBackend } from '../src/backend/webgpu/index.js';
 import { presets } from '../src/model/config.js';
 import { initParams } from '../src/model/deepseek.js';
-import { Trainer, defaultTrainerOptions, sampleTokens } from '../src/train/trainer.js';
+import { Trainer, defaultTrainerOptions } from '../src/train/trainer.js';
+import { generate, type Model } from '../src/infer/generate.js';
+import { f32RowsLinear, type RowsLinear } from '../src/model/decode.js';
 
 export const OPTIONS: OptionSpec = {
   quick: { type: 'boolean', help: 'small shapes and configs (minutes on a software GPU such as SwiftShader)' },
@@ -28,6 +30,7 @@ export const OPTIONS: OptionSpec = {
   json: { type: 'boolean', help: 'print the rows as one JSON array' },
   'no-gemm': { type: 'boolean', help: 'skip the GEMM rows (model rows only)' },
   'no-resident': { type: 'boolean', help: 'upload every operand with every call (the backend before device residency), to compare transfers' },
+  'no-engine': { type: 'boolean', help: 'decode without the whole-pass decode engine (one job per kernel call, as before it), to compare' },
 };
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -97,20 +100,24 @@ export async function run(argv: string[]): Promise<number> {
     const paramMB = trainer.trainable.reduce((s, p) => s + p.size * 4, 0) / 2 ** 20;
     rows.push({ what: `train ${name} transfers per step`, value: `${s2.jobs - s1.jobs} jobs`, detail: `${((s2.upBytes - s1.upBytes) / 2 ** 20).toFixed(2)} MB up, ${((s2.downBytes - s1.downBytes) / 2 ** 20).toFixed(2)} MB down (parameters ${paramMB.toFixed(2)} MB; residency ${resident ? 'on' : 'off'})` });
     log(`${rows[rows.length - 1]!.what}: ${rows[rows.length - 1]!.value}, ${rows[rows.length - 1]!.detail}`);
-    // Decode: batch-1 greedy tokens with the KV cache.
-    const params = initParams(cfg, { seed: 2 });
+    // Decode: batch-1 greedy tokens with the KV cache, through the inference path (generate: RowDecoder,
+    // on the whole-pass decode engine unless --no-engine: a rows linear without engine weights).
+    const engine = o['no-engine'] !== true;
+    const plainRows: RowsLinear = (x, r, w, out) => f32RowsLinear(x, r, w, out);
+    const model: Model = { cfg, params: initParams(cfg, { seed: 2 }), ...(engine ? {} : { rowsLinear: plainRows }) };
     const prompt = Array.from({ length: 16 }, (_, i) => (i * 31) % cfg.vocabSize), gen = quick ? 8 : 64;
-    sampleTokens(params, cfg, prompt, gen, { temperature: 0, topK: 1, seed: 1 }); // warm: the weights it reads become resident
+    const decode = (n: number): number[] => generate(model, prompt, { greedy: true, maxTokens: n }).tokens;
+    decode(gen); // warm: the weights it reads become resident
     const d0 = gpu.stats(), t0 = performance.now();
-    sampleTokens(params, cfg, prompt, gen, { temperature: 0, topK: 1, seed: 1 });
+    decode(gen);
     const ms = performance.now() - t0, d1 = gpu.stats();
     // Transfers per decoded token: the same run minus its prefill (a 1-token run is the prefill alone).
-    sampleTokens(params, cfg, prompt, 1, { temperature: 0, topK: 1, seed: 1 });
+    decode(1);
     const d2 = gpu.stats(), per = gen - 1;
     const dd = { jobs: (d1.jobs - d0.jobs) - (d2.jobs - d1.jobs), up: (d1.upBytes - d0.upBytes) - (d2.upBytes - d1.upBytes), down: (d1.downBytes - d0.downBytes) - (d2.downBytes - d1.downBytes) };
     rows.push({ what: `decode ${name} (batch 1, ${prompt.length}→${prompt.length + gen})`, value: `${(gen / ms * 1e3).toFixed(1)} tokens/s`, detail: `${(ms / gen).toFixed(1)} ms per token incl. prefill` });
     log(`${rows[rows.length - 1]!.what}: ${rows[rows.length - 1]!.value}`);
-    rows.push({ what: `decode ${name} transfers per token`, value: `${(dd.jobs / per).toFixed(0)} jobs`, detail: `${(dd.up / per / 1024).toFixed(0)} kB up, ${(dd.down / per / 1024).toFixed(0)} kB down (decode steps after the prefill; residency ${resident ? 'on' : 'off'})` });
+    rows.push({ what: `decode ${name} transfers per token`, value: `${(dd.jobs / per).toFixed(0)} jobs`, detail: `${(dd.up / per / 1024).toFixed(1)} kB up, ${(dd.down / per / 1024).toFixed(1)} kB down (decode steps after the prefill; residency ${resident ? 'on' : 'off'}, decode engine ${engine ? 'on' : 'off'})` });
     log(`${rows[rows.length - 1]!.what}: ${rows[rows.length - 1]!.value}, ${rows[rows.length - 1]!.detail}`);
   } finally {
     const s = gpu.stats();
