@@ -428,19 +428,25 @@ export class Generation {
     const dec = this.decoder!;
     const H = cfg.hiddenSize, V = cfg.vocabSize;
     const n = cache.length, x = this.seq[n]!, m = this.pendingRows;
-    // Draft: the MTP layer over the pending rows; only the last row's logits are needed.
-    const mt = this.drafter!.mtp(0, this.pending.subarray(0, m * H), this.seq.slice(this.mtpLen + 1, n + 1), [{ cache, start: this.mtpLen, rows: m }], m - 1);
-    this.mtpLen = n;
-    let draft: number;
-    if (this.greedy) draft = argmax(mt.logits, 0, this.vocab);
-    else {
-      this.qDist ??= new Float64Array(this.vocab);
-      this.pDist ??= new Float64Array(this.vocab);
-      this.sampler.probs(mt.logits, 0, this.vocab, this.qDist);
-      draft = this.sampler.sampleFrom(this.qDist, this.vocab);
+    const mtpSeg = { cache, start: this.mtpLen, rows: m }, mainSeg = { cache, start: n, rows: 2 };
+    const nextTokens = this.seq.slice(this.mtpLen + 1, n + 1);
+    // Greedy on the engine: draft and verify in one call (the verify's rows one per thread).
+    const fused = this.greedy ? dec.specStep(this.drafter!, this.pending, nextTokens, mtpSeg, x, mainSeg, this.vocab) : null;
+    let draft: number, f: { hidden: Float32Array; logits: Float32Array };
+    if (fused) { draft = fused.draft; f = fused; } else {
+      // Draft: the MTP layer over the pending rows; only the last row's logits are needed.
+      const mt = this.drafter!.mtp(0, this.pending.subarray(0, m * H), nextTokens, [mtpSeg], m - 1);
+      if (this.greedy) draft = argmax(mt.logits, 0, this.vocab);
+      else {
+        this.qDist ??= new Float64Array(this.vocab);
+        this.pDist ??= new Float64Array(this.vocab);
+        this.sampler.probs(mt.logits, 0, this.vocab, this.qDist);
+        draft = this.sampler.sampleFrom(this.qDist, this.vocab);
+      }
+      // Verify: positions n (token x) and n+1 (the draft) in one pass.
+      f = dec.main([x, draft], [mainSeg]);
     }
-    // Verify: positions n (token x) and n+1 (the draft) in one pass.
-    const f = dec.main([x, draft], [{ cache, start: n, rows: 2 }]);
+    this.mtpLen = n;
     const L = f.logits;
     this.pending.set(f.hidden);
     this.proposed++;

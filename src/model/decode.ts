@@ -57,6 +57,7 @@ export interface RowsResult { hidden: Float32Array; logits: Float32Array }
 export class RowDecoder {
   private readonly lin: RowsLinear;
   private readonly scratch = new Map<string, Float32Array>();
+  private readonly iscratch = new Map<string, Int32Array>();
   private readonly invFreq: Float32Array;
   private readonly ropeFactor: number;
   private readonly useEngine: boolean;
@@ -104,6 +105,13 @@ export class RowDecoder {
     return { tok, seg, caches, cos, sin };
   }
 
+  /** A scratch Int32Array of exactly n ints (a view of a buffer kept per name). */
+  private ints(name: string, n: number): Int32Array {
+    let b = this.iscratch.get(name);
+    if (!b || b.length < n) { b = new Int32Array(Math.max(n, 2 * (b?.length ?? 0))); this.iscratch.set(name, b); }
+    return b.length === n ? b : b.subarray(0, n);
+  }
+
   /** A scratch array of exactly n floats (a view of a buffer kept per name). */
   private buf(name: string, n: number): Float32Array {
     let b = this.scratch.get(name);
@@ -129,6 +137,38 @@ export class RowDecoder {
     const hidden = this.buf('hidden', R * H);
     kernel('RMSNorm')(h, p.norm.f32, hidden, R, H, cfg.rmsNormEps);
     return { hidden, logits: this.head(hidden, R, from, p.head) };
+  }
+
+  /**
+   * One greedy speculative step in one engine call, when the backend has `DecodeEngineSpec` and
+   * both decoders run on the engine (else null: call `mtp` then `main`). `draft` (this decoder, or
+   * one with cheaper MTP weights) runs MTP depth 0 over the rows of `mtpSeg` (hiddenIn, nextTokens;
+   * only the last row drafts: the argmax of its logits over [0, vocab)); then this model verifies
+   * [token, draft] at mainSeg.start, +1 (mainSeg.rows must be 2). Same results as those two calls.
+   */
+  specStep(draft: RowDecoder, hiddenIn: Float32Array, nextTokens: ArrayLike<number>, mtpSeg: Segment, token: number, mainSeg: Segment, vocab: number):
+    { draft: number; hidden: Float32Array; logits: Float32Array; mtpLogits: Float32Array } | null {
+    const { cfg, params: p } = this;
+    const m = nextTokens.length;
+    if (!hasKernel('DecodeEngineSpec') || p.mtp.length === 0 || draft.params.mtp.length === 0 || mainSeg.rows !== 2) return null;
+    const eng = this.engineFor(2), deng = draft.engineFor(m);
+    if (!eng || !deng) return null;
+    checkRows([mtpSeg], m, cfg.numHiddenLayers + 1);
+    checkRows([mainSeg], 2, cfg.numHiddenLayers);
+    const H = cfg.hiddenSize, V = cfg.vocabSize, half = cfg.qkRopeHeadDim / 2, L = p.layers.length;
+    const next = this.ints('specNext', m);
+    for (let i = 0; i < m; i++) next[i] = nextTokens[i]!;
+    const mcos = this.buf('specMcos', m * half), msin = this.buf('specMsin', m * half);
+    for (let i = 0; i < m; i++) this.ropeAt(mtpSeg.start + i, mcos, msin, i * half);
+    const cos = this.buf('specCos', 2 * half), sin = this.buf('specSin', 2 * half);
+    this.ropeAt(mainSeg.start, cos, sin, 0);
+    this.ropeAt(mainSeg.start + 1, cos, sin, half);
+    const mainCaches: Float32Array[] = [];
+    for (let l = 0; l < L; l++) mainCaches.push(mainSeg.cache.layers[l]!.a);
+    const hidden = this.buf('hidden', 2 * H), logits = this.buf('logits', 2 * V), mtpLogits = this.buf('specMtpLogits', V);
+    const d = kernel('DecodeEngineSpec')(eng, deng, hiddenIn.subarray(0, m * H), next, Int32Array.of(mtpSeg.start, m), [mtpSeg.cache.layers[cfg.numHiddenLayers]!.a],
+      mcos, msin, token, Int32Array.of(mainSeg.start, 2), mainCaches, cos, sin, vocab, hidden, logits, mtpLogits);
+    return { draft: d, hidden, logits, mtpLogits };
   }
 
   /**
