@@ -112,7 +112,7 @@ const FAULTS = [
     edits: [['native/src/decode_gemv.cc', 'for (int r = 0; r < R; r++) xv[r] = _mm512_maskz_loadu_ps(mk, x.x + r * x.ldx + p);', 'for (int r = 0; r < R; r++) xv[r] = _mm512_maskz_loadu_ps(mk, x.x + (R == 2 ? 0 : r) * x.ldx + p);']],
     tests: ['src/model/decode-engine.test.ts'], rebuild: true },
   { id: 'spec-step-rope', what: 'the fused speculative step ropes the draft row at the token row\'s position when its rows run one per thread',
-    edits: [['native/src/decode_engine.cc', 'mainPass(w1, &d, 1, &s1, 1, cs + half, sn + half, 0, hidden + H, logits + V);', 'mainPass(w1, &d, 1, &s1, 1, cs, sn, 0, hidden + H, logits + V);']],
+    edits: [['native/src/decode_engine.cc', 'mainPass(w1, picks, 1, &s1, 1, cs + half, sn + half, 0, hidden + H, logits + V, false);', 'mainPass(w1, picks, 1, &s1, 1, cs, sn, 0, hidden + H, logits + V, false);']],
     tests: ['src/model/decode-engine.test.ts'], rebuild: true },
   { id: 'dashboard-no-live-rows', what: 'the dashboard sends rows only on (re)connect, never as they are appended',
     edits: [['src/serve/dashboard-node.ts', "if (r.rows.length || r.reset) broadcast(event('rows'", "if (r.reset) broadcast(event('rows'"]],

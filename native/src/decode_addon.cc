@@ -331,16 +331,17 @@ napi_value MatRowsFn(napi_env env, napi_callback_info info) {
 }
 
 // decodeEngineSpec(main, draft, hiddenIn, nextTokens, mtpSegs, mtpCaches, mtpCos, mtpSin,
-//                  token, mainSegs, mainCaches, cos, sin, vocab, hidden, logits, mtpLogits) → draft id
+//                  token, mainSegs, mainCaches, cos, sin, vocab, hidden, logits, mtpLogits, picks)
+// picks (Int32Array [3]) receives [draft, argmax of row 0, argmax of row 1] over [0, vocab).
 // One greedy speculative step (Engine::runSpec): the draft engine's MTP depth 0 over the rows of
 // its one segment (the last row drafts), then the main model over [token, draft] (a segment of 2).
 napi_value Spec(napi_env env, napi_callback_info info) {
   return guard([&]() -> napi_value {
     const char* fn = "decodeEngineSpec";
-    size_t argc = 17;
-    napi_value a[17];
+    size_t argc = 18;
+    napi_value a[18];
     napi_get_cb_info(env, info, &argc, a, nullptr, nullptr);
-    if (argc < 17) throwType(env, fn, "expected 17 arguments");
+    if (argc < 18) throwType(env, fn, "expected 18 arguments");
     Engine& e = engineOf(env, fn, a[0]);
     Engine& dr = engineOf(env, fn, a[1]);
     const Cfg& c = e.c;
@@ -368,10 +369,11 @@ napi_value Spec(napi_env env, napi_callback_info info) {
     float* hidden = typed<float>(env, fn, a[14], napi_float32_array, "hidden", (size_t)(2 * c.H));
     float* logits = typed<float>(env, fn, a[15], napi_float32_array, "logits", (size_t)(2 * c.V));
     float* mtpLogits = typed<float>(env, fn, a[16], napi_float32_array, "mtpLogits", (size_t)c.V);
-    const int32_t d = e.runSpec(dr, hin, next, m, ms.refs[0], mcs, msn, (int32_t)token, mn.refs[0].start, mn.refs[0].caches, cs, sn, vocab, hidden, logits, mtpLogits);
-    napi_value out;
-    napi_create_int32(env, d, &out);
-    return out;
+    int32_t* picks = typed<int32_t>(env, fn, a[17], napi_int32_array, "picks", 3);
+    e.runSpec(dr, hin, next, m, ms.refs[0], mcs, msn, (int32_t)token, mn.refs[0].start, mn.refs[0].caches, cs, sn, vocab, hidden, logits, mtpLogits, picks);
+    napi_value u;
+    napi_get_undefined(env, &u);
+    return u;
   });
 }
 

@@ -49,6 +49,16 @@ void awaitAbove(const std::atomic<int>& v, int li) {
   }
 }
 
+// Waits until f is set (as awaitAbove).
+void awaitFlag(const std::atomic<bool>& f) {
+  for (int spins = 0; !f.load(std::memory_order_acquire); spins++) {
+#if FRUGAL_X86
+    if (spins < 4096) { _mm_pause(); continue; }
+#endif
+    std::this_thread::yield();
+  }
+}
+
 // dst[2i, 2i+1] = src pair i rotated by (cos, sin)[i], in double then rounded (as decode.ts's rotate).
 inline void rotate(const float* src, float* dst, const float* cs, const float* sn, long half) {
   for (long i = 0; i < half; i++) {
@@ -309,13 +319,26 @@ void Engine::runMtp(long depth, const float* hin, const int32_t* next, long R, c
   mtpPass(work[0], depth, hin, next, R, segs, S, cs, sn, from, hidden, logits);
 }
 
-void Engine::mainPass(Work& w, const int32_t* tokens, long R, const SegRef* segs, long S, const float* cs, const float* sn, long from, float* hidden, float* logits) {
+void Engine::mainPass(Work& w, const int32_t* tokens, long R, const SegRef* segs, long S, const float* cs, const float* sn, long from, float* hidden, float* logits,
+                      bool withHead) {
   const long H = c.H;
   float* h = w.sc.get(S_H, (size_t)(R * H));
   for (long r = 0; r < R; r++) std::memcpy(h + r * H, embed + (long)tokens[r] * H, sizeof(float) * H);
   for (long l = 0; l < (long)layers.size(); l++) block(w, layers[l], h, R, segs, S, (int)l, cs, sn, 0);
   rmsnorm(h, norm, hidden, R, H, c.eps, nullptr);
-  if (R > from) linear(w, head, hidden + from * H, H, R - from, logits, c.V, true);
+  if (withHead && R > from) linear(w, head, hidden + from * H, H, R - from, logits, c.V, true);
+}
+
+void Engine::linearCols(Work& w, const Mat& m, const float* x, long ldx, long R, float* y, long ldy, long j0, long j1) {
+  Rows xs{x, ldx};
+  if (m.fmt == Q8) {
+    if (w.qcodes.size() < (size_t)(R * m.k)) w.qcodes.resize((size_t)(R * m.k));
+    float* d = w.sc.get(S_QD, (size_t)(R * (m.k / 32)));
+    quantizeRowsQ8(x, ldx, R, m.k, w.qcodes.data(), d);
+    xs.q = w.qcodes.data();
+    xs.d = d;
+  }
+  matRows(m, xs, R, y, ldy, j0, j1);
 }
 
 void Engine::mtpPass(Work& w, long depth, const float* hin, const int32_t* next, long R, const SegRef* segs, long S, const float* cs, const float* sn, long from,
@@ -347,46 +370,64 @@ int32_t argmaxOf(const float* x, long n) {
 }
 }  // namespace
 
-int32_t Engine::runSpec(Engine& draft, const float* hin, const int32_t* next, long m, const SegRef& mseg, const float* mcs, const float* msn,
-                        int32_t token, long mainStart, float* const* mainCaches, const float* cs, const float* sn, long vocab,
-                        float* hidden, float* logits, float* mtpLogits) {
+void Engine::runSpec(Engine& draft, const float* hin, const int32_t* next, long m, const SegRef& mseg, const float* mcs, const float* msn,
+                     int32_t token, long mainStart, float* const* mainCaches, const float* cs, const float* sn, long vocab,
+                     float* hidden, float* logits, float* mtpLogits, int32_t* picks) {
   const long H = c.H, V = c.V, half = c.dr / 2;
   if (specHidden.size() < (size_t)H) specHidden.resize((size_t)H);
-  int32_t d = 0;
   auto drafting = [&](Work& w) {
     draft.mtpPass(w, 0, hin, next, m, &mseg, 1, mcs, msn, m - 1, specHidden.data(), mtpLogits);
-    d = argmaxOf(mtpLogits, vocab);
+    picks[0] = argmaxOf(mtpLogits, vocab);
   };
   if (poolThreads() < 2) {
     // One thread: the draft, then both rows in one pass (each weight read once for the two rows).
     drafting(draft.work[0]);
-    const int32_t tok[2] = {token, d};
+    const int32_t tok[2] = {token, picks[0]};
     const SegRef seg{mainStart, 2, mainCaches};
     mainPass(work[0], tok, 2, &seg, 1, cs, sn, 0, hidden, logits);
-    return d;
-  }
-  // Two threads: row 0 (the known token) on one; the draft and then row 1 on the other, whose
-  // attention in layer l waits for row 0's latent of layer l. Chunks are claimed in order, so
-  // whoever runs row 1 never waits on a row that nobody runs.
-  std::atomic<int> progress{0};
-  Work& w0 = work[0];
-  Work& w1 = work[1];
-  Work& wd = draft.work[1];
-  w0.par = w1.par = wd.par = false;
-  w0.publish = &progress;
-  w1.await = &progress;
-  const SegRef s0{mainStart, 1, mainCaches}, s1{mainStart + 1, 1, mainCaches};
-  poolRunChunks(2, [&](long i, int) {
-    if (i == 0) mainPass(w0, &token, 1, &s0, 1, cs, sn, 0, hidden, logits);
-    else {
+  } else {
+    // Two threads: row 0 (the known token) on one; the draft and then row 1 on the other, whose
+    // attention in layer l waits for row 0's latent of layer l. Chunks are claimed in order, so
+    // whoever runs row 1 never waits on a row that nobody runs. Row 0's thread, done first, offers
+    // to take the upper half of row 1's head: it waits only while row 1 runs on another thread,
+    // and row 1 splits the head only with a thread that is waiting (headState 0 → 1 → 2), else
+    // does it all (0 → 3); the columns are the same products either way.
+    std::atomic<int> progress{0}, headState{0};
+    std::atomic<bool> rowOneStarted{false}, upperDone{false};
+    Work& w0 = work[0];
+    Work& w1 = work[1];
+    Work& wd = draft.work[1];
+    w0.par = w1.par = wd.par = false;
+    w0.publish = &progress;
+    w1.await = &progress;
+    const SegRef s0{mainStart, 1, mainCaches}, s1{mainStart + 1, 1, mainCaches};
+    const long split = std::min(V, (V / 2 + 15) / 16 * 16);
+    poolRunChunks(2, [&](long i, int) {
+      if (i == 0) {
+        mainPass(w0, &token, 1, &s0, 1, cs, sn, 0, hidden, logits);
+        int expect = 0;
+        if (!rowOneStarted.load(std::memory_order_acquire) || !headState.compare_exchange_strong(expect, 1, std::memory_order_acq_rel)) return;
+        awaitAbove(headState, 1);
+        linearCols(w0, head, hidden + H, H, 1, logits + V, V, split, V);
+        upperDone.store(true, std::memory_order_release);
+        return;
+      }
+      rowOneStarted.store(true, std::memory_order_release);
       drafting(wd);
-      mainPass(w1, &d, 1, &s1, 1, cs + half, sn + half, 0, hidden + H, logits + V);
-    }
-  });
-  w0.par = w1.par = wd.par = true;
-  w0.publish = nullptr;
-  w1.await = nullptr;
-  return d;
+      mainPass(w1, picks, 1, &s1, 1, cs + half, sn + half, 0, hidden + H, logits + V, false);
+      int st = headState.load(std::memory_order_acquire);
+      while (!headState.compare_exchange_weak(st, st == 1 ? 2 : 3, std::memory_order_acq_rel)) {}
+      if (st == 1) {
+        linearCols(w1, head, hidden + H, H, 1, logits + V, V, 0, split);
+        while (!upperDone.load(std::memory_order_acquire)) awaitFlag(upperDone);
+      } else linearCols(w1, head, hidden + H, H, 1, logits + V, V, 0, V);
+    });
+    w0.par = w1.par = wd.par = true;
+    w0.publish = nullptr;
+    w1.await = nullptr;
+  }
+  picks[1] = argmaxOf(logits, vocab);
+  picks[2] = argmaxOf(logits + V, vocab);
 }
 
 }  // namespace dec

@@ -97,16 +97,22 @@ struct Engine {
    * [0, vocab), then the main model over [token, draft] at positions mainStart, mainStart + 1 (the
    * verify pass). Results equal runMtp then a 2-row runMain bit for bit. With 2+ pool threads the
    * verify's rows run one per thread, the draft's thread first drafting (the other row does not
-   * need the draft). Returns the draft; hidden [2, H], logits [2, V], mtpLogits [V].
+   * need the draft; the other thread, done first, takes half of the draft row's head). Writes
+   * hidden [2, H], logits [2, V], mtpLogits [V] and picks [draft, argmax row 0, argmax row 1]
+   * (argmaxes over [0, vocab), first index on ties).
    */
-  int32_t runSpec(Engine& draft, const float* hin, const int32_t* next, long m, const SegRef& mseg, const float* mcs, const float* msn,
-                  int32_t token, long mainStart, float* const* mainCaches, const float* cs, const float* sn, long vocab,
-                  float* hidden, float* logits, float* mtpLogits);
+  void runSpec(Engine& draft, const float* hin, const int32_t* next, long m, const SegRef& mseg, const float* mcs, const float* msn,
+               int32_t token, long mainStart, float* const* mainCaches, const float* cs, const float* sn, long vocab,
+               float* hidden, float* logits, float* mtpLogits, int32_t* picks);
 
  private:
   Work work[2];
   std::vector<float> specHidden;
-  void mainPass(Work& w, const int32_t* tokens, long R, const SegRef* segs, long S, const float* cs, const float* sn, long from, float* hidden, float* logits);
+  /** The main model; `head` false stops after the final norm (logits untouched). */
+  void mainPass(Work& w, const int32_t* tokens, long R, const SegRef* segs, long S, const float* cs, const float* sn, long from, float* hidden, float* logits,
+                bool head = true);
+  /** Outputs [j0, j1) of R rows of m (no pool): y[r·ldy + j] (Q8_0 input quantised into w's buffers). */
+  void linearCols(Work& w, const Mat& m, const float* x, long ldx, long R, float* y, long ldy, long j0, long j1);
   void mtpPass(Work& w, long depth, const float* hin, const int32_t* next, long R, const SegRef* segs, long S, const float* cs, const float* sn, long from,
                float* hidden, float* logits);
   void linear(Work& w, const Mat& m, const float* x, long ldx, long R, float* y, long ldy, bool par);

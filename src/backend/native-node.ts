@@ -79,7 +79,7 @@ export interface NativeAddon {
     cos: Float32Array, sin: Float32Array, from: number, hidden: Float32Array, logits: Float32Array): void;
   decodeEngineSpec?(engine: object, draft: object, hiddenIn: Float32Array, nextTokens: Int32Array, mtpSegs: Int32Array, mtpCaches: Float32Array[],
     mtpCos: Float32Array, mtpSin: Float32Array, token: number, segs: Int32Array, caches: Float32Array[], cos: Float32Array, sin: Float32Array,
-    vocab: number, hidden: Float32Array, logits: Float32Array, mtpLogits: Float32Array): number;
+    vocab: number, hidden: Float32Array, logits: Float32Array, mtpLogits: Float32Array, picks: Int32Array): void;
   decodeMatRows?(w: EngineArray, n: number, k: number, x: Float32Array, rows: number, y: Float32Array): void;
   /** Bytes the C allocator has in use (glibc mallinfo2), -1 where unknown: native-side memory for tests. */
   mallocInUse?(): number;

@@ -177,6 +177,8 @@ test('the fused speculative step equals an MTP pass then a 2-row verify pass, bi
               assert.ok(r, `${name} ${form}: the engine runs the fused step`);
               const tag = `${name} ${form}, ${rows} MTP rows, ${th} threads`;
               assert.equal(r.draft, want, `${tag}: draft`);
+              const am = (row: number): number => { let b = 0; for (let j = 1; j < vocab; j++) if (logits[row * V + j]! > logits[row * V + b]!) b = j; return b; };
+              assert.deepEqual([r.next0, r.next1], [am(0), am(1)], `${tag}: verify argmaxes`);
               assert.deepEqual(r.mtpLogits, mtpLogits, `${tag}: MTP logits`);
               assert.deepEqual(r.hidden, hidden, `${tag}: hidden rows`);
               assert.deepEqual(r.logits, logits, `${tag}: logits`);
@@ -213,10 +215,11 @@ test('the engine rejects bad input with errors naming it', async (t) => {
   assert.throws(() => lib.decodeEngineMain!(eng, Int32Array.of(1), Int32Array.of(0, 1), caches.slice(1), cs, cs, 0, h, lg), /caches must be an Array of 3/);
   assert.throws(() => lib.decodeEngineMtp!(eng, 1, h, Int32Array.of(1), Int32Array.of(0, 1), [c.layers[3]!.a], cs, cs, 0, h, lg), /1 MTP layers, depth 1/);
   // The fused speculative step: a verify segment of 2 rows, a draft engine for the same model.
-  const ml = new Float32Array(cfg.vocabSize);
-  const spec = (e2: object, mainRows: number, vocab = cfg.vocabSize): number =>
-    lib.decodeEngineSpec!(eng, e2, h, Int32Array.of(1), Int32Array.of(0, 1), [c.layers[3]!.a], cs, cs, 2, Int32Array.of(1, mainRows), caches, cs, cs, vocab, h, lg, ml);
-  assert.ok(Number.isInteger(spec(eng, 2)));
+  const ml = new Float32Array(cfg.vocabSize), picks = new Int32Array(3);
+  const spec = (e2: object, mainRows: number, vocab = cfg.vocabSize): void =>
+    lib.decodeEngineSpec!(eng, e2, h, Int32Array.of(1), Int32Array.of(0, 1), [c.layers[3]!.a], cs, cs, 2, Int32Array.of(1, mainRows), caches, cs, cs, vocab, h, lg, ml, picks);
+  spec(eng, 2);
+  assert.ok(picks.every((v) => v >= 0 && v < cfg.vocabSize), 'picks are token ids');
   assert.throws(() => spec(eng, 1), /mainSegs must be one segment of 2 rows/);
   assert.throws(() => spec(eng, 2, 0), /vocab must be at least 1/);
   const other = makeConfig({ ...cfg, hiddenSize: 2 * cfg.hiddenSize });
