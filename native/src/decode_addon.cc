@@ -330,6 +330,53 @@ napi_value MatRowsFn(napi_env env, napi_callback_info info) {
   });
 }
 
+// decodeEngineSpec(main, draft, hiddenIn, nextTokens, mtpSegs, mtpCaches, mtpCos, mtpSin,
+//                  token, mainSegs, mainCaches, cos, sin, vocab, hidden, logits, mtpLogits, picks)
+// picks (Int32Array [3]) receives [draft, argmax of row 0, argmax of row 1] over [0, vocab).
+// One greedy speculative step (Engine::runSpec): the draft engine's MTP depth 0 over the rows of
+// its one segment (the last row drafts), then the main model over [token, draft] (a segment of 2).
+napi_value Spec(napi_env env, napi_callback_info info) {
+  return guard([&]() -> napi_value {
+    const char* fn = "decodeEngineSpec";
+    size_t argc = 18;
+    napi_value a[18];
+    napi_get_cb_info(env, info, &argc, a, nullptr, nullptr);
+    if (argc < 18) throwType(env, fn, "expected 18 arguments");
+    Engine& e = engineOf(env, fn, a[0]);
+    Engine& dr = engineOf(env, fn, a[1]);
+    const Cfg& c = e.c;
+    const Cfg& k = dr.c;
+    if (k.H != c.H || k.V != c.V || k.L != c.L || k.nh != c.nh || k.dn != c.dn || k.dr != c.dr || k.dv != c.dv || k.rkv != c.rkv)
+      throwRange(env, fn, "draft engine is for another model (its dimensions differ)");
+    if (dr.mtp.empty()) throwRange(env, fn, "draft engine has no MTP layer");
+    const long D = c.rkv + c.dr, half = c.dr / 2;
+    Segs ms, mn;
+    const long m = readSegs(env, fn, a[4], a[5], 1, D, ms);
+    if (ms.refs.size() != 1 || m > kMaxRows) throwRange(env, fn, "mtpSegs must be one segment of at most " + std::to_string(kMaxRows) + " rows");
+    const long R = readSegs(env, fn, a[9], a[10], c.L, D, mn);
+    if (mn.refs.size() != 1 || R != 2) throwRange(env, fn, "mainSegs must be one segment of 2 rows (the token and the draft)");
+    const float* hin = typed<float>(env, fn, a[2], napi_float32_array, "hiddenIn", (size_t)(m * c.H));
+    const int32_t* next = typed<int32_t>(env, fn, a[3], napi_int32_array, "nextTokens", (size_t)m);
+    for (long r = 0; r < m; r++)
+      if (next[r] < 0 || next[r] >= c.V) throwRange(env, fn, "decode: token id " + std::to_string(next[r]) + " out of range [0, " + std::to_string(c.V) + ")");
+    const float* mcs = typed<float>(env, fn, a[6], napi_float32_array, "mtpCos", (size_t)(m * half));
+    const float* msn = typed<float>(env, fn, a[7], napi_float32_array, "mtpSin", (size_t)(m * half));
+    const long token = countOf(env, fn, a[8], "token", c.V - 1);
+    const float* cs = typed<float>(env, fn, a[11], napi_float32_array, "cos", (size_t)(2 * half));
+    const float* sn = typed<float>(env, fn, a[12], napi_float32_array, "sin", (size_t)(2 * half));
+    const long vocab = countOf(env, fn, a[13], "vocab", c.V);
+    if (vocab < 1) throwRange(env, fn, "vocab must be at least 1");
+    float* hidden = typed<float>(env, fn, a[14], napi_float32_array, "hidden", (size_t)(2 * c.H));
+    float* logits = typed<float>(env, fn, a[15], napi_float32_array, "logits", (size_t)(2 * c.V));
+    float* mtpLogits = typed<float>(env, fn, a[16], napi_float32_array, "mtpLogits", (size_t)c.V);
+    int32_t* picks = typed<int32_t>(env, fn, a[17], napi_int32_array, "picks", 3);
+    e.runSpec(dr, hin, next, m, ms.refs[0], mcs, msn, (int32_t)token, mn.refs[0].start, mn.refs[0].caches, cs, sn, vocab, hidden, logits, mtpLogits, picks);
+    napi_value u;
+    napi_get_undefined(env, &u);
+    return u;
+  });
+}
+
 napi_value Main(napi_env env, napi_callback_info info) { return Run(env, info, false); }
 napi_value MtpRun(napi_env env, napi_callback_info info) { return Run(env, info, true); }
 
@@ -340,6 +387,7 @@ void registerDecodeExports(napi_env env, napi_value exports) {
       {"decodeEngineCreate", nullptr, Create, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"decodeEngineMain", nullptr, Main, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"decodeEngineMtp", nullptr, MtpRun, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"decodeEngineSpec", nullptr, Spec, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"decodeMatRows", nullptr, MatRowsFn, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);

@@ -428,9 +428,19 @@ export class Generation {
     const dec = this.decoder!;
     const H = cfg.hiddenSize, V = cfg.vocabSize;
     const n = cache.length, x = this.seq[n]!, m = this.pendingRows;
+    const mtpSeg = { cache, start: this.mtpLen, rows: m }, mainSeg = { cache, start: n, rows: 2 };
+    const nextTokens = this.seq.slice(this.mtpLen + 1, n + 1);
+    // Greedy on the engine: draft and verify in one call (the verify's rows one per thread).
+    const fused = this.greedy ? dec.specStep(this.drafter!, this.pending, nextTokens, mtpSeg, x, mainSeg, this.vocab) : null;
+    if (fused) {
+      this.mtpLen = n;
+      this.pending.set(fused.hidden);
+      this.proposed++;
+      this.finishSpec(n, fused.next0 === fused.draft, fused.next0, () => fused.next1);
+      return;
+    }
     // Draft: the MTP layer over the pending rows; only the last row's logits are needed.
-    const mt = this.drafter!.mtp(0, this.pending.subarray(0, m * H), this.seq.slice(this.mtpLen + 1, n + 1), [{ cache, start: this.mtpLen, rows: m }], m - 1);
-    this.mtpLen = n;
+    const mt = this.drafter!.mtp(0, this.pending.subarray(0, m * H), nextTokens, [mtpSeg], m - 1);
     let draft: number;
     if (this.greedy) draft = argmax(mt.logits, 0, this.vocab);
     else {
@@ -440,7 +450,8 @@ export class Generation {
       draft = this.sampler.sampleFrom(this.qDist, this.vocab);
     }
     // Verify: positions n (token x) and n+1 (the draft) in one pass.
-    const f = dec.main([x, draft], [{ cache, start: n, rows: 2 }]);
+    const f = dec.main([x, draft], [mainSeg]);
+    this.mtpLen = n;
     const L = f.logits;
     this.pending.set(f.hidden);
     this.proposed++;
@@ -452,17 +463,22 @@ export class Generation {
       this.sampler.probs(L, 0, this.vocab, this.pDist!);
       ({ id: next, accepted: ok } = acceptOrResample(this.pDist!, this.qDist!, draft, this.vocab, this.sampler));
     }
+    this.finishSpec(n, ok, next, () => this.sampler.sample(L, V, this.vocab));
+  }
+
+  /** After a verify pass at n: keep the draft's row (ok) or drop it, emit `next`, then the bonus token. */
+  private finishSpec(n: number, ok: boolean, next: number, bonus: () => number): void {
     if (!ok) {
-      cache.length = n + 1;
+      this.cache.length = n + 1;
       this.pendingRows = 1;
       this.emit(next);
       return;
     }
     this.accepted++;
-    cache.length = n + 2;
+    this.cache.length = n + 2;
     this.pendingRows = 2;
     if (this.emit(next)) return;
-    this.emit(this.sampler.sample(L, V, this.vocab));
+    this.emit(bonus());
   }
 
   /** Summary of the generation so far. */
