@@ -2,7 +2,7 @@
 // Dawn in Node (SwiftShader without a GPU), against RowDecoder's TypeScript path on the same backend
 // and the official vectors: main and MTP passes of the reference models and of configs with 8
 // heads, no q LoRA, softmax greedy routing and exact router ties; one job per pass that reads back
-// only hidden, logits and the cache rows it wrote; incremental logits and greedy tokens of the
+// only hidden, logits and the cache rows it wrote; the fused speculative step (DecodeEngineSpec); incremental logits and greedy tokens of the
 // official sets, speculative = plain greedy; host cache writes between passes (restores, rollback)
 // seen and uploaded as changed rows only; non-f32 weights keep the TypeScript path; bad input named.
 // Sizes are the reference models': every SwiftShader pass costs tens of milliseconds.
@@ -24,6 +24,7 @@ import { f32RowsLinear, RowDecoder, type RowsLinear } from '../src/model/decode.
 import { decodeEngine, engineArrays, f32EngineWeights } from '../src/model/decode-engine.js';
 import { residentVersion } from '../src/backend/residency.js';
 import { generate, type Model } from '../src/infer/generate.js';
+import { argmax } from '../src/infer/sampling.js';
 
 after(() => disposeBackends());
 
@@ -75,7 +76,7 @@ const undeclaredBytes = (m: Model): number => engineArrays({ ...m.params, mtp: [
   .reduce((s, a) => s + (a instanceof Float32Array && residentVersion(a) === undefined ? 4 * a.length : 0), 0);
 const moved = (a: Stats, b: Stats): { jobs: number; up: number; down: number } => ({ jobs: b.jobs - a.jobs, up: b.upBytes - a.upBytes, down: b.downBytes - a.downBytes });
 
-test('webgpu decode engine = the TypeScript path: main (2 rows), MTP with fill rows, cache rows; one job per pass, only hidden, logits and written rows read back', { skip, timeout: 600_000 }, async () => {
+test('webgpu decode engine = the TypeScript path: main (2 rows), MTP with fill rows, fused speculative step, cache rows; one job per pass, only hidden, logits and written rows read back', { skip, timeout: 600_000 }, async () => {
   await withBackend('webgpu', async () => {
     for (const [name, m] of await models()) {
       noGrad(() => {
@@ -122,6 +123,20 @@ test('webgpu decode engine = the TypeScript path: main (2 rows), MTP with fill r
         st = moved(s0, gpu().stats());
         assert.equal(st.up, 4 * (1 + 2 * half) + undeclaredBytes(m), `${name}: a steady decode pass uploads only its token id, rope row (and undeclared gate biases)`);
         checkMain(c, pass(ts, cb, [7], P + 2), [0, P + 3], 'main, steady');
+        // One fused speculative step (draft, 2-row verify, argmaxes: one job) = the MTP pass, then the 2-row main pass.
+        const h2 = hin.subarray(0, 2 * H);
+        s0 = gpu().stats();
+        const f = eng.specStep(eng, h2, [7, 5], { cache: ca, start: P + 1, rows: 2 }, 5, { cache: ca, start: P + 3, rows: 2 }, V)!;
+        assert.ok(f, `${name}: specStep runs on the webgpu engine`);
+        assert.equal(moved(s0, gpu().stats()).jobs, 1, `${name}: one job per speculative step`);
+        const fl = f.logits.slice(), fm = f.mtpLogits.slice(), fh = f.hidden.slice();
+        assert.equal(f.draft, argmax(fm, 0, V), `${name}: the draft is the argmax of the MTP logits`);
+        assert.deepEqual([f.next0, f.next1], [argmax(fl, 0, V), argmax(fl, V, V)], `${name}: the verify rows' argmaxes`);
+        const ym = ts.mtp(0, h2, [7, 5], [{ cache: cb, start: P + 1, rows: 2 }], 1).logits.slice();
+        const yv = ts.main([5, f.draft], [{ cache: cb, start: P + 3, rows: 2 }]);
+        assert.ok(maxAbsDiff(fm, ym) <= 1e-4 && maxAbsDiff(fl, yv.logits) <= 1e-4 && maxAbsDiff(fh, yv.hidden) <= 1e-4,
+          `${name} speculative step: MTP logits ${maxAbsDiff(fm, ym)}, verify logits ${maxAbsDiff(fl, yv.logits)}`);
+        for (const l of [...Array(L + 1).keys()]) assert.ok(maxAbsDiff(ca.layers[l]!.a, cb.layers[l]!.a) <= 1e-5, `${name} speculative step: cache layer ${l}`);
       });
     }
   });
@@ -151,10 +166,21 @@ test('webgpu decode engine: official incremental logits (≤ 1e-4), greedy token
       resetKernelCounts();
       const plain = generate(m, g.prompt, { greedy: true, maxTokens: g.max_new_tokens });
       assert.deepEqual(plain.tokens, g.new_tokens, `${set}: greedy tokens on the engine`);
-      const spec = generate(m, g.prompt, { greedy: true, maxTokens: g.max_new_tokens, speculative: true });
-      assert.deepEqual(spec.tokens, plain.tokens, `${set}: speculative greedy = plain greedy`);
       const k = kernelCounts();
-      assert.ok((k['webgpu:DecodeEngineMain'] ?? 0) > 0 && (k['webgpu:DecodeEngineMtp'] ?? 0) > 0, `${set}: main and MTP passes ran on the engine (${JSON.stringify(k)})`);
+      assert.ok((k['webgpu:DecodeEngineMain'] ?? 0) > 0, `${set}: plain steps ran on the engine (${JSON.stringify(k)})`);
+      // Speculative: the prefill (forward: the MTP layer needs its hidden states) is a 1-token run; every step after it is one engine job.
+      const run = (n: number): { tokens: number[]; jobs: number; calls: number; spec: number } => {
+        resetKernelCounts();
+        const j0 = gpu().stats().jobs;
+        const r = generate(m, g.prompt, { greedy: true, maxTokens: n, speculative: true });
+        const c = kernelCounts(), spec = c['webgpu:DecodeEngineSpec'] ?? 0;
+        return { tokens: r.tokens, jobs: gpu().stats().jobs - j0, calls: spec + (c['webgpu:DecodeEngineMain'] ?? 0) + (c['webgpu:DecodeEngineMtp'] ?? 0), spec };
+      };
+      const one = run(1), spec = run(g.max_new_tokens);
+      assert.deepEqual(spec.tokens, plain.tokens, `${set}: speculative greedy = plain greedy`);
+      assert.ok(spec.spec > 0, `${set}: speculative steps ran fused (DecodeEngineSpec: draft, verify and argmaxes in one job)`);
+      assert.equal(spec.jobs - one.jobs, spec.calls - one.calls, `${set}: one job per engine call after the prefill`);
+
     }
   });
 });

@@ -52,7 +52,7 @@ function rowGrid(n: number): [number, number, number] { const x = Math.min(n, 65
 function eltGrid(n: number): [number, number, number] { return rowGrid(Math.ceil(n / 256)); }
 
 /** The three engine kernels over a backend host. */
-export function decodeEngineKernels(host: EngineHost): Pick<Kernels, 'DecodeEngineCreate' | 'DecodeEngineMain' | 'DecodeEngineMtp'> {
+export function decodeEngineKernels(host: EngineHost): Pick<Kernels, 'DecodeEngineCreate' | 'DecodeEngineMain' | 'DecodeEngineMtp' | 'DecodeEngineSpec'> {
   const engines = new WeakSet<object>();
   let caches = new WeakMap<Float32Array, CacheCopy>();
   let nextId = 1;
@@ -118,7 +118,10 @@ export function decodeEngineKernels(host: EngineHost): Pick<Kernels, 'DecodeEngi
     private uploads = 0;
     readonly touched: Array<[Float32Array, CacheCopy]> = [];
     private readonly downs: Array<[string, Float32Array, CacheCopy, number]> = [];
-    constructor(readonly e: Engine) {}
+    /** Rope tables of the rows being built (a speculative step has one pair per section). */
+    cos = 'de.cos';
+    sin = 'de.sin';
+    constructor(public e: Engine) {}
     /** The role name of weight array a in this job (bound once). */
     w(a: F): string {
       let n = this.bound.get(a);
@@ -243,7 +246,7 @@ export function decodeEngineKernels(host: EngineHost): Pick<Kernels, 'DecodeEngi
       const key = P.cache(s.caches[li]!, s.start);
       keys.push(key);
       P.norm('de.kv', s.r0 * D, D, s.rows, rkv, ly.kvANorm, key, s.start * D, D);
-      P.p('decRope', ['de.kv', 'de.cos', 'de.sin', key], [s.rows, 1, half, s.r0 * D + rkv, D, 0, s.start * D + rkv, D, 0, s.r0], eltGrid(s.rows * half));
+      P.p('decRope', ['de.kv', P.cos, P.sin, key], [s.rows, 1, half, s.r0 * D + rkv, D, 0, s.start * D + rkv, D, 0, s.r0], eltGrid(s.rows * half));
       P.download(s.caches[li]!, key, s.start, s.rows);
     }
     const Rq = R - from;
@@ -258,7 +261,7 @@ export function decodeEngineKernels(host: EngineHost): Pick<Kernels, 'DecodeEngi
     // [q_nope·W_UK | rope(q_pe)] per head (W_UK read in place from kv_b_proj: element (p, j) at h·blk + p·rkv + j).
     const kvB = P.w(ly.kvB), qatt = P.scratch('de.qatt', Rq * nh * D);
     P.lin(q, 0, nh * dq, Rq, kvB, rkv, dn, qatt, 0, nh * D, false, { batch: nh, xbs: dq, woff: 0, wbs: blk, wj: 1, wp: rkv, ybs: D });
-    P.p('decRope', [q, 'de.cos', 'de.sin', qatt], [Rq, nh, half, dn, nh * dq, dq, rkv, nh * D, D, from], eltGrid(Rq * nh * half));
+    P.p('decRope', [q, P.cos, P.sin, qatt], [Rq, nh, half, dn, nh * dq, dq, rkv, nh * D, D, from], eltGrid(Rq * nh * half));
     const olat = P.scratch('de.olat', Rq * nh * rkv);
     segs.forEach((s, i) => {
       // Query rows of this segment that attend (all of them, or rows from.. of the single segment).
@@ -273,12 +276,41 @@ export function decodeEngineKernels(host: EngineHost): Pick<Kernels, 'DecodeEngi
     ffn(P, ly, Rq, from);
   }
 
-  /** Common job inputs: token ids, rope tables, the shared scratch every pass binds. */
-  function begin(e: Engine, tokens: Int32Array, cos: Float32Array, sin: Float32Array): Pass {
-    const P = new Pass(e), R = tokens.length, half = e.c.dr / 2;
-    P.j.input('de.tok', tokens, R); P.j.input('de.cos', cos, R * half); P.j.input('de.sin', sin, R * half);
-    P.scratch('de.h', R * e.c.H); P.scratch('de.ids', R * e.c.k); P.scratch('de.dummy', 1);
-    return P;
+  /** Common job inputs: token ids and rope tables of R rows (names `tok`, P.cos, P.sin), and the placeholder binding. */
+  function inputs(P: Pass, tok: string, tokens: Int32Array, cos: Float32Array, sin: Float32Array): void {
+    const R = tokens.length, half = P.e.c.dr / 2;
+    P.j.input(tok, tokens, R); P.j.input(P.cos, cos, R * half); P.j.input(P.sin, sin, R * half);
+    P.scratch('de.dummy', 1);
+  }
+  /** Main model over R rows of token ids `tok`: final-norm hidden rows into `hid` [R, H], logits of rows from.. into `lg`. */
+  function mainBody(P: Pass, R: number, sg: Seg[], from: number, tok: string, hid: string, lg: string): void {
+    const e = P.e, c = e.c, H = c.H;
+    P.scratch('de.h', R * H); P.scratch('de.ids', R * c.k);
+    P.p('decEmbed', [P.w(e.embed), tok, 'de.h'], [R, H, 0, H], eltGrid(R * H));
+    e.layers.forEach((ly, l) => block(P, ly, R, sg, l, 0));
+    P.norm('de.h', 0, H, R, H, e.norm, hid, 0, H);
+    if (R > from) P.lin(hid, from * H, H, R - from, P.w(e.head), c.V, H, lg, 0, c.V, false);
+  }
+  /** MTP depth m over R rows (hidden rows `hin`, next ids `tok`): rows from.. give hidden into `hid`, logits into `lg`. */
+  function mtpBody(P: Pass, m: Mtp, R: number, sg: Seg[], from: number, tok: string, hin: string, hid: string, lg: string): void {
+    const H = P.e.c.H, n = R - from;
+    P.scratch('de.h', R * H); P.scratch('de.ids', R * P.e.c.k);
+    // [RMSNorm(embed(t_{i+1})) | RMSNorm(h_i)] · eh_projᵀ (embedding first).
+    P.p('decEmbed', [P.w(m.embed), tok, P.scratch('de.e', R * H)], [R, H, 0, H], eltGrid(R * H));
+    P.scratch('de.cat', R * 2 * H);
+    P.norm('de.e', 0, H, R, H, m.enorm, 'de.cat', 0, 2 * H);
+    P.norm(hin, 0, H, R, H, m.hnorm, 'de.cat', H, 2 * H);
+    P.lin('de.cat', 0, 2 * H, R, P.w(m.eh), H, 2 * H, 'de.h', 0, H, false);
+    block(P, m.layer, R, sg, 0, from);
+    P.copy('de.h', from * H, H, n, H, hid, 0, H);
+    P.norm('de.h', from * H, H, n, H, m.headNorm, P.scratch('de.x', R * H), 0, H);
+    P.lin('de.x', 0, H, n, P.w(m.head), P.e.c.V, H, lg, 0, P.e.c.V, false);
+  }
+  /** The MTP layer of `depth`, or a RangeError naming it. */
+  function mtpOf(e: Engine, depth: number, what: string): Mtp {
+    const m = e.mtp[depth];
+    if (!m) throw new RangeError(`webgpu ${what}: the engine has ${e.mtp.length} MTP layers, depth ${depth} requested`);
+    return m;
   }
 
   return {
@@ -287,40 +319,63 @@ export function decodeEngineKernels(host: EngineHost): Pick<Kernels, 'DecodeEngi
       const e = engineOf(h, 'DecodeEngineMain'), c = e.c, R = tokens.length, H = c.H;
       const sg = segments(e, 'DecodeEngineMain', tokens, segs, cs, c.L, cos, sin);
       if (!(from >= 0 && from <= R) || hidden.length < R * H || logits.length < (R - from) * c.V) throw new RangeError(`webgpu DecodeEngineMain: from ${from}, hidden ${hidden.length}, logits ${logits.length} for ${R} rows`);
-      const P = begin(e, tokens, cos, sin);
-      P.p('decEmbed', [P.w(e.embed), 'de.tok', 'de.h'], [R, H, 0, H], eltGrid(R * H));
-      e.layers.forEach((ly, l) => block(P, ly, R, sg, l, 0));
+      const P = new Pass(e);
+      inputs(P, 'de.tok', tokens, cos, sin);
       P.j.output('de.hid', R * H);
-      P.norm('de.h', 0, H, R, H, e.norm, 'de.hid', 0, H);
-      if (R > from) { P.j.output('de.lg', (R - from) * c.V); P.lin('de.hid', from * H, H, R - from, P.w(e.head), c.V, H, 'de.lg', 0, c.V, false); }
+      if (R > from) P.j.output('de.lg', (R - from) * c.V);
+      mainBody(P, R, sg, from, 'de.tok', 'de.hid', 'de.lg');
       P.run();
       hidden.set(P.j.view('de.hid'));
       if (R > from) logits.set(P.j.view('de.lg'));
     },
     DecodeEngineMtp(h, depth, hin, next, segs, cs, cos, sin, from, hidden, logits): void {
-      const e = engineOf(h, 'DecodeEngineMtp'), c = e.c, R = next.length, H = c.H, m = e.mtp[depth];
-      if (!m) throw new RangeError(`webgpu DecodeEngineMtp: the engine has ${e.mtp.length} MTP layers, depth ${depth} requested`);
+      const e = engineOf(h, 'DecodeEngineMtp'), c = e.c, R = next.length, H = c.H, m = mtpOf(e, depth, 'DecodeEngineMtp');
       const sg = segments(e, 'DecodeEngineMtp', next, segs, cs, 1, cos, sin);
       const n = R - from;
       if (!(from >= 0 && n >= 1) || (from > 0 && sg.length !== 1) || hin.length < R * H || hidden.length < n * H || logits.length < n * c.V) {
         throw new RangeError(`webgpu DecodeEngineMtp: from ${from} (a single segment when > 0), hiddenIn ${hin.length}, hidden ${hidden.length}, logits ${logits.length} for ${R} rows`);
       }
-      const P = begin(e, next, cos, sin);
+      const P = new Pass(e);
+      inputs(P, 'de.tok', next, cos, sin);
       P.j.input('de.hin', hin, R * H);
-      // [RMSNorm(embed(t_{i+1})) | RMSNorm(h_i)] · eh_projᵀ (embedding first).
-      P.p('decEmbed', [P.w(m.embed), 'de.tok', P.scratch('de.e', R * H)], [R, H, 0, H], eltGrid(R * H));
-      P.scratch('de.cat', R * 2 * H);
-      P.norm('de.e', 0, H, R, H, m.enorm, 'de.cat', 0, 2 * H);
-      P.norm('de.hin', 0, H, R, H, m.hnorm, 'de.cat', H, 2 * H);
-      P.lin('de.cat', 0, 2 * H, R, P.w(m.eh), H, 2 * H, 'de.h', 0, H, false);
-      block(P, m.layer, R, sg, 0, from);
       P.j.output('de.hid', n * H); P.j.output('de.lg', n * c.V);
-      P.copy('de.h', from * H, H, n, H, 'de.hid', 0, H);
-      P.norm('de.h', from * H, H, n, H, m.headNorm, P.scratch('de.x', R * H), 0, H);
-      P.lin('de.x', 0, H, n, P.w(m.head), c.V, H, 'de.lg', 0, c.V, false);
+      mtpBody(P, m, R, sg, from, 'de.tok', 'de.hin', 'de.hid', 'de.lg');
       P.run();
       hidden.set(P.j.view('de.hid'));
       logits.set(P.j.view('de.lg'));
+    },
+    DecodeEngineSpec(h, dh, hin, next, mtpSegs, mtpCaches, mcos, msin, token, segs, caches, cos, sin, vocab, hidden, logits, mtpLogits, picks): void {
+      const e = engineOf(h, 'DecodeEngineSpec'), d = engineOf(dh, 'DecodeEngineSpec'), c = e.c, H = c.H, V = c.V, M = next.length;
+      const m = mtpOf(d, 0, 'DecodeEngineSpec');
+      if (d.c.H !== H || d.c.V !== V) throw new RangeError('webgpu DecodeEngineSpec: the draft engine is of another model shape');
+      const msg = segments(d, 'DecodeEngineSpec', next, mtpSegs, mtpCaches, 1, mcos, msin);
+      const two = Int32Array.of(token, 0);
+      const sg = segments(e, 'DecodeEngineSpec', two, segs, caches, c.L, cos, sin);
+      if (msg.length !== 1 || sg.length !== 1 || sg[0]!.rows !== 2 || !(vocab >= 1 && vocab <= V) || hin.length < M * H || hidden.length < 2 * H || logits.length < 2 * V || mtpLogits.length < V || picks.length < 3) {
+        throw new RangeError(`webgpu DecodeEngineSpec: needs one MTP segment, one main segment of 2 rows, vocab in [1, ${V}] (got ${vocab}), hiddenIn ${M * H}, hidden ${2 * H}, logits ${2 * V}, mtpLogits ${V}, picks 3`);
+      }
+      // The draft: MTP depth 0 over the M rows, only the last drafting; its argmax becomes the second verify token on the device.
+      const P = new Pass(d);
+      P.cos = 'de.mcos'; P.sin = 'de.msin';
+      inputs(P, 'de.mtok', next, mcos, msin);
+      P.j.input('de.hin', hin, M * H);
+      P.j.output('de.mlg', V); P.j.output('de.picks', 3);
+      mtpBody(P, m, M, msg, M - 1, 'de.mtok', 'de.hin', P.scratch('de.mhid', H), 'de.mlg');
+      P.j.input('de.tok2', two, 2);
+      P.p('decArgmax', ['de.mlg', 'de.picks', 'de.tok2'], [vocab, 0, 0, 1], [1, 1, 1]);
+      // The verify: the main model over [token, draft], then the argmax of each row.
+      P.e = e; P.cos = 'de.cos'; P.sin = 'de.sin';
+      P.j.input('de.cos', cos, 2 * (c.dr / 2)); P.j.input('de.sin', sin, 2 * (c.dr / 2));
+      P.j.output('de.hid', 2 * H); P.j.output('de.lg', 2 * V);
+      mainBody(P, 2, sg, 0, 'de.tok2', 'de.hid', 'de.lg');
+      P.p('decArgmax', ['de.lg', 'de.picks', 'de.tok2'], [vocab, 0, 1, 0], [1, 1, 1]);
+      P.p('decArgmax', ['de.lg', 'de.picks', 'de.tok2'], [vocab, V, 2, 0], [1, 1, 1]);
+      P.run();
+      hidden.set(P.j.view('de.hid'));
+      logits.set(P.j.view('de.lg'));
+      mtpLogits.set(P.j.view('de.mlg'));
+      const pk = P.j.view('de.picks');
+      picks.set(new Int32Array(pk.buffer, pk.byteOffset, 3));
     },
   };
 }

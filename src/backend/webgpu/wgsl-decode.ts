@@ -12,6 +12,7 @@
  *   compared as exact (hi, lo) f32 pairs (TwoSum), so the order is the double order the reference
  *   uses; ties go to the lower index; the group score is the top-2 sum with a bias, else the max.
  *   The sentinel −3.402823e38 stands for −∞ (WGSL may assume no infinities).
+ * - `decArgmax` is sampling.ts argmax on finite logits (the first index of the largest value).
  * - Masked expert kernels skip rows that did not pick expert `e` (ids from decRoute); the combine
  *   adds each row's experts in ascending id after the shared expert, as RowDecoder does.
  * - Every binding is used by its shader (layouts are 'auto'); the uniform is the last binding.
@@ -317,8 +318,44 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) ng: vec3u, @b
 }
 `;
 
+/**
+ * PK[slot] = argmax of L[off .. off + n) (first index on ties, as sampling.ts argmax); when tok ≠ 0
+ * also T[1] = it (the draft token of a speculative step's verify rows). Bindings L, PK, T. One
+ * 64-thread workgroup.
+ */
+const ARGMAX = /* wgsl */ `
+struct P { n: u32, off: u32, slot: u32, tok: u32 }
+@group(0) @binding(0) var<storage, read> L: array<f32>;
+@group(0) @binding(1) var<storage, read_write> PK: array<i32>;
+@group(0) @binding(2) var<storage, read_write> T: array<i32>;
+@group(0) @binding(3) var<uniform> p: P;
+var<workgroup> bv: array<f32, 64>;
+var<workgroup> bi: array<u32, 64>;
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_index) li: u32) {
+  var v = -3.402823e38; var idx = 4294967295u;
+  for (var j = li; j < p.n; j += 64u) {
+    let x = L[p.off + j];
+    if (idx == 4294967295u || x > v) { v = x; idx = j; }
+  }
+  bv[li] = v; bi[li] = idx;
+  workgroupBarrier();
+  for (var s = 32u; s > 0u; s >>= 1u) {
+    if (li < s) {
+      let ov = bv[li + s]; let oi = bi[li + s];
+      if (oi != 4294967295u && (bi[li] == 4294967295u || ov > bv[li] || (ov == bv[li] && oi < bi[li]))) { bv[li] = ov; bi[li] = oi; }
+    }
+    workgroupBarrier();
+  }
+  if (li == 0u) {
+    PK[p.slot] = i32(bi[0]);
+    if (p.tok != 0u) { T[1] = i32(bi[0]); }
+  }
+}
+`;
+
 /** The decode engine's pipelines, by name (merged into the backend's shader table). */
 export const DECODE_SHADERS: Record<string, string> = {
   decEmbed: EMBED, decNorm: NORM, decLinear: linear(false), decLinearMasked: linear(true), decGateUp: GATEUP,
-  decRope: ROPE, decCopy: COPY, decAttn: ATTN, decRoute: ROUTE, decCombine: COMBINE,
+  decRope: ROPE, decCopy: COPY, decAttn: ATTN, decRoute: ROUTE, decCombine: COMBINE, decArgmax: ARGMAX,
 };
