@@ -185,7 +185,7 @@ test('webgpu decode engine: official incremental logits (≤ 1e-4), greedy token
   });
 });
 
-test('webgpu decode engine keeps host caches current: host writes between passes are uploaded (changed rows only), rollback, new caches', { skip, timeout: 300_000 }, async () => {
+test('webgpu decode engine keeps host caches current: host writes between passes are uploaded (changed rows only), rollback, new caches; rows are exact', { skip, timeout: 300_000 }, async () => {
   const dir = path.join(REF, REFS[0] ?? '');
   if (!REFS.length) return;
   const m = await loadModel(dir);
@@ -211,6 +211,11 @@ test('webgpu decode engine keeps host caches current: host writes between passes
     // Rollback: rewrite position 5 with another token, then continue.
     step(4, 5, 'rollback to 5');
     step(6, 6, 'after the rollback');
+    // Row-exact: a 2-row pass over two sequences gives each row bit for bit as that row alone.
+    const p1 = prefilled(m, [5, 17, 42, 9]), p2 = prefilled(m, [3, 1, 4]), q1 = copyCache(p1), q2 = copyCache(p2);
+    const alone = [eng.main([8], [{ cache: p1, start: 4, rows: 1 }]).logits.slice(), eng.main([2], [{ cache: p2, start: 3, rows: 1 }]).logits.slice()];
+    const both = eng.main([8, 2], [{ cache: q1, start: 4, rows: 1 }, { cache: q2, start: 3, rows: 1 }]).logits;
+    assert.deepEqual([both.slice(0, cfg.vocabSize), both.slice(cfg.vocabSize)], alone, 'two sequences in one pass = each alone, bit for bit');
     // The same positions in a fresh cache (a new sequence): its own device copy.
     const cc = prefilled(m, [5, 17, 42, 9]), cd = copyCache(cc);
     const a = eng.main([8], [{ cache: cc, start: 4, rows: 1 }]).logits.slice();
