@@ -21,7 +21,7 @@ import { noGrad } from '../autograd/tape.js';
 import { forward, type ModelParams } from '../model/deepseek.js';
 import type { DeepSeekConfig } from '../model/config.js';
 import type { Tokenizer } from '../io/tokenizer.js';
-import { sampleTokens } from '../train/trainer.js';
+import { generate } from '../infer/generate.js';
 import { trainTiny, type TabTrainOptions } from './tab-train.js';
 import { loadModelFromUrl } from './load-url.js';
 
@@ -80,9 +80,11 @@ async function handle(m: Record<string, unknown>): Promise<void> {
       const prompt = tokenizer.encode(String(m.prompt ?? ''), { addSpecialTokens: false });
       if (prompt.length === 0) throw new Error('type something first');
       const max = Math.max(1, Math.min(256, Number(m.maxTokens ?? 48)));
-      const ids = noGrad(() => sampleTokens(params, cfg, prompt.slice(-(cfg.maxPositionEmbeddings - max)), max, {
-        temperature: Number(m.temperature ?? 0.8), topK: 40, seed: Number(m.seed ?? 1), eosId: cfg.eosTokenId, vocab: tokenizer.vocabSize,
-      }));
+      // The inference path: on webgpu (and native) each decode step is one decode-engine pass.
+      const ids = generate({ cfg, params }, prompt.slice(-(cfg.maxPositionEmbeddings - max)), {
+        maxTokens: max, temperature: Number(m.temperature ?? 0.8), topK: 40, seed: Number(m.seed ?? 1),
+        stopTokenIds: cfg.eosTokenId != null ? [cfg.eosTokenId] : [], vocabLimit: Math.min(cfg.vocabSize, tokenizer.vocabSize),
+      }).tokens;
       post({ type: 'reply', text: tokenizer.decode(ids, { skipSpecialTokens: true }) });
       return;
     }
