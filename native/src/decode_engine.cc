@@ -430,5 +430,49 @@ void Engine::runSpec(Engine& draft, const float* hin, const int32_t* next, long 
   picks[2] = argmaxOf(logits + V, vocab);
 }
 
+long Engine::runSpecLoop(Engine& draft, float* hin, int32_t* next, int64_t* st, float* const* mainCaches, float* mtpCache, const float* cosT, const float* sinT,
+                         long tableRows, long vocab, long steps, long budget, const int32_t* stops, long nStops, int32_t* out) {
+  const long H = c.H, V = c.V, half = c.dr / 2;
+  loopHidden.resize((size_t)(2 * H));
+  loopLogits.resize((size_t)(2 * V));
+  loopMtpLogits.resize((size_t)V);
+  auto isStop = [&](int32_t t) {
+    for (long i = 0; i < nStops; i++) if (stops[i] == t) return true;
+    return false;
+  };
+  long count = 0;
+  for (long k = 0; k < steps && count < budget; k++) {
+    const int32_t x = (int32_t)st[0];
+    const long n = (long)st[1], ms = (long)st[2], m = (long)st[3];
+    if (n + 2 > tableRows) break;  // the caller sized the tables (and caches) for its steps
+    float* mcache = mtpCache;
+    const SegRef mseg{ms, m, &mcache};
+    int32_t picks[3];
+    runSpec(draft, hin, next, m, mseg, cosT + ms * half, sinT + ms * half, x, n, mainCaches, cosT + n * half, sinT + n * half, vocab,
+            loopHidden.data(), loopLogits.data(), loopMtpLogits.data(), picks);
+    st[4]++;
+    const bool ok = picks[1] == picks[0];
+    out[count++] = picks[1];
+    bool stop = isStop(picks[1]) || count >= budget;
+    if (ok) {
+      st[5]++;
+      if (!stop) {
+        out[count++] = picks[2];
+        stop = isStop(picks[2]) || count >= budget;
+      }
+      std::memcpy(hin, loopHidden.data(), sizeof(float) * 2 * H);
+      next[0] = picks[0];
+      next[1] = picks[2];
+      st[0] = picks[2]; st[1] = n + 2; st[2] = n; st[3] = 2;
+    } else {
+      std::memcpy(hin, loopHidden.data(), sizeof(float) * H);
+      next[0] = picks[1];
+      st[0] = picks[1]; st[1] = n + 1; st[2] = n; st[3] = 1;
+    }
+    if (stop) break;
+  }
+  return count;
+}
+
 }  // namespace dec
 }  // namespace frugal

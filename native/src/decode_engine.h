@@ -105,8 +105,19 @@ struct Engine {
                int32_t token, long mainStart, float* const* mainCaches, const float* cs, const float* sn, long vocab,
                float* hidden, float* logits, float* mtpLogits, int32_t* picks);
 
+  /**
+   * Up to `steps` greedy speculative steps (runSpec each), feeding each step's result to the next as
+   * Generation.specStep does. st = [token x, main position n, MTP start, MTP rows m, proposed,
+   * accepted] in and out; hin [m, H] and next [m] are the MTP rows in and out. cosT/sinT hold the
+   * rope tables of positions [0, tableRows). Emitted tokens go to out; stops after `budget` tokens
+   * or a token in stops. Returns the number emitted.
+   */
+  long runSpecLoop(Engine& draft, float* hin, int32_t* next, int64_t* st, float* const* mainCaches, float* mtpCache, const float* cosT, const float* sinT,
+                   long tableRows, long vocab, long steps, long budget, const int32_t* stops, long nStops, int32_t* out);
+
  private:
   Work work[2];
+  std::vector<float> loopHidden, loopLogits, loopMtpLogits;
   std::vector<float> specHidden;
   /** The main model; `head` false stops after the final norm (logits untouched). */
   void mainPass(Work& w, const int32_t* tokens, long R, const SegRef* segs, long S, const float* cs, const float* sn, long from, float* hidden, float* logits,

@@ -138,7 +138,13 @@ test('greedy speculative decoding on the engine gives the plain tokens (f32, bf1
             resetKernelCounts();
             const b = generate(m, prompt, { greedy: true, maxTokens: 40, speculative: true });
             assert.deepEqual(b.tokens, a.tokens, `${name} ${form} prompt ${prompt.join(',')}, ${th} threads`);
-            assert.ok((kernelCounts()['native:DecodeEngineSpec'] ?? 0) > 0, `${name} ${form}: draft and verify ran as one engine step`);
+            assert.ok((kernelCounts()['native:DecodeEngineSpecLoop'] ?? 0) > 0, `${name} ${form}: speculative steps ran in the engine's loop`);
+            // Budgets and stop ids that end the generation inside a loop call: the same tokens, the same reason.
+            for (const opts of [{ maxTokens: 7 }, { maxTokens: 40, stopTokenIds: [a.tokens[12]!] }, { maxTokens: 40, onToken: (id: number) => id === a.tokens[9] }]) {
+              const pa = generate(m, prompt, { greedy: true, ...opts }), sb = generate(m, prompt, { greedy: true, speculative: true, ...opts });
+              assert.deepEqual(sb.tokens, pa.tokens, `${name} ${form}: ${JSON.stringify(opts)}`);
+              assert.equal(sb.finishReason, pa.finishReason);
+            }
           }
         }
       }

@@ -180,6 +180,28 @@ export class RowDecoder {
   }
 
   /**
+   * Up to `steps` greedy speculative steps in one engine call (DecodeEngineSpecLoop), each as
+   * `specStep` and fed to the next as Generation does: state = [token, n, mtpStart, m, proposed,
+   * accepted] and the m pending MTP rows (hin [m, H], next [m]) are read and updated; the emitted
+   * tokens go to `out` (stopping after `budget` tokens or at a token in `stops`); returns how many.
+   * The cache must hold positions below n + 2·steps. Null when the engine cannot run it.
+   */
+  specLoop(draft: RowDecoder, hin: Float32Array, next: Int32Array, state: Float64Array, cache: KVCache, steps: number, budget: number, stops: Int32Array,
+    vocab: number, out: Int32Array): number | null {
+    const { cfg, params: p } = this;
+    if (!hasKernel('DecodeEngineSpecLoop') || p.mtp.length === 0 || draft.params.mtp.length === 0) return null;
+    const eng = this.engineFor(2), deng = draft.engineFor(2);
+    if (!eng || !deng) return null;
+    const L = p.layers.length, reach = state[1]! + 2 * steps;
+    this.ropeTo(reach);
+    const mainCaches: Float32Array[] = [];
+    for (let l = 0; l < L; l++) mainCaches.push(cache.layers[l]!.a);
+    const half = cfg.qkRopeHeadDim / 2;
+    return kernel('DecodeEngineSpecLoop')(eng, deng, hin, next, state, mainCaches, cache.layers[cfg.numHiddenLayers]!.a,
+      this.ropeCos.subarray(0, this.ropeDone * half), this.ropeSin.subarray(0, this.ropeDone * half), vocab, steps, budget, stops, out);
+  }
+
+  /**
    * MTP depth d over rows i = (hidden h_i after the final norm, token t_{i+1}): logits of rows
    * from..R-1 predict t_{i+2}. Rows before `from` only write their latent cache rows (all a draft
    * needs of them: their outputs feed nothing), so they skip attention, MoE and head; `from` > 0
@@ -358,6 +380,14 @@ export class RowDecoder {
 
   /** cos/sin of position pos into tables at offset off (as ropeTables computes them; kept per position once computed). */
   private ropeAt(pos: number, cos: Float32Array, sin: Float32Array, off: number): void {
+    const half = this.invFreq.length;
+    this.ropeTo(pos);
+    cos.set(this.ropeCos.subarray(pos * half, (pos + 1) * half), off);
+    sin.set(this.ropeSin.subarray(pos * half, (pos + 1) * half), off);
+  }
+
+  /** Extends the kept rope tables to position pos. */
+  private ropeTo(pos: number): void {
     const inv = this.invFreq, af = this.ropeFactor, half = inv.length;
     if (pos >= this.ropeDone) {
       if ((pos + 1) * half > this.ropeCos.length) {
@@ -375,8 +405,6 @@ export class RowDecoder {
       }
       this.ropeDone = pos + 1;
     }
-    cos.set(this.ropeCos.subarray(pos * half, (pos + 1) * half), off);
-    sin.set(this.ropeSin.subarray(pos * half, (pos + 1) * half), off);
   }
 }
 
