@@ -1,10 +1,11 @@
 // The webgpu decode engine (src/backend/webgpu/decode-engine.ts through model/decode-engine.ts), on
 // Dawn in Node (SwiftShader without a GPU), against RowDecoder's TypeScript path on the same backend
 // and the official vectors: main and MTP passes of the reference models and of configs with 8
-// heads, no q LoRA, softmax greedy routing and exact router ties; one job per pass that reads back
-// only hidden, logits and the cache rows it wrote; the fused speculative step (DecodeEngineSpec); incremental logits and greedy tokens of the
-// official sets, speculative = plain greedy; host cache writes between passes (restores, rollback)
-// seen and uploaded as changed rows only; non-f32 weights keep the TypeScript path; bad input named.
+// heads, no q LoRA, no shared expert, softmax greedy routing and exact router ties; one job per
+// pass that reads back only hidden, logits and the cache rows it wrote; the fused speculative step
+// (DecodeEngineSpec); incremental logits and greedy tokens of the official sets, speculative =
+// plain greedy; host cache writes between passes (restores, rollback) seen and uploaded as changed
+// rows only; rows exact; non-f32 weights keep the TypeScript path; bad input named.
 // Sizes are the reference models': every SwiftShader pass costs tens of milliseconds.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -34,10 +35,10 @@ const gpu = (): WebGPUBackend => getBackendByName('webgpu') as WebGPUBackend;
 const REF = path.resolve(process.cwd(), '../shared/reference');
 const REFS = ['tiny-dsv3', 'tiny-dsv3-noqlora', 'tiny-dsv3-yarn'].filter((d) => existsSync(path.join(REF, d, 'config.json')));
 
-/** 8 heads with router ties (experts 2 = 3 in one group, = 5 in another, same bias); softmax greedy routing without q LoRA. */
+/** 8 heads with router ties (experts 2 = 3 in one group, = 5 in another, same bias); softmax greedy routing without q LoRA or shared expert. */
 const configs: Array<[string, DeepSeekConfig]> = [
   ['8 heads, sigmoid group-limited, tied experts', makeConfig({ ...presets.tiny!, hiddenSize: 96, numAttentionHeads: 8, moeIntermediateSize: 64, intermediateSize: 160, kvLoraRank: 64, qLoraRank: 64 })],
-  ['softmax greedy, no q LoRA', makeConfig({ ...presets.tiny!, hiddenSize: 64, qLoraRank: null, scoringFunc: 'softmax', topkMethod: 'greedy', normTopkProb: false, routedScalingFactor: 1.5 })],
+  ['softmax greedy, no q LoRA, no shared expert', makeConfig({ ...presets.tiny!, hiddenSize: 64, qLoraRank: null, nSharedExperts: 0, scoringFunc: 'softmax', topkMethod: 'greedy', normTopkProb: false, routedScalingFactor: 1.5 })],
 ];
 
 async function models(): Promise<Array<[string, Model]>> {

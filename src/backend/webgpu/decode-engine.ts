@@ -131,6 +131,7 @@ export function decodeEngineKernels(host: EngineHost): Pick<Kernels, 'DecodeEngi
     /** A device-only buffer of at least len floats (the largest size asked in this job: passes share it). */
     scratch(name: string, len: number): string {
       const n = Math.max(1, len, this.sizes.get(name) ?? 0);
+      if (n * 4 > host.maxBinding) throw new RangeError(`webgpu decode engine: scratch ${name} needs ${n * 4} bytes, past the device's binding limit ${host.maxBinding}: pass fewer rows (e.g. a smaller prefill chunk)`);
       this.sizes.set(name, n);
       this.j.scratch(name, n);
       return name;
@@ -140,7 +141,7 @@ export function decodeEngineKernels(host: EngineHost): Pick<Kernels, 'DecodeEngi
     lin(x: string, xoff: number, ldx: number, R: number, w: string, N: number, K: number, y: string, yoff: number, ldy: number, acc: boolean,
       o: { batch?: number; xbs?: number; woff?: number; wj?: number; wp?: number; wbs?: number; ybs?: number; expert?: number } = {}): void {
       const masked = o.expert !== undefined;
-      const binds = masked ? [x, w, y, 'de.ids'] : [x, w, y];
+      const binds = masked ? [x, w, y, 'de.ids', 'de.gw'] : [x, w, y];
       this.p(masked ? 'decLinearMasked' : 'decLinear', binds, [R, N, K, xoff, ldx, o.xbs ?? 0, o.woff ?? 0, o.wj ?? K, o.wp ?? 1, o.wbs ?? 0, yoff, ldy, o.ybs ?? 0, acc ? 1 : 0, o.expert ?? 0, this.e.c.k],
         [Math.ceil(N / 64), R, o.batch ?? 1]);
     }
@@ -230,10 +231,12 @@ export function decodeEngineKernels(host: EngineHost): Pick<Kernels, 'DecodeEngi
     P.lin('de.x2', 0, H, n, P.w(m.router), E, H, P.scratch('de.sc', n * E), 0, E, false);
     P.p('decRoute', ['de.sc', m.bias ? P.w(m.bias) : 'de.dummy', P.scratch('de.pr', n * E), P.scratch('de.bh', n * E), P.scratch('de.bl', n * E), 'de.ids', P.scratch('de.gw', n * k)],
       [n, E, k, c.G, c.Gk, c.limited ? 1 : 0, c.sigmoid ? 1 : 0, c.normTopk ? 1 : 0, m.bias ? 1 : 0, bits(c.rsf)], rowGrid(n));
-    if (m.shared) swiglu(m.shared, P.scratch('de.sh', n * H), 0, false);
-    P.scratch('de.y', E * n * H);
-    m.experts.forEach((x, e) => swiglu(x, 'de.y', e * n * H, false, e));
-    P.p('decCombine', [m.shared ? 'de.sh' : 'de.dummy', 'de.y', 'de.ids', 'de.gw', 'de.h'], [n, H, k, m.shared ? 1 : 0, hoff], eltGrid(n * H));
+    // The MoE output: the shared expert (or zeros: a product over K = 0), then each expert's gate-weighted rows, ascending.
+    const moe = P.scratch('de.moe', n * H);
+    if (m.shared) swiglu(m.shared, moe, 0, false);
+    else P.lin('de.x2', 0, H, n, P.w(m.router), H, 0, moe, 0, H, false);
+    m.experts.forEach((x, e) => swiglu(x, moe, 0, true, e));
+    P.p('decCombine', [moe, 'de.h'], [n * H, hoff], eltGrid(n * H));
   }
 
   /** One block on 'de.h' [R, H]; rows before `from` only write their latent cache rows. */

@@ -13,8 +13,9 @@
  *   uses; ties go to the lower index; the group score is the top-2 sum with a bias, else the max.
  *   The sentinel −3.402823e38 stands for −∞ (WGSL may assume no infinities).
  * - `decArgmax` is sampling.ts argmax on finite logits (the first index of the largest value).
- * - Masked expert kernels skip rows that did not pick expert `e` (ids from decRoute); the combine
- *   adds each row's experts in ascending id after the shared expert, as RowDecoder does.
+ * - Masked expert kernels skip rows that did not pick expert `e` (ids from decRoute); expert passes
+ *   run in ascending id, each adding its rows into the MoE output after the shared expert, as
+ *   RowDecoder does; `decCombine` then adds that output into the residual.
  * - Every binding is used by its shader (layouts are 'auto'); the uniform is the last binding.
  */
 import { WG_REDUCE_WGSL } from './wgsl-rows.js';
@@ -63,8 +64,10 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) ng: vec3u, @b
 
 /**
  * Batched row product: Y[yoff + b·ybs + r·ldy + j] (+)= Σ_p X[xoff + b·xbs + r·ldx + p]·W[woff +
- * b·wbs + j·wj + p·wp], p < K in order. Masked (expert down projections): rows that did not pick
- * expert e are skipped. Grid (⌈N/64⌉, R, batch).
+ * b·wbs + j·wj + p·wp], p < K in order. Masked (expert down projections, bindings + IDS, GW): rows
+ * that did not pick expert e are skipped, the others add gate weight × sum into Y (RowsAxpy's
+ * `Y += w·y`; experts run in ascending id, so each row adds them in the reference's order). Grid
+ * (⌈N/64⌉, R, batch).
  */
 function linear(masked: boolean): string {
   return /* wgsl */ `
@@ -72,18 +75,18 @@ struct P { R: u32, N: u32, K: u32, xoff: u32, ldx: u32, xbs: u32, woff: u32, wj:
 @group(0) @binding(0) var<storage, read> X: array<f32>;
 @group(0) @binding(1) var<storage, read> W: array<f32>;
 @group(0) @binding(2) var<storage, read_write> Y: array<f32>;
-${masked ? '@group(0) @binding(3) var<storage, read> IDS: array<u32>;\n@group(0) @binding(4) var<uniform> p: P;' : '@group(0) @binding(3) var<uniform> p: P;'}
+${masked ? '@group(0) @binding(3) var<storage, read> IDS: array<u32>;\n@group(0) @binding(4) var<storage, read> GW: array<f32>;\n@group(0) @binding(5) var<uniform> p: P;' : '@group(0) @binding(3) var<uniform> p: P;'}
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let j = gid.x; let r = gid.y; let b = gid.z;
   if (j >= p.N || r >= p.R) { return; }
-  ${masked ? 'var hit = false; for (var i = 0u; i < p.k; i++) { if (IDS[r * p.k + i] == p.e) { hit = true; } } if (!hit) { return; }' : ''}
+  ${masked ? 'var slot = p.k; for (var i = 0u; i < p.k; i++) { if (IDS[r * p.k + i] == p.e) { slot = i; } } if (slot == p.k) { return; }' : ''}
   let xo = p.xoff + b * p.xbs + r * p.ldx;
   let wo = p.woff + b * p.wbs + j * p.wj;
   var s = 0.0;
   for (var q = 0u; q < p.K; q++) { s += X[xo + q] * W[wo + q * p.wp]; }
   let yo = p.yoff + b * p.ybs + r * p.ldy + j;
-  if (p.acc != 0u) { Y[yo] = Y[yo] + s; } else { Y[yo] = s; }
+  ${masked ? 'Y[yo] = Y[yo] + GW[r * p.k + slot] * s;' : 'if (p.acc != 0u) { Y[yo] = Y[yo] + s; } else { Y[yo] = s; }'}
 }
 `;
 }
@@ -285,36 +288,17 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) ng: vec3u, @b
 }
 `;
 
-/**
- * Hh[hoff + r·H + i] += SH[r·H + i] (when hasShared) + Σ over the row's experts in ascending id of
- * GW·Y[(e·R + r)·H + i]. Bindings SH, Y, IDS, GW, Hh. One thread per (r, i); k ≤ 16.
- */
+/** Hh[hoff + t] = Hh[hoff + t] + M[t] for t < n (the MoE output into the residual). Bindings M, Hh. */
 const COMBINE = ELT + /* wgsl */ `
-struct P { R: u32, H: u32, k: u32, hasShared: u32, hoff: u32 }
-@group(0) @binding(0) var<storage, read> SH: array<f32>;
-@group(0) @binding(1) var<storage, read> Y: array<f32>;
-@group(0) @binding(2) var<storage, read> IDS: array<u32>;
-@group(0) @binding(3) var<storage, read> GW: array<f32>;
-@group(0) @binding(4) var<storage, read_write> Hh: array<f32>;
-@group(0) @binding(5) var<uniform> p: P;
+struct P { n: u32, hoff: u32 }
+@group(0) @binding(0) var<storage, read> M: array<f32>;
+@group(0) @binding(1) var<storage, read_write> Hh: array<f32>;
+@group(0) @binding(2) var<uniform> p: P;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) ng: vec3u, @builtin(local_invocation_index) li: u32) {
   let t = eltIndex(wg, ng, li);
-  if (t >= p.R * p.H) { return; }
-  let r = t / p.H; let i = t % p.H;
-  var id: array<u32, 16>; var w: array<f32, 16>;
-  for (var j = 0u; j < p.k; j++) {
-    // Insertion by id: the row's experts in ascending order.
-    var at = j;
-    let e = IDS[r * p.k + j]; let g = GW[r * p.k + j];
-    while (at > 0u && id[at - 1u] > e) { id[at] = id[at - 1u]; w[at] = w[at - 1u]; at--; }
-    id[at] = e; w[at] = g;
-  }
-  var acc = 0.0;
-  if (p.hasShared != 0u) { acc = SH[t]; }
-  for (var j = 0u; j < p.k; j++) { acc = acc + w[j] * Y[(id[j] * p.R + r) * p.H + i]; }
-  let o = p.hoff + t;
-  Hh[o] = Hh[o] + acc;
+  if (t >= p.n) { return; }
+  Hh[p.hoff + t] = Hh[p.hoff + t] + M[t];
 }
 `;
 
