@@ -37,6 +37,8 @@ import { ATTN_BWD1_WGSL, ATTN_BWD2_WGSL, ATTN_FWD_WGSL } from './wgsl-attention.
 import { FP8_CODES_WGSL, FP8_RECODES_WGSL, FP8_RESCALES_WGSL, FP8_SCALES_WGSL } from './wgsl-fp8.js';
 import { FP8_GEMM_WGSL } from './wgsl-fp8-gemm.js';
 import { Job } from './job.js';
+import { MOE_COMBINE_WGSL, MOE_DY_WGSL, MOE_GEMM_WGSL } from './wgsl-moe.js';
+import { moeKernels } from './moe.js';
 
 const SHADERS: Record<string, string> = {
   matmul: MATMUL_WGSL, rmsnorm: RMSNORM_WGSL, rmsnormBx: RMSNORM_BX_WGSL, rmsnormBw: RMSNORM_BW_WGSL,
@@ -44,6 +46,7 @@ const SHADERS: Record<string, string> = {
   addinto: ADDINTO_WGSL, adamw: ADAMW_WGSL, sumsq: SUMSQ_WGSL, rowsaxpy: ROWSAXPY_WGSL,
   attnFwd: ATTN_FWD_WGSL, attnBwd1: ATTN_BWD1_WGSL, attnBwd2: ATTN_BWD2_WGSL,
   fp8Scales: FP8_SCALES_WGSL, fp8Codes: FP8_CODES_WGSL, fp8Rescales: FP8_RESCALES_WGSL, fp8Recodes: FP8_RECODES_WGSL, fp8Gemm: FP8_GEMM_WGSL,
+  moeGemm: MOE_GEMM_WGSL, moeCombine: MOE_COMBINE_WGSL, moeDy: MOE_DY_WGSL,
 };
 
 /** What the adapter and device are (from the GPU thread's init reply). */
@@ -505,6 +508,7 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       run(j);
       j.read('fg.c', g.c);
     },
+    ...moeKernels({ newJob: () => new Job(), run, operand, tooBig, eltGrid, rowGrid }),
   };
 
   /**
@@ -557,7 +561,7 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       j.read('mm.c', c);
       return ms;
     },
-    describe: () => `webgpu (${name}; WGSL 64x64 tiled GEMM, fused RMSNorm/softmax/SiLU/attention/AdamW, FP8 E4M3 quantisers and scaled GEMM; features: ${info.enabled.join(', ') || 'none'}; GPU thread + shared-memory arena; ${residentOn ? 'parameters and AdamW moments device-resident' : 'no device residency'})`,
+    describe: () => `webgpu (${name}; WGSL 64x64 tiled GEMM, fused RMSNorm/softmax/SiLU/attention/AdamW, grouped MoE FFN, FP8 E4M3 quantisers and scaled GEMM; features: ${info.enabled.join(', ') || 'none'}; GPU thread + shared-memory arena; ${residentOn ? 'parameters and AdamW moments device-resident' : 'no device residency'})`,
     dispose(): void {
       if (disposed) return;
       unsubscribe();
