@@ -91,7 +91,7 @@ test('in-tab training on webgpu matches the Node run within float noise', { skip
   const r = await inWorker(b.page, '/harness-worker.js', { task: 'train', backend: 'webgpu', docs, options }, 580_000);
   assert.ok(r.ok, `harness: ${String(r.error)}`);
   const { losses: tab, ran } = r.ok as { losses: number[]; ran: string[] };
-  assert.ok(ran.includes('webgpu:MatMul') && (ran.includes('webgpu:AdamW') || ran.includes('webgpu:AdamWBatch')) && ran.includes('webgpu:AttentionBackward'), `the tab run did not train on webgpu: ${ran}`);
+  assert.ok(ran.includes('webgpu:MatMul') && (ran.includes('webgpu:AdamW') || ran.includes('webgpu:AdamWBatch')) && ran.includes('webgpu:AttentionBackward') && ran.includes('webgpu:MoeFfnBackward'), `the tab run did not train on webgpu: ${ran}`);
   const prev = getBackend().name;
   const node: Record<string, number[]> = {};
   try {

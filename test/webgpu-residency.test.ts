@@ -29,9 +29,10 @@ type Stats = ReturnType<WebGPUBackend['stats']>;
 const delta = (a: Stats, b: Stats): { jobs: number; up: number; down: number } => ({ jobs: b.jobs - a.jobs, up: b.upBytes - a.upBytes, down: b.downBytes - a.downBytes });
 
 /** Trains `tiny` for 2 steps (batch 1 Ã— seq 8) on the backend; the webgpu stats of the second (steady-state) step. */
-async function train(be: string, resident: boolean): Promise<{ losses: number[]; last: { jobs: number; up: number; down: number } | null; paramBytes: number; m: Float32Array[]; w: Float32Array[] }> {
+async function train(be: string, resident: boolean): Promise<{ losses: number[]; last: { jobs: number; up: number; down: number } | null; paramBytes: number; m: Float32Array[]; w: Float32Array[]; ran: string[] }> {
   return withBackend(be, async () => {
     if (be === 'webgpu') gpu().setResidency(resident);
+    resetKernelCounts();
     const cfg = structuredClone(presets.tiny!);
     const batch = 1, seq = 8, steps = 2;
     const tokens = new Int32Array(batch * (seq + 1) * 8).map((_, i) => (i * 7919) % cfg.vocabSize);
@@ -49,7 +50,7 @@ async function train(be: string, resident: boolean): Promise<{ losses: number[];
     // state() copies the device-newer moments back: they must be the ones the device computed.
     const m = trainer.optimizer.state().m as Float32Array[];
     const paramBytes = stepped[stepped.length - 1]!;
-    return { losses, last: st.length ? delta(st[st.length - 2]!, st[st.length - 1]!) : null, paramBytes, m: m.map((a) => a.slice()), w: trainer.trainable.map((p) => p.f32.slice()) };
+    return { losses, last: st.length ? delta(st[st.length - 2]!, st[st.length - 1]!) : null, paramBytes, m: m.map((a) => a.slice()), w: trainer.trainable.map((p) => p.f32.slice()), ran: Object.keys(kernelCounts()) };
   });
 }
 
@@ -59,6 +60,8 @@ test('training on webgpu with residency: same losses, parameters and moments, â‰
     const off = await train('webgpu', false);
     const on = await train('webgpu', true);
     for (const r of [off, on]) assert.ok(maxAbsDiff(r.losses, base.losses) <= 1e-4, `webgpu losses ${r.losses} vs ${ref} ${base.losses}`);
+    // The MoE layers ran as webgpu's grouped kernels (one job forward, one backward), not the composed ops.
+    for (const k of ['MoeFfnForward', 'MoeFfnBackward', 'AttentionBackward', 'AdamWBatch']) assert.ok(on.ran.includes(`webgpu:${k}`), `webgpu:${k} did not run: ${on.ran}`);
     // Residency changes where operands live, not what is computed: the same kernels in the same order.
     assert.ok(maxAbsDiff(on.losses, off.losses) <= 1e-6, `residency changed the losses: ${on.losses} vs ${off.losses}`);
     on.w.forEach((w, i) => assert.ok(maxAbsDiff(w, off.w[i]!) <= 1e-6, `parameter ${i} differs with residency`));
