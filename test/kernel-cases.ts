@@ -80,6 +80,16 @@ export function kernelCases(): Float32Array[] {
     const l1 = kernel('CrossEntropyRows')(grad, rows, V, tg, -100, 0.25, true);
     outs.push(Float32Array.of(l0, l1), grad);
   }
+  // The fused output head (webgpu's LinearCrossEntropy kernel where the backend has it): two chunks
+  // of 256 rows at V = 4096, ignored rows in both, loss and both gradients.
+  {
+    const N = 300, H = 5, V = 4096;
+    const xh = randn([N, H], seed++), wh = randn([V, H], seed++);
+    xh.requiresGrad = true; wh.requiresGrad = true;
+    const loss = op.linearCrossEntropy(xh, wh, Tensor.ints(Array.from({ length: N }, (_, i) => (i % 37 === 5 ? -100 : (i * 7919) % V))));
+    backward(op.mulScalar(loss, 2));
+    outs.push(Float32Array.of(loss.item()), xh.grad!, wh.grad!);
+  }
   // FP8 recipe kernels (native/webgpu's own, else the TS reference): every quantiser on ragged
   // shapes with zero tiles, −0, subnormal and saturating values and 1e30 outliers (finite: the
   // comparison counts NaN as an error), both scale formats; the scaled GEMM in its three layouts.

@@ -60,8 +60,8 @@ test('training on webgpu with residency: same losses, parameters and moments, â‰
     const off = await train('webgpu', false);
     const on = await train('webgpu', true);
     for (const r of [off, on]) assert.ok(maxAbsDiff(r.losses, base.losses) <= 1e-4, `webgpu losses ${r.losses} vs ${ref} ${base.losses}`);
-    // The MoE layers ran as webgpu's grouped kernels (one job forward, one backward), not the composed ops.
-    for (const k of ['MoeFfnForward', 'MoeFfnBackward', 'AttentionBackward', 'AdamWBatch']) assert.ok(on.ran.includes(`webgpu:${k}`), `webgpu:${k} did not run: ${on.ran}`);
+    // The MoE layers and the output heads ran as webgpu's fused kernels, not the composed ops.
+    for (const k of ['MoeFfnForward', 'MoeFfnBackward', 'LinearCrossEntropy', 'AttentionBackward', 'AdamWBatch']) assert.ok(on.ran.includes(`webgpu:${k}`), `webgpu:${k} did not run: ${on.ran}`);
     // Residency changes where operands live, not what is computed: the same kernels in the same order.
     assert.ok(maxAbsDiff(on.losses, off.losses) <= 1e-6, `residency changed the losses: ${on.losses} vs ${off.losses}`);
     on.w.forEach((w, i) => assert.ok(maxAbsDiff(w, off.w[i]!) <= 1e-6, `parameter ${i} differs with residency`));

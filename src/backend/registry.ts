@@ -79,6 +79,13 @@ export interface Kernels {
   /** Cross-entropy rows of logits p [rows, V]: returns Σ_r (log Σ_j exp p[r,j] − p[r,y_r]) over rows
    *  whose target is not ignoreIndex; with grad, p is overwritten by (softmax − onehot)·inv (ignored rows 0). */
   CrossEntropyRows(p: Float32Array, rows: number, V: number, targets: Int32Array, ignoreIndex: number, inv: number, grad: boolean): number;
+  /** One chunk of rows of the fused output head (src/ops/nn.ts linearCrossEntropy), in one call: logits
+   *  P = x·wᵀ [rows, V] from x [rows, H] and w [V, H], their CrossEntropyRows loss sum (returned), and
+   *  when dX or dW is given, with G = (softmax(P) − onehot)·inv (ignored rows 0): dX [rows, H] = G·w
+   *  overwritten, dW [V, H] = Gᵀ·x (added when accumulateDW). Optional (nn.ts composes it from
+   *  MatMul and CrossEntropyRows); webgpu: one job, the logits never leave the device. */
+  LinearCrossEntropy(x: Float32Array, w: Float32Array, rows: number, V: number, H: number, targets: Int32Array, ignoreIndex: number,
+    inv: number, dX: Float32Array | null, dW: Float32Array | null, accumulateDW: boolean): number;
   /** A whole DeepSeekMoE feed-forward layer in one call (see MoeFfnArgs): out [N, H] overwritten;
    *  g, u, y, sg, su filled for the backward. Optional (src/ops/moe.ts composes it from the others). */
   MoeFfnForward(args: MoeFfnArgs, out: Float32Array): void;
@@ -241,7 +248,7 @@ export function optionalKernel<K extends KernelName>(name: K): Kernels[K] | null
 /** Which backend serves each kernel now (after fallbacks). */
 export function kernelTable(): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const name of ['MatMul', 'RMSNorm', 'Softmax', 'SiluMul', 'SiluMulBackward', 'RMSNormBackward', 'SoftmaxBackward', 'AdamW', 'AdamWBatch', 'SumSquares', 'SumSquaresBatch', 'AddInto', 'RowsAxpy', 'AttentionForward', 'AttentionBackward', 'Rope', 'ConcatHeads', 'ConcatHeadsBackward', 'CrossEntropyRows',
+  for (const name of ['MatMul', 'RMSNorm', 'Softmax', 'SiluMul', 'SiluMulBackward', 'RMSNormBackward', 'SoftmaxBackward', 'AdamW', 'AdamWBatch', 'SumSquares', 'SumSquaresBatch', 'AddInto', 'RowsAxpy', 'AttentionForward', 'AttentionBackward', 'Rope', 'ConcatHeads', 'ConcatHeadsBackward', 'CrossEntropyRows', 'LinearCrossEntropy',
     'Fp8QuantizeRows', 'Fp8QuantizeCols', 'Fp8RequantizeCols', 'Fp8QuantizeWeight', 'Fp8ScaledGemm', 'AdamWBf16', 'MoeFfnForward', 'MoeFfnBackward', 'DecodeEngineMain'] as KernelName[]) {
     let b: Backend | undefined = active ?? undefined;
     while (b && !b.kernels[name]) b = b.fallback ? backends.get(b.fallback) : undefined;
