@@ -203,3 +203,28 @@ test('AdamWBatch and SumSquaresBatch on webgpu: one job each, the per-item kerne
     for (const key of ['w', 'm', 'v'] as const) assert.ok(maxAbsDiff(it[key], want[k]![key]) <= 1e-6, `item ${k} ${key} off by ${maxAbsDiff(it[key], want[k]![key])}`);
   });
 });
+
+test('MatMulBatch on webgpu: independent items in one job with a shared operand uploaded once; dependent items in order', { skip }, async () => {
+  const mk = (n: number, s: number): Float32Array => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + s));
+  const args = (a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, transA: boolean, acc: boolean): MatMulArgs =>
+    ({ a, b, c, batch: 1, m, n, k, transA, transB: false, strideA: 0, strideB: 0, strideC: 0, accumulate: acc });
+  // A linear layer's backward: dX = g·W and dW += gᵀ·X share g [70, 40].
+  const g = mk(70 * 40, 1), w = mk(40 * 33, 2), x = mk(70 * 33, 3), dW = mk(40 * 33, 4);
+  const items = [args(g, w, new Float32Array(70 * 33), 70, 33, 40, false, false), args(g, x, dW.slice(), 40, 33, 70, true, true)];
+  const want = items.map((it) => { const c = it.c.slice(); tsMatMul({ ...it, c }); return c; });
+  await withBackend('webgpu', () => {
+    const s0 = gpu().stats();
+    kernel('MatMulBatch')(items);
+    const s1 = gpu().stats();
+    assert.equal(s1.jobs - s0.jobs, 1, 'two independent products: one job');
+    // g once, w, x and dW (accumulated) up: not g twice.
+    assert.equal(s1.upBytes - s0.upBytes, 4 * (g.length + w.length + x.length + dW.length), 'the shared operand is uploaded once');
+    // The second item reads the first one's output: run one after the other, as MatMul would.
+    const c1 = new Float32Array(70 * 33), c2 = new Float32Array(33 * 5), d = mk(70 * 5, 5);
+    kernel('MatMulBatch')([args(g, w, c1, 70, 33, 40, false, false), args(c1, d, c2, 33, 5, 70, true, false)]);
+    const r1 = new Float32Array(c1.length), r2 = new Float32Array(c2.length);
+    tsMatMul(args(g, w, r1, 70, 33, 40, false, false)); tsMatMul(args(r1, d, r2, 33, 5, 70, true, false));
+    assert.ok(maxAbsDiff(c2, r2) <= 1e-4, `dependent items: ${maxAbsDiff(c2, r2)}`);
+  });
+  items.forEach((it, k) => assert.ok(maxAbsDiff(it.c, want[k]!) <= 1e-4, `item ${k} off by ${maxAbsDiff(it.c, want[k]!)}`));
+});

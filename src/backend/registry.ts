@@ -20,6 +20,9 @@ export interface MatMulArgs {
 /** The kernels a backend may provide. Signatures are over flat typed arrays; callers allocate outputs. */
 export interface Kernels {
   MatMul(args: MatMulArgs): void;
+  /** Several MatMuls in one call (a linear layer's dX and dW): the same as MatMul on each item in order
+   *  (webgpu: one submission, an operand shared by items uploaded once). Optional. */
+  MatMulBatch(items: MatMulArgs[]): void;
   /** out[r,:] = x[r,:] * rsqrt(mean(x[r,:]^2) + eps) * w ; also writes rstd[r] when given. */
   RMSNorm(x: Float32Array, w: Float32Array, out: Float32Array, rows: number, cols: number, eps: number, rstd?: Float32Array): void;
   /** Row-wise softmax over the last axis, in place allowed. */
@@ -248,7 +251,7 @@ export function optionalKernel<K extends KernelName>(name: K): Kernels[K] | null
 /** Which backend serves each kernel now (after fallbacks). */
 export function kernelTable(): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const name of ['MatMul', 'RMSNorm', 'Softmax', 'SiluMul', 'SiluMulBackward', 'RMSNormBackward', 'SoftmaxBackward', 'AdamW', 'AdamWBatch', 'SumSquares', 'SumSquaresBatch', 'AddInto', 'RowsAxpy', 'AttentionForward', 'AttentionBackward', 'Rope', 'ConcatHeads', 'ConcatHeadsBackward', 'CrossEntropyRows', 'LinearCrossEntropy',
+  for (const name of ['MatMul', 'MatMulBatch', 'RMSNorm', 'Softmax', 'SiluMul', 'SiluMulBackward', 'RMSNormBackward', 'SoftmaxBackward', 'AdamW', 'AdamWBatch', 'SumSquares', 'SumSquaresBatch', 'AddInto', 'RowsAxpy', 'AttentionForward', 'AttentionBackward', 'Rope', 'ConcatHeads', 'ConcatHeadsBackward', 'CrossEntropyRows', 'LinearCrossEntropy',
     'Fp8QuantizeRows', 'Fp8QuantizeCols', 'Fp8RequantizeCols', 'Fp8QuantizeWeight', 'Fp8ScaledGemm', 'AdamWBf16', 'MoeFfnForward', 'MoeFfnBackward', 'DecodeEngineMain'] as KernelName[]) {
     let b: Backend | undefined = active ?? undefined;
     while (b && !b.kernels[name]) b = b.fallback ? backends.get(b.fallback) : undefined;

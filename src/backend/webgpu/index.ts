@@ -41,6 +41,7 @@ import { MOE_COMBINE_WGSL, MOE_DY_WGSL, MOE_GEMM_WGSL } from './wgsl-moe.js';
 import { moeKernels } from './moe.js';
 import { CE_ROWS_WGSL } from './wgsl-head.js';
 import { headKernels } from './head.js';
+import { matmulBatch } from './gemm-batch.js';
 
 const SHADERS: Record<string, string> = {
   matmul: MATMUL_WGSL, rmsnorm: RMSNORM_WGSL, rmsnormBx: RMSNORM_BX_WGSL, rmsnormBw: RMSNORM_BW_WGSL,
@@ -512,6 +513,7 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       j.read('fg.c', g.c);
     },
     ...moeKernels({ newJob: () => new Job(), run, operand, tooBig, eltGrid, rowGrid }),
+    MatMulBatch: matmulBatch({ newJob: () => new Job(), run, operand, tooBig, eltGrid, rowGrid, single: (x) => kernels.MatMul!(x), maxGroups: 65535 }),
     ...headKernels({ newJob: () => new Job(), run, operand, tooBig, eltGrid, rowGrid, matmul: (x) => kernels.MatMul!(x) }),
   };
 
