@@ -103,3 +103,22 @@ test('allocation pool: views, small arrays and second recycles are ignored; zero
   assert.notEqual(allocUninitF32(1 << 15), big, 'handed out once only');
   clearF32Pool();
 });
+
+test('allocation pool: keeps no more arrays of a length than it had to create (a training run does not grow it)', () => {
+  clearF32Pool();
+  const n = (1 << 15) + 16;
+  for (let i = 0; i < 5; i++) recycleF32(new Float32Array(n));
+  assert.equal(pooledF32Bytes(), 0, 'a length never asked for is not kept');
+  const a = allocUninitF32(n), b = allocUninitF32(n);
+  for (let i = 0; i < 5; i++) recycleF32(new Float32Array(n));
+  assert.equal(pooledF32Bytes(), 2 * a.byteLength, 'two created, two kept');
+  // Steps that hand back more than they take: the pool stays at two.
+  for (let step = 0; step < 50; step++) {
+    const x = allocUninitF32(n);
+    recycleF32(x);
+    recycleF32(new Float32Array(n));
+  }
+  assert.equal(pooledF32Bytes(), 2 * a.byteLength);
+  void b;
+  clearF32Pool();
+});

@@ -4,6 +4,7 @@
 // argument is validated and a bad one throws a TypeError/RangeError naming it, so no call reads or
 // writes out of bounds. Array order: see src/model/decode-engine.ts (engineArrays).
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -330,6 +331,123 @@ napi_value MatRowsFn(napi_env env, napi_callback_info info) {
   });
 }
 
+// decodeEngineSpec(main, draft, hiddenIn, nextTokens, mtpSegs, mtpCaches, mtpCos, mtpSin,
+//                  token, mainSegs, mainCaches, cos, sin, vocab, hidden, logits, mtpLogits, picks)
+// picks (Int32Array [3]) receives [draft, argmax of row 0, argmax of row 1] over [0, vocab).
+// One greedy speculative step (Engine::runSpec): the draft engine's MTP depth 0 over the rows of
+// its one segment (the last row drafts), then the main model over [token, draft] (a segment of 2).
+napi_value Spec(napi_env env, napi_callback_info info) {
+  return guard([&]() -> napi_value {
+    const char* fn = "decodeEngineSpec";
+    size_t argc = 18;
+    napi_value a[18];
+    napi_get_cb_info(env, info, &argc, a, nullptr, nullptr);
+    if (argc < 18) throwType(env, fn, "expected 18 arguments");
+    Engine& e = engineOf(env, fn, a[0]);
+    Engine& dr = engineOf(env, fn, a[1]);
+    const Cfg& c = e.c;
+    const Cfg& k = dr.c;
+    if (k.H != c.H || k.V != c.V || k.L != c.L || k.nh != c.nh || k.dn != c.dn || k.dr != c.dr || k.dv != c.dv || k.rkv != c.rkv)
+      throwRange(env, fn, "draft engine is for another model (its dimensions differ)");
+    if (dr.mtp.empty()) throwRange(env, fn, "draft engine has no MTP layer");
+    const long D = c.rkv + c.dr, half = c.dr / 2;
+    Segs ms, mn;
+    const long m = readSegs(env, fn, a[4], a[5], 1, D, ms);
+    if (ms.refs.size() != 1 || m > kMaxRows) throwRange(env, fn, "mtpSegs must be one segment of at most " + std::to_string(kMaxRows) + " rows");
+    const long R = readSegs(env, fn, a[9], a[10], c.L, D, mn);
+    if (mn.refs.size() != 1 || R != 2) throwRange(env, fn, "mainSegs must be one segment of 2 rows (the token and the draft)");
+    const float* hin = typed<float>(env, fn, a[2], napi_float32_array, "hiddenIn", (size_t)(m * c.H));
+    const int32_t* next = typed<int32_t>(env, fn, a[3], napi_int32_array, "nextTokens", (size_t)m);
+    for (long r = 0; r < m; r++)
+      if (next[r] < 0 || next[r] >= c.V) throwRange(env, fn, "decode: token id " + std::to_string(next[r]) + " out of range [0, " + std::to_string(c.V) + ")");
+    const float* mcs = typed<float>(env, fn, a[6], napi_float32_array, "mtpCos", (size_t)(m * half));
+    const float* msn = typed<float>(env, fn, a[7], napi_float32_array, "mtpSin", (size_t)(m * half));
+    const long token = countOf(env, fn, a[8], "token", c.V - 1);
+    const float* cs = typed<float>(env, fn, a[11], napi_float32_array, "cos", (size_t)(2 * half));
+    const float* sn = typed<float>(env, fn, a[12], napi_float32_array, "sin", (size_t)(2 * half));
+    const long vocab = countOf(env, fn, a[13], "vocab", c.V);
+    if (vocab < 1) throwRange(env, fn, "vocab must be at least 1");
+    float* hidden = typed<float>(env, fn, a[14], napi_float32_array, "hidden", (size_t)(2 * c.H));
+    float* logits = typed<float>(env, fn, a[15], napi_float32_array, "logits", (size_t)(2 * c.V));
+    float* mtpLogits = typed<float>(env, fn, a[16], napi_float32_array, "mtpLogits", (size_t)c.V);
+    int32_t* picks = typed<int32_t>(env, fn, a[17], napi_int32_array, "picks", 3);
+    e.runSpec(dr, hin, next, m, ms.refs[0], mcs, msn, (int32_t)token, mn.refs[0].start, mn.refs[0].caches, cs, sn, vocab, hidden, logits, mtpLogits, picks);
+    napi_value u;
+    napi_get_undefined(env, &u);
+    return u;
+  });
+}
+
+// decodeEngineSpecLoop(main, draft, hin, next, state, mainCaches, mtpCache, cosT, sinT, vocab, steps, budget, stops, out) → count
+// Up to `steps` greedy speculative steps in one call (Engine::runSpecLoop). state: Float64Array
+// [token, n, mtpStart, m, proposed, accepted] (in/out); hin [2·H] and next (Int32Array [2]) hold
+// the m pending MTP rows (in/out); cosT/sinT: rope tables of positions [0, len / (dr/2)); out
+// (Int32Array of at least 2·steps) receives the emitted tokens.
+napi_value SpecLoop(napi_env env, napi_callback_info info) {
+  return guard([&]() -> napi_value {
+    const char* fn = "decodeEngineSpecLoop";
+    size_t argc = 14;
+    napi_value a[14];
+    napi_get_cb_info(env, info, &argc, a, nullptr, nullptr);
+    if (argc < 14) throwType(env, fn, "expected 14 arguments");
+    Engine& e = engineOf(env, fn, a[0]);
+    Engine& dr = engineOf(env, fn, a[1]);
+    const Cfg& c = e.c;
+    const Cfg& k = dr.c;
+    if (k.H != c.H || k.V != c.V || k.L != c.L || k.nh != c.nh || k.dn != c.dn || k.dr != c.dr || k.dv != c.dv || k.rkv != c.rkv)
+      throwRange(env, fn, "draft engine is for another model (its dimensions differ)");
+    if (dr.mtp.empty()) throwRange(env, fn, "draft engine has no MTP layer");
+    const long D = c.rkv + c.dr, half = c.dr / 2;
+    float* hin = typed<float>(env, fn, a[2], napi_float32_array, "hin", (size_t)(2 * c.H));
+    int32_t* next = typed<int32_t>(env, fn, a[3], napi_int32_array, "next", 2);
+    double* sd = typed<double>(env, fn, a[4], napi_float64_array, "state", 6);
+    const long steps = countOf(env, fn, a[10], "steps", 1 << 20);
+    const long budget = countOf(env, fn, a[11], "budget", 1L << 40);
+    View tv{};
+    if (!viewOf(env, a[7], &tv) || tv.t != napi_float32_array) throwType(env, fn, "cosT must be a Float32Array");
+    const long tableRows = half > 0 ? (long)tv.len / half : 0;
+    const float* cosT = typed<float>(env, fn, a[7], napi_float32_array, "cosT", (size_t)(tableRows * half));
+    const float* sinT = typed<float>(env, fn, a[8], napi_float32_array, "sinT", (size_t)(tableRows * half));
+    int64_t st[6];
+    for (int i = 0; i < 6; i++) {
+      if (!std::isfinite(sd[i]) || sd[i] < 0 || sd[i] != std::floor(sd[i]) || sd[i] > 9e15) throwRange(env, fn, "state[" + std::to_string(i) + "] must be a non-negative integer");
+      st[i] = (int64_t)sd[i];
+    }
+    if (st[0] >= c.V) throwRange(env, fn, "decode: token id " + std::to_string(st[0]) + " out of range [0, " + std::to_string(c.V) + ")");
+    if (st[3] < 1 || st[3] > 2 || st[2] + st[3] > st[1]) throwRange(env, fn, "state: 1 or 2 MTP rows ending before the main position");
+    for (long r = 0; r < st[3]; r++)
+      if (next[r] < 0 || next[r] >= c.V) throwRange(env, fn, "decode: token id " + std::to_string(next[r]) + " out of range [0, " + std::to_string(c.V) + ")");
+    // Positions the steps may write: main rows below n + 2·steps, within the tables and caches.
+    const long reach = std::min<long>(st[1] + 2 * steps, tableRows);
+    Segs mn, mt;
+    int32_t segBuf[2] = {0, (int32_t)std::max<long>(1, reach)};
+    napi_value segV;
+    {
+      napi_value ab;
+      void* data = nullptr;
+      napi_create_arraybuffer(env, sizeof(segBuf), &data, &ab);
+      std::memcpy(data, segBuf, sizeof(segBuf));
+      napi_create_typedarray(env, napi_int32_array, 2, ab, 0, &segV);
+    }
+    readSegs(env, fn, segV, a[5], c.L, D, mn);  // every main layer holds `reach` rows
+    napi_value mtpArr;
+    napi_create_array_with_length(env, 1, &mtpArr);
+    napi_set_element(env, mtpArr, 0, a[6]);
+    readSegs(env, fn, segV, mtpArr, 1, D, mt);
+    const long vocab = countOf(env, fn, a[9], "vocab", c.V);
+    if (vocab < 1) throwRange(env, fn, "vocab must be at least 1");
+    View sv{};
+    if (!viewOf(env, a[12], &sv) || sv.t != napi_int32_array) throwType(env, fn, "stops must be an Int32Array");
+    int32_t* out = typed<int32_t>(env, fn, a[13], napi_int32_array, "out", (size_t)(2 * steps));
+    const long count = e.runSpecLoop(dr, hin, next, st, mn.refs[0].caches, mt.refs[0].caches[0], cosT, sinT, reach, vocab, steps, budget,
+                                     (const int32_t*)sv.p, (long)sv.len, out);
+    for (int i = 0; i < 6; i++) sd[i] = (double)st[i];
+    napi_value r;
+    napi_create_int64(env, count, &r);
+    return r;
+  });
+}
+
 napi_value Main(napi_env env, napi_callback_info info) { return Run(env, info, false); }
 napi_value MtpRun(napi_env env, napi_callback_info info) { return Run(env, info, true); }
 
@@ -340,6 +458,8 @@ void registerDecodeExports(napi_env env, napi_value exports) {
       {"decodeEngineCreate", nullptr, Create, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"decodeEngineMain", nullptr, Main, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"decodeEngineMtp", nullptr, MtpRun, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"decodeEngineSpec", nullptr, Spec, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"decodeEngineSpecLoop", nullptr, SpecLoop, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"decodeMatRows", nullptr, MatRowsFn, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);

@@ -13,8 +13,10 @@
  * - `allocUninitF32(n)` returns an array no one else references; its contents are unspecified.
  * - `allocZeroF32(n)` is the same, zero-filled.
  * - `recycleF32(a)` may only be called by code that holds the last reference to `a`; arrays that
- *   do not own their whole buffer (views) or are small are ignored. The pool keeps at most
- *   `POOL_LIMIT_BYTES`, and `clearF32Pool()` empties it; `setF32Pooling(false)` turns reuse off.
+ *   do not own their whole buffer (views) or are small are ignored. Of each length the pool keeps
+ *   at most as many arrays as it has had to create for requests of that length (so it never
+ *   grows past the program's peak demand), and at most `POOL_LIMIT_BYTES` in all;
+ *   `clearF32Pool()` empties it; `setF32Pooling(false)` turns reuse off.
  */
 let uninitF32: (n: number) => Float32Array = (n) => new Float32Array(n);
 
@@ -28,9 +30,17 @@ let pooling = true;
 const inPool = new WeakSet<ArrayBufferLike>();
 let pooledBytes = 0;
 
+/**
+ * Arrays of each length the pool had to create because it was empty when asked: the most it keeps
+ * of that length. Without this bound a step that hands back more arrays of a length than it asks
+ * for (outputs made elsewhere and recycled here) grew the pool every step up to its byte limit.
+ */
+const created = new Map<number, number>();
+
 function take(n: number): Float32Array | undefined {
   const a = pool.get(n)?.pop();
   if (a) { pooledBytes -= a.byteLength; inPool.delete(a.buffer); }
+  else created.set(n, (created.get(n) ?? 0) + 1);
   return a;
 }
 
@@ -53,6 +63,7 @@ export function recycleF32(a: Float32Array): void {
   if (!pooling || n < POOL_MIN || a.byteOffset !== 0 || a.buffer.byteLength !== a.byteLength || inPool.has(a.buffer)) return;
   if (pooledBytes + a.byteLength > POOL_LIMIT_BYTES) return;
   let list = pool.get(n);
+  if ((list?.length ?? 0) >= (created.get(n) ?? 0)) return;
   if (!list) { list = []; pool.set(n, list); }
   list.push(a);
   inPool.add(a.buffer);

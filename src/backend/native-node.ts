@@ -77,6 +77,11 @@ export interface NativeAddon {
     from: number, hidden: Float32Array, logits: Float32Array): void;
   decodeEngineMtp?(engine: object, depth: number, hiddenIn: Float32Array, nextTokens: Int32Array, segs: Int32Array, caches: Float32Array[],
     cos: Float32Array, sin: Float32Array, from: number, hidden: Float32Array, logits: Float32Array): void;
+  decodeEngineSpec?(engine: object, draft: object, hiddenIn: Float32Array, nextTokens: Int32Array, mtpSegs: Int32Array, mtpCaches: Float32Array[],
+    mtpCos: Float32Array, mtpSin: Float32Array, token: number, segs: Int32Array, caches: Float32Array[], cos: Float32Array, sin: Float32Array,
+    vocab: number, hidden: Float32Array, logits: Float32Array, mtpLogits: Float32Array, picks: Int32Array): void;
+  decodeEngineSpecLoop?(engine: object, draft: object, hin: Float32Array, next: Int32Array, state: Float64Array, caches: Float32Array[], mtpCache: Float32Array,
+    cosT: Float32Array, sinT: Float32Array, vocab: number, steps: number, budget: number, stops: Int32Array, out: Int32Array): number;
   decodeMatRows?(w: EngineArray, n: number, k: number, x: Float32Array, rows: number, y: Float32Array): void;
   /** Bytes the C allocator has in use (glibc mallinfo2), -1 where unknown: native-side memory for tests. */
   mallocInUse?(): number;
@@ -192,6 +197,8 @@ export function loadNativeBackend(opts: { threads?: number } = {}): NativeBacken
         DecodeEngineCreate: lib.decodeEngineCreate.bind(lib),
         DecodeEngineMain: lib.decodeEngineMain!.bind(lib),
         DecodeEngineMtp: lib.decodeEngineMtp!.bind(lib),
+        ...(lib.decodeEngineSpec ? { DecodeEngineSpec: lib.decodeEngineSpec.bind(lib) } : {}),
+        ...(lib.decodeEngineSpecLoop ? { DecodeEngineSpecLoop: lib.decodeEngineSpecLoop.bind(lib) } : {}),
         DecodeMatRows: lib.decodeMatRows!.bind(lib),
       } : {}),
       ...(lib.fp8ScaledGemm ? {

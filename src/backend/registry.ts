@@ -102,6 +102,24 @@ export interface Kernels {
   /** One MTP decode pass of the engine (src/model/decode-engine.ts runMtp). Optional. */
   DecodeEngineMtp(engine: object, depth: number, hiddenIn: Float32Array, nextTokens: Int32Array, segs: Int32Array, caches: Float32Array[],
     cos: Float32Array, sin: Float32Array, from: number, hidden: Float32Array, logits: Float32Array): void;
+  /**
+   * One greedy speculative step (native/src/decode_engine.cc runSpec): `draft`'s MTP depth 0 over
+   * (hiddenIn, nextTokens) rows of its one segment (the last row drafts: argmax of mtpLogits over
+   * [0, vocab)), then `engine`'s main model over [token, draft], a segment of 2 rows. picks gets
+   * [draft, argmax row 0, argmax row 1] (first index on ties). Same results as DecodeEngineMtp then
+   * a 2-row DecodeEngineMain; with 2+ threads the two verify rows run one per thread. Optional.
+   */
+  DecodeEngineSpec(engine: object, draft: object, hiddenIn: Float32Array, nextTokens: Int32Array, mtpSegs: Int32Array, mtpCaches: Float32Array[],
+    mtpCos: Float32Array, mtpSin: Float32Array, token: number, segs: Int32Array, caches: Float32Array[], cos: Float32Array, sin: Float32Array,
+    vocab: number, hidden: Float32Array, logits: Float32Array, mtpLogits: Float32Array, picks: Int32Array): void;
+  /**
+   * Up to `steps` DecodeEngineSpec steps in one call, each fed to the next (RowDecoder.specLoop):
+   * state [token, n, mtpStart, m, proposed, accepted] and the pending MTP rows (hin, next) in and
+   * out, rope tables of positions [0, cosT.length / (dr/2)), emitted tokens into out; stops after
+   * `budget` tokens or at a token in `stops`. Returns the number emitted. Optional.
+   */
+  DecodeEngineSpecLoop(engine: object, draft: object, hin: Float32Array, next: Int32Array, state: Float64Array, caches: Float32Array[], mtpCache: Float32Array,
+    cosT: Float32Array, sinT: Float32Array, vocab: number, steps: number, budget: number, stops: Int32Array, out: Int32Array): number;
   /** y[rows, n] = x[rows, k] · Wᵀ on the decode engine's row-exact product (W [n, k] f32, bf16 bits or Q8_0 blocks). Optional. */
   DecodeMatRows(w: EngineArray, n: number, k: number, x: Float32Array, rows: number, y: Float32Array): void;
 }
@@ -252,7 +270,7 @@ export function optionalKernel<K extends KernelName>(name: K): Kernels[K] | null
 export function kernelTable(): Record<string, string> {
   const out: Record<string, string> = {};
   for (const name of ['MatMul', 'MatMulBatch', 'RMSNorm', 'Softmax', 'SiluMul', 'SiluMulBackward', 'RMSNormBackward', 'SoftmaxBackward', 'AdamW', 'AdamWBatch', 'SumSquares', 'SumSquaresBatch', 'AddInto', 'RowsAxpy', 'AttentionForward', 'AttentionBackward', 'Rope', 'ConcatHeads', 'ConcatHeadsBackward', 'CrossEntropyRows', 'LinearCrossEntropy',
-    'Fp8QuantizeRows', 'Fp8QuantizeCols', 'Fp8RequantizeCols', 'Fp8QuantizeWeight', 'Fp8ScaledGemm', 'AdamWBf16', 'MoeFfnForward', 'MoeFfnBackward', 'DecodeEngineMain'] as KernelName[]) {
+    'Fp8QuantizeRows', 'Fp8QuantizeCols', 'Fp8RequantizeCols', 'Fp8QuantizeWeight', 'Fp8ScaledGemm', 'AdamWBf16', 'MoeFfnForward', 'MoeFfnBackward', 'DecodeEngineMain', 'DecodeEngineSpec', 'DecodeEngineSpecLoop'] as KernelName[]) {
     let b: Backend | undefined = active ?? undefined;
     while (b && !b.kernels[name]) b = b.fallback ? backends.get(b.fallback) : undefined;
     out[name] = b ? b.name : 'missing';

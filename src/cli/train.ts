@@ -49,7 +49,7 @@ import { hostname } from 'node:os';
 export const summary = 'train a DeepSeek-style model (MLA + MoE + MTP) on the bundled corpus or your text';
 
 /** Defaults of `frugal train` with no arguments (sized for ~3 minutes on 2 cores). */
-export const trainDefaults = { config: 'demo', steps: 250, batch: 8, seq: 64, lr: 3e-3, warmup: 20, routerLrScale: 0.03 };
+export const trainDefaults = { config: 'demo', steps: 1000, batch: 8, seq: 64, lr: 3e-3, warmup: 20, routerLrScale: 0.03 };
 /** SIMD128 GEMM ceiling per core measured on the project machine (ANCHORS.md): the wasm/ts MFU denominator. */
 export const CPU_PEAK_FLOPS_PER_THREAD = 45e9;
 

@@ -85,6 +85,9 @@ export interface KvSource {
   ensure(cache: KVCache | null, tokens: number, extraLayers: number): KVCache;
 }
 
+/** Greedy speculative steps per engine call (Generation.specLoop). */
+export const SPEC_LOOP_STEPS = 8;
+
 /** Cache positions a generation may need at most (prompt, new tokens, and a speculative step's 2 rows). */
 export function kvTokensNeeded(cfg: DeepSeekConfig, promptLength: number, maxTokens: number): number {
   return promptLength + Math.min(maxTokens, cfg.maxPositionEmbeddings - promptLength) + 2;
@@ -141,6 +144,8 @@ export class Generation {
   private readonly spec: boolean;
   private readonly greedy: boolean;
   private readonly stopIds: Set<number>;
+  /** specLoop's reused arrays. */
+  private loopState: { state: Float64Array; next: Int32Array; out: Int32Array; stops: Int32Array } | null = null;
   /** Whole sequence so far (prompt + generated). */
   private readonly seq: number[];
   /** Logits row predicting the first new token (from the prefill). */
@@ -422,15 +427,26 @@ export class Generation {
    * rejected draft's cache row at n+1 is dropped by setting the length (it is overwritten later).
    */
   private specStep(): void {
+    if (this.greedy && !this.opts.kv && this.specLoop()) return;
     const { cfg } = this;
     this.ensureCache(this.cache.length + 2);
     const cache = this.cache;
     const dec = this.decoder!;
     const H = cfg.hiddenSize, V = cfg.vocabSize;
     const n = cache.length, x = this.seq[n]!, m = this.pendingRows;
+    const mtpSeg = { cache, start: this.mtpLen, rows: m }, mainSeg = { cache, start: n, rows: 2 };
+    const nextTokens = this.seq.slice(this.mtpLen + 1, n + 1);
+    // Greedy on the engine: draft and verify in one call (the verify's rows one per thread).
+    const fused = this.greedy ? dec.specStep(this.drafter!, this.pending, nextTokens, mtpSeg, x, mainSeg, this.vocab) : null;
+    if (fused) {
+      this.mtpLen = n;
+      this.pending.set(fused.hidden);
+      this.proposed++;
+      this.finishSpec(n, fused.next0 === fused.draft, fused.next0, () => fused.next1);
+      return;
+    }
     // Draft: the MTP layer over the pending rows; only the last row's logits are needed.
-    const mt = this.drafter!.mtp(0, this.pending.subarray(0, m * H), this.seq.slice(this.mtpLen + 1, n + 1), [{ cache, start: this.mtpLen, rows: m }], m - 1);
-    this.mtpLen = n;
+    const mt = this.drafter!.mtp(0, this.pending.subarray(0, m * H), nextTokens, [mtpSeg], m - 1);
     let draft: number;
     if (this.greedy) draft = argmax(mt.logits, 0, this.vocab);
     else {
@@ -440,7 +456,8 @@ export class Generation {
       draft = this.sampler.sampleFrom(this.qDist, this.vocab);
     }
     // Verify: positions n (token x) and n+1 (the draft) in one pass.
-    const f = dec.main([x, draft], [{ cache, start: n, rows: 2 }]);
+    const f = dec.main([x, draft], [mainSeg]);
+    this.mtpLen = n;
     const L = f.logits;
     this.pending.set(f.hidden);
     this.proposed++;
@@ -452,17 +469,50 @@ export class Generation {
       this.sampler.probs(L, 0, this.vocab, this.pDist!);
       ({ id: next, accepted: ok } = acceptOrResample(this.pDist!, this.qDist!, draft, this.vocab, this.sampler));
     }
+    this.finishSpec(n, ok, next, () => this.sampler.sample(L, V, this.vocab));
+  }
+
+  /**
+   * Greedy speculative steps on the engine, several per call (`SPEC_LOOP_STEPS`, fewer near the
+   * end of the budget or of the cache): the same steps as `specStep`'s, with the bookkeeping in
+   * the engine. Tokens are emitted here in order, so a stop (stop id, onToken, length) ends the
+   * generation at the same token; rows computed past it are never read. False when the engine
+   * cannot run it (then one step runs as usual). Not with a shared KV pool (`opts.kv`): the
+   * server's steps stay one at a time, interleaved with other sequences.
+   */
+  private specLoop(): boolean {
+    const cache = this.cache, n = cache.length, m = this.pendingRows;
+    const budget = this.maxNew - this.tokens.length;
+    const steps = Math.min(SPEC_LOOP_STEPS, Math.ceil(budget / 2), Math.floor((cache.capacity - n) / 2));
+    if (steps < 1) return false;
+    this.loopState ??= { state: new Float64Array(6), next: new Int32Array(2), out: new Int32Array(2 * SPEC_LOOP_STEPS), stops: Int32Array.from(this.stopIds) };
+    const L = this.loopState;
+    L.state.set([this.seq[n]!, n, this.mtpLen, m, 0, 0]);
+    for (let i = 0; i < m; i++) L.next[i] = this.seq[this.mtpLen + 1 + i]!;
+    const count = this.decoder!.specLoop(this.drafter!, this.pending, L.next, L.state, cache, steps, budget, L.stops, this.vocab, L.out);
+    if (count === null) return false;
+    this.proposed += L.state[4]!;
+    this.accepted += L.state[5]!;
+    cache.length = L.state[1]!;
+    this.mtpLen = L.state[2]!;
+    this.pendingRows = L.state[3]!;
+    for (let i = 0; i < count; i++) if (this.emit(L.out[i]!)) break;
+    return true;
+  }
+
+  /** After a verify pass at n: keep the draft's row (ok) or drop it, emit `next`, then the bonus token. */
+  private finishSpec(n: number, ok: boolean, next: number, bonus: () => number): void {
     if (!ok) {
-      cache.length = n + 1;
+      this.cache.length = n + 1;
       this.pendingRows = 1;
       this.emit(next);
       return;
     }
     this.accepted++;
-    cache.length = n + 2;
+    this.cache.length = n + 2;
     this.pendingRows = 2;
     if (this.emit(next)) return;
-    this.emit(this.sampler.sample(L, V, this.vocab));
+    this.emit(bonus());
   }
 
   /** Summary of the generation so far. */

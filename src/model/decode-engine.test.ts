@@ -123,23 +123,79 @@ test('engine rows are exact: 2 rows = two 1-row passes, 3 sequences in one pass 
   });
 });
 
-test('greedy speculative decoding on the engine gives the plain tokens (f32, bf16, Q8_0 weights; Q8_0 MTP drafts)', async (t) => {
+test('greedy speculative decoding on the engine gives the plain tokens (f32, bf16, Q8_0 weights; Q8_0 MTP drafts; 1 and 2 threads)', async (t) => {
   if (!(await hasNative())) { t.skip(`native backend: ${whyNotUnderTest('native')}`); return; }
+  const native = loadNativeBackend()!;
   await withBackend('native', async () => {
     for (const [name, base] of await models()) {
       const forms = [['f32', base], ['bf16', withBf16Weights(base).model], ['q8_0', withQ8Weights(base).model], ['f32, Q8_0 drafts', withQ8Drafts(base).model],
         ['bf16, Q8_0 drafts', withQ8Drafts(withBf16Weights(base).model).model]] as Array<[string, Model]>;
       for (const [form, m] of forms) {
         for (const prompt of [[5, 17, 42, 99 % m.cfg.vocabSize, 3], [1]]) {
-          resetKernelCounts();
           const a = generate(m, prompt, { greedy: true, maxTokens: 40 });
-          const b = generate(m, prompt, { greedy: true, maxTokens: 40, speculative: true });
-          assert.deepEqual(b.tokens, a.tokens, `${name} ${form} prompt ${prompt.join(',')}`);
-          assert.ok((kernelCounts()['native:DecodeEngineMtp'] ?? 0) > 0, `${name} ${form}: the MTP drafts ran on the engine`);
+          for (const th of [1, 2]) {
+            native.setThreads(th);
+            resetKernelCounts();
+            const b = generate(m, prompt, { greedy: true, maxTokens: 40, speculative: true });
+            assert.deepEqual(b.tokens, a.tokens, `${name} ${form} prompt ${prompt.join(',')}, ${th} threads`);
+            assert.ok((kernelCounts()['native:DecodeEngineSpecLoop'] ?? 0) > 0, `${name} ${form}: speculative steps ran in the engine's loop`);
+            // Budgets and stop ids that end the generation inside a loop call: the same tokens, the same reason.
+            for (const opts of [{ maxTokens: 7 }, { maxTokens: 40, stopTokenIds: [a.tokens[12]!] }, { maxTokens: 40, onToken: (id: number) => id === a.tokens[9] }]) {
+              const pa = generate(m, prompt, { greedy: true, ...opts }), sb = generate(m, prompt, { greedy: true, speculative: true, ...opts });
+              assert.deepEqual(sb.tokens, pa.tokens, `${name} ${form}: ${JSON.stringify(opts)}`);
+              assert.equal(sb.finishReason, pa.finishReason);
+            }
+          }
         }
       }
     }
   });
+});
+
+test('the fused speculative step equals an MTP pass then a 2-row verify pass, bit for bit, at 1 and 2 threads (same and Q8_0 drafts)', async (t) => {
+  if (!(await hasNative())) { t.skip(`native backend: ${whyNotUnderTest('native')}`); return; }
+  const native = loadNativeBackend()!;
+  await withBackend('native', async () => {
+    for (const [name, base] of await models()) {
+      for (const [form, m] of [['f32', base], ['f32, Q8_0 drafts', withQ8Drafts(base).model], ['bf16', withBf16Weights(base).model]] as Array<[string, Model]>) {
+        noGrad(() => {
+          const H = m.cfg.hiddenSize, V = m.cfg.vocabSize, vocab = V - 3;
+          const dec = new RowDecoder(m.params, m.cfg, m.rowsLinear ? { linear: m.rowsLinear } : {});
+          const drafter = m.draftRowsLinear ? new RowDecoder(m.params, m.cfg, { linear: m.draftRowsLinear }) : dec;
+          // 150 prompt tokens: long enough that 2-row attention would split over threads.
+          const prompt = Array.from({ length: 150 }, (_, i) => (i * 13 + 5) % V);
+          const base0 = prefilled(m, prompt, 256);
+          const hin = Float32Array.from({ length: 2 * H }, (_, i) => Math.sin(i * 0.37) * 2);
+          for (const [rows, mtpStart] of [[1, 149], [2, 148]] as const) {
+            const next = rows === 1 ? [7] : [7, 11];
+            // Reference: the two calls, as Generation's sampled path makes them.
+            const ref = copyCache(base0);
+            const mt = drafter.mtp(0, hin.subarray(0, rows * H), next, [{ cache: ref, start: mtpStart, rows }], rows - 1);
+            let want = 0;
+            for (let j = 1; j < vocab; j++) if (mt.logits[j]! > mt.logits[want]!) want = j;
+            const mtpLogits = mt.logits.slice(0, V);
+            const f = dec.main([3, want], [{ cache: ref, start: 150, rows: 2 }]);
+            const hidden = f.hidden.slice(), logits = f.logits.slice();
+            for (const th of [1, 2]) {
+              native.setThreads(th);
+              const c = copyCache(base0);
+              const r = dec.specStep(drafter, hin, next, { cache: c, start: mtpStart, rows }, 3, { cache: c, start: 150, rows: 2 }, vocab);
+              assert.ok(r, `${name} ${form}: the engine runs the fused step`);
+              const tag = `${name} ${form}, ${rows} MTP rows, ${th} threads`;
+              assert.equal(r.draft, want, `${tag}: draft`);
+              const am = (row: number): number => { let b = 0; for (let j = 1; j < vocab; j++) if (logits[row * V + j]! > logits[row * V + b]!) b = j; return b; };
+              assert.deepEqual([r.next0, r.next1], [am(0), am(1)], `${tag}: verify argmaxes`);
+              assert.deepEqual(r.mtpLogits, mtpLogits, `${tag}: MTP logits`);
+              assert.deepEqual(r.hidden, hidden, `${tag}: hidden rows`);
+              assert.deepEqual(r.logits, logits, `${tag}: logits`);
+              c.layers.forEach((l, i) => assert.deepEqual(l.a, ref.layers[i]!.a, `${tag}: cache layer ${i}`));
+            }
+          }
+        });
+      }
+    }
+  });
+  native.setThreads(2);
 });
 
 test('the engine rejects bad input with errors naming it', async (t) => {
@@ -164,6 +220,17 @@ test('the engine rejects bad input with errors naming it', async (t) => {
   assert.throws(() => run([1], 0, 1, {}), /engine must come from decodeEngineCreate/);
   assert.throws(() => lib.decodeEngineMain!(eng, Int32Array.of(1), Int32Array.of(0, 1), caches.slice(1), cs, cs, 0, h, lg), /caches must be an Array of 3/);
   assert.throws(() => lib.decodeEngineMtp!(eng, 1, h, Int32Array.of(1), Int32Array.of(0, 1), [c.layers[3]!.a], cs, cs, 0, h, lg), /1 MTP layers, depth 1/);
+  // The fused speculative step: a verify segment of 2 rows, a draft engine for the same model.
+  const ml = new Float32Array(cfg.vocabSize), picks = new Int32Array(3);
+  const spec = (e2: object, mainRows: number, vocab = cfg.vocabSize): void =>
+    lib.decodeEngineSpec!(eng, e2, h, Int32Array.of(1), Int32Array.of(0, 1), [c.layers[3]!.a], cs, cs, 2, Int32Array.of(1, mainRows), caches, cs, cs, vocab, h, lg, ml, picks);
+  spec(eng, 2);
+  assert.ok(picks.every((v) => v >= 0 && v < cfg.vocabSize), 'picks are token ids');
+  assert.throws(() => spec(eng, 1), /mainSegs must be one segment of 2 rows/);
+  assert.throws(() => spec(eng, 2, 0), /vocab must be at least 1/);
+  const other = makeConfig({ ...cfg, hiddenSize: 2 * cfg.hiddenSize });
+  const o = engineArrays(initParams(other, { seed: 3 }), other, f32EngineWeights);
+  assert.throws(() => spec(lib.decodeEngineCreate!(o.cfg, o.kinds, o.arrays), 2), /draft engine is for another model/);
 });
 
 test('engineLinear (the engine product for one matrix): f32 / bf16 / Q8_0 against the reference linears, rows exact, bad input rejected', async (t) => {

@@ -57,6 +57,11 @@ export interface RowsResult { hidden: Float32Array; logits: Float32Array }
 export class RowDecoder {
   private readonly lin: RowsLinear;
   private readonly scratch = new Map<string, Float32Array>();
+  private readonly iscratch = new Map<string, Int32Array>();
+  /** cos/sin of positions [0, ropeDone), `half` per position (ropeAt). */
+  private ropeCos = new Float32Array(0);
+  private ropeSin = new Float32Array(0);
+  private ropeDone = 0;
   private readonly invFreq: Float32Array;
   private readonly ropeFactor: number;
   private readonly useEngine: boolean;
@@ -104,6 +109,13 @@ export class RowDecoder {
     return { tok, seg, caches, cos, sin };
   }
 
+  /** A scratch Int32Array of exactly n ints (a view of a buffer kept per name). */
+  private ints(name: string, n: number): Int32Array {
+    let b = this.iscratch.get(name);
+    if (!b || b.length < n) { b = new Int32Array(Math.max(n, 2 * (b?.length ?? 0))); this.iscratch.set(name, b); }
+    return b.length === n ? b : b.subarray(0, n);
+  }
+
   /** A scratch array of exactly n floats (a view of a buffer kept per name). */
   private buf(name: string, n: number): Float32Array {
     let b = this.scratch.get(name);
@@ -129,6 +141,62 @@ export class RowDecoder {
     const hidden = this.buf('hidden', R * H);
     kernel('RMSNorm')(h, p.norm.f32, hidden, R, H, cfg.rmsNormEps);
     return { hidden, logits: this.head(hidden, R, from, p.head) };
+  }
+
+  /**
+   * One greedy speculative step in one engine call, when the backend has `DecodeEngineSpec` and
+   * both decoders run on the engine (else null: call `mtp` then `main`). `draft` (this decoder, or
+   * one with cheaper MTP weights) runs MTP depth 0 over the rows of `mtpSeg` (hiddenIn, nextTokens;
+   * only the last row drafts: the argmax of its logits over [0, vocab)); then this model verifies
+   * [token, draft] at mainSeg.start, +1 (mainSeg.rows must be 2). Same results as those two calls;
+   * next0, next1 are the argmaxes of the two verify rows over [0, vocab) (as sampling.ts argmax).
+   */
+  specStep(draft: RowDecoder, hiddenIn: Float32Array, nextTokens: ArrayLike<number>, mtpSeg: Segment, token: number, mainSeg: Segment, vocab: number):
+    { draft: number; next0: number; next1: number; hidden: Float32Array; logits: Float32Array; mtpLogits: Float32Array } | null {
+    const { cfg, params: p } = this;
+    const m = nextTokens.length;
+    if (!hasKernel('DecodeEngineSpec') || p.mtp.length === 0 || draft.params.mtp.length === 0 || mainSeg.rows !== 2) return null;
+    const eng = this.engineFor(2), deng = draft.engineFor(m);
+    if (!eng || !deng) return null;
+    checkRows([mtpSeg], m, cfg.numHiddenLayers + 1);
+    checkRows([mainSeg], 2, cfg.numHiddenLayers);
+    const H = cfg.hiddenSize, V = cfg.vocabSize, half = cfg.qkRopeHeadDim / 2, L = p.layers.length;
+    const next = this.ints('specNext', m);
+    for (let i = 0; i < m; i++) next[i] = nextTokens[i]!;
+    const mcos = this.buf('specMcos', m * half), msin = this.buf('specMsin', m * half);
+    for (let i = 0; i < m; i++) this.ropeAt(mtpSeg.start + i, mcos, msin, i * half);
+    const cos = this.buf('specCos', 2 * half), sin = this.buf('specSin', 2 * half);
+    this.ropeAt(mainSeg.start, cos, sin, 0);
+    this.ropeAt(mainSeg.start + 1, cos, sin, half);
+    const mainCaches: Float32Array[] = [];
+    for (let l = 0; l < L; l++) mainCaches.push(mainSeg.cache.layers[l]!.a);
+    const hidden = this.buf('hidden', 2 * H), logits = this.buf('logits', 2 * V), mtpLogits = this.buf('specMtpLogits', V);
+    const picks = this.ints('specPicks', 3);
+    kernel('DecodeEngineSpec')(eng, deng, hiddenIn.subarray(0, m * H), next, Int32Array.of(mtpSeg.start, m), [mtpSeg.cache.layers[cfg.numHiddenLayers]!.a],
+      mcos, msin, token, Int32Array.of(mainSeg.start, 2), mainCaches, cos, sin, vocab, hidden, logits, mtpLogits, picks);
+    return { draft: picks[0]!, next0: picks[1]!, next1: picks[2]!, hidden, logits, mtpLogits };
+  }
+
+  /**
+   * Up to `steps` greedy speculative steps in one engine call (DecodeEngineSpecLoop), each as
+   * `specStep` and fed to the next as Generation does: state = [token, n, mtpStart, m, proposed,
+   * accepted] and the m pending MTP rows (hin [m, H], next [m]) are read and updated; the emitted
+   * tokens go to `out` (stopping after `budget` tokens or at a token in `stops`); returns how many.
+   * The cache must hold positions below n + 2·steps. Null when the engine cannot run it.
+   */
+  specLoop(draft: RowDecoder, hin: Float32Array, next: Int32Array, state: Float64Array, cache: KVCache, steps: number, budget: number, stops: Int32Array,
+    vocab: number, out: Int32Array): number | null {
+    const { cfg, params: p } = this;
+    if (!hasKernel('DecodeEngineSpecLoop') || p.mtp.length === 0 || draft.params.mtp.length === 0) return null;
+    const eng = this.engineFor(2), deng = draft.engineFor(2);
+    if (!eng || !deng) return null;
+    const L = p.layers.length, reach = state[1]! + 2 * steps;
+    this.ropeTo(reach);
+    const mainCaches: Float32Array[] = [];
+    for (let l = 0; l < L; l++) mainCaches.push(cache.layers[l]!.a);
+    const half = cfg.qkRopeHeadDim / 2;
+    return kernel('DecodeEngineSpecLoop')(eng, deng, hin, next, state, mainCaches, cache.layers[cfg.numHiddenLayers]!.a,
+      this.ropeCos.subarray(0, this.ropeDone * half), this.ropeSin.subarray(0, this.ropeDone * half), vocab, steps, budget, stops, out);
   }
 
   /**
@@ -308,13 +376,32 @@ export class RowDecoder {
     return out;
   }
 
-  /** cos/sin of position pos into tables at offset off (as ropeTables computes them). */
+  /** cos/sin of position pos into tables at offset off (as ropeTables computes them; kept per position once computed). */
   private ropeAt(pos: number, cos: Float32Array, sin: Float32Array, off: number): void {
-    const inv = this.invFreq, af = this.ropeFactor;
-    for (let i = 0; i < inv.length; i++) {
-      const a = Math.fround(pos * inv[i]!);
-      cos[off + i] = Math.cos(a) * af;
-      sin[off + i] = Math.sin(a) * af;
+    const half = this.invFreq.length;
+    this.ropeTo(pos);
+    cos.set(this.ropeCos.subarray(pos * half, (pos + 1) * half), off);
+    sin.set(this.ropeSin.subarray(pos * half, (pos + 1) * half), off);
+  }
+
+  /** Extends the kept rope tables to position pos. */
+  private ropeTo(pos: number): void {
+    const inv = this.invFreq, af = this.ropeFactor, half = inv.length;
+    if (pos >= this.ropeDone) {
+      if ((pos + 1) * half > this.ropeCos.length) {
+        const n = Math.max((pos + 1) * half, 2 * this.ropeCos.length, 64 * half);
+        const c = new Float32Array(n), s = new Float32Array(n);
+        c.set(this.ropeCos.subarray(0, this.ropeDone * half)); s.set(this.ropeSin.subarray(0, this.ropeDone * half));
+        this.ropeCos = c; this.ropeSin = s;
+      }
+      for (let p = this.ropeDone; p <= pos; p++) {
+        for (let i = 0; i < half; i++) {
+          const a = Math.fround(p * inv[i]!);
+          this.ropeCos[p * half + i] = Math.cos(a) * af;
+          this.ropeSin[p * half + i] = Math.sin(a) * af;
+        }
+      }
+      this.ropeDone = pos + 1;
     }
   }
 }
