@@ -28,10 +28,11 @@ export function matmulBatch(env: MoeEnv & { single(x: MatMulArgs): void; maxGrou
     const independent = items.every((x, i) => items.every((y, j) => i === j || (!overlap(x.c, y.a) && !overlap(x.c, y.b) && !overlap(x.c, y.c))));
     const j: Job = env.newJob();
     const names = new Map<Float32Array, { name: string; len: number }>();
+    let roles = 0;
     const bind = (arr: Float32Array, len: number): string => {
       const hit = names.get(arr);
       if (hit && hit.len >= len) return hit.name;
-      const name = `mb${names.size}.in`;
+      const name = `mb${roles++}.in`;
       env.operand(j, name, arr, len);
       names.set(arr, { name, len });
       return name;

@@ -40,10 +40,10 @@ export function moeKernels(env: MoeEnv): { MoeFfnForward(a: MoeFfnArgs, out: Flo
     j.pass('moeGemm', [A, B, C, order], [g.M, g.N, g.K, g.tA ? 1 : 0, g.tB ? 1 : 0, g.aOff ?? 0, g.bOff ?? 0, g.cOff ?? 0, g.acc ? 1 : 0, g.gA ? 1 : 0, g.gB ? 1 : 0, g.gOff ?? 0, k],
       [Math.ceil(g.N / 64), Math.ceil(g.M / 64), 1]);
   };
-  /** True (after counting it) when an operand of this layer exceeds the binding limit. */
+  /** True when an operand of this layer exceeds the binding limit (counted) or a GEMM grid the dispatch limit. */
   const oversize = (a: MoeFfnArgs): boolean => {
-    const M = a.N * a.k;
-    return env.tooBig(M * a.H, M * a.I, a.N * a.H, a.I * a.H, a.N * a.Is, a.Is * a.H);
+    const M = a.N * a.k, groups = Math.ceil(Math.max(M, a.H, a.I, a.Is) / 64);
+    return env.tooBig(M * a.H, M * a.I, a.N * a.H, a.I * a.H, a.N * a.Is, a.Is * a.H) || groups > 65535;
   };
   /** Binds the routing shared by both directions; returns the expert ranges [e, first slot position, rows]. */
   const routing = (j: Job, a: MoeFfnArgs, pos: Int32Array, pre: string): Array<[number, number, number]> => {
