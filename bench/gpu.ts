@@ -14,8 +14,9 @@ import path from 'node:path';
 import { parseArgs, usage, type OptionSpec } from '../src/cli/args.js';
 import { UsageError } from '../src/errors.js';
 import { useBackend, describeBackend, disposeBackends } from '../src/backend/setup-node.js';
-import { getBackend } from '../src/backend/registry.js';
+import { getBackend, setBackend } from '../src/backend/registry.js';
 import type { WebGPUBackend } from '../src/backend/webgpu/index.js';
+import type { Kernels } from '../src/backend/registry.js';
 import { presets } from '../src/model/config.js';
 import { initParams } from '../src/model/deepseek.js';
 import { Trainer, defaultTrainerOptions } from '../src/train/trainer.js';
@@ -31,7 +32,11 @@ export const OPTIONS: OptionSpec = {
   'no-gemm': { type: 'boolean', help: 'skip the GEMM rows (model rows only)' },
   'no-resident': { type: 'boolean', help: 'upload every operand with every call (the backend before device residency), to compare transfers' },
   'no-engine': { type: 'boolean', help: 'decode without the whole-pass decode engine (one job per kernel call, as before it), to compare' },
+  'compare-fused': { type: 'boolean', help: 'also time training steps with the multi-pass kernels on and off, alternating step by step in one process' },
+  'no-fused': { type: 'boolean', help: 'drop the multi-pass kernels (grouped MoE FFN, fused output head, MatMulBatch): the engine composes them from single kernels, one job each, to compare' },
 };
+/** The webgpu kernels --no-fused removes (the engine has a composed path for each). */
+const FUSED = ['MoeFfnForward', 'MoeFfnBackward', 'LinearCrossEntropy', 'MatMulBatch'] as const;
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 function fill(n: number, seed: number): Float32Array {
@@ -52,6 +57,10 @@ export async function run(argv: string[]): Promise<number> {
   await useBackend('webgpu');
   const gpu = getBackend() as WebGPUBackend;
   if (o['no-resident'] === true) gpu.setResidency(false);
+  if (o['no-fused'] === true) {
+    for (const k of FUSED) delete gpu.kernels[k];
+    setBackend('webgpu'); // forgets the kernels already resolved
+  }
   const resident = o['no-resident'] !== true;
   const log = (s: string): void => { if (o.json !== true) console.error(s); };
   const desc = describeBackend();
@@ -98,8 +107,9 @@ export async function run(argv: string[]): Promise<number> {
     // Transfers of one step after the first (the first uploads the resident weights and moments).
     const s1 = st[st.length - 2]!, s2 = st[st.length - 1]!;
     const paramMB = trainer.trainable.reduce((s, p) => s + p.size * 4, 0) / 2 ** 20;
-    rows.push({ what: `train ${name} transfers per step`, value: `${s2.jobs - s1.jobs} jobs`, detail: `${((s2.upBytes - s1.upBytes) / 2 ** 20).toFixed(2)} MB up, ${((s2.downBytes - s1.downBytes) / 2 ** 20).toFixed(2)} MB down (parameters ${paramMB.toFixed(2)} MB; residency ${resident ? 'on' : 'off'})` });
+    rows.push({ what: `train ${name} transfers per step`, value: `${s2.jobs - s1.jobs} jobs`, detail: `${((s2.upBytes - s1.upBytes) / 2 ** 20).toFixed(2)} MB up, ${((s2.downBytes - s1.downBytes) / 2 ** 20).toFixed(2)} MB down (parameters ${paramMB.toFixed(2)} MB; residency ${resident ? 'on' : 'off'}; fused kernels ${o['no-fused'] === true ? 'off' : 'on'})` });
     log(`${rows[rows.length - 1]!.what}: ${rows[rows.length - 1]!.value}, ${rows[rows.length - 1]!.detail}`);
+    if (o['compare-fused'] === true && o['no-fused'] !== true) rows.push(...await compareFused(gpu, name, batch, seq, quick));
     // Decode: batch-1 greedy tokens with the KV cache, through the inference path (generate: RowDecoder,
     // on the whole-pass decode engine unless --no-engine: a rows linear without engine weights).
     const engine = o['no-engine'] !== true;
@@ -133,4 +143,35 @@ export async function run(argv: string[]): Promise<number> {
     console.error(`wrote ${file}`);
   }
   return 0;
+}
+
+/**
+ * Training step time with the multi-pass kernels on and off, alternating step by step in one
+ * trainer (the same machine load for both), after a warm-up step of each: median ms and the ratio.
+ */
+async function compareFused(gpu: WebGPUBackend, name: string, batch: number, seq: number, quick: boolean): Promise<Row[]> {
+  const saved: Partial<Kernels> = {};
+  for (const k of FUSED) Object.assign(saved, { [k]: gpu.kernels[k] });
+  const setFused = (on: boolean): void => {
+    for (const k of FUSED) { if (on) Object.assign(gpu.kernels, { [k]: saved[k] }); else delete gpu.kernels[k]; }
+    setBackend('webgpu');
+  };
+  const cfg = structuredClone(presets[name]!), pairs = quick ? 4 : 6;
+  const tokens = new Int32Array(batch * (seq + 1) * (2 * pairs + 4) * 2).map((_, i) => (i * 7919 + 13) % cfg.vocabSize);
+  const ms: Record<'on' | 'off', number[]> = { on: [], off: [] };
+  let on = true, step = 0, last = performance.now();
+  setFused(on);
+  const trainer = new Trainer({ cfg, params: initParams(cfg, { seed: 3 }), train: tokens, val: tokens.subarray(0, batch * (seq + 1) * 2), meter: { flopsPerToken: 0, peakFlops: 1, usdPerToken: 0 },
+    options: { ...defaultTrainerOptions, steps: 2 * pairs + 2, batch, seq, evalEvery: 10_000, logEvery: 10_000, saveEvery: 0, evalBatches: 1, warmup: 1 } }, {
+    onStep: () => {
+      const now = performance.now();
+      if (step++ >= 2) ms[on ? 'on' : 'off'].push(now - last); // steps 0 and 1 warm each mode
+      on = !on;
+      setFused(on);
+      last = performance.now();
+    },
+  });
+  try { await trainer.run(); } finally { setFused(true); }
+  const a = median(ms.on), b = median(ms.off), r = (xs: number[]): string => `${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)}`;
+  return [{ what: `train ${name} step, multi-pass kernels on vs off`, value: `${(b / a).toFixed(2)}× faster on`, detail: `${a.toFixed(0)} ms on (range ${r(ms.on)}) vs ${b.toFixed(0)} ms off (range ${r(ms.off)}), ${ms.on.length} steps each, alternating` }];
 }

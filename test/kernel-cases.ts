@@ -4,7 +4,7 @@
 // the threading threshold, row scatter-add with repeats, the FP8 recipe's kernels (the backend's
 // own where it has them: codes compare exactly at this tolerance), and a whole model
 // forward/backward/decode.
-import { kernel } from '../src/backend/registry.js';
+import { kernel, optionalKernel, type MatMulArgs } from '../src/backend/registry.js';
 import { Tensor } from '../src/autograd/tensor.js';
 import { backward, noGrad } from '../src/autograd/tape.js';
 import * as op from '../src/ops/index.js';
@@ -79,6 +79,32 @@ export function kernelCases(): Float32Array[] {
     const l0 = kernel('CrossEntropyRows')(logits, rows, V, tg, -100, 0.25, false);
     const l1 = kernel('CrossEntropyRows')(grad, rows, V, tg, -100, 0.25, true);
     outs.push(Float32Array.of(l0, l1), grad);
+  }
+  // The fused output head (webgpu's LinearCrossEntropy kernel where the backend has it): two chunks
+  // of 256 rows at V = 4096, ignored rows in both, loss and both gradients.
+  {
+    const N = 300, H = 5, V = 4096;
+    const xh = randn([N, H], seed++), wh = randn([V, H], seed++);
+    xh.requiresGrad = true; wh.requiresGrad = true;
+    const loss = op.linearCrossEntropy(xh, wh, Tensor.ints(Array.from({ length: N }, (_, i) => (i % 37 === 5 ? -100 : (i * 7919) % V))));
+    backward(op.mulScalar(loss, 2));
+    outs.push(Float32Array.of(loss.item()), xh.grad!, wh.grad!);
+  }
+  // MatMulBatch (webgpu: one job) where a backend has it, else MatMul per item: a linear layer's
+  // backward (dX, and a weight gradient accumulated over two uses), and a batch whose second item
+  // reads the first one's output (so it must run in order).
+  {
+    const xl = randn([3, 7, 33], seed++), wl = randn([17, 33], seed++);
+    xl.requiresGrad = true; wl.requiresGrad = true;
+    const y = op.add(op.linear(xl, wl), op.linear(op.mulScalar(xl, 0.5), wl));
+    backward(op.sum(op.mul(y, randn([3, 7, 17], seed++))));
+    outs.push(xl.grad!, wl.grad!);
+    const batch = (items: MatMulArgs[]): void => { const b = optionalKernel('MatMulBatch'); if (b) b(items); else for (const it of items) kernel('MatMul')(it); };
+    const a = randn([5, 9], seed++).f32, b = randn([9, 4], seed++).f32, d = randn([5, 2], seed++).f32, c1 = new Float32Array(20), c2 = new Float32Array(8);
+    const mk = (a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, transA: boolean): MatMulArgs =>
+      ({ a, b, c, batch: 1, m, n, k, transA, transB: false, strideA: 0, strideB: 0, strideC: 0, accumulate: false });
+    batch([mk(a, b, c1, 5, 4, 9, false), mk(c1, d, c2, 4, 2, 5, true)]);
+    outs.push(c1, c2);
   }
   // FP8 recipe kernels (native/webgpu's own, else the TS reference): every quantiser on ragged
   // shapes with zero tiles, −0, subnormal and saturating values and 1e30 outliers (finite: the

@@ -29,9 +29,10 @@ type Stats = ReturnType<WebGPUBackend['stats']>;
 const delta = (a: Stats, b: Stats): { jobs: number; up: number; down: number } => ({ jobs: b.jobs - a.jobs, up: b.upBytes - a.upBytes, down: b.downBytes - a.downBytes });
 
 /** Trains `tiny` for 2 steps (batch 1 × seq 8) on the backend; the webgpu stats of the second (steady-state) step. */
-async function train(be: string, resident: boolean): Promise<{ losses: number[]; last: { jobs: number; up: number; down: number } | null; paramBytes: number; m: Float32Array[]; w: Float32Array[] }> {
+async function train(be: string, resident: boolean): Promise<{ losses: number[]; last: { jobs: number; up: number; down: number } | null; paramBytes: number; m: Float32Array[]; w: Float32Array[]; ran: string[] }> {
   return withBackend(be, async () => {
     if (be === 'webgpu') gpu().setResidency(resident);
+    resetKernelCounts();
     const cfg = structuredClone(presets.tiny!);
     const batch = 1, seq = 8, steps = 2;
     const tokens = new Int32Array(batch * (seq + 1) * 8).map((_, i) => (i * 7919) % cfg.vocabSize);
@@ -49,7 +50,7 @@ async function train(be: string, resident: boolean): Promise<{ losses: number[];
     // state() copies the device-newer moments back: they must be the ones the device computed.
     const m = trainer.optimizer.state().m as Float32Array[];
     const paramBytes = stepped[stepped.length - 1]!;
-    return { losses, last: st.length ? delta(st[st.length - 2]!, st[st.length - 1]!) : null, paramBytes, m: m.map((a) => a.slice()), w: trainer.trainable.map((p) => p.f32.slice()) };
+    return { losses, last: st.length ? delta(st[st.length - 2]!, st[st.length - 1]!) : null, paramBytes, m: m.map((a) => a.slice()), w: trainer.trainable.map((p) => p.f32.slice()), ran: Object.keys(kernelCounts()) };
   });
 }
 
@@ -59,6 +60,8 @@ test('training on webgpu with residency: same losses, parameters and moments, �
     const off = await train('webgpu', false);
     const on = await train('webgpu', true);
     for (const r of [off, on]) assert.ok(maxAbsDiff(r.losses, base.losses) <= 1e-4, `webgpu losses ${r.losses} vs ${ref} ${base.losses}`);
+    // The MoE layers and the output heads ran as webgpu's fused kernels, not the composed ops.
+    for (const k of ['MoeFfnForward', 'MoeFfnBackward', 'LinearCrossEntropy', 'AttentionBackward', 'AdamWBatch']) assert.ok(on.ran.includes(`webgpu:${k}`), `webgpu:${k} did not run: ${on.ran}`);
     // Residency changes where operands live, not what is computed: the same kernels in the same order.
     assert.ok(maxAbsDiff(on.losses, off.losses) <= 1e-6, `residency changed the losses: ${on.losses} vs ${off.losses}`);
     on.w.forEach((w, i) => assert.ok(maxAbsDiff(w, off.w[i]!) <= 1e-6, `parameter ${i} differs with residency`));
@@ -199,4 +202,29 @@ test('AdamWBatch and SumSquaresBatch on webgpu: one job each, the per-item kerne
   items.forEach((it, k) => {
     for (const key of ['w', 'm', 'v'] as const) assert.ok(maxAbsDiff(it[key], want[k]![key]) <= 1e-6, `item ${k} ${key} off by ${maxAbsDiff(it[key], want[k]![key])}`);
   });
+});
+
+test('MatMulBatch on webgpu: independent items in one job with a shared operand uploaded once; dependent items in order', { skip }, async () => {
+  const mk = (n: number, s: number): Float32Array => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + s));
+  const args = (a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, transA: boolean, acc: boolean): MatMulArgs =>
+    ({ a, b, c, batch: 1, m, n, k, transA, transB: false, strideA: 0, strideB: 0, strideC: 0, accumulate: acc });
+  // A linear layer's backward: dX = g·W and dW += gᵀ·X share g [70, 40].
+  const g = mk(70 * 40, 1), w = mk(40 * 33, 2), x = mk(70 * 33, 3), dW = mk(40 * 33, 4);
+  const items = [args(g, w, new Float32Array(70 * 33), 70, 33, 40, false, false), args(g, x, dW.slice(), 40, 33, 70, true, true)];
+  const want = items.map((it) => { const c = it.c.slice(); tsMatMul({ ...it, c }); return c; });
+  await withBackend('webgpu', () => {
+    const s0 = gpu().stats();
+    kernel('MatMulBatch')(items);
+    const s1 = gpu().stats();
+    assert.equal(s1.jobs - s0.jobs, 1, 'two independent products: one job');
+    // g once, w, x and dW (accumulated) up: not g twice.
+    assert.equal(s1.upBytes - s0.upBytes, 4 * (g.length + w.length + x.length + dW.length), 'the shared operand is uploaded once');
+    // The second item reads the first one's output: run one after the other, as MatMul would.
+    const c1 = new Float32Array(70 * 33), c2 = new Float32Array(33 * 5), d = mk(70 * 5, 5);
+    kernel('MatMulBatch')([args(g, w, c1, 70, 33, 40, false, false), args(c1, d, c2, 33, 5, 70, true, false)]);
+    const r1 = new Float32Array(c1.length), r2 = new Float32Array(c2.length);
+    tsMatMul(args(g, w, r1, 70, 33, 40, false, false)); tsMatMul(args(r1, d, r2, 33, 5, 70, true, false));
+    assert.ok(maxAbsDiff(c2, r2) <= 1e-4, `dependent items: ${maxAbsDiff(c2, r2)}`);
+  });
+  items.forEach((it, k) => assert.ok(maxAbsDiff(it.c, want[k]!) <= 1e-4, `item ${k} off by ${maxAbsDiff(it.c, want[k]!)}`));
 });

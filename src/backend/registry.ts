@@ -20,6 +20,9 @@ export interface MatMulArgs {
 /** The kernels a backend may provide. Signatures are over flat typed arrays; callers allocate outputs. */
 export interface Kernels {
   MatMul(args: MatMulArgs): void;
+  /** Several MatMuls in one call (a linear layer's dX and dW): the same as MatMul on each item in order
+   *  (webgpu: one submission, an operand shared by items uploaded once). Optional. */
+  MatMulBatch(items: MatMulArgs[]): void;
   /** out[r,:] = x[r,:] * rsqrt(mean(x[r,:]^2) + eps) * w ; also writes rstd[r] when given. */
   RMSNorm(x: Float32Array, w: Float32Array, out: Float32Array, rows: number, cols: number, eps: number, rstd?: Float32Array): void;
   /** Row-wise softmax over the last axis, in place allowed. */
@@ -79,6 +82,13 @@ export interface Kernels {
   /** Cross-entropy rows of logits p [rows, V]: returns Σ_r (log Σ_j exp p[r,j] − p[r,y_r]) over rows
    *  whose target is not ignoreIndex; with grad, p is overwritten by (softmax − onehot)·inv (ignored rows 0). */
   CrossEntropyRows(p: Float32Array, rows: number, V: number, targets: Int32Array, ignoreIndex: number, inv: number, grad: boolean): number;
+  /** One chunk of rows of the fused output head (src/ops/nn.ts linearCrossEntropy), in one call: logits
+   *  P = x·wᵀ [rows, V] from x [rows, H] and w [V, H], their CrossEntropyRows loss sum (returned), and
+   *  when dX or dW is given, with G = (softmax(P) − onehot)·inv (ignored rows 0): dX [rows, H] = G·w
+   *  overwritten, dW [V, H] = Gᵀ·x (added when accumulateDW). Optional (nn.ts composes it from
+   *  MatMul and CrossEntropyRows); webgpu: one job, the logits never leave the device. */
+  LinearCrossEntropy(x: Float32Array, w: Float32Array, rows: number, V: number, H: number, targets: Int32Array, ignoreIndex: number,
+    inv: number, dX: Float32Array | null, dW: Float32Array | null, accumulateDW: boolean): number;
   /** A whole DeepSeekMoE feed-forward layer in one call (see MoeFfnArgs): out [N, H] overwritten;
    *  g, u, y, sg, su filled for the backward. Optional (src/ops/moe.ts composes it from the others). */
   MoeFfnForward(args: MoeFfnArgs, out: Float32Array): void;
@@ -260,7 +270,7 @@ export function optionalKernel<K extends KernelName>(name: K): Kernels[K] | null
 /** Which backend serves each kernel now (after fallbacks). */
 export function kernelTable(): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const name of ['MatMul', 'RMSNorm', 'Softmax', 'SiluMul', 'SiluMulBackward', 'RMSNormBackward', 'SoftmaxBackward', 'AdamW', 'AdamWBatch', 'SumSquares', 'SumSquaresBatch', 'AddInto', 'RowsAxpy', 'AttentionForward', 'AttentionBackward', 'Rope', 'ConcatHeads', 'ConcatHeadsBackward', 'CrossEntropyRows',
+  for (const name of ['MatMul', 'MatMulBatch', 'RMSNorm', 'Softmax', 'SiluMul', 'SiluMulBackward', 'RMSNormBackward', 'SoftmaxBackward', 'AdamW', 'AdamWBatch', 'SumSquares', 'SumSquaresBatch', 'AddInto', 'RowsAxpy', 'AttentionForward', 'AttentionBackward', 'Rope', 'ConcatHeads', 'ConcatHeadsBackward', 'CrossEntropyRows', 'LinearCrossEntropy',
     'Fp8QuantizeRows', 'Fp8QuantizeCols', 'Fp8RequantizeCols', 'Fp8QuantizeWeight', 'Fp8ScaledGemm', 'AdamWBf16', 'MoeFfnForward', 'MoeFfnBackward', 'DecodeEngineMain', 'DecodeEngineSpec', 'DecodeEngineSpecLoop'] as KernelName[]) {
     let b: Backend | undefined = active ?? undefined;
     while (b && !b.kernels[name]) b = b.fallback ? backends.get(b.fallback) : undefined;

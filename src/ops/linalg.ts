@@ -1,14 +1,15 @@
 /**
  * Matrix products: batched matmul with transposes (batch dims of one operand may be absent, i.e.
  * broadcast) and `linear(x, W)` = x·Wᵀ with PyTorch's [out, in] weight layout. Both dispatch to
- * the `MatMul` kernel for forward and backward.
+ * the `MatMul` kernel for forward and backward; linear's two backward products go to `MatMulBatch`
+ * in one call where the backend has it (webgpu: one submission).
  */
 import { Tensor, fmtShape, sizeOf, allocUninitF32 } from '../autograd/tensor.js';
 
 /** An output the MatMul kernel overwrites whole: uninitialised when the inner size is > 0. */
 function gemmOut(len: number, inner: number): Float32Array { return inner > 0 ? allocUninitF32(len) : new Float32Array(len); }
 import { record } from '../autograd/tape.js';
-import { kernel } from '../backend/registry.js';
+import { kernel, optionalKernel, type MatMulArgs } from '../backend/registry.js';
 
 function mm(a: Float32Array, b: Float32Array, c: Float32Array, batch: number, m: number, n: number, k: number,
   transA: boolean, transB: boolean, strideA: number, strideB: number, accumulate = false): void {
@@ -83,15 +84,21 @@ export function linear(x: Tensor, w: Tensor): Tensor {
   mm(X, W, out, 1, rows, outF, inF, false, true, 0, 0);
   const t = new Tensor(out, [...x.shape.slice(0, -1), outF]);
   return record(t, 'Linear', [x, w], (g) => {
+    const args = (a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, transA: boolean, acc: boolean): MatMulArgs =>
+      ({ a, b, c, batch: 1, m, n, k, transA, transB: false, strideA: 0, strideB: 0, strideC: m * n, accumulate: acc });
+    const work: MatMulArgs[] = [];
     let gx: Float32Array | null = null, gw: Float32Array | null = null;
-    if (x.requiresGrad) { gx = gemmOut(X.length, outF); mm(g, W, gx, 1, rows, inF, outF, false, false, 0, 0); }
+    if (x.requiresGrad) { gx = gemmOut(X.length, outF); work.push(args(g, W, gx, rows, inF, outF, false, false)); }
     if (w.requiresGrad && !w.node) {
       // A parameter: its gradient is summed straight into .grad (what the tape would do with a
       // fresh array), saving a [out, in] array and a pass over it per call.
       const acc = w.grad !== null;
       w.grad ??= gemmOut(W.length, rows);
-      mm(g, X, w.grad, 1, outF, inF, rows, true, false, 0, 0, acc);
-    } else if (w.requiresGrad) { gw = gemmOut(W.length, rows); mm(g, X, gw, 1, outF, inF, rows, true, false, 0, 0); }
+      work.push(args(g, X, w.grad, outF, inF, rows, true, acc));
+    } else if (w.requiresGrad) { gw = gemmOut(W.length, rows); work.push(args(g, X, gw, outF, inF, rows, true, false)); }
+    // Both products in one call where the backend batches them (webgpu: one submission).
+    const batch = work.length > 1 ? optionalKernel('MatMulBatch') : null;
+    if (batch) batch(work); else { const one = kernel('MatMul'); for (const a of work) one(a); }
     return [gx, gw];
   });
 }

@@ -169,22 +169,30 @@ export function linearCrossEntropy(x: Tensor, w: Tensor, targets: Tensor, ignore
   // dX is written chunk by chunk and dW by the first chunk's product (then summed into): no zeroing.
   const dX = gx ? (N > 0 ? allocUninitF32(X.length) : new Float32Array(X.length)) : null, dW = gw ? (N > 0 ? allocUninitF32(W.length) : new Float32Array(W.length)) : null;
   const C = Math.max(1, Math.min(N, Math.floor((1 << 20) / V)));
-  const P = allocUninitF32(C * V);
-  const mm = kernel('MatMul'), ceRows = kernel('CrossEntropyRows');
+  // A backend with the fused chunk kernel (webgpu: one job, logits kept on the device) takes each chunk whole.
+  const fusedChunk = optionalKernel('LinearCrossEntropy');
+  const P = fusedChunk ? new Float32Array(0) : allocUninitF32(C * V);
+  // Resolved only when used: a kernel is counted when it is looked up.
+  const mm = fusedChunk ? null : kernel('MatMul'), ceRows = fusedChunk ? null : kernel('CrossEntropyRows');
   const Yi = Y instanceof Int32Array ? Y : Int32Array.from(Y as ArrayLike<number>);
   const inv = count ? 1 / count : 0;
   let total = 0, first = true;
   for (let r0 = 0; r0 < N; r0 += C) {
     const c = Math.min(C, N - r0);
     const Xc = X.subarray(r0 * H, (r0 + c) * H), Pc = P.subarray(0, c * V);
-    mm({ a: Xc, b: W, c: Pc, batch: 1, m: c, n: V, k: H, transA: false, transB: true, strideA: 0, strideB: 0, strideC: 0, accumulate: false });
+    if (fusedChunk) {
+      total += fusedChunk(Xc, W, c, V, H, Yi.subarray(r0, r0 + c), ignoreIndex, inv, dX ? dX.subarray(r0 * H, (r0 + c) * H) : null, dW, !first);
+      first = false;
+      continue;
+    }
+    mm!({ a: Xc, b: W, c: Pc, batch: 1, m: c, n: V, k: H, transA: false, transB: true, strideA: 0, strideB: 0, strideC: 0, accumulate: false });
     // Loss (exact log-sum-exp per row) and, when needed, the logit gradient (softmax − onehot)/count in place.
-    total += ceRows(Pc, c, V, Yi.subarray(r0, r0 + c), ignoreIndex, inv, dX !== null || dW !== null);
-    if (dX) mm({ a: Pc, b: W, c: dX.subarray(r0 * H, (r0 + c) * H), batch: 1, m: c, n: H, k: V, transA: false, transB: false, strideA: 0, strideB: 0, strideC: 0, accumulate: false });
-    if (dW) mm({ a: Pc, b: Xc, c: dW, batch: 1, m: V, n: H, k: c, transA: true, transB: false, strideA: 0, strideB: 0, strideC: 0, accumulate: !first });
+    total += ceRows!(Pc, c, V, Yi.subarray(r0, r0 + c), ignoreIndex, inv, dX !== null || dW !== null);
+    if (dX) mm!({ a: Pc, b: W, c: dX.subarray(r0 * H, (r0 + c) * H), batch: 1, m: c, n: H, k: V, transA: false, transB: false, strideA: 0, strideB: 0, strideC: 0, accumulate: false });
+    if (dW) mm!({ a: Pc, b: Xc, c: dW, batch: 1, m: V, n: H, k: c, transA: true, transB: false, strideA: 0, strideB: 0, strideC: 0, accumulate: !first });
     first = false;
   }
-  recycleF32(P);
+  if (!fusedChunk) recycleF32(P);
   const loss = count ? total / count : 0;
   return record(new Tensor(Float32Array.of(loss), []), 'LinearCrossEntropy', [x, w], (g) => {
     const s = g[0]!;

@@ -39,6 +39,11 @@ import { FP8_GEMM_WGSL } from './wgsl-fp8-gemm.js';
 import { Job } from './job.js';
 import { DECODE_SHADERS } from './wgsl-decode.js';
 import { decodeEngineKernels } from './decode-engine.js';
+import { MOE_COMBINE_WGSL, MOE_DY_WGSL, MOE_GEMM_WGSL } from './wgsl-moe.js';
+import { moeKernels } from './moe.js';
+import { CE_ROWS_WGSL } from './wgsl-head.js';
+import { headKernels } from './head.js';
+import { matmulBatch } from './gemm-batch.js';
 
 const SHADERS: Record<string, string> = {
   matmul: MATMUL_WGSL, rmsnorm: RMSNORM_WGSL, rmsnormBx: RMSNORM_BX_WGSL, rmsnormBw: RMSNORM_BW_WGSL,
@@ -47,6 +52,8 @@ const SHADERS: Record<string, string> = {
   attnFwd: ATTN_FWD_WGSL, attnBwd1: ATTN_BWD1_WGSL, attnBwd2: ATTN_BWD2_WGSL,
   fp8Scales: FP8_SCALES_WGSL, fp8Codes: FP8_CODES_WGSL, fp8Rescales: FP8_RESCALES_WGSL, fp8Recodes: FP8_RECODES_WGSL, fp8Gemm: FP8_GEMM_WGSL,
   ...DECODE_SHADERS,
+  moeGemm: MOE_GEMM_WGSL, moeCombine: MOE_COMBINE_WGSL, moeDy: MOE_DY_WGSL,
+  ceRows: CE_ROWS_WGSL,
 };
 
 /** What the adapter and device are (from the GPU thread's init reply). */
@@ -508,6 +515,9 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       run(j);
       j.read('fg.c', g.c);
     },
+    ...moeKernels({ newJob: () => new Job(), run, operand, tooBig, eltGrid, rowGrid }),
+    MatMulBatch: matmulBatch({ newJob: () => new Job(), run, operand, tooBig, eltGrid, rowGrid, single: (x) => kernels.MatMul!(x), maxGroups: 65535 }),
+    ...headKernels({ newJob: () => new Job(), run, operand, tooBig, eltGrid, rowGrid, matmul: (x) => kernels.MatMul!(x) }),
   };
 
   // The whole-pass decode engine (decode-engine.ts): one job per decode pass.
@@ -563,7 +573,7 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       j.read('mm.c', c);
       return ms;
     },
-    describe: () => `webgpu (${name}; WGSL 64x64 tiled GEMM, fused RMSNorm/softmax/SiLU/attention/AdamW, FP8 E4M3 quantisers and scaled GEMM; features: ${info.enabled.join(', ') || 'none'}; GPU thread + shared-memory arena; ${residentOn ? 'parameters and AdamW moments device-resident' : 'no device residency'})`,
+    describe: () => `webgpu (${name}; WGSL 64x64 tiled GEMM, fused RMSNorm/softmax/SiLU/attention/AdamW, grouped MoE FFN, fused output head + cross-entropy, FP8 E4M3 quantisers and scaled GEMM; features: ${info.enabled.join(', ') || 'none'}; GPU thread + shared-memory arena; ${residentOn ? 'parameters and AdamW moments device-resident' : 'no device residency'})`,
     dispose(): void {
       if (disposed) return;
       unsubscribe();
