@@ -91,24 +91,57 @@ export class Sampler {
   uniform(): number { return this.rand(); }
 
   /** Ids by falling logit (ties: lower id) cut to top-k / top-p, their unnormalised weights, and the weights' sum. */
-  private candidates(logits: ArrayLike<number>, off: number, V: number): { ids: number[]; p: number[]; n: number; total: number } {
+  private candidates(logits: ArrayLike<number>, off: number, V: number): { ids: ArrayLike<number>; p: ArrayLike<number>; n: number; total: number } {
     const temp = this.opts.temperature ?? 1;
-    let ids = Array.from({ length: V }, (_, j) => j);
-    ids.sort((a, b) => logits[off + b]! - logits[off + a]! || a - b);
+    const ids = this.order(logits, off, V);
     const k = this.opts.topK ?? 0;
-    if (k > 0 && k < V) ids = ids.slice(0, k);
+    const m = k > 0 && k < V ? k : V;
+    if (this.pBuf.length < m) this.pBuf = new Float64Array(Math.max(m, 2 * this.pBuf.length));
+    const p = this.pBuf;
     const max = logits[off + ids[0]!]!;
-    const p = ids.map((j) => Math.exp((logits[off + j]! - max) / temp));
-    let total = p.reduce((s, x) => s + x, 0);
+    let total = 0;
+    for (let i = 0; i < m; i++) { p[i] = Math.exp((logits[off + ids[i]!]! - max) / temp); total += p[i]!; }
     const topP = this.opts.topP ?? 1;
-    let n = p.length;
+    let n = m;
     if (topP < 1) {
       let acc = 0;
-      for (n = 0; n < p.length; ) { acc += p[n++]! / total; if (acc >= topP) break; }
-      total = p.slice(0, n).reduce((s, x) => s + x, 0);
+      for (n = 0; n < m; ) { acc += p[n++]! / total; if (acc >= topP) break; }
+      total = 0;
+      for (let i = 0; i < n; i++) total += p[i]!;
     }
     return { ids, p, n, total };
   }
+
+  /**
+   * Ids [0, V) by falling logits[off + id], ties by rising id (the order a comparator sort with
+   * `b − a || a − b` gives). Float32 logits go through one native numeric sort of packed keys —
+   * the order-preserving bits of the value (−0 as +0) times 2²¹ plus the id — instead of ~V·log V
+   * calls of a JavaScript comparator (~0.4 ms per token at V = 2,048). Reused buffer.
+   */
+  private order(logits: ArrayLike<number>, off: number, V: number): Int32Array {
+    if (this.idBuf.length < V) { this.idBuf = new Int32Array(V); this.keyBuf = new Float64Array(V); }
+    const ids = this.idBuf.subarray(0, V);
+    if (logits instanceof Float32Array && V <= 1 << 21) {
+      const keys = this.keyBuf.subarray(0, V), bits = new Uint32Array(logits.buffer, logits.byteOffset + 4 * off, V);
+      for (let j = 0; j < V; j++) {
+        let u = bits[j]!;
+        if (u === 0x80000000) u = 0;  // −0 ties with +0
+        const asc = u & 0x80000000 ? ~u >>> 0 : (u | 0x80000000) >>> 0;
+        keys[j] = (0xffffffff - asc) * 2097152 + j;
+      }
+      keys.sort();
+      for (let i = 0; i < V; i++) { const key = keys[i]!; ids[i] = key - Math.floor(key / 2097152) * 2097152; }
+      return ids;
+    }
+    const all = Array.from({ length: V }, (_, j) => j);
+    all.sort((a, b) => logits[off + b]! - logits[off + a]! || a - b);
+    ids.set(all);
+    return ids;
+  }
+
+  private idBuf = new Int32Array(0);
+  private keyBuf = new Float64Array(0);
+  private pBuf = new Float64Array(0);
 }
 
 /**
