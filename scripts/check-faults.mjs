@@ -117,7 +117,7 @@ const FAULTS = [
   { id: 'spec-loop-reject', what: 'the engine\'s speculative loop keeps the rejected draft\'s cache row (advances two positions after a rejection)',
     edits: [['native/src/decode_engine.cc', 'st[0] = picks[1]; st[1] = n + 1; st[2] = n; st[3] = 1;', 'st[0] = picks[1]; st[1] = n + 2; st[2] = n; st[3] = 1;']],
     tests: ['src/model/decode-engine.test.ts'], rebuild: true },
-  { id: 'sampler-signed-zero', what: 'the sampler\'s packed-key sort orders −0 below +0 (the comparator sort ties them by id)',
+  { id: 'sampler-signed-zero', what: 'the sampler\'s radix sort orders −0 below +0 (the comparator sort ties them by id)',
     edits: [['src/infer/sampling.ts', 'if (u === 0x80000000) u = 0;  // −0 ties with +0', '']],
     tests: ['src/infer/sampling.test.ts'] },
   { id: 'dashboard-no-live-rows', what: 'the dashboard sends rows only on (re)connect, never as they are appended',

@@ -31,7 +31,7 @@ test('StopMatcher holds back partial matches and cuts at the stop', () => {
   assert.equal(m2.flush(), 'z');
 });
 
-/** The sampler as it was before the packed-key sort: a comparator sort of all ids, then the same sums. */
+/** The sampler as it was before the radix sort: a comparator sort of all ids, then the same sums. */
 function referenceDraw(logits: ArrayLike<number>, V: number, o: { temperature?: number; topK?: number; topP?: number }, u: number): number {
   const temp = o.temperature ?? 1;
   let ids = Array.from({ length: V }, (_, j) => j);
@@ -52,7 +52,7 @@ function referenceDraw(logits: ArrayLike<number>, V: number, o: { temperature?: 
   return ids[n - 1]!;
 }
 
-test('sampling through the packed-key sort draws exactly what the comparator sort drew (ties, ±0, −Infinity, top-k, top-p)', () => {
+test('sampling through the radix sort draws exactly what the comparator sort drew (ties, ±0, −Infinity, top-k, top-p)', () => {
   let s = 7;
   const rnd = (): number => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return s / 4294967296; };
   for (const V of [5, 300, 2048]) {

@@ -114,24 +114,33 @@ export class Sampler {
 
   /**
    * Ids [0, V) by falling logits[off + id], ties by rising id (the order a comparator sort with
-   * `b − a || a − b` gives). Float32 logits go through one native numeric sort of packed keys —
-   * the order-preserving bits of the value (−0 as +0) times 2²¹ plus the id — instead of ~V·log V
-   * calls of a JavaScript comparator (~0.4 ms per token at V = 2,048). Reused buffer.
+   * `b − a || a − b` gives). Float32 logits are ordered by a stable LSD radix sort (4 passes of 8
+   * bits) of their order-preserving bits (−0 as +0), ids starting in rising order, instead of
+   * ~V·log V calls of a JavaScript comparator (~0.4 ms per token at V = 2,048). Reused buffers.
    */
   private order(logits: ArrayLike<number>, off: number, V: number): Int32Array {
-    if (this.idBuf.length < V) { this.idBuf = new Int32Array(V); this.keyBuf = new Float64Array(V); }
-    const ids = this.idBuf.subarray(0, V);
-    if (logits instanceof Float32Array && V <= 1 << 21) {
-      const keys = this.keyBuf.subarray(0, V), bits = new Uint32Array(logits.buffer, logits.byteOffset + 4 * off, V);
+    if (this.idBuf.length < V) { this.idBuf = new Int32Array(V); this.idTmp = new Int32Array(V); this.keyBuf = new Uint32Array(V); this.keyTmp = new Uint32Array(V); }
+    let ids = this.idBuf.subarray(0, V);
+    if (logits instanceof Float32Array) {
+      let keys = this.keyBuf.subarray(0, V), ids2 = this.idTmp.subarray(0, V), keys2 = this.keyTmp.subarray(0, V);
+      const bits = new Uint32Array(logits.buffer, logits.byteOffset + 4 * off, V);
       for (let j = 0; j < V; j++) {
         let u = bits[j]!;
         if (u === 0x80000000) u = 0;  // −0 ties with +0
-        const asc = u & 0x80000000 ? ~u >>> 0 : (u | 0x80000000) >>> 0;
-        keys[j] = (0xffffffff - asc) * 2097152 + j;
+        // Ascending order bits, complemented: rising key = falling logit.
+        keys[j] = ~(u & 0x80000000 ? ~u : u | 0x80000000) >>> 0;
+        ids[j] = j;
       }
-      keys.sort();
-      for (let i = 0; i < V; i++) { const key = keys[i]!; ids[i] = key - Math.floor(key / 2097152) * 2097152; }
-      return ids;
+      const count = this.counts;
+      for (let shift = 0; shift < 32; shift += 8) {
+        count.fill(0);
+        for (let j = 0; j < V; j++) count[(keys[j]! >>> shift) & 255]!++;
+        for (let c = 0, at = 0; c < 256; c++) { const n = count[c]!; count[c] = at; at += n; }
+        for (let j = 0; j < V; j++) { const k = keys[j]!, d = count[(k >>> shift) & 255]!++; keys2[d] = k; ids2[d] = ids[j]!; }
+        [keys, keys2] = [keys2, keys];
+        [ids, ids2] = [ids2, ids];
+      }
+      return ids;  // 4 passes: back in idBuf
     }
     const all = Array.from({ length: V }, (_, j) => j);
     all.sort((a, b) => logits[off + b]! - logits[off + a]! || a - b);
@@ -140,7 +149,10 @@ export class Sampler {
   }
 
   private idBuf = new Int32Array(0);
-  private keyBuf = new Float64Array(0);
+  private idTmp = new Int32Array(0);
+  private keyBuf = new Uint32Array(0);
+  private keyTmp = new Uint32Array(0);
+  private readonly counts = new Int32Array(256);
   private pBuf = new Float64Array(0);
 }
 
