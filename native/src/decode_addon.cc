@@ -331,6 +331,17 @@ napi_value MatRowsFn(napi_env env, napi_callback_info info) {
   });
 }
 
+// The draft engine argument of the speculative steps: an engine for the same model, with an MTP layer.
+Engine& draftOf(napi_env env, const char* fn, const Engine& e, napi_value v) {
+  Engine& dr = engineOf(env, fn, v);
+  const Cfg& c = e.c;
+  const Cfg& k = dr.c;
+  if (k.H != c.H || k.V != c.V || k.L != c.L || k.nh != c.nh || k.dn != c.dn || k.dr != c.dr || k.dv != c.dv || k.rkv != c.rkv)
+    throwRange(env, fn, "draft engine is for another model (its dimensions differ)");
+  if (dr.mtp.empty()) throwRange(env, fn, "draft engine has no MTP layer");
+  return dr;
+}
+
 // decodeEngineSpec(main, draft, hiddenIn, nextTokens, mtpSegs, mtpCaches, mtpCos, mtpSin,
 //                  token, mainSegs, mainCaches, cos, sin, vocab, hidden, logits, mtpLogits, picks)
 // picks (Int32Array [3]) receives [draft, argmax of row 0, argmax of row 1] over [0, vocab).
@@ -344,12 +355,8 @@ napi_value Spec(napi_env env, napi_callback_info info) {
     napi_get_cb_info(env, info, &argc, a, nullptr, nullptr);
     if (argc < 18) throwType(env, fn, "expected 18 arguments");
     Engine& e = engineOf(env, fn, a[0]);
-    Engine& dr = engineOf(env, fn, a[1]);
+    Engine& dr = draftOf(env, fn, e, a[1]);
     const Cfg& c = e.c;
-    const Cfg& k = dr.c;
-    if (k.H != c.H || k.V != c.V || k.L != c.L || k.nh != c.nh || k.dn != c.dn || k.dr != c.dr || k.dv != c.dv || k.rkv != c.rkv)
-      throwRange(env, fn, "draft engine is for another model (its dimensions differ)");
-    if (dr.mtp.empty()) throwRange(env, fn, "draft engine has no MTP layer");
     const long D = c.rkv + c.dr, half = c.dr / 2;
     Segs ms, mn;
     const long m = readSegs(env, fn, a[4], a[5], 1, D, ms);
@@ -391,12 +398,8 @@ napi_value SpecLoop(napi_env env, napi_callback_info info) {
     napi_get_cb_info(env, info, &argc, a, nullptr, nullptr);
     if (argc < 14) throwType(env, fn, "expected 14 arguments");
     Engine& e = engineOf(env, fn, a[0]);
-    Engine& dr = engineOf(env, fn, a[1]);
+    Engine& dr = draftOf(env, fn, e, a[1]);
     const Cfg& c = e.c;
-    const Cfg& k = dr.c;
-    if (k.H != c.H || k.V != c.V || k.L != c.L || k.nh != c.nh || k.dn != c.dn || k.dr != c.dr || k.dv != c.dv || k.rkv != c.rkv)
-      throwRange(env, fn, "draft engine is for another model (its dimensions differ)");
-    if (dr.mtp.empty()) throwRange(env, fn, "draft engine has no MTP layer");
     const long D = c.rkv + c.dr, half = c.dr / 2;
     float* hin = typed<float>(env, fn, a[2], napi_float32_array, "hin", (size_t)(2 * c.H));
     int32_t* next = typed<int32_t>(env, fn, a[3], napi_int32_array, "next", 2);

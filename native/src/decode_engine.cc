@@ -88,7 +88,8 @@ float* Scratch::get(int slot, size_t n) {
   return bufs[slot].data();
 }
 
-void Engine::linear(Work& w, const Mat& m, const float* x, long ldx, long R, float* y, long ldy, bool par) {
+// The rows x as a product reads them: with their Q8_0 form (in w's buffers) for Q8_0 weights.
+static Rows inputRows(Work& w, const Mat& m, const float* x, long ldx, long R) {
   Rows xs{x, ldx};
   if (m.fmt == Q8) {
     if (w.qcodes.size() < (size_t)(R * m.k)) w.qcodes.resize((size_t)(R * m.k));
@@ -97,6 +98,11 @@ void Engine::linear(Work& w, const Mat& m, const float* x, long ldx, long R, flo
     xs.q = w.qcodes.data();
     xs.d = d;
   }
+  return xs;
+}
+
+void Engine::linear(Work& w, const Mat& m, const float* x, long ldx, long R, float* y, long ldy, bool par) {
+  const Rows xs = inputRows(w, m, x, ldx, R);
   splitCols(m.n, m.n * m.k, par && w.par, [&](long j0, long j1) { matRows(m, xs, R, y, ldy, j0, j1); });
 }
 
@@ -330,15 +336,7 @@ void Engine::mainPass(Work& w, const int32_t* tokens, long R, const SegRef* segs
 }
 
 void Engine::linearCols(Work& w, const Mat& m, const float* x, long ldx, long R, float* y, long ldy, long j0, long j1) {
-  Rows xs{x, ldx};
-  if (m.fmt == Q8) {
-    if (w.qcodes.size() < (size_t)(R * m.k)) w.qcodes.resize((size_t)(R * m.k));
-    float* d = w.sc.get(S_QD, (size_t)(R * (m.k / 32)));
-    quantizeRowsQ8(x, ldx, R, m.k, w.qcodes.data(), d);
-    xs.q = w.qcodes.data();
-    xs.d = d;
-  }
-  matRows(m, xs, R, y, ldy, j0, j1);
+  matRows(m, inputRows(w, m, x, ldx, R), R, y, ldy, j0, j1);
 }
 
 void Engine::mtpPass(Work& w, long depth, const float* hin, const int32_t* next, long R, const SegRef* segs, long S, const float* cs, const float* sn, long from,
