@@ -9,6 +9,22 @@
  * - Out-of-range rows, columns and K are loaded as zeros and never stored, so any M, N, K works.
  * - Dispatch: (⌈N/64⌉, ⌈M/64⌉, batch). Bindings: A, B, C (read_write), then the uniform.
  */
+/**
+ * The inner step of the 64×64-tile GEMMs (this one and wgsl-moe.ts's): 16 K steps of the staged
+ * tiles As [16][64] and Bs [16][64] into the thread's 4×4 register block c0..c3.
+ */
+export const TILE_FMA_WGSL = /* wgsl */ `
+    for (var kk = 0u; kk < 16u; kk++) {
+      let ar = kk * 64u + lid.y * 4u;
+      let bc = kk * 64u + lid.x * 4u;
+      let b = vec4f(Bs[bc], Bs[bc + 1u], Bs[bc + 2u], Bs[bc + 3u]);
+      c0 = fma(vec4f(As[ar]), b, c0);
+      c1 = fma(vec4f(As[ar + 1u]), b, c1);
+      c2 = fma(vec4f(As[ar + 2u]), b, c2);
+      c3 = fma(vec4f(As[ar + 3u]), b, c3);
+    }
+`;
+
 export const MATMUL_WGSL = /* wgsl */ `
 struct P { M: u32, N: u32, K: u32, tA: u32, tB: u32, sA: u32, sB: u32, sC: u32, acc: u32 }
 @group(0) @binding(0) var<storage, read> A: array<f32>;
@@ -49,16 +65,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
       Bs[kb * 64u + c] = w;
     }
     workgroupBarrier();
-    for (var kk = 0u; kk < 16u; kk++) {
-      let ar = kk * 64u + lid.y * 4u;
-      let bc = kk * 64u + lid.x * 4u;
-      let b = vec4f(Bs[bc], Bs[bc + 1u], Bs[bc + 2u], Bs[bc + 3u]);
-      c0 = fma(vec4f(As[ar]), b, c0);
-      c1 = fma(vec4f(As[ar + 1u]), b, c1);
-      c2 = fma(vec4f(As[ar + 2u]), b, c2);
-      c3 = fma(vec4f(As[ar + 3u]), b, c3);
-    }
-    workgroupBarrier();
+${TILE_FMA_WGSL}    workgroupBarrier();
   }
   store(row0 + lid.y * 4u, col0 + lid.x * 4u, cBase, c0);
   store(row0 + lid.y * 4u + 1u, col0 + lid.x * 4u, cBase, c1);

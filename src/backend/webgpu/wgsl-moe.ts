@@ -16,6 +16,7 @@
  *   DY[p, :] = SW[s] · GO[n, :] and GW[s] = ⟨GO[n, :], Y[p, :]⟩ (the gate weight's gradient).
  */
 import { ROW_WGSL } from './wgsl-rows.js';
+import { TILE_FMA_WGSL } from './wgsl-gemm.js';
 
 /** The gathered, offset GEMM (see the contract). */
 export const MOE_GEMM_WGSL = /* wgsl */ `
@@ -62,16 +63,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
       Bs[kb * 64u + c] = w;
     }
     workgroupBarrier();
-    for (var kk = 0u; kk < 16u; kk++) {
-      let ar = kk * 64u + lid.y * 4u;
-      let bc = kk * 64u + lid.x * 4u;
-      let b = vec4f(Bs[bc], Bs[bc + 1u], Bs[bc + 2u], Bs[bc + 3u]);
-      c0 = fma(vec4f(As[ar]), b, c0);
-      c1 = fma(vec4f(As[ar + 1u]), b, c1);
-      c2 = fma(vec4f(As[ar + 2u]), b, c2);
-      c3 = fma(vec4f(As[ar + 3u]), b, c3);
-    }
-    workgroupBarrier();
+${TILE_FMA_WGSL}    workgroupBarrier();
   }
   store(row0 + lid.y * 4u, col0 + lid.x * 4u, c0);
   store(row0 + lid.y * 4u + 1u, col0 + lid.x * 4u, c1);
