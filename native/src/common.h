@@ -45,6 +45,16 @@ void poolRun(int n, const std::function<void(int)>& fn);
 /** Runs fn(chunk, tid) for chunk in [0, count) on the caller and any workers that join in time
  *  (dynamic: a late or descheduled worker never delays the caller). tid < poolThreads(). */
 void poolRunChunks(long count, const std::function<void(long, int)>& fn);
+/**
+ * Runs fn(tid) for tid in [0, n) on n threads at once (a team whose members may wait for one
+ * another), returning when all are done; false, running nothing, when n threads cannot run
+ * concurrently now (fewer threads, another caller owns the pool, or the oversubscription guard is
+ * on). fn must not call the pool.
+ */
+bool poolTeam(int n, const std::function<void(int)>& fn);
+/** Feeds a team job's outcome to the oversubscription guard: stalled = a member waited > 1 ms on a
+ *  preempted one. */
+void poolNoteTeamStall(bool stalled);
 
 /** Batched f32 GEMM, C[b] = op(A[b])·op(B[b]) (+C[b]); see registry.ts MatMulArgs. */
 struct MatMulArgs {

@@ -385,24 +385,29 @@ napi_value Spec(napi_env env, napi_callback_info info) {
   });
 }
 
-// decodeEngineSpecLoop(main, draft, hin, next, state, mainCaches, mtpCache, cosT, sinT, vocab, steps, budget, stops, out) → count
-// Up to `steps` greedy speculative steps in one call (Engine::runSpecLoop). state: Float64Array
-// [token, n, mtpStart, m, proposed, accepted] (in/out); hin [2·H] and next (Int32Array [2]) hold
-// the m pending MTP rows (in/out); cosT/sinT: rope tables of positions [0, len / (dr/2)); out
-// (Int32Array of at least 2·steps) receives the emitted tokens.
+// decodeEngineSpecLoop(main, draft, hin, next, state, mainCaches, mtpCache, cosT, sinT, vocab, steps, budget, stops, out[, drafts]) → count
+// Up to `steps` greedy speculative steps in one call (Engine::runSpecLoop), each chaining K =
+// drafts (1…4, default 1) MTP drafts. state: Float64Array [token, n, mtpStart, m, proposed,
+// accepted] (in/out); hin [(K+1)·H] and next (Int32Array [K+1]) hold the m pending MTP rows
+// (in/out); cosT/sinT: rope tables of positions [0, len / (dr/2)); out (Int32Array of at least
+// (K+1)·steps) receives the emitted tokens.
 napi_value SpecLoop(napi_env env, napi_callback_info info) {
   return guard([&]() -> napi_value {
     const char* fn = "decodeEngineSpecLoop";
-    size_t argc = 14;
-    napi_value a[14];
+    size_t argc = 15;
+    napi_value a[15];
     napi_get_cb_info(env, info, &argc, a, nullptr, nullptr);
-    if (argc < 14) throwType(env, fn, "expected 14 arguments");
+    if (argc < 14) throwType(env, fn, "expected 14 or 15 arguments");
     Engine& e = engineOf(env, fn, a[0]);
     Engine& dr = draftOf(env, fn, e, a[1]);
     const Cfg& c = e.c;
     const long D = c.rkv + c.dr, half = c.dr / 2;
-    float* hin = typed<float>(env, fn, a[2], napi_float32_array, "hin", (size_t)(2 * c.H));
-    int32_t* next = typed<int32_t>(env, fn, a[3], napi_int32_array, "next", 2);
+    napi_valuetype kt = napi_undefined;
+    if (argc > 14) napi_typeof(env, a[14], &kt);
+    const long K = kt == napi_undefined ? 1 : countOf(env, fn, a[14], "drafts", kMaxDrafts);
+    if (K < 1) throwRange(env, fn, "drafts must be 1 to " + std::to_string(kMaxDrafts));
+    float* hin = typed<float>(env, fn, a[2], napi_float32_array, "hin", (size_t)((K + 1) * c.H));
+    int32_t* next = typed<int32_t>(env, fn, a[3], napi_int32_array, "next", (size_t)(K + 1));
     double* sd = typed<double>(env, fn, a[4], napi_float64_array, "state", 6);
     const long steps = countOf(env, fn, a[10], "steps", 1 << 20);
     const long budget = countOf(env, fn, a[11], "budget", 1L << 40);
@@ -417,11 +422,11 @@ napi_value SpecLoop(napi_env env, napi_callback_info info) {
       st[i] = (int64_t)sd[i];
     }
     if (st[0] >= c.V) throwRange(env, fn, "decode: token id " + std::to_string(st[0]) + " out of range [0, " + std::to_string(c.V) + ")");
-    if (st[3] < 1 || st[3] > 2 || st[2] + st[3] > st[1]) throwRange(env, fn, "state: 1 or 2 MTP rows ending before the main position");
+    if (st[3] < 1 || st[3] > K + 1 || st[2] + st[3] > st[1]) throwRange(env, fn, "state: 1 to drafts + 1 MTP rows ending before the main position");
     for (long r = 0; r < st[3]; r++)
       if (next[r] < 0 || next[r] >= c.V) throwRange(env, fn, "decode: token id " + std::to_string(next[r]) + " out of range [0, " + std::to_string(c.V) + ")");
-    // Positions the steps may write: main rows below n + 2·steps, within the tables and caches.
-    const long reach = std::min<long>(st[1] + 2 * steps, tableRows);
+    // Positions the steps may write: main rows below n + (K + 1)·steps, within the tables and caches.
+    const long reach = std::min<long>(st[1] + (K + 1) * steps, tableRows);
     Segs mn, mt;
     int32_t segBuf[2] = {0, (int32_t)std::max<long>(1, reach)};
     napi_value segV;
@@ -441,9 +446,9 @@ napi_value SpecLoop(napi_env env, napi_callback_info info) {
     if (vocab < 1) throwRange(env, fn, "vocab must be at least 1");
     View sv{};
     if (!viewOf(env, a[12], &sv) || sv.t != napi_int32_array) throwType(env, fn, "stops must be an Int32Array");
-    int32_t* out = typed<int32_t>(env, fn, a[13], napi_int32_array, "out", (size_t)(2 * steps));
+    int32_t* out = typed<int32_t>(env, fn, a[13], napi_int32_array, "out", (size_t)((K + 1) * steps));
     const long count = e.runSpecLoop(dr, hin, next, st, mn.refs[0].caches, mt.refs[0].caches[0], cosT, sinT, reach, vocab, steps, budget,
-                                     (const int32_t*)sv.p, (long)sv.len, out);
+                                     (const int32_t*)sv.p, (long)sv.len, out, K);
     for (int i = 0; i < 6; i++) sd[i] = (double)st[i];
     napi_value r;
     napi_create_int64(env, count, &r);

@@ -4,15 +4,22 @@
 // latent cache); every row writes its latent [ĉ | k_pe] at its position and attends over its own
 // sequence's rows [0, pos]. Scratch is owned by the engine and only grows.
 //
-// Threads: a matrix product of ≥ kSplitWork weights is split by output columns (pieces of 16)
-// over the pool; the MoE layer runs the shared expert and each routed expert as one task each
-// (gate·up·SiLU·down into a private buffer) and combines them afterwards in ascending expert order;
-// long attention splits by heads. None of this changes any sum's order, so results do not depend
-// on the thread count, and rows never interact.
+// Threads: with 2+ pool threads a pass runs as a team (decode_engine.h Team): every thread runs
+// the whole pass, computing a static share of each product's output columns (pieces of 16), of the
+// attention's rows or heads, and meeting the others (a spin on a counter, ~50 ns) before anyone
+// reads a product: six meetings a layer. Norms, routing and residual adds run on every thread into
+// its own buffers. When no team can run (the pool is busy or guarded), a one-thread pass splits
+// large products over the pool instead: by output columns, the MoE layer by experts (shared expert
+// and each routed expert one task each, combined afterwards in ascending expert order), long
+// attention by heads. None of this changes any sum's order, so results do not depend on the thread
+// count, and rows never interact.
 #include "decode_engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 #if FRUGAL_X86
@@ -37,26 +44,6 @@ void splitCols(long n, long work, bool par, F f) {
     const long j0 = std::min(n, units * pc / pieces * 16), j1 = std::min(n, units * (pc + 1) / pieces * 16);
     if (j0 < j1) f(j0, j1);
   });
-}
-
-// Waits until v > li: spins briefly, then yields the core (the writer may be queued behind us).
-void awaitAbove(const std::atomic<int>& v, int li) {
-  for (int spins = 0; v.load(std::memory_order_acquire) <= li; spins++) {
-#if FRUGAL_X86
-    if (spins < 4096) { _mm_pause(); continue; }
-#endif
-    std::this_thread::yield();
-  }
-}
-
-// Waits until f is set (as awaitAbove).
-void awaitFlag(const std::atomic<bool>& f) {
-  for (int spins = 0; !f.load(std::memory_order_acquire); spins++) {
-#if FRUGAL_X86
-    if (spins < 4096) { _mm_pause(); continue; }
-#endif
-    std::this_thread::yield();
-  }
 }
 
 // dst[2i, 2i+1] = src pair i rotated by (cos, sin)[i], in double then rounded (as decode.ts's rotate).
@@ -88,6 +75,91 @@ float* Scratch::get(int slot, size_t n) {
   return bufs[slot].data();
 }
 
+float* Work::shared(int slot, size_t n) {
+  if (!team) return sc.get(slot, n);
+  std::vector<float>& b = team->sc.bufs[slot];
+  if (b.size() < n) {  // reserveTeam sized it: a member must never resize what the others read
+    std::fprintf(stderr, "frugal decode engine: team buffer %d holds %zu floats, %zu needed\n", slot, b.size(), n);
+    std::abort();
+  }
+  return b.data();
+}
+
+void Work::cols(long n, long& j0, long& j1) const {
+  if (nt <= 1) { j0 = 0; j1 = n; return; }
+  const long units = (n + 15) / 16;
+  j0 = std::min(n, units * tid / nt * 16);
+  j1 = std::min(n, units * (tid + 1) / nt * 16);
+}
+
+void Team::sync(int tid) {
+  const long e = ++slot[tid].mine;
+  slot[tid].v.store(e, std::memory_order_release);
+  for (int t = 0; t < n; t++) {
+    if (t == tid) continue;
+    const std::atomic<long>& v = slot[t].v;
+    if (v.load(std::memory_order_acquire) >= e) continue;
+    // Spin (the others are a few products away), then yield the core: the member being waited
+    // for may be queued behind this thread on a loaded machine.
+    std::chrono::steady_clock::time_point t0{};
+    for (long spins = 0; v.load(std::memory_order_acquire) < e; spins++) {
+#if FRUGAL_X86
+      if (spins < 8192) { _mm_pause(); continue; }
+#endif
+      if (t0 == std::chrono::steady_clock::time_point{}) t0 = std::chrono::steady_clock::now();
+      std::this_thread::yield();
+      if (!stalled.load(std::memory_order_relaxed) && std::chrono::steady_clock::now() - t0 > std::chrono::milliseconds(1))
+        stalled.store(true, std::memory_order_relaxed);
+    }
+  }
+}
+
+void Engine::reserveTeam(long R) {
+  if (teamFfn < 0) {
+    teamFfn = teamExpert = 0;
+    auto widen = [&](const Layer& ly) {
+      if (!ly.isMoe) { teamFfn = std::max(teamFfn, ly.mlp.gate.n); return; }
+      if (ly.hasShared) teamExpert = std::max(teamExpert, ly.shared.gate.n);
+      for (const Mlp& e : ly.experts) teamExpert = std::max(teamExpert, e.gate.n);
+    };
+    for (const Layer& ly : layers) widen(ly);
+    for (const Mtp& m : mtp) widen(m.layer);
+  }
+  const long H = c.H, D = c.rkv + c.dr, nh = c.nh, k = c.topk, W = std::max(H, teamExpert);
+  Scratch& s = team.sc;
+  s.get(S_H, (size_t)(R * H));
+  s.get(S_KV, (size_t)(R * D));
+  s.get(S_QA, (size_t)(R * std::max(c.rq, 1L)));
+  s.get(S_Q, (size_t)(R * nh * (c.dn + c.dr)));
+  s.get(S_O, (size_t)(R * nh * c.dv));
+  s.get(S_ATT, (size_t)(R * H));
+  s.get(S_FFN, (size_t)(R * H));
+  s.get(S_G, (size_t)(R * teamFfn));
+  s.get(S_U, (size_t)(R * teamFfn));
+  // moe's task layout: rows·(2H + 2I + W + W/32) + 16 per task; R + R·k rows over ≤ 1 + R·k tasks.
+  s.get(S_TASK, (size_t)((R + R * k) * (2 * H + 2 * teamExpert + W + W / 32 + 1) + 16 * (1 + R * k)));
+}
+
+template <class F>
+bool Engine::inTeam(long R, Engine* other, F f) {
+  const int T = std::min(poolThreads(), kMaxTeam);
+  if (T < 2) return false;
+  reserveTeam(R);
+  team.n = T;
+  for (int t = 0; t < kMaxTeam; t++) { team.slot[t].v.store(0, std::memory_order_relaxed); team.slot[t].mine = 0; }
+  team.stalled.store(false, std::memory_order_relaxed);
+  auto join = [&](Work& w, int tid, bool on) { w.tid = on ? tid : 0; w.nt = on ? T : 1; w.team = on ? &team : nullptr; };
+  const bool ran = poolTeam(T, [&](int tid) {
+    join(work[tid], tid, true);
+    if (other) join(other->work[tid], tid, true);
+    f(tid);
+    join(work[tid], tid, false);
+    if (other) join(other->work[tid], tid, false);
+  });
+  if (ran) poolNoteTeamStall(team.stalled.load(std::memory_order_relaxed));
+  return ran;
+}
+
 // The rows x as a product reads them: with their Q8_0 form (in w's buffers) for Q8_0 weights.
 static Rows inputRows(Work& w, const Mat& m, const float* x, long ldx, long R) {
   Rows xs{x, ldx};
@@ -103,6 +175,12 @@ static Rows inputRows(Work& w, const Mat& m, const float* x, long ldx, long R) {
 
 void Engine::linear(Work& w, const Mat& m, const float* x, long ldx, long R, float* y, long ldy, bool par) {
   const Rows xs = inputRows(w, m, x, ldx, R);
+  if (w.nt > 1) {
+    long j0, j1;
+    w.cols(m.n, j0, j1);
+    if (j0 < j1) matRows(m, xs, R, y, ldy, j0, j1);
+    return;
+  }
   splitCols(m.n, m.n * m.k, par && w.par, [&](long j0, long j1) { matRows(m, xs, R, y, ldy, j0, j1); });
 }
 
@@ -122,66 +200,104 @@ void Engine::swiglu(Work& w, const Mlp& m, const float* x, long R, float* g, flo
   splitCols(H, H * I, par && w.par, [&](long j0, long j1) { matRows(m.down, gs, R, y, H, j0, j1); });
 }
 
+// swiglu's two halves for a team member: phase 0 its columns of g = SiLU(x·gateᵀ)·(x·upᵀ) (g, u
+// shared), phase 1 (after a meeting) its columns of y = g·downᵀ. SiLU is elementwise, so a column
+// range of it equals the whole.
+void Engine::ffnPiece(Work& w, const Mlp& m, const float* x, long R, float* g, float* u, float* y, int16_t* qb, float* db, int phase) {
+  const long H = c.H, I = m.gate.n;
+  long j0, j1;
+  if (phase == 0) {
+    Rows xs{x, H};
+    if (m.gate.fmt == Q8) { quantizeRowsQ8(x, H, R, H, qb, db); xs.q = qb; xs.d = db; }
+    w.cols(I, j0, j1);
+    if (j0 >= j1) return;
+    matRows(m.gate, xs, R, g, I, j0, j1);
+    matRows(m.up, xs, R, u, I, j0, j1);
+    for (long r = 0; r < R; r++) siluMul(g + r * I + j0, u + r * I + j0, g + r * I + j0, j1 - j0);
+    return;
+  }
+  Rows gs{g, I};
+  if (m.down.fmt == Q8) { quantizeRowsQ8(g, I, R, I, qb, db); gs.q = qb; gs.d = db; }
+  w.cols(H, j0, j1);
+  if (j0 < j1) matRows(m.down, gs, R, y, H, j0, j1);
+}
+
 void Engine::mla(Work& w, const Layer& ly, const float* x, long R, const SegRef* segs, long S, int li, const float* cs, const float* sn, long from, float* out) {
   const long H = c.H, nh = c.nh, dn = c.dn, dr = c.dr, dv = c.dv, rkv = c.rkv, dq = dn + dr, D = rkv + dr, half = dr / 2;
-  float* kv = w.sc.get(S_KV, (size_t)(R * D));
-  linear(w, ly.kvA, x, H, R, kv, D, true);
-  // Latent rows into each segment's cache: ĉ = RMSNorm(c), k_pe roped at the row's position.
-  long r = 0;
-  for (long s = 0; s < S; s++) {
-    float* cache = segs[s].caches[li];
-    for (long i = 0; i < segs[s].rows; i++, r++) {
-      float* row = cache + (segs[s].start + i) * D;
-      rmsnorm(kv + r * D, ly.kvANorm, row, 1, rkv, c.eps, nullptr);
-      rotate(kv + r * D + rkv, row + rkv, cs + r * half, sn + r * half, half);
-    }
-  }
-  if (w.publish) w.publish->store(li + 1, std::memory_order_release);
+  const bool team = w.nt > 1;
   const long Rq = R - from;
   const float* xq = x + from * H;
-  float* q = w.sc.get(S_Q, (size_t)(Rq * nh * dq));
-  if (!ly.qA.w) linear(w, ly.q, xq, H, Rq, q, nh * dq, true);
-  else {
-    float* qa = w.sc.get(S_QA, (size_t)(Rq * c.rq));
+  float* kv = w.shared(S_KV, (size_t)(R * D));
+  float* q = w.shared(S_Q, (size_t)(Rq * nh * dq));
+  // Products of x: the latent (all rows) and the query (rows from..R-1).
+  linear(w, ly.kvA, x, H, R, kv, D, true);
+  if (!ly.qA.w) {
+    linear(w, ly.q, xq, H, Rq, q, nh * dq, true);
+    w.sync();
+  } else {
+    float* qa = w.shared(S_QA, (size_t)(Rq * c.rq));
     linear(w, ly.qA, xq, H, Rq, qa, c.rq, true);
-    rmsnorm(qa, ly.qANorm, qa, Rq, c.rq, c.eps, nullptr);
-    linear(w, ly.qB, qa, c.rq, Rq, q, nh * dq, true);
+    w.sync();
+    float* qan = w.sc.get(S_QAN, (size_t)(Rq * c.rq));
+    rmsnorm(qa, ly.qANorm, qan, Rq, c.rq, c.eps, nullptr);
+    linear(w, ly.qB, qan, c.rq, Rq, q, nh * dq, true);
+  }
+  // Latent rows into each segment's cache: ĉ = RMSNorm(c), k_pe roped at the row's position.
+  if (w.tid == 0) {
+    long r = 0;
+    for (long s = 0; s < S; s++) {
+      float* cache = segs[s].caches[li];
+      for (long i = 0; i < segs[s].rows; i++, r++) {
+        float* row = cache + (segs[s].start + i) * D;
+        rmsnorm(kv + r * D, ly.kvANorm, row, 1, rkv, c.eps, nullptr);
+        rotate(kv + r * D + rkv, row + rkv, cs + r * half, sn + r * half, half);
+      }
+    }
+  }
+  w.sync();  // the query and every latent row are in place
+  // Query rows with their context: each row over its own sequence's rows [0, pos].
+  w.qrows.clear();
+  long work = 0, maxL = 0;
+  {
+    long r = 0;
+    for (long s = 0; s < S; s++)
+      for (long i = 0; i < segs[s].rows; i++, r++) {
+        if (r < from) continue;
+        const long L = segs[s].start + i + 1;
+        w.qrows.push_back({segs[s].caches[li], L});
+        work += L * nh * D;
+        maxL = std::max(maxL, L);
+      }
+  }
+  // This thread's share: query rows [r0, r1) × heads [h0, h1) (a team splits rows when it has as
+  // many as members, else heads).
+  long r0 = 0, r1 = Rq, h0 = 0, h1 = nh;
+  if (team) {
+    if (Rq >= w.nt) { r0 = Rq * w.tid / w.nt; r1 = Rq * (w.tid + 1) / w.nt; }
+    else { h0 = nh * w.tid / w.nt; h1 = nh * (w.tid + 1) / w.nt; }
   }
   // Attention queries [Rq, nh, D] = [q_nope·W_UK | rope(q_pe)], scaled as the attention kernel does.
   float* qa = w.sc.get(S_QATT, (size_t)(Rq * nh * D));
   const long blk = (dn + dv) * rkv;
-  for (long r2 = 0; r2 < Rq; r2++)
-    for (long h = 0; h < nh; h++) {
+  for (long r2 = r0; r2 < r1; r2++)
+    for (long h = h0; h < h1; h++) {
       const float* qh = q + (r2 * nh + h) * dq;
       float* dst = qa + (r2 * nh + h) * D;
       streamRow(qh, ly.kvB + h * blk, rkv, dn, dst, rkv);
       rotate(qh + dn, dst + rkv, cs + (from + r2) * half, sn + (from + r2) * half, half);
       for (long d = 0; d < D; d++) dst[d] *= c.scale;
     }
-  // An earlier row on another thread writes its latent of this layer first (runSpec).
-  if (w.await) awaitAbove(*w.await, li);
-  // Each query row over its own sequence's rows [0, pos]. Several query rows run as one task each
-  // (all heads, scores in the task's thread's slice); one long row splits by heads.
   float* oLat = w.sc.get(S_OLAT, (size_t)(Rq * nh * rkv));
-  w.qrows.clear();
-  long work = 0, maxL = 0;
-  r = 0;
-  for (long s = 0; s < S; s++)
-    for (long i = 0; i < segs[s].rows; i++, r++) {
-      if (r < from) continue;
-      const long L = segs[s].start + i + 1;
-      w.qrows.push_back({segs[s].caches[li], L});
-      work += L * nh * D;
-      maxL = std::max(maxL, L);
-    }
-  const int T = w.par ? poolThreads() : 1;
+  const int T = team ? 1 : w.par ? poolThreads() : 1;
   if (T > 1 && Rq > 1 && work >= kTaskWork) {
+    // A one-thread pass with the pool: several query rows run as one task each (all heads, scores
+    // in the task's thread's slice).
     float* scores = w.sc.get(S_SCORE, (size_t)(T * nh * maxL));
     poolRunChunks(Rq, [&](long q2, int tid) {
       latentAttendRow(qa + q2 * nh * D, w.qrows[q2].cache, w.qrows[q2].L, nh, D, rkv, oLat + q2 * nh * rkv, scores + tid * nh * maxL, 0, nh);
     });
   } else {
-    for (long q2 = 0; q2 < Rq; q2++) {
+    for (long q2 = r0; q2 < r1; q2++) {
       const float* cache = w.qrows[q2].cache;
       const long L = w.qrows[q2].L;
       const float* qrow = qa + q2 * nh * D;
@@ -189,16 +305,19 @@ void Engine::mla(Work& w, const Layer& ly, const float* x, long R, const SegRef*
       // Head h keeps its scores at [h·L, (h+1)·L): heads may run on different threads.
       float* scores = w.sc.get(S_SCORE, (size_t)(nh * L));
       if (T > 1 && L * nh * D >= kTaskWork && nh > 1) poolRunChunks(nh, [&](long h, int) { latentAttendRow(qrow, cache, L, nh, D, rkv, orow, scores, h, h + 1); });
-      else latentAttendRow(qrow, cache, L, nh, D, rkv, orow, scores, 0, nh);
+      else latentAttendRow(qrow, cache, L, nh, D, rkv, orow, scores, h0, h1);
     }
   }
   // o[h] = o_lat[h] · W_UV[h]ᵀ (W_UV[h] starts dn rows into block h), then o_proj.
-  float* o = w.sc.get(S_O, (size_t)(Rq * nh * dv));
-  for (long h = 0; h < nh; h++) {
-    const Mat wuv{F32, ly.kvB + h * blk + dn * rkv, dv, rkv};
-    matRows(wuv, Rows{oLat + h * rkv, nh * rkv}, Rq, o + h * dv, nh * dv, 0, dv);
-  }
+  float* o = w.shared(S_O, (size_t)(Rq * nh * dv));
+  if (r0 < r1)
+    for (long h = h0; h < h1; h++) {
+      const Mat wuv{F32, ly.kvB + h * blk + dn * rkv, dv, rkv};
+      matRows(wuv, Rows{oLat + r0 * nh * rkv + h * rkv, nh * rkv}, r1 - r0, o + r0 * nh * dv + h * dv, nh * dv, 0, dv);
+    }
+  w.sync();
   linear(w, ly.o, o, nh * dv, Rq, out, H, true);
+  w.sync();
 }
 
 // Top-k experts of one row's scores (decode.ts / deepseek.ts selectExperts, in double).
@@ -262,33 +381,42 @@ void Engine::moe(Work& w, const Layer& ly, const float* x, long n, float* out) {
         if (w.ids[r * k + j] == e) { w.rowIdx[at] = (int32_t)r; w.rowScale[at++] = gw[r * k + j]; }
     if (at > first) { w.tasks.push_back({&ly.experts[e], first, at - first, 0}); work += (at - first) * ly.experts[e].gate.n; }
   }
-  // Private buffers per task: x rows (gathered), g, u [rows, I], the output [rows, H], Q8_0 codes.
+  // Buffers per task: x rows (gathered), g, u [rows, I], the output [rows, H], Q8_0 codes. In a
+  // team pass g, u and the output are the team's (each member writes its columns); the gathered
+  // rows and codes are each member's own.
   size_t need = 0;
   for (auto& t : w.tasks) {
     const long I = t.mlp->gate.n, W = std::max(H, I);
     t.off = (long)need;
     need += (size_t)(t.rows * (2 * H + 2 * I) + t.rows * W + t.rows * W / 32 + 16);
   }
-  float* buf = w.sc.get(S_TASK, need);
-  auto runTask = [&](long ti, bool par) {
+  float* own = w.sc.get(S_TASK, need);
+  float* buf = w.nt > 1 ? w.shared(S_TASK, need) : own;
+  auto runTask = [&](long ti, bool par, int phase) {
     const Task& t = w.tasks[ti];
     const long I = t.mlp->gate.n, W = std::max(H, I);
-    float* xe = buf + t.off;
-    float* g = xe + t.rows * H;
+    float* xe = own + t.off;
+    float* g = buf + t.off + t.rows * H;
     float* u = g + t.rows * I;
     float* y = u + t.rows * I;
-    int16_t* qb = (int16_t*)(y + t.rows * H);
-    float* db = y + t.rows * H + t.rows * W;
+    int16_t* qb = (int16_t*)(own + t.off + t.rows * (2 * H + 2 * I));
+    float* db = own + t.off + t.rows * (2 * H + 2 * I) + t.rows * W;
     const float* xin = x;
     if (t.first >= 0) {
-      for (long i = 0; i < t.rows; i++) std::memcpy(xe + i * H, x + w.rowIdx[t.first + i] * H, sizeof(float) * H);
+      if (phase <= 0) for (long i = 0; i < t.rows; i++) std::memcpy(xe + i * H, x + w.rowIdx[t.first + i] * H, sizeof(float) * H);
       xin = xe;
     }
-    swiglu(w, *t.mlp, xin, t.rows, g, u, y, par, qb, db);
+    if (phase < 0) swiglu(w, *t.mlp, xin, t.rows, g, u, y, par, qb, db);
+    else ffnPiece(w, *t.mlp, xin, t.rows, g, u, y, qb, db, phase);
   };
   const long nt = (long)w.tasks.size();
-  if (w.par && poolThreads() > 1 && nt > 1 && 3 * H * work >= kTaskWork) poolRunChunks(nt, [&](long ti, int) { runTask(ti, false); });
-  else for (long ti = 0; ti < nt; ti++) runTask(ti, true);
+  if (w.nt > 1) {
+    for (long ti = 0; ti < nt; ti++) runTask(ti, false, 0);
+    w.sync();
+    for (long ti = 0; ti < nt; ti++) runTask(ti, false, 1);
+    w.sync();
+  } else if (w.par && poolThreads() > 1 && nt > 1 && 3 * H * work >= kTaskWork) poolRunChunks(nt, [&](long ti, int) { runTask(ti, false, -1); });
+  else for (long ti = 0; ti < nt; ti++) runTask(ti, true, -1);
   // Combine in forward's order: the shared expert's output, then each expert's scaled rows.
   if (ly.hasShared) { const Task& t = w.tasks[0]; std::memcpy(out, buf + t.off + t.rows * (H + 2 * t.mlp->gate.n), sizeof(float) * n * H); }
   else std::fill(out, out + n * H, 0.f);
@@ -302,26 +430,39 @@ void Engine::block(Work& w, const Layer& ly, float* h, long R, const SegRef* seg
   const long H = c.H, n = (R - from) * H, o = from * H;
   float* x = w.sc.get(S_X, (size_t)(R * H));
   rmsnorm(h, ly.attnNorm, x, R, H, c.eps, nullptr);
-  float* a = w.sc.get(S_ATT, (size_t)(R * H));
+  float* a = w.shared(S_ATT, (size_t)(R * H));
   mla(w, ly, x, R, segs, S, li, cs, sn, from, a);
   for (long i = 0; i < n; i++) h[o + i] = h[o + i] + a[i];
   rmsnorm(h + o, ly.ffnNorm, x, R - from, H, c.eps, nullptr);
-  float* f = w.sc.get(S_FFN, (size_t)(R * H));
-  if (ly.isMoe) moe(w, ly, x, R - from, f);
-  else {
+  float* f;
+  if (ly.isMoe) {
+    f = w.sc.get(S_FFN, (size_t)(R * H));
+    moe(w, ly, x, R - from, f);
+  } else {
     const long I = ly.mlp.gate.n, W = std::max(H, I);
     if (w.qcodes.size() < (size_t)(R * W)) w.qcodes.resize((size_t)(R * W));
-    swiglu(w, ly.mlp, x, R - from, w.sc.get(S_G, (size_t)(R * I)), w.sc.get(S_U, (size_t)(R * I)), f, true, w.qcodes.data(), w.sc.get(S_QD, (size_t)(R * W / 32 + 1)));
+    float* g = w.shared(S_G, (size_t)(R * I));
+    float* u = w.shared(S_U, (size_t)(R * I));
+    f = w.shared(S_FFN, (size_t)(R * H));
+    float* qd = w.sc.get(S_QD, (size_t)(R * W / 32 + 1));
+    if (w.nt > 1) {
+      ffnPiece(w, ly.mlp, x, R - from, g, u, f, w.qcodes.data(), qd, 0);
+      w.sync();
+      ffnPiece(w, ly.mlp, x, R - from, g, u, f, w.qcodes.data(), qd, 1);
+      w.sync();
+    } else swiglu(w, ly.mlp, x, R - from, g, u, f, true, w.qcodes.data(), qd);
   }
   for (long i = 0; i < n; i++) h[o + i] = h[o + i] + f[i];
 }
 
 void Engine::runMain(const int32_t* tokens, long R, const SegRef* segs, long S, const float* cs, const float* sn, long from, float* hidden, float* logits) {
+  if (inTeam(R, nullptr, [&](int tid) { mainPass(work[tid], tokens, R, segs, S, cs, sn, from, hidden, logits); })) return;
   mainPass(work[0], tokens, R, segs, S, cs, sn, from, hidden, logits);
 }
 
 void Engine::runMtp(long depth, const float* hin, const int32_t* next, long R, const SegRef* segs, long S, const float* cs, const float* sn, long from,
                     float* hidden, float* logits) {
+  if (inTeam(R, nullptr, [&](int tid) { mtpPass(work[tid], depth, hin, next, R, segs, S, cs, sn, from, hidden, logits); })) return;
   mtpPass(work[0], depth, hin, next, R, segs, S, cs, sn, from, hidden, logits);
 }
 
@@ -331,16 +472,15 @@ void Engine::mainPass(Work& w, const int32_t* tokens, long R, const SegRef* segs
   float* h = w.sc.get(S_H, (size_t)(R * H));
   for (long r = 0; r < R; r++) std::memcpy(h + r * H, embed + (long)tokens[r] * H, sizeof(float) * H);
   for (long l = 0; l < (long)layers.size(); l++) block(w, layers[l], h, R, segs, S, (int)l, cs, sn, 0);
-  rmsnorm(h, norm, hidden, R, H, c.eps, nullptr);
-  if (withHead && R > from) linear(w, head, hidden + from * H, H, R - from, logits, c.V, true);
-}
-
-void Engine::linearCols(Work& w, const Mat& m, const float* x, long ldx, long R, float* y, long ldy, long j0, long j1) {
-  matRows(m, inputRows(w, m, x, ldx, R), R, y, ldy, j0, j1);
+  // Every member normalises its own copy; the first writes it out.
+  float* normed = w.nt > 1 ? w.sc.get(S_X, (size_t)(R * H)) : hidden;
+  rmsnorm(h, norm, normed, R, H, c.eps, nullptr);
+  if (normed != hidden && w.tid == 0) std::memcpy(hidden, normed, sizeof(float) * R * H);
+  if (withHead && R > from) linear(w, head, normed + from * H, H, R - from, logits, c.V, true);
 }
 
 void Engine::mtpPass(Work& w, long depth, const float* hin, const int32_t* next, long R, const SegRef* segs, long S, const float* cs, const float* sn, long from,
-                     float* hidden, float* logits) {
+                     float* hidden, float* logits, float* normedOut) {
   const Mtp& m = mtp[depth];
   const long H = c.H;
   // [RMSNorm(embed(t_{i+1})) | RMSNorm(h_i)] · eh_projᵀ (embedding first).
@@ -350,89 +490,102 @@ void Engine::mtpPass(Work& w, long depth, const float* hin, const int32_t* next,
     rmsnorm(hin + r * H, m.hnorm, cat + r * 2 * H + H, 1, H, c.eps, nullptr);
   }
   float* h = w.sc.get(S_H, (size_t)(R * H));
-  linear(w, m.eh, cat, 2 * H, R, h, H, true);
+  if (w.nt > 1) {
+    float* eh = w.shared(S_H, (size_t)(R * H));
+    linear(w, m.eh, cat, 2 * H, R, eh, H, true);
+    w.sync();
+    std::memcpy(h, eh, sizeof(float) * R * H);
+  } else linear(w, m.eh, cat, 2 * H, R, h, H, true);
   block(w, m.layer, h, R, segs, S, 0, cs, sn, from);
   const long n = R - from;
-  std::memcpy(hidden, h + from * H, sizeof(float) * n * H);
+  if (w.tid == 0) std::memcpy(hidden, h + from * H, sizeof(float) * n * H);
   float* normed = w.sc.get(S_X, (size_t)(n * H));
   rmsnorm(h + from * H, m.headNorm, normed, n, H, c.eps, nullptr);
+  if (normedOut && n > 0) std::memcpy(normedOut, normed + (n - 1) * H, sizeof(float) * H);
   if (n > 0) linear(w, m.head, normed, H, n, logits, c.V, true);
 }
 
 namespace {
 // First index of the largest of x[0, n) (as sampling.ts argmax: a later equal value does not win).
-int32_t argmaxOf(const float* x, long n) {
+int32_t argmaxScalar(const float* x, long n) {
   long b = 0;
   for (long j = 1; j < n; j++) if (x[j] > x[b]) b = j;
   return (int32_t)b;
 }
+
+#if FRUGAL_HAVE_X86_KERNELS
+// The same pick: the largest value (NaN-free input), then its first index; any NaN takes the
+// scalar scan, whose comparisons NaN never wins.
+FRUGAL_AVX512 int32_t argmax512(const float* x, long n) {
+  __m512 mx = _mm512_set1_ps(-INFINITY);
+  __mmask16 nan = 0;
+  for (long j = 0; j < n; j += 16) {
+    const __mmask16 mk = j + 16 <= n ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+    const __m512 v = _mm512_maskz_loadu_ps(mk, x + j);
+    nan |= _mm512_mask_cmp_ps_mask(mk, v, v, _CMP_UNORD_Q);
+    mx = _mm512_mask_max_ps(mx, mk, mx, v);
+  }
+  if (nan) return argmaxScalar(x, n);
+  const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+  for (long j = 0; j < n; j += 16) {
+    const __mmask16 mk = j + 16 <= n ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+    const __mmask16 eq = _mm512_mask_cmp_ps_mask(mk, _mm512_maskz_loadu_ps(mk, x + j), m, _CMP_EQ_OQ);
+    if (eq) return (int32_t)(j + __builtin_ctz((unsigned)eq));
+  }
+  return 0;
+}
+#endif
+
+int32_t argmaxOf(const float* x, long n) {
+#if FRUGAL_HAVE_X86_KERNELS
+  if (cpu().isa == Isa::Avx512 && n > 0) return argmax512(x, n);
+#endif
+  return argmaxScalar(x, n);
+}
 }  // namespace
+
+void Engine::specStep(Engine& draft, const float* hin, const int32_t* next, long m, const SegRef& mseg, const float* mcs, const float* msn, const float* chainCs,
+                      const float* chainSn, float* mtpCache, int32_t token, long mainStart, float* const* mainCaches, const float* cs, const float* sn, long vocab,
+                      long K, float* hidden, float* logits, float* mtpLogits, int32_t* picks) {
+  const long H = c.H, V = c.V, half = c.dr / 2;
+  if (specHidden.size() < (size_t)H) specHidden.resize((size_t)H);
+  const SegRef seg{mainStart, K + 1, mainCaches};
+  // The drafts, then all rows in one pass (each weight read once for the K + 1 rows); with 2+
+  // threads the whole step is one team pass, every member taking each draft from the shared logits.
+  auto step = [&](int tid, Work& wd, Work& wm) {
+    int32_t tok[kMaxDrafts + 1];
+    tok[0] = token;
+    float* chain = K > 1 ? wd.sc.get(S_CHAIN, (size_t)(2 * H)) : nullptr;
+    float* mc = mtpCache;
+    for (long k = 0; k < K; k++) {
+      float* into = chain ? chain + (k & 1) * H : nullptr;
+      if (k == 0) draft.mtpPass(wd, 0, hin, next, m, &mseg, 1, mcs, msn, m - 1, specHidden.data(), mtpLogits, into);
+      else {
+        const SegRef cseg{mainStart + k - 1, 1, &mc};
+        draft.mtpPass(wd, 0, chain + ((k - 1) & 1) * H, &tok[k], 1, &cseg, 1, chainCs + (k - 1) * half, chainSn + (k - 1) * half, 0, specHidden.data(), mtpLogits,
+                      into);
+      }
+      wd.sync();
+      tok[k + 1] = argmaxOf(mtpLogits, vocab);
+      if (tid == 0) picks[k] = tok[k + 1];
+    }
+    mainPass(wm, tok, K + 1, &seg, 1, cs, sn, 0, hidden, logits);
+  };
+  if (!inTeam(std::max(m, K + 1), &draft, [&](int tid) { step(tid, draft.work[tid], work[tid]); })) step(0, draft.work[0], work[0]);
+  for (long k = 0; k <= K; k++) picks[K + k] = argmaxOf(logits + k * V, vocab);
+}
 
 void Engine::runSpec(Engine& draft, const float* hin, const int32_t* next, long m, const SegRef& mseg, const float* mcs, const float* msn,
                      int32_t token, long mainStart, float* const* mainCaches, const float* cs, const float* sn, long vocab,
                      float* hidden, float* logits, float* mtpLogits, int32_t* picks) {
-  const long H = c.H, V = c.V, half = c.dr / 2;
-  if (specHidden.size() < (size_t)H) specHidden.resize((size_t)H);
-  auto drafting = [&](Work& w) {
-    draft.mtpPass(w, 0, hin, next, m, &mseg, 1, mcs, msn, m - 1, specHidden.data(), mtpLogits);
-    picks[0] = argmaxOf(mtpLogits, vocab);
-  };
-  if (poolThreads() < 2) {
-    // One thread: the draft, then both rows in one pass (each weight read once for the two rows).
-    drafting(draft.work[0]);
-    const int32_t tok[2] = {token, picks[0]};
-    const SegRef seg{mainStart, 2, mainCaches};
-    mainPass(work[0], tok, 2, &seg, 1, cs, sn, 0, hidden, logits);
-  } else {
-    // Two threads: row 0 (the known token) on one; the draft and then row 1 on the other, whose
-    // attention in layer l waits for row 0's latent of layer l. Chunks are claimed in order, so
-    // whoever runs row 1 never waits on a row that nobody runs. Row 0's thread, done first, offers
-    // to take the upper half of row 1's head: it waits only while row 1 runs on another thread,
-    // and row 1 splits the head only with a thread that is waiting (headState 0 → 1 → 2), else
-    // does it all (0 → 3); the columns are the same products either way.
-    std::atomic<int> progress{0}, headState{0};
-    std::atomic<bool> rowOneStarted{false}, upperDone{false};
-    Work& w0 = work[0];
-    Work& w1 = work[1];
-    Work& wd = draft.work[1];
-    w0.par = w1.par = wd.par = false;
-    w0.publish = &progress;
-    w1.await = &progress;
-    const SegRef s0{mainStart, 1, mainCaches}, s1{mainStart + 1, 1, mainCaches};
-    const long split = std::min(V, (V / 2 + 15) / 16 * 16);
-    poolRunChunks(2, [&](long i, int) {
-      if (i == 0) {
-        mainPass(w0, &token, 1, &s0, 1, cs, sn, 0, hidden, logits);
-        int expect = 0;
-        if (!rowOneStarted.load(std::memory_order_acquire) || !headState.compare_exchange_strong(expect, 1, std::memory_order_acq_rel)) return;
-        awaitAbove(headState, 1);
-        linearCols(w0, head, hidden + H, H, 1, logits + V, V, split, V);
-        upperDone.store(true, std::memory_order_release);
-        return;
-      }
-      rowOneStarted.store(true, std::memory_order_release);
-      drafting(wd);
-      mainPass(w1, picks, 1, &s1, 1, cs + half, sn + half, 0, hidden + H, logits + V, false);
-      int st = headState.load(std::memory_order_acquire);
-      while (!headState.compare_exchange_weak(st, st == 1 ? 2 : 3, std::memory_order_acq_rel)) {}
-      if (st == 1) {
-        linearCols(w1, head, hidden + H, H, 1, logits + V, V, 0, split);
-        while (!upperDone.load(std::memory_order_acquire)) awaitFlag(upperDone);
-      } else linearCols(w1, head, hidden + H, H, 1, logits + V, V, 0, V);
-    });
-    w0.par = w1.par = wd.par = true;
-    w0.publish = nullptr;
-    w1.await = nullptr;
-  }
-  picks[1] = argmaxOf(logits, vocab);
-  picks[2] = argmaxOf(logits + V, vocab);
+  specStep(draft, hin, next, m, mseg, mcs, msn, nullptr, nullptr, nullptr, token, mainStart, mainCaches, cs, sn, vocab, 1, hidden, logits, mtpLogits, picks);
 }
 
 long Engine::runSpecLoop(Engine& draft, float* hin, int32_t* next, int64_t* st, float* const* mainCaches, float* mtpCache, const float* cosT, const float* sinT,
-                         long tableRows, long vocab, long steps, long budget, const int32_t* stops, long nStops, int32_t* out) {
-  const long H = c.H, V = c.V, half = c.dr / 2;
-  loopHidden.resize((size_t)(2 * H));
-  loopLogits.resize((size_t)(2 * V));
+                         long tableRows, long vocab, long steps, long budget, const int32_t* stops, long nStops, int32_t* out, long drafts) {
+  const long H = c.H, V = c.V, half = c.dr / 2, K = std::max(1L, std::min(drafts, kMaxDrafts));
+  loopHidden.resize((size_t)((K + 1) * H));
+  loopLogits.resize((size_t)((K + 1) * V));
   loopMtpLogits.resize((size_t)V);
   auto isStop = [&](int32_t t) {
     for (long i = 0; i < nStops; i++) if (stops[i] == t) return true;
@@ -442,31 +595,28 @@ long Engine::runSpecLoop(Engine& draft, float* hin, int32_t* next, int64_t* st, 
   for (long k = 0; k < steps && count < budget; k++) {
     const int32_t x = (int32_t)st[0];
     const long n = (long)st[1], ms = (long)st[2], m = (long)st[3];
-    if (n + 2 > tableRows) break;  // the caller sized the tables (and caches) for its steps
+    if (n + K + 1 > tableRows) break;  // the caller sized the tables (and caches) for its steps
     float* mcache = mtpCache;
     const SegRef mseg{ms, m, &mcache};
-    int32_t picks[3];
-    runSpec(draft, hin, next, m, mseg, cosT + ms * half, sinT + ms * half, x, n, mainCaches, cosT + n * half, sinT + n * half, vocab,
-            loopHidden.data(), loopLogits.data(), loopMtpLogits.data(), picks);
-    st[4]++;
-    const bool ok = picks[1] == picks[0];
-    out[count++] = picks[1];
-    bool stop = isStop(picks[1]) || count >= budget;
-    if (ok) {
-      st[5]++;
-      if (!stop) {
-        out[count++] = picks[2];
-        stop = isStop(picks[2]) || count >= budget;
-      }
-      std::memcpy(hin, loopHidden.data(), sizeof(float) * 2 * H);
-      next[0] = picks[0];
-      next[1] = picks[2];
-      st[0] = picks[2]; st[1] = n + 2; st[2] = n; st[3] = 2;
-    } else {
-      std::memcpy(hin, loopHidden.data(), sizeof(float) * H);
-      next[0] = picks[1];
-      st[0] = picks[1]; st[1] = n + 1; st[2] = n; st[3] = 1;
+    int32_t picks[2 * kMaxDrafts + 1];
+    specStep(draft, hin, next, m, mseg, cosT + ms * half, sinT + ms * half, cosT + n * half, sinT + n * half, mtpCache, x, n, mainCaches, cosT + n * half,
+             sinT + n * half, vocab, K, loopHidden.data(), loopLogits.data(), loopMtpLogits.data(), picks);
+    // Drafts d1…dK = picks[0, K); main row i's argmax a_i = picks[K + i] (a_i checks d(i+1)).
+    long j = 0;
+    while (j < K && picks[K + j] == picks[j]) j++;
+    st[4] += K;
+    st[5] += j;
+    bool stop = false;
+    for (long i = 0; i <= j && !stop; i++) {
+      out[count++] = picks[K + i];
+      stop = isStop(picks[K + i]) || count >= budget;
     }
+    // Rows n…n+j are the main model's (the drafts' rows past the first rejected one are dropped):
+    // they are the next step's MTP rows, reading tokens d1…dj then a_j.
+    std::memcpy(hin, loopHidden.data(), sizeof(float) * (j + 1) * H);
+    for (long i = 0; i < j; i++) next[i] = picks[i];
+    next[j] = picks[K + j];
+    st[0] = picks[K + j]; st[1] = n + j + 1; st[2] = n; st[3] = j + 1;
     if (stop) break;
   }
   return count;

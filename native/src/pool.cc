@@ -218,10 +218,12 @@ struct Pool {
     if (serialLeft > 0) { serialLeft--; return true; }
     return false;
   }
-  void noteWait(std::chrono::steady_clock::duration busy, std::chrono::steady_clock::duration waited) {
-    const bool stalled = waited > std::chrono::milliseconds(1) && waited > busy / 2;
+  void noteStall(bool stalled) {
     stallBits = ((stallBits << 1) | (stalled ? 1u : 0u)) & 0xFFu;
     if (__builtin_popcount(stallBits) >= 3) { serialLeft = kSerialJobs; stallBits = 0; }
+  }
+  void noteWait(std::chrono::steady_clock::duration busy, std::chrono::steady_clock::duration waited) {
+    noteStall(waited > std::chrono::milliseconds(1) && waited > busy / 2);
   }
 
   void runChunks(long count, const std::function<void(long, int)>& fn) {
@@ -275,6 +277,21 @@ void poolRunChunks(long count, const std::function<void(long, int)>& fn) {
   std::unique_lock<std::mutex> lk(g_owner, std::try_to_lock);
   if (!lk.owns_lock() || poolThreads() <= 1) { for (long i = 0; i < count; i++) fn(i, 0); return; }
   pool().runChunks(count, fn);
+}
+
+bool poolTeam(int n, const std::function<void(int)>& fn) {
+  if (n < 2 || n > poolThreads()) return false;
+  std::unique_lock<std::mutex> lk(g_owner, std::try_to_lock);
+  if (!lk.owns_lock()) return false;
+  Pool& p = pool();
+  if (p.oversubscribed()) return false;
+  p.run(n, fn);
+  return true;
+}
+
+void poolNoteTeamStall(bool stalled) {
+  std::unique_lock<std::mutex> lk(g_owner, std::try_to_lock);
+  if (lk.owns_lock()) pool().noteStall(stalled);
 }
 
 void* threadScratch(int slot, size_t bytes) {

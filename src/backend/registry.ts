@@ -114,13 +114,15 @@ export interface Kernels {
     mtpCos: Float32Array, mtpSin: Float32Array, token: number, segs: Int32Array, caches: Float32Array[], cos: Float32Array, sin: Float32Array,
     vocab: number, hidden: Float32Array, logits: Float32Array, mtpLogits: Float32Array, picks: Int32Array): void;
   /**
-   * Up to `steps` DecodeEngineSpec steps in one call, each fed to the next (RowDecoder.specLoop):
-   * state [token, n, mtpStart, m, proposed, accepted] and the pending MTP rows (hin, next) in and
-   * out, rope tables of positions [0, cosT.length / (dr/2)), emitted tokens into out; stops after
-   * `budget` tokens or at a token in `stops`. Returns the number emitted. Optional.
+   * Up to `steps` greedy speculative steps in one call, each fed to the next (RowDecoder.specLoop),
+   * each chaining `drafts` MTP drafts (default 1: DecodeEngineSpec's step) verified in one
+   * (drafts + 1)-row pass: state [token, n, mtpStart, m, proposed, accepted] and the pending MTP
+   * rows (hin, next: room for drafts + 1) in and out, rope tables of positions [0, cosT.length /
+   * (dr/2)), emitted tokens into out; stops after `budget` tokens or at a token in `stops`. Returns
+   * the number emitted. Optional.
    */
   DecodeEngineSpecLoop(engine: object, draft: object, hin: Float32Array, next: Int32Array, state: Float64Array, caches: Float32Array[], mtpCache: Float32Array,
-    cosT: Float32Array, sinT: Float32Array, vocab: number, steps: number, budget: number, stops: Int32Array, out: Int32Array): number;
+    cosT: Float32Array, sinT: Float32Array, vocab: number, steps: number, budget: number, stops: Int32Array, out: Int32Array, drafts?: number): number;
   /** y[rows, n] = x[rows, k] · Wᵀ on the decode engine's row-exact product (W [n, k] f32, bf16 bits or Q8_0 blocks). Optional. */
   DecodeMatRows(w: EngineArray, n: number, k: number, x: Float32Array, rows: number, y: Float32Array): void;
 }

@@ -58,6 +58,14 @@ export interface GenerateOptions extends SamplingOptions {
   stopTokenIds?: readonly number[];
   /** Use MTP speculative decoding (needs a model with MTP layers; else plain decoding). */
   speculative?: boolean;
+  /**
+   * Greedy speculative decoding on the engine: drafts per step, chaining the MTP layer (1 to
+   * MAX_DRAFT_TOKENS; default DEFAULT_DRAFT_TOKENS). Draft k + 1 reads draft k's MTP state in place
+   * of the main model's hidden state, which is not known yet; the main model verifies all K in one
+   * (K + 1)-row pass and keeps the longest agreeing prefix, so the output is plain greedy's either
+   * way. Sampled decoding and the server's steps draft one.
+   */
+  draftTokens?: number;
   /** Attention form (default absorb: the latent cache; prefix caching needs absorb). */
   attn?: AttnImpl;
   prefixCache?: PrefixCache | null;
@@ -87,6 +95,10 @@ export interface KvSource {
 
 /** Greedy speculative steps per engine call (Generation.specLoop). */
 export const SPEC_LOOP_STEPS = 8;
+/** Most chained MTP drafts per greedy speculative step (the native engine's kMaxDrafts). */
+export const MAX_DRAFT_TOKENS = 4;
+/** Chained MTP drafts per greedy speculative step on the engine by default (GenerateOptions.draftTokens). */
+export const DEFAULT_DRAFT_TOKENS = 2;
 
 /** Cache positions a generation may need at most (prompt, new tokens, and a speculative step's 2 rows). */
 export function kvTokensNeeded(cfg: DeepSeekConfig, promptLength: number, maxTokens: number): number {
@@ -146,6 +158,8 @@ export class Generation {
   private readonly stopIds: Set<number>;
   /** specLoop's reused arrays. */
   private loopState: { state: Float64Array; next: Int32Array; out: Int32Array; stops: Int32Array } | null = null;
+  /** Chained drafts per step of the engine's greedy loop (opts.draftTokens). */
+  private readonly drafts: number;
   /** Whole sequence so far (prompt + generated). */
   private readonly seq: number[];
   /** Logits row predicting the first new token (from the prefill). */
@@ -189,7 +203,10 @@ export class Generation {
     this.greedy = isGreedy(opts);
     this.stopIds = new Set(opts.stopTokenIds ?? []);
     this.seq = prompt.slice();
-    this.pending = new Float32Array(this.spec ? 2 * cfg.hiddenSize : 0);
+    const drafts = opts.draftTokens ?? DEFAULT_DRAFT_TOKENS;
+    if (!Number.isInteger(drafts) || drafts < 1 || drafts > MAX_DRAFT_TOKENS) throw new RangeError(`draftTokens must be an integer from 1 to ${MAX_DRAFT_TOKENS} (got ${drafts})`);
+    this.drafts = drafts;
+    this.pending = new Float32Array(this.spec ? (drafts + 1) * cfg.hiddenSize : 0);
     if (opts.kv && attn !== 'absorb') throw new RangeError('a kv source needs the absorbed latent cache (attn: absorb)');
     this.cache = opts.kv ? opts.kv.ensure(null, prompt.length + (this.spec ? 2 : 1), this.spec ? 1 : 0) : new KVCache(cfg, 1, prompt.length + this.maxNew + 2, attn, this.spec ? 1 : 0);
     this.decoder = attn === 'absorb' ? new RowDecoder(model.params, cfg, { linear: model.rowsLinear ?? (model.linear ? rowsLinearOf(model.linear) : f32RowsLinear) }) : null;
@@ -483,13 +500,14 @@ export class Generation {
   private specLoop(): boolean {
     const cache = this.cache, n = cache.length, m = this.pendingRows;
     const budget = this.maxNew - this.tokens.length;
-    const steps = Math.min(SPEC_LOOP_STEPS, Math.ceil(budget / 2), Math.floor((cache.capacity - n) / 2));
+    const K = this.drafts;
+    const steps = Math.min(SPEC_LOOP_STEPS, Math.ceil(budget / (K + 1)), Math.floor((cache.capacity - n) / (K + 1)));
     if (steps < 1) return false;
-    this.loopState ??= { state: new Float64Array(6), next: new Int32Array(2), out: new Int32Array(2 * SPEC_LOOP_STEPS), stops: Int32Array.from(this.stopIds) };
+    this.loopState ??= { state: new Float64Array(6), next: new Int32Array(K + 1), out: new Int32Array((K + 1) * SPEC_LOOP_STEPS), stops: Int32Array.from(this.stopIds) };
     const L = this.loopState;
     L.state.set([this.seq[n]!, n, this.mtpLen, m, 0, 0]);
     for (let i = 0; i < m; i++) L.next[i] = this.seq[this.mtpLen + 1 + i]!;
-    const count = this.decoder!.specLoop(this.drafter!, this.pending, L.next, L.state, cache, steps, budget, L.stops, this.vocab, L.out);
+    const count = this.decoder!.specLoop(this.drafter!, this.pending, L.next, L.state, cache, steps, budget, L.stops, this.vocab, L.out, K);
     if (count === null) return false;
     this.proposed += L.state[4]!;
     this.accepted += L.state[5]!;

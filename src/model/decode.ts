@@ -180,25 +180,26 @@ export class RowDecoder {
   }
 
   /**
-   * Up to `steps` greedy speculative steps in one engine call (DecodeEngineSpecLoop), each as
-   * `specStep` and fed to the next as Generation does: state = [token, n, mtpStart, m, proposed,
-   * accepted] and the m pending MTP rows (hin [m, H], next [m]) are read and updated; the emitted
-   * tokens go to `out` (stopping after `budget` tokens or at a token in `stops`); returns how many.
-   * The cache must hold positions below n + 2·steps. Null when the engine cannot run it.
+   * Up to `steps` greedy speculative steps in one engine call (DecodeEngineSpecLoop), each
+   * drafting `drafts` tokens by chaining the MTP layer (1: `specStep`'s step) and fed to the next as
+   * Generation does: state = [token, n, mtpStart, m, proposed, accepted] and the m pending MTP rows
+   * (hin [m, H], next [m]; room for drafts + 1) are read and updated; the emitted tokens go to `out`
+   * (stopping after `budget` tokens or at a token in `stops`); returns how many. The cache must
+   * hold positions below n + (drafts + 1)·steps. Null when the engine cannot run it.
    */
   specLoop(draft: RowDecoder, hin: Float32Array, next: Int32Array, state: Float64Array, cache: KVCache, steps: number, budget: number, stops: Int32Array,
-    vocab: number, out: Int32Array): number | null {
+    vocab: number, out: Int32Array, drafts = 1): number | null {
     const { cfg, params: p } = this;
     if (!hasKernel('DecodeEngineSpecLoop') || p.mtp.length === 0 || draft.params.mtp.length === 0) return null;
-    const eng = this.engineFor(2), deng = draft.engineFor(2);
+    const eng = this.engineFor(drafts + 1), deng = draft.engineFor(drafts + 1);
     if (!eng || !deng) return null;
-    const L = p.layers.length, reach = state[1]! + 2 * steps;
+    const L = p.layers.length, reach = state[1]! + (drafts + 1) * steps;
     this.ropeTo(reach);
     const mainCaches: Float32Array[] = [];
     for (let l = 0; l < L; l++) mainCaches.push(cache.layers[l]!.a);
     const half = cfg.qkRopeHeadDim / 2;
     return kernel('DecodeEngineSpecLoop')(eng, deng, hin, next, state, mainCaches, cache.layers[cfg.numHiddenLayers]!.a,
-      this.ropeCos.subarray(0, this.ropeDone * half), this.ropeSin.subarray(0, this.ropeDone * half), vocab, steps, budget, stops, out);
+      this.ropeCos.subarray(0, this.ropeDone * half), this.ropeSin.subarray(0, this.ropeDone * half), vocab, steps, budget, stops, out, drafts);
   }
 
   /**
