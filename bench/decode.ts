@@ -8,6 +8,7 @@ import { UsageError } from '../src/errors.js';
 import type { BackendChoice } from '../src/backend/setup-node.js';
 import { SUITE_SPEC, runSuiteCli } from './harness.js';
 import { runSpeculativeCli } from './speculative.js';
+import { MAX_DRAFT_TOKENS } from '../src/infer/generate.js';
 
 const SPEC_ONLY: OptionSpec = {
   speculative: { type: 'boolean', help: 'plain vs MTP speculative greedy decoding of a trained model, interleaved (no peer); --weights f32|bf16 (default both)' },
@@ -15,6 +16,7 @@ const SPEC_ONLY: OptionSpec = {
   'max-tokens': { type: 'number', help: 'with --speculative: new tokens per generation (default 500)' },
   prompt: { type: 'string', help: 'with --speculative: prompt text (default "The Congress of the United States")' },
   drafts: { type: 'string', help: 'with --speculative: MTP draft weights, q8_0 (default, as generate/serve --speculative) or same (the decode weights)' },
+  'draft-tokens': { type: 'string', help: 'with --speculative: chained MTP drafts per greedy step, one value or a list (e.g. 1,2; default 2, as generate)' },
 };
 
 /** The decode suite's options: the model suites' plus the speculative comparison's. */
@@ -40,11 +42,14 @@ export async function run(argv: string[]): Promise<number> {
   if (w !== undefined && w !== 'f32' && w !== 'bf16') throw new UsageError(`--weights must be f32 or bf16, got '${w}'`);
   const drafts = (o.drafts as string | undefined) ?? 'q8_0';
   if (drafts !== 'q8_0' && drafts !== 'same') throw new UsageError(`--drafts must be q8_0 or same, got '${drafts}'`);
+  const dt = o['draft-tokens'] as string | undefined;
+  const draftTokens = dt === undefined ? undefined : dt.split(',').map((x) => Number(x.trim()));
+  if (draftTokens && !draftTokens.every((k) => Number.isInteger(k) && k >= 1 && k <= MAX_DRAFT_TOKENS)) throw new UsageError(`--draft-tokens must be integers 1..${MAX_DRAFT_TOKENS} (comma-separated), got '${dt}'`);
   const backend = ((o.backend as string | undefined) ?? 'auto') as BackendChoice;
   if (!['auto', 'native', 'wasm', 'ts', 'webgpu'].includes(backend)) throw new UsageError(`--backend must be auto, native, wasm, ts or webgpu, got '${backend}'`);
   return runSpeculativeCli({
     model: (o.model as string | undefined) ?? null, threads: t !== undefined ? [t] : [1, 2], reps, backend,
     weights: w !== undefined ? [w] : ['f32', 'bf16'], maxTokens, prompt: (o.prompt as string | undefined) ?? 'The Congress of the United States',
-    json: o.json === true, write: o.write === true, drafts,
+    json: o.json === true, write: o.write === true, drafts, ...(draftTokens ? { draftTokens } : {}),
   }, argv);
 }

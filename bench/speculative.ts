@@ -4,7 +4,8 @@
  * batch 1, per thread count and decode-weight precision. Each round generates `--max-tokens` new
  * tokens from the same prompt plainly, then speculatively (interleaved, after one warm-up of each);
  * rows give the medians with min–max, the speed-up (median of the per-round ratios, with their
- * range) and the MTP acceptance rate. A round whose two outputs differ aborts the bench: greedy
+ * range) and the MTP acceptance rate (accepted drafts / proposed drafts). `--draft-tokens K[,K…]`
+ * sets the chained drafts per greedy step (default the generate default, DEFAULT_DRAFT_TOKENS). A round whose two outputs differ aborts the bench: greedy
  * speculative decoding must reproduce plain decoding exactly. No PyTorch peer (it has no MTP
  * decoding to compare with).
  */
@@ -14,7 +15,7 @@ import { loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../src/backend/setup-node.js';
 import { UsageError } from '../src/errors.js';
-import { Generation, type Model } from '../src/infer/generate.js';
+import { DEFAULT_DRAFT_TOKENS, Generation, type Model } from '../src/infer/generate.js';
 import { withBf16Weights } from '../src/infer/bf16-node.js';
 import { withQ8Drafts } from '../src/infer/q8-node.js';
 import { openModel } from '../src/serve/model-node.js';
@@ -25,10 +26,12 @@ export interface SpeculativeOptions {
   maxTokens: number; prompt: string; json: boolean; write: boolean;
   /** Draft weights of the MTP layer: Q8_0 (as `frugal generate|serve --speculative` run) or the model's own. */
   drafts: 'q8_0' | 'same';
+  /** Chained MTP drafts per greedy step, one row set each (default [DEFAULT_DRAFT_TOKENS]). */
+  draftTokens?: number[];
 }
 
 export interface SpeculativeRow {
-  threads: number; weights: 'f32' | 'bf16'; drafts: 'q8_0' | 'same'; maxTokens: number; reps: number; backend: string;
+  threads: number; weights: 'f32' | 'bf16'; drafts: 'q8_0' | 'same'; draftTokens: number; maxTokens: number; reps: number; backend: string;
   plain: number; plainRange: [number, number]; speculative: number; speculativeRange: [number, number];
   speedup: number; speedupRange: [number, number]; acceptance: number;
   /** threads > 1: plain decoding at 1 thread in the same rounds, and the speed-up over the faster plain run of each round. */
@@ -49,8 +52,8 @@ function trainDefault(log: (s: string) => void): { dir: string; remove: () => vo
 }
 
 /** One greedy generation; returns tokens/s over its decode steps, its tokens and its acceptance. */
-function once(model: Model, prompt: number[], maxTokens: number, speculative: boolean, vocabLimit: number): { tps: number; tokens: number[]; acceptance: number } {
-  const g = new Generation(model, prompt, { greedy: true, maxTokens, speculative, vocabLimit });
+function once(model: Model, prompt: number[], maxTokens: number, speculative: boolean, vocabLimit: number, draftTokens = DEFAULT_DRAFT_TOKENS): { tps: number; tokens: number[]; acceptance: number } {
+  const g = new Generation(model, prompt, { greedy: true, maxTokens, speculative, vocabLimit, draftTokens });
   while (!g.done) g.step();
   const r = g.result();
   return { tps: (r.tokens.length / r.decodeMs) * 1000, tokens: r.tokens, acceptance: r.speculative?.acceptanceRate ?? 0 };
@@ -83,16 +86,17 @@ export async function runSpeculativeBench(o: SpeculativeOptions, log: (s: string
           if (d.model === model) throw new Error(`bench decode --speculative: ${d.note}`);
           model = d.model;
         }
-        log(`[decode --speculative threads=${threads} weights=${weights} drafts=${o.drafts}] ${backend}; prompt ${prompt.length} tokens, ${o.maxTokens} new, greedy; load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+        for (const K of o.draftTokens ?? [DEFAULT_DRAFT_TOKENS]) {
+        log(`[decode --speculative threads=${threads} weights=${weights} drafts=${o.drafts} draft-tokens=${K}] ${backend}; prompt ${prompt.length} tokens, ${o.maxTokens} new, greedy; load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
         once(model, prompt, o.maxTokens, false, vocab);
-        once(model, prompt, o.maxTokens, true, vocab);
+        once(model, prompt, o.maxTokens, true, vocab, K);
         // With several threads, each round also decodes plainly on 1 thread (a small model's plain
         // decoding may not gain from a second thread, which speculation uses): the speed-up over
         // the faster of the two plain runs is the one a user would see.
         const alsoOne = threads > 1 && typeof be.setThreads === 'function';
         const p: number[] = [], s: number[] = [], ratio: number[] = [], acc: number[] = [], p1: number[] = [], best: number[] = [];
         for (let r = 0; r < o.reps; r++) {
-          const a = once(model, prompt, o.maxTokens, false, vocab), b = once(model, prompt, o.maxTokens, true, vocab);
+          const a = once(model, prompt, o.maxTokens, false, vocab), b = once(model, prompt, o.maxTokens, true, vocab, K);
           if (a.tokens.join() !== b.tokens.join()) throw new Error(`round ${r}: speculative output differs from plain output (a bug: greedy speculative decoding must be exact)`);
           p.push(a.tps); s.push(b.tps); ratio.push(b.tps / a.tps); acc.push(b.acceptance);
           let one = '';
@@ -108,10 +112,11 @@ export async function runSpeculativeBench(o: SpeculativeOptions, log: (s: string
         const ps = stats(p), ss = stats(s), rs = stats(ratio);
         const bs = best.length ? stats(best) : null;
         rows.push({
-          threads, weights, drafts: o.drafts, maxTokens: o.maxTokens, reps: o.reps, backend, plain: ps.median, plainRange: [ps.min, ps.max],
+          threads, weights, drafts: o.drafts, draftTokens: K, maxTokens: o.maxTokens, reps: o.reps, backend, plain: ps.median, plainRange: [ps.min, ps.max],
           speculative: ss.median, speculativeRange: [ss.min, ss.max], speedup: rs.median, speedupRange: [rs.min, rs.max], acceptance: stats(acc).median,
           ...(bs ? { plainOne: stats(p1).median, speedupBest: bs.median, speedupBestRange: [bs.min, bs.max] as [number, number] } : {}),
         });
+        }
       }
     }
   } finally {
@@ -124,10 +129,10 @@ export async function runSpeculativeBench(o: SpeculativeOptions, log: (s: string
 /** Markdown table of the rows. */
 export function formatSpeculativeRows(rows: SpeculativeRow[]): string {
   const f = (x: number): string => x.toFixed(0);
-  const lines = ['| threads | decode weights | draft weights | new tokens | plain tok/s median (min–max) | speculative tok/s median (min–max) | speed-up median (min–max) | plain on 1 thread, same rounds | speed-up over the faster plain | MTP acceptance |', '|---|---|---|---|---|---|---|---|---|---|'];
+  const lines = ['| threads | decode weights | draft weights | drafts per step | new tokens | plain tok/s median (min–max) | speculative tok/s median (min–max) | speed-up median (min–max) | plain on 1 thread, same rounds | speed-up over the faster plain | MTP acceptance |', '|---|---|---|---|---|---|---|---|---|---|---|'];
   for (const r of rows) {
     const best = r.speedupBest !== undefined ? `${r.speedupBest.toFixed(2)}× (${r.speedupBestRange![0].toFixed(2)}–${r.speedupBestRange![1].toFixed(2)})` : '—';
-    lines.push(`| ${r.threads} | ${r.weights} | ${r.drafts === 'q8_0' ? 'MTP Q8_0' : r.weights} | ${r.maxTokens} | ${f(r.plain)} (${f(r.plainRange[0])}–${f(r.plainRange[1])}) | ${f(r.speculative)} (${f(r.speculativeRange[0])}–${f(r.speculativeRange[1])}) | ${r.speedup.toFixed(2)}× (${r.speedupRange[0].toFixed(2)}–${r.speedupRange[1].toFixed(2)}) | ${r.plainOne !== undefined ? f(r.plainOne) : '—'} | ${best} | ${(100 * r.acceptance).toFixed(1)}% |`);
+    lines.push(`| ${r.threads} | ${r.weights} | ${r.drafts === 'q8_0' ? 'MTP Q8_0' : r.weights} | ${r.draftTokens} | ${r.maxTokens} | ${f(r.plain)} (${f(r.plainRange[0])}–${f(r.plainRange[1])}) | ${f(r.speculative)} (${f(r.speculativeRange[0])}–${f(r.speculativeRange[1])}) | ${r.speedup.toFixed(2)}× (${r.speedupRange[0].toFixed(2)}–${r.speedupRange[1].toFixed(2)}) | ${r.plainOne !== undefined ? f(r.plainOne) : '—'} | ${best} | ${(100 * r.acceptance).toFixed(1)}% |`);
   }
   return lines.join('\n');
 }

@@ -269,17 +269,24 @@ void Engine::mla(Work& w, const Layer& ly, const float* x, long R, const SegRef*
         maxL = std::max(maxL, L);
       }
   }
-  // This thread's share: query rows [r0, r1) × heads [h0, h1) (a team splits rows when it has as
-  // many as members, else heads).
-  long r0 = 0, r1 = Rq, h0 = 0, h1 = nh;
+  // This thread's share of the (query row, head piece) units: a row's heads are S pieces (S = 1
+  // when the rows divide evenly among the members, else enough pieces to balance), units
+  // [u0, u1) of Rq·S in row-major order.
+  long S2 = 1, u0 = 0, u1 = Rq;
   if (team) {
-    if (Rq >= w.nt) { r0 = Rq * w.tid / w.nt; r1 = Rq * (w.tid + 1) / w.nt; }
-    else { h0 = nh * w.tid / w.nt; h1 = nh * (w.tid + 1) / w.nt; }
+    if (Rq % w.nt != 0) S2 = std::min<long>(nh, w.nt);
+    u0 = Rq * S2 * w.tid / w.nt;
+    u1 = Rq * S2 * (w.tid + 1) / w.nt;
   }
+  auto unitRow = [&](long u) { return u / S2; };
+  auto unitHeads = [&](long u, long& h0, long& h1) { h0 = nh * (u % S2) / S2; h1 = nh * (u % S2 + 1) / S2; };
   // Attention queries [Rq, nh, D] = [q_nope·W_UK | rope(q_pe)], scaled as the attention kernel does.
   float* qa = w.sc.get(S_QATT, (size_t)(Rq * nh * D));
   const long blk = (dn + dv) * rkv;
-  for (long r2 = r0; r2 < r1; r2++)
+  for (long u = u0; u < u1; u++) {
+    const long r2 = unitRow(u);
+    long h0, h1;
+    unitHeads(u, h0, h1);
     for (long h = h0; h < h1; h++) {
       const float* qh = q + (r2 * nh + h) * dq;
       float* dst = qa + (r2 * nh + h) * D;
@@ -287,6 +294,7 @@ void Engine::mla(Work& w, const Layer& ly, const float* x, long R, const SegRef*
       rotate(qh + dn, dst + rkv, cs + (from + r2) * half, sn + (from + r2) * half, half);
       for (long d = 0; d < D; d++) dst[d] *= c.scale;
     }
+  }
   float* oLat = w.sc.get(S_OLAT, (size_t)(Rq * nh * rkv));
   const int T = team ? 1 : w.par ? poolThreads() : 1;
   if (T > 1 && Rq > 1 && work >= kTaskWork) {
@@ -297,7 +305,10 @@ void Engine::mla(Work& w, const Layer& ly, const float* x, long R, const SegRef*
       latentAttendRow(qa + q2 * nh * D, w.qrows[q2].cache, w.qrows[q2].L, nh, D, rkv, oLat + q2 * nh * rkv, scores + tid * nh * maxL, 0, nh);
     });
   } else {
-    for (long q2 = r0; q2 < r1; q2++) {
+    for (long u = u0; u < u1; u++) {
+      const long q2 = unitRow(u);
+      long h0, h1;
+      unitHeads(u, h0, h1);
       const float* cache = w.qrows[q2].cache;
       const long L = w.qrows[q2].L;
       const float* qrow = qa + q2 * nh * D;
@@ -310,11 +321,15 @@ void Engine::mla(Work& w, const Layer& ly, const float* x, long R, const SegRef*
   }
   // o[h] = o_lat[h] · W_UV[h]ᵀ (W_UV[h] starts dn rows into block h), then o_proj.
   float* o = w.shared(S_O, (size_t)(Rq * nh * dv));
-  if (r0 < r1)
+  for (long u = u0; u < u1; u++) {
+    const long r2 = unitRow(u);
+    long h0, h1;
+    unitHeads(u, h0, h1);
     for (long h = h0; h < h1; h++) {
       const Mat wuv{F32, ly.kvB + h * blk + dn * rkv, dv, rkv};
-      matRows(wuv, Rows{oLat + r0 * nh * rkv + h * rkv, nh * rkv}, r1 - r0, o + r0 * nh * dv + h * dv, nh * dv, 0, dv);
+      matRows(wuv, Rows{oLat + r2 * nh * rkv + h * rkv, nh * rkv}, 1, o + r2 * nh * dv + h * dv, nh * dv, 0, dv);
     }
+  }
   w.sync();
   linear(w, ly.o, o, nh * dv, Rq, out, H, true);
   w.sync();

@@ -154,13 +154,28 @@ __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,f16c"))) void q8Bl
   }
 }
 
+// Rows in groups the kernels take at once (each group reads the weights once): up to 5 rows
+// together (a speculative step's verify rows), longer passes in fours.
 template <class F>
 FRUGAL_AVX512 inline void byRowGroups(long R, F f) {
   long r = 0;
-  for (; r + 4 <= R; r += 4) f(r, 4);
-  if (R - r >= 2) { f(r, 2); r += 2; }
-  if (r < R) f(r, 1);
+  while (R - r > 5) { f(r, 4); r += 4; }
+  if (r < R) f(r, R - r);
 }
+
+template <template <int> class K, class... A>
+FRUGAL_AVX512 inline void withRows(long g, A&&... a) {
+  switch (g) {
+    case 5: K<5>::run(a...); break;
+    case 4: K<4>::run(a...); break;
+    case 3: K<3>::run(a...); break;
+    case 2: K<2>::run(a...); break;
+    default: K<1>::run(a...); break;
+  }
+}
+template <int R> struct Q8K { template <class... A> static void run(A... a) { q8Blocks<R>(a...); } };
+template <int R> struct F32K { template <class... A> static void run(A... a) { denseBlocks<R, false>(a...); } };
+template <int R> struct Bf16K { template <class... A> static void run(A... a) { denseBlocks<R, true>(a...); } };
 #endif
 
 }  // namespace
@@ -174,19 +189,9 @@ void matRows(const Mat& m, const Rows& x, long R, float* y, long ldy, long j0, l
       xs.x = x.x + r * x.ldx;
       if (x.q) { xs.q = x.q + r * m.k; xs.d = x.d + r * (m.k / QK); }
       float* yr = y + r * ldy;
-      if (m.fmt == Q8) {
-        if (g == 4) q8Blocks<4>((const uint8_t*)m.w, m.k, xs, yr, ldy, j0, j1);
-        else if (g == 2) q8Blocks<2>((const uint8_t*)m.w, m.k, xs, yr, ldy, j0, j1);
-        else q8Blocks<1>((const uint8_t*)m.w, m.k, xs, yr, ldy, j0, j1);
-      } else if (m.fmt == BF16) {
-        if (g == 4) denseBlocks<4, true>(m.w, m.k, xs, yr, ldy, j0, j1);
-        else if (g == 2) denseBlocks<2, true>(m.w, m.k, xs, yr, ldy, j0, j1);
-        else denseBlocks<1, true>(m.w, m.k, xs, yr, ldy, j0, j1);
-      } else {
-        if (g == 4) denseBlocks<4, false>(m.w, m.k, xs, yr, ldy, j0, j1);
-        else if (g == 2) denseBlocks<2, false>(m.w, m.k, xs, yr, ldy, j0, j1);
-        else denseBlocks<1, false>(m.w, m.k, xs, yr, ldy, j0, j1);
-      }
+      if (m.fmt == Q8) withRows<Q8K>(g, (const uint8_t*)m.w, m.k, (const Rows&)xs, yr, ldy, j0, j1);
+      else if (m.fmt == BF16) withRows<Bf16K>(g, m.w, m.k, (const Rows&)xs, yr, ldy, j0, j1);
+      else withRows<F32K>(g, m.w, m.k, (const Rows&)xs, yr, ldy, j0, j1);
     });
     return;
   }

@@ -16,7 +16,7 @@ import { getBackendByName } from '../backend/registry.js';
 import type { NativeBackend } from '../backend/native-node.js';
 import { Q8_0_BLOCK, quantizeQ8_0 } from '../io/gguf-quant.js';
 import * as op from '../ops/index.js';
-import type { Model } from './generate.js';
+import { MAX_DRAFT_TOKENS, type Model } from './generate.js';
 import { gemvQ8Ref } from './q8.js';
 import { f32RowsLinear, type RowsLinear } from '../model/decode.js';
 
@@ -81,7 +81,9 @@ export function withQ8Drafts(model: Model, opts: Q8Options = {}): { model: Model
   }
   const native = getBackendByName('native') as NativeBackend | undefined;
   if (!(native?.addon as { gemvQ8?: unknown } | undefined)?.gemvQ8) return { model, note: 'MTP drafts keep the model\'s weights (Q8_0 drafts need the native backend)' };
-  const q8 = q8Linear(opts).rowsLinear;
+  // Engine passes of up to MAX_DRAFT_TOKENS + 1 rows (a chained step's MTP rows) keep the Q8_0
+  // weights: a draft need not equal anything, so no row count must fall back to f32 for exactness.
+  const q8 = q8Linear({ maxRows: MAX_DRAFT_TOKENS + 1, ...opts }).rowsLinear;
   const ok = (w: Tensor): boolean => mtp.has(w) && w.shape[1]! % Q8_0_BLOCK === 0;
   const draftRowsLinear: RowsLinear = Object.assign((x: Float32Array, rows: number, w: Tensor, out: Float32Array): void => (ok(w) ? q8 : f32RowsLinear)(x, rows, w, out), {
     engine: { weightOf: (w: Tensor) => (ok(w) ? q8.engine!.weightOf(w) : w.f32), maxRows: q8.engine!.maxRows },

@@ -23,7 +23,7 @@ import { RowDecoder, type RowsLinear } from './decode.js';
 import { engineArrays, engineLinear, f32EngineWeights } from './decode-engine.js';
 import * as op from '../ops/index.js';
 import { bf16Linear } from '../infer/bf16-node.js';
-import { generate, type Model } from '../infer/generate.js';
+import { generate, MAX_DRAFT_TOKENS, type Model } from '../infer/generate.js';
 import { withBf16Weights } from '../infer/bf16-node.js';
 import { q8Linear, withQ8Drafts, withQ8Weights } from '../infer/q8-node.js';
 
@@ -117,6 +117,24 @@ test('engine rows are exact: 2 rows = two 1-row passes, 3 sequences in one pass 
             s.push(dec.main([1, 2], [{ cache: copyCache(c2), start: 7, rows: 2 }]).logits.slice(), dec.main([3], [{ cache: copyCache(long), start: 200, rows: 1 }]).logits.slice());
           }
           assert.deepEqual(s.slice(2), s.slice(0, 2), `${name} ${form}: 2 threads = 1 thread`);
+          // Team passes of 1–5 rows (the kernels' 3- and 5-row groups, attention units split inside
+          // a row) at 1, 2 and 3 threads: each row equals its 1-row pass on 1 thread.
+          native.setThreads(1);
+          const toks = [11, 3, 7, 5, 2];
+          const ref = toks.map((tok, i) => {
+            const c = copyCache(long);
+            if (i > 0) dec.main(toks.slice(0, i), [{ cache: c, start: 200, rows: i }]);
+            return dec.main([tok], [{ cache: c, start: 200 + i, rows: 1 }]).logits.slice();
+          });
+          for (const th of [1, 2, 3]) {
+            native.setThreads(th);
+            // Q8_0 decode weights keep to decodeExactRows rows (longer passes take f32 weights).
+            for (const R of [1, 2, 3, 4, 5].filter((r) => r <= (m.decodeExactRows ?? 5))) {
+              const out = dec.main(toks.slice(0, R), [{ cache: copyCache(long), start: 200, rows: R }]).logits;
+              for (let r = 0; r < R; r++) assert.deepEqual(out.subarray(r * V, (r + 1) * V), ref[r], `${name} ${form}: row ${r} of ${R} at ${th} threads`);
+            }
+          }
+          native.setThreads(1);
         });
       }
     }
@@ -139,6 +157,12 @@ test('greedy speculative decoding on the engine gives the plain tokens (f32, bf1
             const b = generate(m, prompt, { greedy: true, maxTokens: 40, speculative: true });
             assert.deepEqual(b.tokens, a.tokens, `${name} ${form} prompt ${prompt.join(',')}, ${th} threads`);
             assert.ok((kernelCounts()['native:DecodeEngineSpecLoop'] ?? 0) > 0, `${name} ${form}: speculative steps ran in the engine's loop`);
+            // Every chain length: 1 to 4 drafts per step (a (K+1)-row verify), the same tokens.
+            for (let K = 1; K <= MAX_DRAFT_TOKENS; K++) {
+              const c = generate(m, prompt, { greedy: true, maxTokens: 40, speculative: true, draftTokens: K });
+              assert.deepEqual(c.tokens, a.tokens, `${name} ${form} prompt ${prompt.join(',')}, ${th} threads, ${K} drafts per step`);
+              assert.ok(c.speculative!.proposed > 0 && c.speculative!.accepted <= c.speculative!.proposed);
+            }
             // Budgets and stop ids that end the generation inside a loop call: the same tokens, the same reason.
             for (const opts of [{ maxTokens: 7 }, { maxTokens: 40, stopTokenIds: [a.tokens[12]!] }, { maxTokens: 40, onToken: (id: number) => id === a.tokens[9] }]) {
               const pa = generate(m, prompt, { greedy: true, ...opts }), sb = generate(m, prompt, { greedy: true, speculative: true, ...opts });
