@@ -23,6 +23,7 @@
         "src/train_addon.cc",
         "src/decode_gemv.cc",
         "src/decode_attn.cc",
+        "src/draft_head.cc",
         "src/decode_engine.cc",
         "src/decode_addon.cc"
       ],

@@ -46,6 +46,14 @@ void matRowsPar(const Mat& m, const float* x, long R, float* y);
 /** y[j] = Σ_p x[p]·M[p·ld + j] for j < n over p < k (the stream form: W_UK of absorbed MLA). */
 void streamRow(const float* x, const float* M, long ld, long k, float* y, long n);
 
+/** One attention query for latentAttendQueries: a pre-scaled query [D], its keys [0, L), its output [dc]. */
+struct AttnQuery { const float* q; long L; float* out; };
+
+/** Latent attention of Q query vectors (heads of one or more rows) over one cache [·, D]: query i
+ *  over rows [0, L_i), writing [dc] to its out; scores hold Q rows of ld ≥ max L_i. A query's result
+ *  is the same whichever queries share the call (and equals latentAttendRow's for its head). */
+void latentAttendQueries(const AttnQuery* qs, long Q, const float* cache, long D, long dc, float* scores, long ld);
+
 /** Latent attention of one query row: nh heads of D = dc + dr (pre-scaled q) over L cache rows
  *  [L, D]; writes out [nh, dc] (the values are each row's first dc entries). Heads [h0, h1). */
 void latentAttendRow(const float* q, const float* cache, long L, long nh, long D, long dc, float* out, float* scores, long h0, long h1);

@@ -269,66 +269,62 @@ void Engine::mla(Work& w, const Layer& ly, const float* x, long R, const SegRef*
         maxL = std::max(maxL, L);
       }
   }
-  // This thread's share of the (query row, head piece) units: a row's heads are S pieces (S = 1
-  // when the rows divide evenly among the members, else enough pieces to balance), units
-  // [u0, u1) of Rq·S in row-major order.
-  long S2 = 1, u0 = 0, u1 = Rq;
-  if (team) {
-    if (Rq % w.nt != 0) S2 = std::min<long>(nh, w.nt);
-    u0 = Rq * S2 * w.tid / w.nt;
-    u1 = Rq * S2 * (w.tid + 1) / w.nt;
-  }
-  auto unitRow = [&](long u) { return u / S2; };
-  auto unitHeads = [&](long u, long& h0, long& h1) { h0 = nh * (u % S2) / S2; h1 = nh * (u % S2 + 1) / S2; };
+  // Units (head h, query row r), head-major: a team member takes a contiguous share, so the rows
+  // of a head attend together (each latent row loaded once for up to 8 queries of one sequence).
+  const long U = nh * Rq;
+  const long u0 = team ? U * w.tid / w.nt : 0, u1 = team ? U * (w.tid + 1) / w.nt : U;
   // Attention queries [Rq, nh, D] = [q_nope·W_UK | rope(q_pe)], scaled as the attention kernel does.
   float* qa = w.sc.get(S_QATT, (size_t)(Rq * nh * D));
+  float* oLat = w.sc.get(S_OLAT, (size_t)(Rq * nh * rkv));
   const long blk = (dn + dv) * rkv;
   for (long u = u0; u < u1; u++) {
-    const long r2 = unitRow(u);
-    long h0, h1;
-    unitHeads(u, h0, h1);
-    for (long h = h0; h < h1; h++) {
-      const float* qh = q + (r2 * nh + h) * dq;
-      float* dst = qa + (r2 * nh + h) * D;
-      streamRow(qh, ly.kvB + h * blk, rkv, dn, dst, rkv);
-      rotate(qh + dn, dst + rkv, cs + (from + r2) * half, sn + (from + r2) * half, half);
-      for (long d = 0; d < D; d++) dst[d] *= c.scale;
-    }
+    const long h = u / Rq, r2 = u % Rq;
+    const float* qh = q + (r2 * nh + h) * dq;
+    float* dst = qa + (r2 * nh + h) * D;
+    streamRow(qh, ly.kvB + h * blk, rkv, dn, dst, rkv);
+    rotate(qh + dn, dst + rkv, cs + (from + r2) * half, sn + (from + r2) * half, half);
+    for (long d = 0; d < D; d++) dst[d] *= c.scale;
   }
-  float* oLat = w.sc.get(S_OLAT, (size_t)(Rq * nh * rkv));
   const int T = team ? 1 : w.par ? poolThreads() : 1;
-  if (T > 1 && Rq > 1 && work >= kTaskWork) {
-    // A one-thread pass with the pool: several query rows run as one task each (all heads, scores
-    // in the task's thread's slice).
-    float* scores = w.sc.get(S_SCORE, (size_t)(T * nh * maxL));
-    poolRunChunks(Rq, [&](long q2, int tid) {
-      latentAttendRow(qa + q2 * nh * D, w.qrows[q2].cache, w.qrows[q2].L, nh, D, rkv, oLat + q2 * nh * rkv, scores + tid * nh * maxL, 0, nh);
+  if (T > 1 && work >= kTaskWork && (Rq > 1 || nh > 1)) {
+    // A one-thread pass with the pool: each head's rows as one task (scores in its own slice).
+    float* scores = w.sc.get(S_SCORE, (size_t)(U * maxL));
+    poolRunChunks(nh, [&](long h, int) {
+      AttnQuery qs[8];
+      for (long r0 = 0; r0 < Rq; r0 += 8) {
+        const long n = std::min<long>(8, Rq - r0);
+        // Rows of one cache attend together; a pass over several sequences goes row by row.
+        bool one = true;
+        for (long i = 1; i < n; i++) one = one && w.qrows[r0 + i].cache == w.qrows[r0].cache;
+        for (long i = 0; i < n; i++) qs[i] = {qa + ((r0 + i) * nh + h) * D, w.qrows[r0 + i].L, oLat + ((r0 + i) * nh + h) * rkv};
+        float* sc = scores + (h * Rq + r0) * maxL;
+        if (one) latentAttendQueries(qs, n, w.qrows[r0].cache, D, rkv, sc, maxL);
+        else for (long i = 0; i < n; i++) latentAttendQueries(qs + i, 1, w.qrows[r0 + i].cache, D, rkv, sc + i * maxL, maxL);
+      }
     });
   } else {
-    for (long u = u0; u < u1; u++) {
-      const long q2 = unitRow(u);
-      long h0, h1;
-      unitHeads(u, h0, h1);
-      const float* cache = w.qrows[q2].cache;
-      const long L = w.qrows[q2].L;
-      const float* qrow = qa + q2 * nh * D;
-      float* orow = oLat + q2 * nh * rkv;
-      // Head h keeps its scores at [h·L, (h+1)·L): heads may run on different threads.
-      float* scores = w.sc.get(S_SCORE, (size_t)(nh * L));
-      if (T > 1 && L * nh * D >= kTaskWork && nh > 1) poolRunChunks(nh, [&](long h, int) { latentAttendRow(qrow, cache, L, nh, D, rkv, orow, scores, h, h + 1); });
-      else latentAttendRow(qrow, cache, L, nh, D, rkv, orow, scores, h0, h1);
+    // This thread's units in groups of up to 8 consecutive units over the same cache.
+    float* scores = w.sc.get(S_SCORE, (size_t)(8 * maxL));
+    AttnQuery qs[8];
+    long n = 0;
+    const float* gc = nullptr;
+    for (long u = u0; u <= u1; u++) {
+      const float* cu = u < u1 ? w.qrows[u % Rq].cache : nullptr;
+      if (n > 0 && (n == 8 || u == u1 || cu != gc)) { latentAttendQueries(qs, n, gc, D, rkv, scores, maxL); n = 0; }
+      if (u == u1) break;
+      const long h = u / Rq, r2 = u % Rq;
+      gc = cu;
+      qs[n++] = {qa + (r2 * nh + h) * D, w.qrows[r2].L, oLat + (r2 * nh + h) * rkv};
     }
   }
   // o[h] = o_lat[h] · W_UV[h]ᵀ (W_UV[h] starts dn rows into block h), then o_proj.
   float* o = w.shared(S_O, (size_t)(Rq * nh * dv));
-  for (long u = u0; u < u1; u++) {
-    const long r2 = unitRow(u);
-    long h0, h1;
-    unitHeads(u, h0, h1);
-    for (long h = h0; h < h1; h++) {
-      const Mat wuv{F32, ly.kvB + h * blk + dn * rkv, dv, rkv};
-      matRows(wuv, Rows{oLat + r2 * nh * rkv + h * rkv, nh * rkv}, 1, o + r2 * nh * dv + h * dv, nh * dv, 0, dv);
-    }
+  for (long u = u0; u < u1;) {
+    // A run of rows of head h: one product for them.
+    const long h = u / Rq, r0 = u % Rq, rows = std::min(u1 - u, Rq - r0);
+    const Mat wuv{F32, ly.kvB + h * blk + dn * rkv, dv, rkv};
+    matRows(wuv, Rows{oLat + r0 * nh * rkv + h * rkv, nh * rkv}, rows, o + r0 * nh * dv + h * dv, nh * dv, 0, dv);
+    u += rows;
   }
   w.sync();
   linear(w, ly.o, o, nh * dv, Rq, out, H, true);
@@ -495,7 +491,7 @@ void Engine::mainPass(Work& w, const int32_t* tokens, long R, const SegRef* segs
 }
 
 void Engine::mtpPass(Work& w, long depth, const float* hin, const int32_t* next, long R, const SegRef* segs, long S, const float* cs, const float* sn, long from,
-                     float* hidden, float* logits, float* normedOut) {
+                     float* hidden, float* logits, float* normedOut, bool draftHead) {
   const Mtp& m = mtp[depth];
   const long H = c.H;
   // [RMSNorm(embed(t_{i+1})) | RMSNorm(h_i)] · eh_projᵀ (embedding first).
@@ -517,7 +513,12 @@ void Engine::mtpPass(Work& w, long depth, const float* hin, const int32_t* next,
   float* normed = w.sc.get(S_X, (size_t)(n * H));
   rmsnorm(h + from * H, m.headNorm, normed, n, H, c.eps, nullptr);
   if (normedOut && n > 0) std::memcpy(normedOut, normed + (n - 1) * H, sizeof(float) * H);
-  if (n > 0) linear(w, m.head, normed, H, n, logits, c.V, true);
+  if (draftHead && n == 1 && m.draftHead.n > 0) {
+    long j0, j1;
+    w.cols(c.V, j0, j1);
+    uint8_t* xq = (uint8_t*)w.sc.get(S_QD, (size_t)(H / 4 + 16));
+    if (j0 < j1) m.draftHead.logits(normed, xq, logits, j0, j1);
+  } else if (n > 0) linear(w, m.head, normed, H, n, logits, c.V, true);
 }
 
 namespace {
@@ -561,10 +562,14 @@ int32_t argmaxOf(const float* x, long n) {
 
 void Engine::specStep(Engine& draft, const float* hin, const int32_t* next, long m, const SegRef& mseg, const float* mcs, const float* msn, const float* chainCs,
                       const float* chainSn, float* mtpCache, int32_t token, long mainStart, float* const* mainCaches, const float* cs, const float* sn, long vocab,
-                      long K, float* hidden, float* logits, float* mtpLogits, int32_t* picks) {
+                      long K, float* hidden, float* logits, float* mtpLogits, int32_t* picks, bool useDraftHead) {
   const long H = c.H, V = c.V, half = c.dr / 2;
   if (specHidden.size() < (size_t)H) specHidden.resize((size_t)H);
   const SegRef seg{mainStart, K + 1, mainCaches};
+  // The int8 draft head, built once (before any team starts: members only read it).
+  DraftHead& dh = draft.mtp[0].draftHead;
+  if (useDraftHead && dh.n == 0 && !dh.build(draft.mtp[0].head)) dh.n = -1;
+  const bool approx = useDraftHead && dh.n > 0;
   // The drafts, then all rows in one pass (each weight read once for the K + 1 rows); with 2+
   // threads the whole step is one team pass, every member taking each draft from the shared logits.
   auto step = [&](int tid, Work& wd, Work& wm) {
@@ -574,11 +579,11 @@ void Engine::specStep(Engine& draft, const float* hin, const int32_t* next, long
     float* mc = mtpCache;
     for (long k = 0; k < K; k++) {
       float* into = chain ? chain + (k & 1) * H : nullptr;
-      if (k == 0) draft.mtpPass(wd, 0, hin, next, m, &mseg, 1, mcs, msn, m - 1, specHidden.data(), mtpLogits, into);
+      if (k == 0) draft.mtpPass(wd, 0, hin, next, m, &mseg, 1, mcs, msn, m - 1, specHidden.data(), mtpLogits, into, approx);
       else {
         const SegRef cseg{mainStart + k - 1, 1, &mc};
         draft.mtpPass(wd, 0, chain + ((k - 1) & 1) * H, &tok[k], 1, &cseg, 1, chainCs + (k - 1) * half, chainSn + (k - 1) * half, 0, specHidden.data(), mtpLogits,
-                      into);
+                      into, approx);
       }
       wd.sync();
       tok[k + 1] = argmaxOf(mtpLogits, vocab);
@@ -615,7 +620,7 @@ long Engine::runSpecLoop(Engine& draft, float* hin, int32_t* next, int64_t* st, 
     const SegRef mseg{ms, m, &mcache};
     int32_t picks[2 * kMaxDrafts + 1];
     specStep(draft, hin, next, m, mseg, cosT + ms * half, sinT + ms * half, cosT + n * half, sinT + n * half, mtpCache, x, n, mainCaches, cosT + n * half,
-             sinT + n * half, vocab, K, loopHidden.data(), loopLogits.data(), loopMtpLogits.data(), picks);
+             sinT + n * half, vocab, K, loopHidden.data(), loopLogits.data(), loopMtpLogits.data(), picks, true);
     // Drafts d1…dK = picks[0, K); main row i's argmax a_i = picks[K + i] (a_i checks d(i+1)).
     long j = 0;
     while (j < K && picks[K + j] == picks[j]) j++;

@@ -29,10 +29,27 @@ struct Layer {
   std::vector<Mlp> experts;
 };
 
+/**
+ * The speculative loop's draft head (draft_head.cc): an int8 copy of an MTP head, one scale per
+ * output row, laid out for AVX-512 VNNI. Approximate logits: only for proposing drafts.
+ */
+struct DraftHead {
+  std::vector<int8_t> w;       // [ceil(n/16)][k/4][16][4]
+  std::vector<float> scale;    // per output row
+  std::vector<int32_t> sum;    // per output row: Σ codes (the uint8 input's offset correction)
+  long n = 0, k = 0;
+  /** Builds the copy of m; false (nothing built) without AVX-512 VNNI or when k is not a multiple of 4. */
+  bool build(const Mat& m);
+  /** y[j] ≈ x·W[j] for outputs [j0, j1) (j0 a multiple of 16); xq holds k bytes of scratch. */
+  void logits(const float* x, uint8_t* xq, float* y, long j0, long j1) const;
+};
+
 struct Mtp {
   const float *embed = nullptr, *enorm = nullptr, *hnorm = nullptr, *headNorm = nullptr;
   Mat eh, head;
   Layer layer;
+  /** head's int8 draft copy (built on the first chained step; n = 0: none, -1: cannot). */
+  DraftHead draftHead;
 };
 
 struct Cfg {
@@ -166,7 +183,7 @@ struct Engine {
   /** MTP depth over rows; `normedOut` (when given) receives the last row after the head norm (the
    *  head's input: what a chained draft reads as its hidden state). */
   void mtpPass(Work& w, long depth, const float* hin, const int32_t* next, long R, const SegRef* segs, long S, const float* cs, const float* sn, long from,
-               float* hidden, float* logits, float* normedOut = nullptr);
+               float* hidden, float* logits, float* normedOut = nullptr, bool draftHead = false);
   /**
    * One greedy speculative step with K chained drafts: MTP depth 0 of `draft` over the pending rows
    * (hin_i, next_i) of `mseg` drafts d1 (argmax of the last row's logits over [0, vocab)); draft
@@ -179,7 +196,7 @@ struct Engine {
    */
   void specStep(Engine& draft, const float* hin, const int32_t* next, long m, const SegRef& mseg, const float* mcs, const float* msn, const float* chainCs,
                 const float* chainSn, float* mtpCache, int32_t token, long mainStart, float* const* mainCaches, const float* cs, const float* sn, long vocab, long K,
-                float* hidden, float* logits, float* mtpLogits, int32_t* picks);
+                float* hidden, float* logits, float* mtpLogits, int32_t* picks, bool draftHead = false);
   void linear(Work& w, const Mat& m, const float* x, long ldx, long R, float* y, long ldy, bool par);
   void swiglu(Work& w, const Mlp& m, const float* x, long R, float* g, float* u, float* y, bool par, int16_t* qb, float* db);
   /** A team's gate·up·SiLU (phase 0, this member's columns of g) or down (phase 1, its columns of y). */

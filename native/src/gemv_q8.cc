@@ -44,7 +44,29 @@ uint16_t floatToHalf(float x) {
 }
 
 // One row of x (k a multiple of 32) -> int16 codes and the f32 value of each block's f16 scale.
+#if FRUGAL_HAVE_X86_KERNELS
+// quantizeRow's blocks with AVX-512: the same float products, rounded to nearest even by
+// vrndscaleps (as nearbyintf in the default rounding mode), so the same codes.
+FRUGAL_AVX512 void quantizeRow512(const float* x, long k, int16_t* q, float* d) {
+  const __m512 sign = _mm512_set1_ps(-0.f);
+  for (long b = 0; b < k / QK; b++) {
+    const __m512 x0 = _mm512_loadu_ps(x + b * QK), x1 = _mm512_loadu_ps(x + b * QK + 16);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_andnot_ps(sign, x0), _mm512_andnot_ps(sign, x1)));
+    const float id = amax != 0.f ? 127.f / amax : 0.f;
+    d[b] = halfToF32(floatToHalf(amax / 127.f));
+    const __m512 s = _mm512_set1_ps(id);
+    const __m512i q0 = _mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_mul_ps(x0, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    const __m512i q1 = _mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_mul_ps(x1, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    _mm256_storeu_si256((__m256i*)(q + b * QK), _mm512_cvtepi32_epi16(q0));
+    _mm256_storeu_si256((__m256i*)(q + b * QK + 16), _mm512_cvtepi32_epi16(q1));
+  }
+}
+#endif
+
 void quantizeRow(const float* x, long k, int16_t* q, float* d) {
+#if FRUGAL_HAVE_X86_KERNELS
+  if (cpu().isa == Isa::Avx512) return quantizeRow512(x, k, q, d);
+#endif
   for (long b = 0; b < k / QK; b++) {
     const float* xb = x + b * QK;
     float amax = 0.f;
