@@ -331,6 +331,35 @@ napi_value MatRowsFn(napi_env env, napi_callback_info info) {
   });
 }
 
+// decodeDraftHead(w, n, k, x, y) → boolean: y [n] = the speculative loop's int8 draft head (DraftHead)
+// built from f32 weights w [n, k], applied to x [k] (approximate logits; tests compare them with the
+// exact product). False (y untouched) where the CPU has no AVX-512 VNNI.
+napi_value DraftHeadFn(napi_env env, napi_callback_info info) {
+  return guard([&]() -> napi_value {
+    const char* fn = "decodeDraftHead";
+    size_t argc = 5;
+    napi_value a[5];
+    napi_get_cb_info(env, info, &argc, a, nullptr, nullptr);
+    if (argc < 5) throwType(env, fn, "expected (w, n, k, x, y)");
+    const long n = countOf(env, fn, a[1], "n", 1L << 24), k = countOf(env, fn, a[2], "k", 1L << 20);
+    if (n < 1 || k < 4 || k % 4 != 0) throwRange(env, fn, "needs n ≥ 1 and k a positive multiple of 4");
+    Mat m;
+    m.n = n; m.k = k;
+    m.w = typed<float>(env, fn, a[0], napi_float32_array, "w", (size_t)(n * k));
+    const float* x = typed<float>(env, fn, a[3], napi_float32_array, "x", (size_t)k);
+    float* y = typed<float>(env, fn, a[4], napi_float32_array, "y", (size_t)n);
+    DraftHead h;
+    const bool ok = h.build(m);
+    if (ok) {
+      std::vector<uint8_t> xq((size_t)k);
+      h.logits(x, xq.data(), y, 0, n);
+    }
+    napi_value r;
+    napi_get_boolean(env, ok, &r);
+    return r;
+  });
+}
+
 // The draft engine argument of the speculative steps: an engine for the same model, with an MTP layer.
 Engine& draftOf(napi_env env, const char* fn, const Engine& e, napi_value v) {
   Engine& dr = engineOf(env, fn, v);
@@ -385,17 +414,18 @@ napi_value Spec(napi_env env, napi_callback_info info) {
   });
 }
 
-// decodeEngineSpecLoop(main, draft, hin, next, state, mainCaches, mtpCache, cosT, sinT, vocab, steps, budget, stops, out[, drafts]) → count
+// decodeEngineSpecLoop(main, draft, hin, next, state, mainCaches, mtpCache, cosT, sinT, vocab, steps, budget, stops, out[, drafts[, draftsOut[, exactHead]]]) → count
 // Up to `steps` greedy speculative steps in one call (Engine::runSpecLoop), each chaining K =
 // drafts (1…4, default 1) MTP drafts. state: Float64Array [token, n, mtpStart, m, proposed,
 // accepted] (in/out); hin [(K+1)·H] and next (Int32Array [K+1]) hold the m pending MTP rows
 // (in/out); cosT/sinT: rope tables of positions [0, len / (dr/2)); out (Int32Array of at least
-// (K+1)·steps) receives the emitted tokens.
+// (K+1)·steps) receives the emitted tokens; draftsOut (Int32Array of K·steps, or null) each step's
+// drafts; exactHead (default false) drafts with the MTP head itself instead of its int8 copy.
 napi_value SpecLoop(napi_env env, napi_callback_info info) {
   return guard([&]() -> napi_value {
     const char* fn = "decodeEngineSpecLoop";
-    size_t argc = 15;
-    napi_value a[15];
+    size_t argc = 17;
+    napi_value a[17];
     napi_get_cb_info(env, info, &argc, a, nullptr, nullptr);
     if (argc < 14) throwType(env, fn, "expected 14 or 15 arguments");
     Engine& e = engineOf(env, fn, a[0]);
@@ -447,8 +477,17 @@ napi_value SpecLoop(napi_env env, napi_callback_info info) {
     View sv{};
     if (!viewOf(env, a[12], &sv) || sv.t != napi_int32_array) throwType(env, fn, "stops must be an Int32Array");
     int32_t* out = typed<int32_t>(env, fn, a[13], napi_int32_array, "out", (size_t)((K + 1) * steps));
+    int32_t* draftsOut = nullptr;
+    napi_valuetype dt = napi_undefined;
+    if (argc > 15) napi_typeof(env, a[15], &dt);
+    if (dt != napi_undefined && dt != napi_null) draftsOut = typed<int32_t>(env, fn, a[15], napi_int32_array, "draftsOut", (size_t)(K * steps));
+    bool exactHead = false;
+    napi_valuetype et = napi_undefined;
+    if (argc > 16) napi_typeof(env, a[16], &et);
+    if (et == napi_boolean) napi_get_value_bool(env, a[16], &exactHead);
+    else if (et != napi_undefined) throwType(env, fn, "exactHead must be a boolean");
     const long count = e.runSpecLoop(dr, hin, next, st, mn.refs[0].caches, mt.refs[0].caches[0], cosT, sinT, reach, vocab, steps, budget,
-                                     (const int32_t*)sv.p, (long)sv.len, out, K);
+                                     (const int32_t*)sv.p, (long)sv.len, out, K, draftsOut, exactHead);
     for (int i = 0; i < 6; i++) sd[i] = (double)st[i];
     napi_value r;
     napi_create_int64(env, count, &r);
@@ -469,6 +508,7 @@ void registerDecodeExports(napi_env env, napi_value exports) {
       {"decodeEngineSpec", nullptr, Spec, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"decodeEngineSpecLoop", nullptr, SpecLoop, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"decodeMatRows", nullptr, MatRowsFn, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"decodeDraftHead", nullptr, DraftHeadFn, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 }

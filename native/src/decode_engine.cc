@@ -602,7 +602,8 @@ void Engine::runSpec(Engine& draft, const float* hin, const int32_t* next, long 
 }
 
 long Engine::runSpecLoop(Engine& draft, float* hin, int32_t* next, int64_t* st, float* const* mainCaches, float* mtpCache, const float* cosT, const float* sinT,
-                         long tableRows, long vocab, long steps, long budget, const int32_t* stops, long nStops, int32_t* out, long drafts) {
+                         long tableRows, long vocab, long steps, long budget, const int32_t* stops, long nStops, int32_t* out, long drafts,
+                         int32_t* draftsOut, bool exactHead) {
   const long H = c.H, V = c.V, half = c.dr / 2, K = std::max(1L, std::min(drafts, kMaxDrafts));
   loopHidden.resize((size_t)((K + 1) * H));
   loopLogits.resize((size_t)((K + 1) * V));
@@ -620,7 +621,8 @@ long Engine::runSpecLoop(Engine& draft, float* hin, int32_t* next, int64_t* st, 
     const SegRef mseg{ms, m, &mcache};
     int32_t picks[2 * kMaxDrafts + 1];
     specStep(draft, hin, next, m, mseg, cosT + ms * half, sinT + ms * half, cosT + n * half, sinT + n * half, mtpCache, x, n, mainCaches, cosT + n * half,
-             sinT + n * half, vocab, K, loopHidden.data(), loopLogits.data(), loopMtpLogits.data(), picks, true);
+             sinT + n * half, vocab, K, loopHidden.data(), loopLogits.data(), loopMtpLogits.data(), picks, !exactHead);
+    if (draftsOut) std::memcpy(draftsOut + k * K, picks, sizeof(int32_t) * K);
     // Drafts d1…dK = picks[0, K); main row i's argmax a_i = picks[K + i] (a_i checks d(i+1)).
     long j = 0;
     while (j < K && picks[K + j] == picks[j]) j++;

@@ -157,10 +157,13 @@ struct Engine {
    * of drafts is kept. st = [token x, main position n, MTP start, MTP rows m, proposed, accepted]
    * in and out (proposed counts drafts); hin [m, H] and next [m] are the MTP rows in and out (room
    * for K + 1 rows). cosT/sinT hold the rope tables of positions [0, tableRows). Emitted tokens go
-   * to out; stops after `budget` tokens or a token in stops. Returns the number emitted.
+   * to out; stops after `budget` tokens or a token in stops. Returns the number emitted. Drafts
+   * come from the int8 draft head (DraftHead) unless exactHead; draftsOut (when given, K per step)
+   * receives each step's drafts.
    */
   long runSpecLoop(Engine& draft, float* hin, int32_t* next, int64_t* st, float* const* mainCaches, float* mtpCache, const float* cosT, const float* sinT,
-                   long tableRows, long vocab, long steps, long budget, const int32_t* stops, long nStops, int32_t* out, long drafts = 1);
+                   long tableRows, long vocab, long steps, long budget, const int32_t* stops, long nStops, int32_t* out, long drafts = 1,
+                   int32_t* draftsOut = nullptr, bool exactHead = false);
 
  private:
   Work work[kMaxTeam];

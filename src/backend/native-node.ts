@@ -81,8 +81,11 @@ export interface NativeAddon {
     mtpCos: Float32Array, mtpSin: Float32Array, token: number, segs: Int32Array, caches: Float32Array[], cos: Float32Array, sin: Float32Array,
     vocab: number, hidden: Float32Array, logits: Float32Array, mtpLogits: Float32Array, picks: Int32Array): void;
   decodeEngineSpecLoop?(engine: object, draft: object, hin: Float32Array, next: Int32Array, state: Float64Array, caches: Float32Array[], mtpCache: Float32Array,
-    cosT: Float32Array, sinT: Float32Array, vocab: number, steps: number, budget: number, stops: Int32Array, out: Int32Array, drafts?: number): number;
+    cosT: Float32Array, sinT: Float32Array, vocab: number, steps: number, budget: number, stops: Int32Array, out: Int32Array, drafts?: number,
+    draftsOut?: Int32Array | null, exactHead?: boolean): number;
   decodeMatRows?(w: EngineArray, n: number, k: number, x: Float32Array, rows: number, y: Float32Array): void;
+  /** The speculative loop's int8 draft head built from w [n, k] applied to x [k] into y [n]; false without AVX-512 VNNI (tests). */
+  decodeDraftHead?(w: Float32Array, n: number, k: number, x: Float32Array, y: Float32Array): boolean;
   /** Bytes the C allocator has in use (glibc mallinfo2), -1 where unknown: native-side memory for tests. */
   mallocInUse?(): number;
 }

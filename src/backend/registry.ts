@@ -119,10 +119,12 @@ export interface Kernels {
    * (drafts + 1)-row pass: state [token, n, mtpStart, m, proposed, accepted] and the pending MTP
    * rows (hin, next: room for drafts + 1) in and out, rope tables of positions [0, cosT.length /
    * (dr/2)), emitted tokens into out; stops after `budget` tokens or at a token in `stops`. Returns
-   * the number emitted. Optional.
+   * the number emitted. Drafts may come from an approximate (int8) copy of the MTP head unless
+   * exactHead; draftsOut receives each step's drafts. Optional.
    */
   DecodeEngineSpecLoop(engine: object, draft: object, hin: Float32Array, next: Int32Array, state: Float64Array, caches: Float32Array[], mtpCache: Float32Array,
-    cosT: Float32Array, sinT: Float32Array, vocab: number, steps: number, budget: number, stops: Int32Array, out: Int32Array, drafts?: number): number;
+    cosT: Float32Array, sinT: Float32Array, vocab: number, steps: number, budget: number, stops: Int32Array, out: Int32Array, drafts?: number,
+    draftsOut?: Int32Array | null, exactHead?: boolean): number;
   /** y[rows, n] = x[rows, k] · Wᵀ on the decode engine's row-exact product (W [n, k] f32, bf16 bits or Q8_0 blocks). Optional. */
   DecodeMatRows(w: EngineArray, n: number, k: number, x: Float32Array, rows: number, y: Float32Array): void;
 }

@@ -12,7 +12,7 @@ import path from 'node:path';
 import '../backend/index.js';
 import { noGrad } from '../autograd/tape.js';
 import { Tensor } from '../autograd/tensor.js';
-import { kernelCounts, resetKernelCounts } from '../backend/registry.js';
+import { kernel, kernelCounts, resetKernelCounts } from '../backend/registry.js';
 import { backendsUnderTest, withBackend, whyNotUnderTest } from '../backend/testing-node.js';
 import { loadNativeBackend } from '../backend/native-node.js';
 import { maxAbsDiff } from '../ops/compare.js';
@@ -220,6 +220,102 @@ test('the fused speculative step equals an MTP pass then a 2-row verify pass, bi
     }
   });
   native.setThreads(2);
+});
+
+test('the chained speculative loop equals the same MTP and verify passes orchestrated in TypeScript: drafts, tokens, state, cache rows (1-3 drafts, 1 and 2 threads)', async (t) => {
+  if (!(await hasNative())) { t.skip(`native backend: ${whyNotUnderTest('native')}`); return; }
+  const native = loadNativeBackend()!;
+  const argmax = (x: Float32Array, off: number, n: number): number => { let b = 0; for (let j = 1; j < n; j++) if (x[off + j]! > x[off + b]!) b = j; return b; };
+  await withBackend('native', async () => {
+    for (const [name, base] of await models()) {
+      for (const [form, m] of [['f32', base], ['f32, Q8_0 drafts', withQ8Drafts(base).model]] as Array<[string, Model]>) {
+        noGrad(() => {
+          const H = m.cfg.hiddenSize, V = m.cfg.vocabSize, vocab = V - 3, L = m.cfg.numHiddenLayers;
+          const dec = new RowDecoder(m.params, m.cfg, m.rowsLinear ? { linear: m.rowsLinear } : {});
+          const drafter = m.draftRowsLinear ? new RowDecoder(m.params, m.cfg, { linear: m.draftRowsLinear }) : dec;
+          const headNorm = m.params.mtp[0]!.headNorm.f32;
+          const prompt = Array.from({ length: 40 }, (_, i) => (i * 13 + 5) % V), P = prompt.length, steps = 6;
+          const start = prefilled(m, prompt, 96);
+          const first = dec.main([prompt[P - 1]!], [{ cache: start, start: P - 1, rows: 1 }]);
+          const x0 = argmax(first.logits, 0, vocab), h0 = first.hidden.slice(0, H);
+          for (let K = 1; K <= 3; K++) {
+            // TypeScript orchestration of the loop's steps (engine passes through RowDecoder).
+            const ref = copyCache(start);
+            let x = x0, n = P, ms = P - 1, mm = 1, acc = 0;
+            let hin = h0.slice(), next = [x0];
+            const tokens: number[] = [], drafts: number[] = [];
+            for (let s = 0; s < steps; s++) {
+              const d: number[] = [];
+              let mt = drafter.mtp(0, hin, next, [{ cache: ref, start: ms, rows: mm }], mm - 1);
+              for (let k = 0; k < K; k++) {
+                if (k > 0) {
+                  const chain = new Float32Array(H);
+                  kernel('RMSNorm')(mt.hidden.subarray(mt.hidden.length - H), headNorm, chain, 1, H, m.cfg.rmsNormEps);
+                  mt = drafter.mtp(0, chain, [d[k - 1]!], [{ cache: ref, start: n + k - 1, rows: 1 }]);
+                }
+                d.push(argmax(mt.logits, 0, vocab));
+              }
+              const f = dec.main([x, ...d], [{ cache: ref, start: n, rows: K + 1 }]);
+              const a = d.map((_, i) => argmax(f.logits, i * V, vocab)).concat(argmax(f.logits, K * V, vocab));
+              let j = 0;
+              while (j < K && a[j] === d[j]) j++;
+              acc += j;
+              drafts.push(...d);
+              tokens.push(...a.slice(0, j + 1));
+              hin = f.hidden.slice(0, (j + 1) * H);
+              next = [...d.slice(0, j), a[j]!];
+              ms = n; mm = j + 1; n += j + 1; x = a[j]!;
+            }
+            for (const th of [1, 2]) {
+              native.setThreads(th);
+              const c = copyCache(start);
+              const hinE = new Float32Array((K + 1) * H), nextE = new Int32Array(K + 1), state = Float64Array.of(x0, P, P - 1, 1, 0, 0);
+              hinE.set(h0);
+              nextE[0] = x0;
+              const out = new Int32Array((K + 1) * steps), tr = new Int32Array(K * steps);
+              const count = dec.specLoop(drafter, hinE, nextE, state, c, steps, 1e9, new Int32Array(0), vocab, out, K, { drafts: tr, exactHead: true });
+              const tag = `${name} ${form}, ${K} drafts, ${th} threads`;
+              assert.deepEqual(Array.from(tr), drafts, `${tag}: drafts`);
+              assert.deepEqual(Array.from(out.subarray(0, count!)), tokens, `${tag}: tokens`);
+              assert.deepEqual(Array.from(state), [x, n, ms, mm, K * steps, acc], `${tag}: state`);
+              assert.deepEqual(Array.from(hinE.subarray(0, mm * H)), Array.from(hin), `${tag}: pending hidden rows`);
+              assert.deepEqual(Array.from(nextE.subarray(0, mm)), next, `${tag}: pending tokens`);
+              // Every row either wrote (kept, rejected and chained-draft rows alike) is the same.
+              for (let l = 0; l <= L; l++) assert.deepEqual(c.layers[l]!.a, ref.layers[l]!.a, `${tag}: cache layer ${l}`);
+            }
+          }
+        });
+      }
+    }
+  });
+  native.setThreads(2);
+});
+
+test('the int8 draft head: logits close to the exact product (within 3% of their range: int8 codes of both operands), the clear argmax kept; bad shapes rejected', async (t) => {
+  if (!(await hasNative())) { t.skip(`native backend: ${whyNotUnderTest('native')}`); return; }
+  const lib = loadNativeBackend()!.addon;
+  for (const [n, k] of [[2048, 128], [37, 64], [16, 4]] as const) {
+    const w = Float32Array.from({ length: n * k }, (_, i) => Math.sin(i * 0.731) * (1 + (i % 7) / 3));
+    const x = Float32Array.from({ length: k }, (_, i) => Math.cos(i * 0.29) * 3 - 0.5);
+    x[k - 1] = 0;
+    const exact = new Float32Array(n);
+    lib.decodeMatRows!(w, n, k, x, 1, exact);
+    const y = new Float32Array(n).fill(NaN);
+    if (!lib.decodeDraftHead!(w, n, k, x, y)) { t.diagnostic('no AVX-512 VNNI: the loop drafts with the exact head'); return; }
+    let lo = Infinity, hi = -Infinity, err = 0;
+    for (let j = 0; j < n; j++) { lo = Math.min(lo, exact[j]!); hi = Math.max(hi, exact[j]!); err = Math.max(err, Math.abs(y[j]! - exact[j]!)); }
+    assert.ok(err <= 0.03 * (hi - lo), `${n}×${k}: max error ${err} of range ${hi - lo}`);
+    // A clear winner (a row that is x itself) stays the argmax.
+    const w2 = w.slice();
+    w2.set(x, (n >> 1) * k);
+    const y2 = new Float32Array(n);
+    lib.decodeDraftHead!(w2, n, k, x, y2);
+    let b = 0;
+    for (let j = 1; j < n; j++) if (y2[j]! > y2[b]!) b = j;
+    if (n > 16) assert.equal(b, n >> 1, `${n}×${k}: argmax`);
+  }
+  assert.throws(() => lib.decodeDraftHead!(new Float32Array(30), 5, 6, new Float32Array(6), new Float32Array(5)), /multiple of 4/);
+  assert.throws(() => lib.decodeDraftHead!(new Float32Array(30), 5, 8, new Float32Array(8), new Float32Array(5)), /w has 30 elements|needs 40/);
 });
 
 test('the engine rejects bad input with errors naming it', async (t) => {

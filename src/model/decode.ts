@@ -185,10 +185,12 @@ export class RowDecoder {
    * Generation does: state = [token, n, mtpStart, m, proposed, accepted] and the m pending MTP rows
    * (hin [m, H], next [m]; room for drafts + 1) are read and updated; the emitted tokens go to `out`
    * (stopping after `budget` tokens or at a token in `stops`); returns how many. The cache must
-   * hold positions below n + (drafts + 1)·steps. Null when the engine cannot run it.
+   * hold positions below n + (drafts + 1)·steps. Null when the engine cannot run it. `trace`
+   * (tests, diagnostics): receives each step's drafts (drafts per step), and `exactHead` drafts
+   * with the MTP head itself rather than the engine's int8 copy.
    */
   specLoop(draft: RowDecoder, hin: Float32Array, next: Int32Array, state: Float64Array, cache: KVCache, steps: number, budget: number, stops: Int32Array,
-    vocab: number, out: Int32Array, drafts = 1): number | null {
+    vocab: number, out: Int32Array, drafts = 1, trace?: { drafts: Int32Array; exactHead?: boolean }): number | null {
     const { cfg, params: p } = this;
     if (!hasKernel('DecodeEngineSpecLoop') || p.mtp.length === 0 || draft.params.mtp.length === 0) return null;
     const eng = this.engineFor(drafts + 1), deng = draft.engineFor(drafts + 1);
@@ -199,7 +201,8 @@ export class RowDecoder {
     for (let l = 0; l < L; l++) mainCaches.push(cache.layers[l]!.a);
     const half = cfg.qkRopeHeadDim / 2;
     return kernel('DecodeEngineSpecLoop')(eng, deng, hin, next, state, mainCaches, cache.layers[cfg.numHiddenLayers]!.a,
-      this.ropeCos.subarray(0, this.ropeDone * half), this.ropeSin.subarray(0, this.ropeDone * half), vocab, steps, budget, stops, out, drafts);
+      this.ropeCos.subarray(0, this.ropeDone * half), this.ropeSin.subarray(0, this.ropeDone * half), vocab, steps, budget, stops, out, drafts,
+      trace?.drafts ?? null, trace?.exactHead ?? false);
   }
 
   /**
