@@ -1,6 +1,6 @@
 /**
  * `frugal generate --model DIR (--prompt TEXT | --tokens 3,17,42) [--max-tokens N] [--greedy]
- * [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop TEXT] [--speculative]`: streams the
+ * [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop TEXT] [--speculative [--draft-tokens K]]`: streams the
  * continuation to stdout as it is produced (text through the model's tokenizer.json; with
  * `--tokens` and no tokenizer, the ids). Statistics (tokens/s, MTP acceptance rate) go to stderr.
  */
@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs, usage, type OptionSpec } from './args.js';
 import { UsageError } from '../errors.js';
-import { Generation, type Model } from '../infer/generate.js';
+import { DEFAULT_DRAFT_TOKENS, Generation, MAX_DRAFT_TOKENS, type Model } from '../infer/generate.js';
 import { StopMatcher, checkSampling, type SamplingOptions } from '../infer/sampling.js';
 import { StreamDecoder } from '../io/tokenizer.js';
 import { checkModelDir, openModel, parseTokenList, selectBackend } from '../serve/model-node.js';
@@ -30,6 +30,7 @@ const spec: OptionSpec = {
   seed: { type: 'number', help: 'random seed (default: random)' },
   stop: { type: 'string', help: 'stop sequence (text mode)' },
   speculative: { type: 'boolean', help: 'MTP speculative decoding (models with MTP layers)' },
+  'draft-tokens': { type: 'number', help: `with --speculative: greedy steps draft this many tokens by chaining the MTP layer, verified in one pass (1-${MAX_DRAFT_TOKENS}, default ${DEFAULT_DRAFT_TOKENS}; sampled steps draft one)` },
   'ignore-eos': { type: 'boolean', help: 'keep going past the end-of-sequence token' },
   backend: { type: 'string', help: 'compute backend: auto (native > wasm > ts), ts, wasm, native, webgpu', default: 'auto' },
   threads: { type: 'number', help: 'worker threads of the backend (default: all cores, at most 8)' },
@@ -48,6 +49,11 @@ export async function run(argv: string[]): Promise<number> {
   if (a.seed !== undefined) sampling.seed = a.seed;
   try { checkSampling(sampling); } catch (e) { throw new UsageError((e as Error).message); }
   if (!['f32', 'bf16', 'q8_0'].includes(a.weights)) throw new UsageError(`--weights must be f32, bf16 or q8_0, got '${a.weights}'`);
+  const draftTokens = a['draft-tokens'] as number | undefined;
+  if (draftTokens !== undefined) {
+    if (a.speculative !== true) throw new UsageError('--draft-tokens needs --speculative');
+    if (!Number.isInteger(draftTokens) || draftTokens < 1 || draftTokens > MAX_DRAFT_TOKENS) throw new UsageError(`--draft-tokens must be an integer 1..${MAX_DRAFT_TOKENS}, got ${draftTokens}`);
+  }
   await selectBackend(a.backend, a.threads);
   const opened = await openModel(dir);
   const tokenizer = opened.tokenizer;
@@ -72,7 +78,7 @@ export async function run(argv: string[]): Promise<number> {
   let gen: Generation;
   try {
     gen = new Generation(model, prompt, {
-      ...sampling, maxTokens: a['max-tokens'], speculative: a.speculative === true,
+      ...sampling, maxTokens: a['max-tokens'], speculative: a.speculative === true, ...(draftTokens !== undefined ? { draftTokens } : {}),
       ...(tokenizer ? { vocabLimit: tokenizer.vocabSize } : {}),
       stopTokenIds: a['ignore-eos'] || eos === null ? [] : [eos],
       onToken: (id) => {

@@ -98,7 +98,7 @@ export const SPEC_LOOP_STEPS = 8;
 /** Most chained MTP drafts per greedy speculative step (the native engine's kMaxDrafts). */
 export const MAX_DRAFT_TOKENS = 4;
 /** Chained MTP drafts per greedy speculative step on the engine by default (GenerateOptions.draftTokens). */
-export const DEFAULT_DRAFT_TOKENS = 2;
+export const DEFAULT_DRAFT_TOKENS = 3;
 
 /** Cache positions a generation may need at most (prompt, new tokens, and a speculative step's 2 rows). */
 export function kvTokensNeeded(cfg: DeepSeekConfig, promptLength: number, maxTokens: number): number {
@@ -172,6 +172,8 @@ export class Generation {
   private pDist: Float64Array | null = null;
   private qDist: Float64Array | null = null;
   private prefilled = false;
+  /** Speculative prompt on the engine (main rows keeping their hidden states, fill-only MTP rows) instead of forward. */
+  private readonly specEnginePrefill: boolean;
   /** Chunked prefill state: the next prompt position to compute, where computing began, MTP hidden rows. */
   private prefillPos = -1;
   private prefillFrom = 0;
@@ -212,6 +214,9 @@ export class Generation {
     this.decoder = attn === 'absorb' ? new RowDecoder(model.params, cfg, { linear: model.rowsLinear ?? (model.linear ? rowsLinearOf(model.linear) : f32RowsLinear) }) : null;
     this.drafter = this.spec && model.draftRowsLinear ? new RowDecoder(model.params, cfg, { linear: model.draftRowsLinear }) : this.decoder;
     this.rowPrefill = this.decoder !== null && !this.spec && !model.linear && !model.rowsLinear && this.decoder.usesEngine(1);
+    // A speculative prompt (f32 main weights) runs on the engine too: main passes that keep every
+    // row's hidden state, then the drafter's fill-only MTP passes (its cache rows, as decoding's).
+    this.specEnginePrefill = this.spec && this.decoder !== null && !model.linear && !model.rowsLinear && this.decoder.usesEngine(1) && this.drafter!.usesEngine(1);
     const width = prefixRowWidth(cfg, this.spec ? 1 : 0);
     if (opts.prefixCache && opts.prefixCache.rowWidth !== width) {
       throw new RangeError(`prefix cache rows are ${opts.prefixCache.rowWidth} floats but this model's ${this.spec ? 'speculative ' : ''}rows are ${width} (a cache built for another model${this.spec ? ', or without speculative decoding' : ''}?)`);
@@ -280,13 +285,21 @@ export class Generation {
       const P = prompt.length, H = cfg.hiddenSize;
       if (this.prefillPos < 0) this.prefillPos = this.prefillFrom = this.prefillStart();
       const chunk = Math.max(1, opts.prefillChunk ?? 256);
+      const step = this.specEnginePrefill ? Math.min(chunk, this.decoder!.engineRows()) : chunk;
       let done = 0;
       while (this.prefillPos < P && done < Math.max(1, budget)) {
-        const s = this.prefillPos, e = Math.min(P, s + chunk);
+        const s = this.prefillPos, e = Math.min(P, s + step);
         this.ensureCache(e + (this.spec ? 2 : 1));
-        const f = forward(this.model.params, cfg, Tensor.ints(prompt.slice(s, e), [1, e - s]), { cache: this.cache, startPos: s, lastLogits: true });
-        if (e === P) this.last = f.logits.f32.slice(); // [1, 1, V]: only the last position's logits are computed
-        this.prefillHidden?.set(f.hidden.f32, (s - this.prefillFrom) * H);
+        if (this.specEnginePrefill) {
+          const f = this.decoder!.main(prompt.slice(s, e), [{ cache: this.cache, start: s, rows: e - s }], e === P ? e - s - 1 : e - s);
+          if (e === P) this.last = f.logits.slice(0, cfg.vocabSize);
+          this.prefillHidden?.set(f.hidden.subarray(0, (e - s) * H), (s - this.prefillFrom) * H);
+          this.cache.length = e;
+        } else {
+          const f = forward(this.model.params, cfg, Tensor.ints(prompt.slice(s, e), [1, e - s]), { cache: this.cache, startPos: s, lastLogits: true });
+          if (e === P) this.last = f.logits.f32.slice(); // [1, 1, V]: only the last position's logits are computed
+          this.prefillHidden?.set(f.hidden.f32, (s - this.prefillFrom) * H);
+        }
         this.prefillPos = e;
         done += e - s;
       }
@@ -367,8 +380,14 @@ export class Generation {
     const { cfg, prompt } = this;
     const cache = this.cache;
     const P = prompt.length, H = cfg.hiddenSize;
-    for (let s = from; s < P - 1; s += chunk) {
-      const e = Math.min(P - 1, s + chunk);
+    const step = this.specEnginePrefill ? Math.min(chunk, this.drafter!.engineRows()) : chunk;
+    for (let s = from; s < P - 1; s += step) {
+      const e = Math.min(P - 1, s + step);
+      if (this.specEnginePrefill) {
+        // Fill rows; the last row of each pass also runs through (every engine takes at least one such row).
+        this.drafter!.mtp(0, hidden.subarray((s - from) * H, (e - from) * H), prompt.slice(s + 1, e + 1), [{ cache, start: s, rows: e - s }], e - s - 1);
+        continue;
+      }
       mtpForward(this.model.params, cfg, 0, new Tensor(hidden.slice((s - from) * H, (e - from) * H), [1, e - s, H]),
         Tensor.ints(prompt.slice(s + 1, e + 1), [1, e - s]), { cache, startPos: s });
     }
