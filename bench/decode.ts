@@ -16,7 +16,7 @@ const SPEC_ONLY: OptionSpec = {
   'max-tokens': { type: 'number', help: 'with --speculative: new tokens per generation (default 500)' },
   prompt: { type: 'string', help: 'with --speculative: prompt text (default "The Congress of the United States")' },
   drafts: { type: 'string', help: 'with --speculative: MTP draft weights, q8_0 (default, as generate/serve --speculative) or same (the decode weights)' },
-  'draft-tokens': { type: 'string', help: 'with --speculative: chained MTP drafts per greedy step, one value or a list (e.g. 1,2; default 2, as generate)' },
+  'draft-tokens': { type: 'string', help: 'with --speculative: chained MTP drafts per greedy step, one value or a list (1-4 or auto, e.g. 1,3,auto; default auto, as generate)' },
 };
 
 /** The decode suite's options: the model suites' plus the speculative comparison's. */
@@ -43,8 +43,8 @@ export async function run(argv: string[]): Promise<number> {
   const drafts = (o.drafts as string | undefined) ?? 'q8_0';
   if (drafts !== 'q8_0' && drafts !== 'same') throw new UsageError(`--drafts must be q8_0 or same, got '${drafts}'`);
   const dt = o['draft-tokens'] as string | undefined;
-  const draftTokens = dt === undefined ? undefined : dt.split(',').map((x) => Number(x.trim()));
-  if (draftTokens && !draftTokens.every((k) => Number.isInteger(k) && k >= 1 && k <= MAX_DRAFT_TOKENS)) throw new UsageError(`--draft-tokens must be integers 1..${MAX_DRAFT_TOKENS} (comma-separated), got '${dt}'`);
+  const draftTokens = dt === undefined ? undefined : dt.split(',').map((x) => (x.trim() === 'auto' ? 'auto' as const : Number(x.trim())));
+  if (draftTokens && !draftTokens.every((k) => k === 'auto' || (Number.isInteger(k) && k >= 1 && k <= MAX_DRAFT_TOKENS))) throw new UsageError(`--draft-tokens must be auto or integers 1..${MAX_DRAFT_TOKENS} (comma-separated), got '${dt}'`);
   const backend = ((o.backend as string | undefined) ?? 'auto') as BackendChoice;
   if (!['auto', 'native', 'wasm', 'ts', 'webgpu'].includes(backend)) throw new UsageError(`--backend must be auto, native, wasm, ts or webgpu, got '${backend}'`);
   return runSpeculativeCli({

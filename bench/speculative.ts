@@ -5,7 +5,7 @@
  * tokens from the same prompt plainly, then speculatively (interleaved, after one warm-up of each);
  * rows give the medians with min–max, the speed-up (median of the per-round ratios, with their
  * range) and the MTP acceptance rate (accepted drafts / proposed drafts). `--draft-tokens K[,K…]`
- * sets the chained drafts per greedy step (default the generate default, DEFAULT_DRAFT_TOKENS). A round whose two outputs differ aborts the bench: greedy
+ * sets the chained drafts per greedy step (default auto, as generate). A round whose two outputs differ aborts the bench: greedy
  * speculative decoding must reproduce plain decoding exactly. No PyTorch peer (it has no MTP
  * decoding to compare with).
  */
@@ -15,7 +15,7 @@ import { loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { useBackend, describeBackend, disposeBackends, type BackendChoice } from '../src/backend/setup-node.js';
 import { UsageError } from '../src/errors.js';
-import { DEFAULT_DRAFT_TOKENS, Generation, type Model } from '../src/infer/generate.js';
+import { Generation, type Model } from '../src/infer/generate.js';
 import { withBf16Weights } from '../src/infer/bf16-node.js';
 import { withQ8Drafts } from '../src/infer/q8-node.js';
 import { openModel } from '../src/serve/model-node.js';
@@ -26,12 +26,12 @@ export interface SpeculativeOptions {
   maxTokens: number; prompt: string; json: boolean; write: boolean;
   /** Draft weights of the MTP layer: Q8_0 (as `frugal generate|serve --speculative` run) or the model's own. */
   drafts: 'q8_0' | 'same';
-  /** Chained MTP drafts per greedy step, one row set each (default [DEFAULT_DRAFT_TOKENS]). */
-  draftTokens?: number[];
+  /** Chained MTP drafts per greedy step, one row set each (default ['auto'], as generate). */
+  draftTokens?: Array<number | 'auto'>;
 }
 
 export interface SpeculativeRow {
-  threads: number; weights: 'f32' | 'bf16'; drafts: 'q8_0' | 'same'; draftTokens: number; maxTokens: number; reps: number; backend: string;
+  threads: number; weights: 'f32' | 'bf16'; drafts: 'q8_0' | 'same'; draftTokens: number | 'auto'; maxTokens: number; reps: number; backend: string;
   plain: number; plainRange: [number, number]; speculative: number; speculativeRange: [number, number];
   speedup: number; speedupRange: [number, number]; acceptance: number;
   /** threads > 1: plain decoding at 1 thread in the same rounds, and the speed-up over the faster plain run of each round. */
@@ -52,7 +52,7 @@ function trainDefault(log: (s: string) => void): { dir: string; remove: () => vo
 }
 
 /** One greedy generation; returns tokens/s over its decode steps, its tokens and its acceptance. */
-function once(model: Model, prompt: number[], maxTokens: number, speculative: boolean, vocabLimit: number, draftTokens = DEFAULT_DRAFT_TOKENS): { tps: number; tokens: number[]; acceptance: number } {
+function once(model: Model, prompt: number[], maxTokens: number, speculative: boolean, vocabLimit: number, draftTokens: number | 'auto' = 'auto'): { tps: number; tokens: number[]; acceptance: number } {
   const g = new Generation(model, prompt, { greedy: true, maxTokens, speculative, vocabLimit, draftTokens });
   while (!g.done) g.step();
   const r = g.result();
@@ -86,7 +86,7 @@ export async function runSpeculativeBench(o: SpeculativeOptions, log: (s: string
           if (d.model === model) throw new Error(`bench decode --speculative: ${d.note}`);
           model = d.model;
         }
-        for (const K of o.draftTokens ?? [DEFAULT_DRAFT_TOKENS]) {
+        for (const K of o.draftTokens ?? ['auto' as const]) {
         log(`[decode --speculative threads=${threads} weights=${weights} drafts=${o.drafts} draft-tokens=${K}] ${backend}; prompt ${prompt.length} tokens, ${o.maxTokens} new, greedy; load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
         once(model, prompt, o.maxTokens, false, vocab);
         once(model, prompt, o.maxTokens, true, vocab, K);

@@ -30,7 +30,7 @@ const spec: OptionSpec = {
   seed: { type: 'number', help: 'random seed (default: random)' },
   stop: { type: 'string', help: 'stop sequence (text mode)' },
   speculative: { type: 'boolean', help: 'MTP speculative decoding (models with MTP layers)' },
-  'draft-tokens': { type: 'number', help: `with --speculative: greedy steps draft this many tokens by chaining the MTP layer, verified in one pass (1-${MAX_DRAFT_TOKENS}, default ${DEFAULT_DRAFT_TOKENS}; sampled steps draft one)` },
+  'draft-tokens': { type: 'string', help: `with --speculative: greedy steps draft this many tokens by chaining the MTP layer, verified in one pass: 1-${MAX_DRAFT_TOKENS}, or auto (default: from ${DEFAULT_DRAFT_TOKENS}, more while drafts are kept, fewer while rejected); sampled steps draft one` },
   'ignore-eos': { type: 'boolean', help: 'keep going past the end-of-sequence token' },
   backend: { type: 'string', help: 'compute backend: auto (native > wasm > ts), ts, wasm, native, webgpu', default: 'auto' },
   threads: { type: 'number', help: 'worker threads of the backend (default: all cores, at most 8)' },
@@ -49,10 +49,12 @@ export async function run(argv: string[]): Promise<number> {
   if (a.seed !== undefined) sampling.seed = a.seed;
   try { checkSampling(sampling); } catch (e) { throw new UsageError((e as Error).message); }
   if (!['f32', 'bf16', 'q8_0'].includes(a.weights)) throw new UsageError(`--weights must be f32, bf16 or q8_0, got '${a.weights}'`);
-  const draftTokens = a['draft-tokens'] as number | undefined;
-  if (draftTokens !== undefined) {
+  const dt = a['draft-tokens'] as string | undefined;
+  let draftTokens: number | 'auto' | undefined;
+  if (dt !== undefined) {
     if (a.speculative !== true) throw new UsageError('--draft-tokens needs --speculative');
-    if (!Number.isInteger(draftTokens) || draftTokens < 1 || draftTokens > MAX_DRAFT_TOKENS) throw new UsageError(`--draft-tokens must be an integer 1..${MAX_DRAFT_TOKENS}, got ${draftTokens}`);
+    draftTokens = dt === 'auto' ? 'auto' : Number(dt);
+    if (draftTokens !== 'auto' && !(Number.isInteger(draftTokens) && draftTokens >= 1 && draftTokens <= MAX_DRAFT_TOKENS)) throw new UsageError(`--draft-tokens must be auto or an integer 1..${MAX_DRAFT_TOKENS}, got '${dt}'`);
   }
   await selectBackend(a.backend, a.threads);
   const opened = await openModel(dir);

@@ -60,12 +60,14 @@ export interface GenerateOptions extends SamplingOptions {
   speculative?: boolean;
   /**
    * Greedy speculative decoding on the engine: drafts per step, chaining the MTP layer (1 to
-   * MAX_DRAFT_TOKENS; default DEFAULT_DRAFT_TOKENS). Draft k + 1 reads draft k's MTP state in place
-   * of the main model's hidden state, which is not known yet; the main model verifies all K in one
-   * (K + 1)-row pass and keeps the longest agreeing prefix, so the output is plain greedy's either
-   * way. Sampled decoding and the server's steps draft one.
+   * MAX_DRAFT_TOKENS), or 'auto' (the default): start at DEFAULT_DRAFT_TOKENS and, after each
+   * engine call, draft one more while nearly every draft is kept and one fewer while the deepest
+   * ones are mostly rejected. Draft k + 1 reads draft k's MTP state in place of the main model's
+   * hidden state, which is not known yet; the main model verifies all K in one (K + 1)-row pass
+   * and keeps the longest agreeing prefix, so the output is plain greedy's either way. Sampled
+   * decoding and the server's steps draft one.
    */
-  draftTokens?: number;
+  draftTokens?: number | 'auto';
   /** Attention form (default absorb: the latent cache; prefix caching needs absorb). */
   attn?: AttnImpl;
   prefixCache?: PrefixCache | null;
@@ -97,7 +99,7 @@ export interface KvSource {
 export const SPEC_LOOP_STEPS = 8;
 /** Most chained MTP drafts per greedy speculative step (the native engine's kMaxDrafts). */
 export const MAX_DRAFT_TOKENS = 4;
-/** Chained MTP drafts per greedy speculative step on the engine by default (GenerateOptions.draftTokens). */
+/** Chained MTP drafts per greedy speculative step on the engine to start with ('auto', GenerateOptions.draftTokens). */
 export const DEFAULT_DRAFT_TOKENS = 3;
 
 /** Cache positions a generation may need at most (prompt, new tokens, and a speculative step's 2 rows). */
@@ -158,8 +160,9 @@ export class Generation {
   private readonly stopIds: Set<number>;
   /** specLoop's reused arrays. */
   private loopState: { state: Float64Array; next: Int32Array; out: Int32Array; stops: Int32Array } | null = null;
-  /** Chained drafts per step of the engine's greedy loop (opts.draftTokens). */
-  private readonly drafts: number;
+  /** Chained drafts per step of the engine's greedy loop (opts.draftTokens; adapted when `adaptDrafts`). */
+  private drafts: number;
+  private readonly adaptDrafts: boolean;
   /** Whole sequence so far (prompt + generated). */
   private readonly seq: number[];
   /** Logits row predicting the first new token (from the prefill). */
@@ -205,10 +208,13 @@ export class Generation {
     this.greedy = isGreedy(opts);
     this.stopIds = new Set(opts.stopTokenIds ?? []);
     this.seq = prompt.slice();
-    const drafts = opts.draftTokens ?? DEFAULT_DRAFT_TOKENS;
-    if (!Number.isInteger(drafts) || drafts < 1 || drafts > MAX_DRAFT_TOKENS) throw new RangeError(`draftTokens must be an integer from 1 to ${MAX_DRAFT_TOKENS} (got ${drafts})`);
-    this.drafts = drafts;
-    this.pending = new Float32Array(this.spec ? (drafts + 1) * cfg.hiddenSize : 0);
+    const drafts = opts.draftTokens ?? 'auto';
+    if (drafts !== 'auto' && (!Number.isInteger(drafts) || drafts < 1 || drafts > MAX_DRAFT_TOKENS)) {
+      throw new RangeError(`draftTokens must be 'auto' or an integer from 1 to ${MAX_DRAFT_TOKENS} (got ${drafts})`);
+    }
+    this.adaptDrafts = drafts === 'auto';
+    this.drafts = drafts === 'auto' ? DEFAULT_DRAFT_TOKENS : drafts;
+    this.pending = new Float32Array(this.spec ? (MAX_DRAFT_TOKENS + 1) * cfg.hiddenSize : 0);
     if (opts.kv && attn !== 'absorb') throw new RangeError('a kv source needs the absorbed latent cache (attn: absorb)');
     this.cache = opts.kv ? opts.kv.ensure(null, prompt.length + (this.spec ? 2 : 1), this.spec ? 1 : 0) : new KVCache(cfg, 1, prompt.length + this.maxNew + 2, attn, this.spec ? 1 : 0);
     this.decoder = attn === 'absorb' ? new RowDecoder(model.params, cfg, { linear: model.rowsLinear ?? (model.linear ? rowsLinearOf(model.linear) : f32RowsLinear) }) : null;
@@ -522,7 +528,7 @@ export class Generation {
     const K = this.drafts;
     const steps = Math.min(SPEC_LOOP_STEPS, Math.ceil(budget / (K + 1)), Math.floor((cache.capacity - n) / (K + 1)));
     if (steps < 1) return false;
-    this.loopState ??= { state: new Float64Array(6), next: new Int32Array(K + 1), out: new Int32Array((K + 1) * SPEC_LOOP_STEPS), stops: Int32Array.from(this.stopIds) };
+    this.loopState ??= { state: new Float64Array(6), next: new Int32Array(MAX_DRAFT_TOKENS + 1), out: new Int32Array((MAX_DRAFT_TOKENS + 1) * SPEC_LOOP_STEPS), stops: Int32Array.from(this.stopIds) };
     const L = this.loopState;
     L.state.set([this.seq[n]!, n, this.mtpLen, m, 0, 0]);
     for (let i = 0; i < m; i++) L.next[i] = this.seq[this.mtpLen + 1 + i]!;
@@ -530,6 +536,13 @@ export class Generation {
     if (count === null) return false;
     this.proposed += L.state[4]!;
     this.accepted += L.state[5]!;
+    if (this.adaptDrafts && L.state[4]! > 0) {
+      // Mean drafts kept per step: deepen while nearly all are kept, shorten while the deepest
+      // ones are mostly rejected (each draft costs an MTP pass and a verify row).
+      const kept = L.state[5]! / (L.state[4]! / K);
+      if (kept >= K - 0.25 && K < MAX_DRAFT_TOKENS) this.drafts = K + 1;
+      else if (kept <= K - 1.25 && K > 1) this.drafts = K - 1;
+    }
     cache.length = L.state[1]!;
     this.mtpLen = L.state[2]!;
     this.pendingRows = L.state[3]!;
@@ -551,6 +564,9 @@ export class Generation {
     if (this.emit(next)) return;
     this.emit(bonus());
   }
+
+  /** Drafts per step the engine's greedy speculative loop runs next (adapted under draftTokens 'auto'). */
+  get draftTokens(): number { return this.drafts; }
 
   /** Summary of the generation so far. */
   result(): GenerateResult {

@@ -23,7 +23,7 @@ import { RowDecoder, type RowsLinear } from './decode.js';
 import { engineArrays, engineLinear, f32EngineWeights } from './decode-engine.js';
 import * as op from '../ops/index.js';
 import { bf16Linear } from '../infer/bf16-node.js';
-import { generate, MAX_DRAFT_TOKENS, type Model } from '../infer/generate.js';
+import { DEFAULT_DRAFT_TOKENS, generate, Generation, MAX_DRAFT_TOKENS, type Model } from '../infer/generate.js';
 import { withBf16Weights } from '../infer/bf16-node.js';
 import { q8Linear, withQ8Drafts, withQ8Weights } from '../infer/q8-node.js';
 
@@ -289,6 +289,28 @@ test('the chained speculative loop equals the same MTP and verify passes orchest
     }
   });
   native.setThreads(2);
+});
+
+test("draftTokens 'auto' (the default) shortens the chain while drafts are rejected; an explicit count is kept; output stays plain greedy's", async (t) => {
+  if (!(await hasNative())) { t.skip(`native backend: ${whyNotUnderTest('native')}`); return; }
+  await withBackend('native', async () => {
+    // An untrained model: its MTP layer almost never agrees with the main model.
+    const cfg = presets.tiny!, m: Model = { cfg, params: initParams(cfg, { seed: 11 }) };
+    const prompt = [5, 17, 42];
+    const plain = generate(m, prompt, { greedy: true, maxTokens: 60 });
+    const auto = new Generation(m, prompt, { greedy: true, maxTokens: 60, speculative: true });
+    assert.equal(auto.draftTokens, DEFAULT_DRAFT_TOKENS);
+    while (!auto.done) auto.step();
+    const r = auto.result();
+    assert.ok(r.speculative!.acceptanceRate < 0.2, `acceptance ${r.speculative!.acceptanceRate}`);
+    assert.equal(auto.draftTokens, 1, 'the chain shrank to one draft');
+    assert.deepEqual(r.tokens, plain.tokens);
+    const fixed = new Generation(m, prompt, { greedy: true, maxTokens: 60, speculative: true, draftTokens: 3 });
+    while (!fixed.done) fixed.step();
+    assert.equal(fixed.draftTokens, 3);
+    assert.deepEqual(fixed.result().tokens, plain.tokens);
+    assert.throws(() => new Generation(m, prompt, { speculative: true, draftTokens: 5 }), /draftTokens must be 'auto' or an integer from 1 to 4/);
+  });
 });
 
 test('the int8 draft head: logits close to the exact product (within 3% of their range: int8 codes of both operands), the clear argmax kept; bad shapes rejected', async (t) => {
