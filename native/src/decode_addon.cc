@@ -260,12 +260,12 @@ long readSegs(napi_env env, const char* fn, napi_value segsV, napi_value cachesV
 constexpr long kMaxRows = 4096;
 
 // decodeEngineMain(engine, tokens, segs, caches, cos, sin, from, hidden, logits)
-// decodeEngineMtp(engine, depth, hiddenIn, nextTokens, segs, caches, cos, sin, from, hidden, logits)
+// decodeEngineMtp(engine, depth, hiddenIn, nextTokens, segs, caches, cos, sin, from, hidden, logits[, window])
 napi_value Run(napi_env env, napi_callback_info info, bool isMtp) {
   return guard([&]() -> napi_value {
     const char* fn = isMtp ? "decodeEngineMtp" : "decodeEngineMain";
-    size_t argc = 11;
-    napi_value a[11];
+    size_t argc = 12;
+    napi_value a[12];
     napi_get_cb_info(env, info, &argc, a, nullptr, nullptr);
     const size_t want = isMtp ? 11 : 9;
     if (argc < want) throwType(env, fn, "expected " + std::to_string(want) + " arguments");
@@ -291,7 +291,10 @@ napi_value Run(napi_env env, napi_callback_info info, bool isMtp) {
     if (isMtp && from > 0 && sg.refs.size() != 1) throwRange(env, fn, "rows that only fill the cache (from > 0) need a single segment");
     float* hidden = typed<float>(env, fn, a[7 + o], napi_float32_array, "hidden", (size_t)((isMtp ? R - from : R) * c.H));
     float* logits = typed<float>(env, fn, a[8 + o], napi_float32_array, "logits", (size_t)((R - from) * c.V));
-    if (isMtp) e.runMtp(depth, hin, tok, R, sg.refs.data(), (long)sg.refs.size(), cs, sn, from, hidden, logits);
+    napi_valuetype wt = napi_undefined;
+    if (isMtp && argc > 11) napi_typeof(env, a[11], &wt);
+    const long window = wt == napi_undefined ? 0 : countOf(env, fn, a[11], "window", 1L << 30);
+    if (isMtp) e.runMtp(depth, hin, tok, R, sg.refs.data(), (long)sg.refs.size(), cs, sn, from, hidden, logits, window);
     else e.runMain(tok, R, sg.refs.data(), (long)sg.refs.size(), cs, sn, from, hidden, logits);
     napi_value u;
     napi_get_undefined(env, &u);
@@ -414,18 +417,19 @@ napi_value Spec(napi_env env, napi_callback_info info) {
   });
 }
 
-// decodeEngineSpecLoop(main, draft, hin, next, state, mainCaches, mtpCache, cosT, sinT, vocab, steps, budget, stops, out[, drafts[, draftsOut[, exactHead]]]) → count
+// decodeEngineSpecLoop(main, draft, hin, next, state, mainCaches, mtpCache, cosT, sinT, vocab, steps, budget, stops, out[, drafts[, draftsOut[, exactHead[, draftWindow]]]]) → count
 // Up to `steps` greedy speculative steps in one call (Engine::runSpecLoop), each chaining K =
 // drafts (1…4, default 1) MTP drafts. state: Float64Array [token, n, mtpStart, m, proposed,
 // accepted] (in/out); hin [(K+1)·H] and next (Int32Array [K+1]) hold the m pending MTP rows
 // (in/out); cosT/sinT: rope tables of positions [0, len / (dr/2)); out (Int32Array of at least
 // (K+1)·steps) receives the emitted tokens; draftsOut (Int32Array of K·steps, or null) each step's
-// drafts; exactHead (default false) drafts with the MTP head itself instead of its int8 copy.
+// drafts; exactHead (default false) drafts with the MTP head itself instead of its int8 copy;
+// draftWindow (default 0: all) caps the rows each draft attends over (its last ones).
 napi_value SpecLoop(napi_env env, napi_callback_info info) {
   return guard([&]() -> napi_value {
     const char* fn = "decodeEngineSpecLoop";
-    size_t argc = 17;
-    napi_value a[17];
+    size_t argc = 18;
+    napi_value a[18];
     napi_get_cb_info(env, info, &argc, a, nullptr, nullptr);
     if (argc < 14) throwType(env, fn, "expected 14 or 15 arguments");
     Engine& e = engineOf(env, fn, a[0]);
@@ -486,8 +490,11 @@ napi_value SpecLoop(napi_env env, napi_callback_info info) {
     if (argc > 16) napi_typeof(env, a[16], &et);
     if (et == napi_boolean) napi_get_value_bool(env, a[16], &exactHead);
     else if (et != napi_undefined) throwType(env, fn, "exactHead must be a boolean");
+    napi_valuetype wt = napi_undefined;
+    if (argc > 17) napi_typeof(env, a[17], &wt);
+    const long draftWindow = wt == napi_undefined ? 0 : countOf(env, fn, a[17], "draftWindow", 1L << 30);
     const long count = e.runSpecLoop(dr, hin, next, st, mn.refs[0].caches, mt.refs[0].caches[0], cosT, sinT, reach, vocab, steps, budget,
-                                     (const int32_t*)sv.p, (long)sv.len, out, K, draftsOut, exactHead);
+                                     (const int32_t*)sv.p, (long)sv.len, out, K, draftsOut, exactHead, draftWindow);
     for (int i = 0; i < 6; i++) sd[i] = (double)st[i];
     napi_value r;
     napi_create_int64(env, count, &r);

@@ -263,8 +263,8 @@ void Engine::mla(Work& w, const Layer& ly, const float* x, long R, const SegRef*
     for (long s = 0; s < S; s++)
       for (long i = 0; i < segs[s].rows; i++, r++) {
         if (r < from) continue;
-        const long L = segs[s].start + i + 1;
-        w.qrows.push_back({segs[s].caches[li], L});
+        const long L0 = segs[s].start + i + 1, skip = w.window > 0 && L0 > w.window ? L0 - w.window : 0, L = L0 - skip;
+        w.qrows.push_back({segs[s].caches[li] + skip * D, L});
         work += L * nh * D;
         maxL = std::max(maxL, L);
       }
@@ -472,9 +472,14 @@ void Engine::runMain(const int32_t* tokens, long R, const SegRef* segs, long S, 
 }
 
 void Engine::runMtp(long depth, const float* hin, const int32_t* next, long R, const SegRef* segs, long S, const float* cs, const float* sn, long from,
-                    float* hidden, float* logits) {
-  if (inTeam(R, nullptr, [&](int tid) { mtpPass(work[tid], depth, hin, next, R, segs, S, cs, sn, from, hidden, logits); })) return;
-  mtpPass(work[0], depth, hin, next, R, segs, S, cs, sn, from, hidden, logits);
+                    float* hidden, float* logits, long window) {
+  auto pass = [&](Work& w) {
+    w.window = window;
+    mtpPass(w, depth, hin, next, R, segs, S, cs, sn, from, hidden, logits);
+    w.window = 0;
+  };
+  if (inTeam(R, nullptr, [&](int tid) { pass(work[tid]); })) return;
+  pass(work[0]);
 }
 
 void Engine::mainPass(Work& w, const int32_t* tokens, long R, const SegRef* segs, long S, const float* cs, const float* sn, long from, float* hidden, float* logits,
@@ -562,7 +567,7 @@ int32_t argmaxOf(const float* x, long n) {
 
 void Engine::specStep(Engine& draft, const float* hin, const int32_t* next, long m, const SegRef& mseg, const float* mcs, const float* msn, const float* chainCs,
                       const float* chainSn, float* mtpCache, int32_t token, long mainStart, float* const* mainCaches, const float* cs, const float* sn, long vocab,
-                      long K, float* hidden, float* logits, float* mtpLogits, int32_t* picks, bool useDraftHead) {
+                      long K, float* hidden, float* logits, float* mtpLogits, int32_t* picks, bool useDraftHead, long draftWindow) {
   const long H = c.H, V = c.V, half = c.dr / 2;
   if (specHidden.size() < (size_t)H) specHidden.resize((size_t)H);
   const SegRef seg{mainStart, K + 1, mainCaches};
@@ -577,6 +582,7 @@ void Engine::specStep(Engine& draft, const float* hin, const int32_t* next, long
     tok[0] = token;
     float* chain = K > 1 ? wd.sc.get(S_CHAIN, (size_t)(2 * H)) : nullptr;
     float* mc = mtpCache;
+    wd.window = draftWindow;
     for (long k = 0; k < K; k++) {
       float* into = chain ? chain + (k & 1) * H : nullptr;
       if (k == 0) draft.mtpPass(wd, 0, hin, next, m, &mseg, 1, mcs, msn, m - 1, specHidden.data(), mtpLogits, into, approx);
@@ -589,6 +595,7 @@ void Engine::specStep(Engine& draft, const float* hin, const int32_t* next, long
       tok[k + 1] = argmaxOf(mtpLogits, vocab);
       if (tid == 0) picks[k] = tok[k + 1];
     }
+    wd.window = 0;
     mainPass(wm, tok, K + 1, &seg, 1, cs, sn, 0, hidden, logits);
   };
   if (!inTeam(std::max(m, K + 1), &draft, [&](int tid) { step(tid, draft.work[tid], work[tid]); })) step(0, draft.work[0], work[0]);
@@ -603,7 +610,7 @@ void Engine::runSpec(Engine& draft, const float* hin, const int32_t* next, long 
 
 long Engine::runSpecLoop(Engine& draft, float* hin, int32_t* next, int64_t* st, float* const* mainCaches, float* mtpCache, const float* cosT, const float* sinT,
                          long tableRows, long vocab, long steps, long budget, const int32_t* stops, long nStops, int32_t* out, long drafts,
-                         int32_t* draftsOut, bool exactHead) {
+                         int32_t* draftsOut, bool exactHead, long draftWindow) {
   const long H = c.H, V = c.V, half = c.dr / 2, K = std::max(1L, std::min(drafts, kMaxDrafts));
   loopHidden.resize((size_t)((K + 1) * H));
   loopLogits.resize((size_t)((K + 1) * V));
@@ -621,7 +628,7 @@ long Engine::runSpecLoop(Engine& draft, float* hin, int32_t* next, int64_t* st, 
     const SegRef mseg{ms, m, &mcache};
     int32_t picks[2 * kMaxDrafts + 1];
     specStep(draft, hin, next, m, mseg, cosT + ms * half, sinT + ms * half, cosT + n * half, sinT + n * half, mtpCache, x, n, mainCaches, cosT + n * half,
-             sinT + n * half, vocab, K, loopHidden.data(), loopLogits.data(), loopMtpLogits.data(), picks, !exactHead);
+             sinT + n * half, vocab, K, loopHidden.data(), loopLogits.data(), loopMtpLogits.data(), picks, !exactHead, draftWindow);
     if (draftsOut) std::memcpy(draftsOut + k * K, picks, sizeof(int32_t) * K);
     // Drafts d1…dK = picks[0, K); main row i's argmax a_i = picks[K + i] (a_i checks d(i+1)).
     long j = 0;

@@ -116,6 +116,8 @@ struct Work {
   bool par = true;
   int tid = 0, nt = 1;
   Team* team = nullptr;
+  /** Attention over at most the last `window` rows of each query's context (0: all; drafts only). */
+  long window = 0;
   /** A buffer every member of a team reads (the team's; this thread's own in a one-thread pass). */
   float* shared(int slot, size_t n);
   /** A team meeting (nothing in a one-thread pass). */
@@ -133,9 +135,10 @@ struct Engine {
 
   /** Main model over R tokens: hidden [R, H] after the final norm, logits [R − from, V]. */
   void runMain(const int32_t* tokens, long R, const SegRef* segs, long S, const float* cs, const float* sn, long from, float* hidden, float* logits);
-  /** MTP depth over rows (hidden_i, next_i): hidden [R − from, H] before its head norm, logits [R − from, V]. */
+  /** MTP depth over rows (hidden_i, next_i): hidden [R − from, H] before its head norm, logits [R − from, V]. window > 0: each row
+   *  attends over at most its last `window` cache rows (a cheaper draft; 0: all). */
   void runMtp(long depth, const float* hin, const int32_t* next, long R, const SegRef* segs, long S, const float* cs, const float* sn, long from,
-              float* hidden, float* logits);
+              float* hidden, float* logits, long window = 0);
 
   /**
    * One greedy speculative step: MTP depth 0 of `draft` over rows (hin_i, next_i) of segment `mseg`
@@ -158,12 +161,12 @@ struct Engine {
    * in and out (proposed counts drafts); hin [m, H] and next [m] are the MTP rows in and out (room
    * for K + 1 rows). cosT/sinT hold the rope tables of positions [0, tableRows). Emitted tokens go
    * to out; stops after `budget` tokens or a token in stops. Returns the number emitted. Drafts
-   * come from the int8 draft head (DraftHead) unless exactHead; draftsOut (when given, K per step)
-   * receives each step's drafts.
+   * come from the int8 draft head (DraftHead) unless exactHead, attending over at most the last
+   * draftWindow rows (0: all); draftsOut (when given, K per step) receives each step's drafts.
    */
   long runSpecLoop(Engine& draft, float* hin, int32_t* next, int64_t* st, float* const* mainCaches, float* mtpCache, const float* cosT, const float* sinT,
                    long tableRows, long vocab, long steps, long budget, const int32_t* stops, long nStops, int32_t* out, long drafts = 1,
-                   int32_t* draftsOut = nullptr, bool exactHead = false);
+                   int32_t* draftsOut = nullptr, bool exactHead = false, long draftWindow = 0);
 
  private:
   Work work[kMaxTeam];
@@ -199,7 +202,7 @@ struct Engine {
    */
   void specStep(Engine& draft, const float* hin, const int32_t* next, long m, const SegRef& mseg, const float* mcs, const float* msn, const float* chainCs,
                 const float* chainSn, float* mtpCache, int32_t token, long mainStart, float* const* mainCaches, const float* cs, const float* sn, long vocab, long K,
-                float* hidden, float* logits, float* mtpLogits, int32_t* picks, bool draftHead = false);
+                float* hidden, float* logits, float* mtpLogits, int32_t* picks, bool draftHead = false, long draftWindow = 0);
   void linear(Work& w, const Mat& m, const float* x, long ldx, long R, float* y, long ldy, bool par);
   void swiglu(Work& w, const Mlp& m, const float* x, long R, float* g, float* u, float* y, bool par, int16_t* qb, float* db);
   /** A team's gate·up·SiLU (phase 0, this member's columns of g) or down (phase 1, its columns of y). */

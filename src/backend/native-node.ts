@@ -76,13 +76,13 @@ export interface NativeAddon {
   decodeEngineMain?(engine: object, tokens: Int32Array, segs: Int32Array, caches: Float32Array[], cos: Float32Array, sin: Float32Array,
     from: number, hidden: Float32Array, logits: Float32Array): void;
   decodeEngineMtp?(engine: object, depth: number, hiddenIn: Float32Array, nextTokens: Int32Array, segs: Int32Array, caches: Float32Array[],
-    cos: Float32Array, sin: Float32Array, from: number, hidden: Float32Array, logits: Float32Array): void;
+    cos: Float32Array, sin: Float32Array, from: number, hidden: Float32Array, logits: Float32Array, window?: number): void;
   decodeEngineSpec?(engine: object, draft: object, hiddenIn: Float32Array, nextTokens: Int32Array, mtpSegs: Int32Array, mtpCaches: Float32Array[],
     mtpCos: Float32Array, mtpSin: Float32Array, token: number, segs: Int32Array, caches: Float32Array[], cos: Float32Array, sin: Float32Array,
     vocab: number, hidden: Float32Array, logits: Float32Array, mtpLogits: Float32Array, picks: Int32Array): void;
   decodeEngineSpecLoop?(engine: object, draft: object, hin: Float32Array, next: Int32Array, state: Float64Array, caches: Float32Array[], mtpCache: Float32Array,
     cosT: Float32Array, sinT: Float32Array, vocab: number, steps: number, budget: number, stops: Int32Array, out: Int32Array, drafts?: number,
-    draftsOut?: Int32Array | null, exactHead?: boolean): number;
+    draftsOut?: Int32Array | null, exactHead?: boolean, draftWindow?: number): number;
   decodeMatRows?(w: EngineArray, n: number, k: number, x: Float32Array, rows: number, y: Float32Array): void;
   /** The speculative loop's int8 draft head built from w [n, k] applied to x [k] into y [n]; false without AVX-512 VNNI (tests). */
   decodeDraftHead?(w: Float32Array, n: number, k: number, x: Float32Array, y: Float32Array): boolean;

@@ -100,9 +100,9 @@ export interface Kernels {
   /** One main-model decode pass of the engine (src/model/decode-engine.ts runMain). Optional. */
   DecodeEngineMain(engine: object, tokens: Int32Array, segs: Int32Array, caches: Float32Array[], cos: Float32Array, sin: Float32Array,
     from: number, hidden: Float32Array, logits: Float32Array): void;
-  /** One MTP decode pass of the engine (src/model/decode-engine.ts runMtp). Optional. */
+  /** One MTP decode pass of the engine (src/model/decode-engine.ts runMtp); `window` > 0 (native only): each row attends over at most its last `window` cache rows. Optional. */
   DecodeEngineMtp(engine: object, depth: number, hiddenIn: Float32Array, nextTokens: Int32Array, segs: Int32Array, caches: Float32Array[],
-    cos: Float32Array, sin: Float32Array, from: number, hidden: Float32Array, logits: Float32Array): void;
+    cos: Float32Array, sin: Float32Array, from: number, hidden: Float32Array, logits: Float32Array, window?: number): void;
   /**
    * One greedy speculative step (native/src/decode_engine.cc runSpec): `draft`'s MTP depth 0 over
    * (hiddenIn, nextTokens) rows of its one segment (the last row drafts: argmax of mtpLogits over
@@ -120,11 +120,12 @@ export interface Kernels {
    * rows (hin, next: room for drafts + 1) in and out, rope tables of positions [0, cosT.length /
    * (dr/2)), emitted tokens into out; stops after `budget` tokens or at a token in `stops`. Returns
    * the number emitted. Drafts may come from an approximate (int8) copy of the MTP head unless
-   * exactHead; draftsOut receives each step's drafts. Optional.
+   * exactHead, and attend over at most their last draftWindow cache rows (0: all); draftsOut
+   * receives each step's drafts. Optional.
    */
   DecodeEngineSpecLoop(engine: object, draft: object, hin: Float32Array, next: Int32Array, state: Float64Array, caches: Float32Array[], mtpCache: Float32Array,
     cosT: Float32Array, sinT: Float32Array, vocab: number, steps: number, budget: number, stops: Int32Array, out: Int32Array, drafts?: number,
-    draftsOut?: Int32Array | null, exactHead?: boolean): number;
+    draftsOut?: Int32Array | null, exactHead?: boolean, draftWindow?: number): number;
   /** y[rows, n] = x[rows, k] · Wᵀ on the decode engine's row-exact product (W [n, k] f32, bf16 bits or Q8_0 blocks). Optional. */
   DecodeMatRows(w: EngineArray, n: number, k: number, x: Float32Array, rows: number, y: Float32Array): void;
 }

@@ -1,6 +1,6 @@
 /**
  * `frugal generate --model DIR (--prompt TEXT | --tokens 3,17,42) [--max-tokens N] [--greedy]
- * [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop TEXT] [--speculative [--draft-tokens K]]`: streams the
+ * [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop TEXT] [--speculative [--draft-tokens K|auto] [--draft-window N]]`: streams the
  * continuation to stdout as it is produced (text through the model's tokenizer.json; with
  * `--tokens` and no tokenizer, the ids). Statistics (tokens/s, MTP acceptance rate) go to stderr.
  */
@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs, usage, type OptionSpec } from './args.js';
 import { UsageError } from '../errors.js';
-import { DEFAULT_DRAFT_TOKENS, Generation, MAX_DRAFT_TOKENS, type Model } from '../infer/generate.js';
+import { DEFAULT_DRAFT_TOKENS, DRAFT_WINDOW, Generation, MAX_DRAFT_TOKENS, type Model } from '../infer/generate.js';
 import { StopMatcher, checkSampling, type SamplingOptions } from '../infer/sampling.js';
 import { StreamDecoder } from '../io/tokenizer.js';
 import { checkModelDir, openModel, parseTokenList, selectBackend } from '../serve/model-node.js';
@@ -31,6 +31,7 @@ const spec: OptionSpec = {
   stop: { type: 'string', help: 'stop sequence (text mode)' },
   speculative: { type: 'boolean', help: 'MTP speculative decoding (models with MTP layers)' },
   'draft-tokens': { type: 'string', help: `with --speculative: greedy steps draft this many tokens by chaining the MTP layer, verified in one pass: 1-${MAX_DRAFT_TOKENS}, or auto (default: from ${DEFAULT_DRAFT_TOKENS}, more while drafts are kept, fewer while rejected); sampled steps draft one` },
+  'draft-window': { type: 'number', help: `with --speculative: greedy drafts attend over at most this many recent positions (default ${DRAFT_WINDOW}; 0 = the whole context)` },
   'ignore-eos': { type: 'boolean', help: 'keep going past the end-of-sequence token' },
   backend: { type: 'string', help: 'compute backend: auto (native > wasm > ts), ts, wasm, native, webgpu', default: 'auto' },
   threads: { type: 'number', help: 'worker threads of the backend (default: all cores, at most 8)' },
@@ -49,6 +50,11 @@ export async function run(argv: string[]): Promise<number> {
   if (a.seed !== undefined) sampling.seed = a.seed;
   try { checkSampling(sampling); } catch (e) { throw new UsageError((e as Error).message); }
   if (!['f32', 'bf16', 'q8_0'].includes(a.weights)) throw new UsageError(`--weights must be f32, bf16 or q8_0, got '${a.weights}'`);
+  const dw = a['draft-window'] as number | undefined;
+  if (dw !== undefined) {
+    if (a.speculative !== true) throw new UsageError('--draft-window needs --speculative');
+    if (!(Number.isInteger(dw) && dw >= 0)) throw new UsageError(`--draft-window must be a non-negative integer, got ${dw}`);
+  }
   const dt = a['draft-tokens'] as string | undefined;
   let draftTokens: number | 'auto' | undefined;
   if (dt !== undefined) {
@@ -80,7 +86,7 @@ export async function run(argv: string[]): Promise<number> {
   let gen: Generation;
   try {
     gen = new Generation(model, prompt, {
-      ...sampling, maxTokens: a['max-tokens'], speculative: a.speculative === true, ...(draftTokens !== undefined ? { draftTokens } : {}),
+      ...sampling, maxTokens: a['max-tokens'], speculative: a.speculative === true, ...(draftTokens !== undefined ? { draftTokens } : {}), ...(dw !== undefined ? { draftWindow: dw } : {}),
       ...(tokenizer ? { vocabLimit: tokenizer.vocabSize } : {}),
       stopTokenIds: a['ignore-eos'] || eos === null ? [] : [eos],
       onToken: (id) => {

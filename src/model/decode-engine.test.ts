@@ -222,7 +222,7 @@ test('the fused speculative step equals an MTP pass then a 2-row verify pass, bi
   native.setThreads(2);
 });
 
-test('the chained speculative loop equals the same MTP and verify passes orchestrated in TypeScript: drafts, tokens, state, cache rows (1-3 drafts, 1 and 2 threads)', async (t) => {
+test('the chained speculative loop equals the same MTP and verify passes orchestrated in TypeScript: drafts, tokens, state, cache rows (1-3 drafts, a draft window, 1 and 2 threads)', async (t) => {
   if (!(await hasNative())) { t.skip(`native backend: ${whyNotUnderTest('native')}`); return; }
   const native = loadNativeBackend()!;
   const argmax = (x: Float32Array, off: number, n: number): number => { let b = 0; for (let j = 1; j < n; j++) if (x[off + j]! > x[off + b]!) b = j; return b; };
@@ -238,7 +238,7 @@ test('the chained speculative loop equals the same MTP and verify passes orchest
           const start = prefilled(m, prompt, 96);
           const first = dec.main([prompt[P - 1]!], [{ cache: start, start: P - 1, rows: 1 }]);
           const x0 = argmax(first.logits, 0, vocab), h0 = first.hidden.slice(0, H);
-          for (let K = 1; K <= 3; K++) {
+          for (const [K, window] of [[1, 0], [2, 0], [3, 0], [3, 16]] as const) {
             // TypeScript orchestration of the loop's steps (engine passes through RowDecoder).
             const ref = copyCache(start);
             let x = x0, n = P, ms = P - 1, mm = 1, acc = 0;
@@ -246,12 +246,12 @@ test('the chained speculative loop equals the same MTP and verify passes orchest
             const tokens: number[] = [], drafts: number[] = [];
             for (let s = 0; s < steps; s++) {
               const d: number[] = [];
-              let mt = drafter.mtp(0, hin, next, [{ cache: ref, start: ms, rows: mm }], mm - 1);
+              let mt = drafter.mtp(0, hin, next, [{ cache: ref, start: ms, rows: mm }], mm - 1, window);
               for (let k = 0; k < K; k++) {
                 if (k > 0) {
                   const chain = new Float32Array(H);
                   kernel('RMSNorm')(mt.hidden.subarray(mt.hidden.length - H), headNorm, chain, 1, H, m.cfg.rmsNormEps);
-                  mt = drafter.mtp(0, chain, [d[k - 1]!], [{ cache: ref, start: n + k - 1, rows: 1 }]);
+                  mt = drafter.mtp(0, chain, [d[k - 1]!], [{ cache: ref, start: n + k - 1, rows: 1 }], 0, window);
                 }
                 d.push(argmax(mt.logits, 0, vocab));
               }
@@ -273,8 +273,8 @@ test('the chained speculative loop equals the same MTP and verify passes orchest
               hinE.set(h0);
               nextE[0] = x0;
               const out = new Int32Array((K + 1) * steps), tr = new Int32Array(K * steps);
-              const count = dec.specLoop(drafter, hinE, nextE, state, c, steps, 1e9, new Int32Array(0), vocab, out, K, { drafts: tr, exactHead: true });
-              const tag = `${name} ${form}, ${K} drafts, ${th} threads`;
+              const count = dec.specLoop(drafter, hinE, nextE, state, c, steps, 1e9, new Int32Array(0), vocab, out, K, { trace: tr, exactHead: true, draftWindow: window });
+              const tag = `${name} ${form}, ${K} drafts, window ${window}, ${th} threads`;
               assert.deepEqual(Array.from(tr), drafts, `${tag}: drafts`);
               assert.deepEqual(Array.from(out.subarray(0, count!)), tokens, `${tag}: tokens`);
               assert.deepEqual(Array.from(state), [x, n, ms, mm, K * steps, acc], `${tag}: state`);

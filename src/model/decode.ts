@@ -185,12 +185,13 @@ export class RowDecoder {
    * Generation does: state = [token, n, mtpStart, m, proposed, accepted] and the m pending MTP rows
    * (hin [m, H], next [m]; room for drafts + 1) are read and updated; the emitted tokens go to `out`
    * (stopping after `budget` tokens or at a token in `stops`); returns how many. The cache must
-   * hold positions below n + (drafts + 1)·steps. Null when the engine cannot run it. `trace`
-   * (tests, diagnostics): receives each step's drafts (drafts per step), and `exactHead` drafts
-   * with the MTP head itself rather than the engine's int8 copy.
+   * hold positions below n + (drafts + 1)·steps. Null when the engine cannot run it. Options:
+   * `draftWindow` (> 0: drafts attend over at most their last that many MTP cache rows), `trace`
+   * (tests, diagnostics: receives each step's drafts), `exactHead` (draft with the MTP head itself
+   * rather than the engine's int8 copy).
    */
   specLoop(draft: RowDecoder, hin: Float32Array, next: Int32Array, state: Float64Array, cache: KVCache, steps: number, budget: number, stops: Int32Array,
-    vocab: number, out: Int32Array, drafts = 1, trace?: { drafts: Int32Array; exactHead?: boolean }): number | null {
+    vocab: number, out: Int32Array, drafts = 1, opts: { draftWindow?: number; trace?: Int32Array; exactHead?: boolean } = {}): number | null {
     const { cfg, params: p } = this;
     if (!hasKernel('DecodeEngineSpecLoop') || p.mtp.length === 0 || draft.params.mtp.length === 0) return null;
     const eng = this.engineFor(drafts + 1), deng = draft.engineFor(drafts + 1);
@@ -202,7 +203,7 @@ export class RowDecoder {
     const half = cfg.qkRopeHeadDim / 2;
     return kernel('DecodeEngineSpecLoop')(eng, deng, hin, next, state, mainCaches, cache.layers[cfg.numHiddenLayers]!.a,
       this.ropeCos.subarray(0, this.ropeDone * half), this.ropeSin.subarray(0, this.ropeDone * half), vocab, steps, budget, stops, out, drafts,
-      trace?.drafts ?? null, trace?.exactHead ?? false);
+      opts.trace ?? null, opts.exactHead ?? false, opts.draftWindow ?? 0);
   }
 
   /**
@@ -210,8 +211,9 @@ export class RowDecoder {
    * from..R-1 predict t_{i+2}. Rows before `from` only write their latent cache rows (all a draft
    * needs of them: their outputs feed nothing), so they skip attention, MoE and head; `from` > 0
    * needs a single segment. Its cache is layer numHiddenLayers + d of each segment's cache.
+   * `window` > 0 (native engine only; drafts): each row attends over at most its last `window` rows.
    */
-  mtp(depth: number, hiddenIn: Float32Array, nextTokens: ArrayLike<number>, segs: readonly Segment[], from = 0): RowsResult {
+  mtp(depth: number, hiddenIn: Float32Array, nextTokens: ArrayLike<number>, segs: readonly Segment[], from = 0, window = 0): RowsResult {
     const { cfg, params: p } = this;
     const m = p.mtp[depth];
     if (!m) throw new Error(`RowDecoder.mtp: the model has ${p.mtp.length} MTP layers, depth ${depth} requested`);
@@ -220,10 +222,11 @@ export class RowDecoder {
     const H = cfg.hiddenSize, eps = cfg.rmsNormEps;
     if (from > 0 && segs.length !== 1) throw new Error('RowDecoder.mtp: rows that only fill the cache (from > 0) need a single segment');
     const eng = this.engineFor(R);
+    if (window > 0 && (!eng || getBackend().name !== 'native')) throw new Error('RowDecoder.mtp: an attention window needs the native decode engine');
     if (eng) {
       const a = this.engineArgs(nextTokens, segs, layer, 1);
       const hidden = this.buf('mtphidden', (R - from) * H), logits = this.buf('logits', (R - from) * cfg.vocabSize);
-      kernel('DecodeEngineMtp')(eng, depth, hiddenIn, a.tok, a.seg, a.caches, a.cos, a.sin, from, hidden, logits);
+      kernel('DecodeEngineMtp')(eng, depth, hiddenIn, a.tok, a.seg, a.caches, a.cos, a.sin, from, hidden, logits, ...(window > 0 ? [window] : []));
       return { hidden, logits };
     }
     const norm = kernel('RMSNorm');
