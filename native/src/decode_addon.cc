@@ -51,6 +51,13 @@ long countOf(napi_env env, const char* fn, napi_value v, const char* name, long 
   return (long)d;
 }
 
+// Optional argument i: `dflt` when absent or undefined, else a count in [0, max] (countOf).
+long optCount(napi_env env, const char* fn, size_t argc, const napi_value* a, size_t i, const char* name, long max, long dflt) {
+  napi_valuetype t = napi_undefined;
+  if (argc > i) napi_typeof(env, a[i], &t);
+  return t == napi_undefined ? dflt : countOf(env, fn, a[i], name, max);
+}
+
 // Reads the model arrays in engineArrays order, checking each against the config.
 struct Reader {
   napi_env env;
@@ -291,9 +298,7 @@ napi_value Run(napi_env env, napi_callback_info info, bool isMtp) {
     if (isMtp && from > 0 && sg.refs.size() != 1) throwRange(env, fn, "rows that only fill the cache (from > 0) need a single segment");
     float* hidden = typed<float>(env, fn, a[7 + o], napi_float32_array, "hidden", (size_t)((isMtp ? R - from : R) * c.H));
     float* logits = typed<float>(env, fn, a[8 + o], napi_float32_array, "logits", (size_t)((R - from) * c.V));
-    napi_valuetype wt = napi_undefined;
-    if (isMtp && argc > 11) napi_typeof(env, a[11], &wt);
-    const long window = wt == napi_undefined ? 0 : countOf(env, fn, a[11], "window", 1L << 30);
+    const long window = isMtp ? optCount(env, fn, argc, a, 11, "window", 1L << 30, 0) : 0;
     if (isMtp) e.runMtp(depth, hin, tok, R, sg.refs.data(), (long)sg.refs.size(), cs, sn, from, hidden, logits, window);
     else e.runMain(tok, R, sg.refs.data(), (long)sg.refs.size(), cs, sn, from, hidden, logits);
     napi_value u;
@@ -436,9 +441,7 @@ napi_value SpecLoop(napi_env env, napi_callback_info info) {
     Engine& dr = draftOf(env, fn, e, a[1]);
     const Cfg& c = e.c;
     const long D = c.rkv + c.dr, half = c.dr / 2;
-    napi_valuetype kt = napi_undefined;
-    if (argc > 14) napi_typeof(env, a[14], &kt);
-    const long K = kt == napi_undefined ? 1 : countOf(env, fn, a[14], "drafts", kMaxDrafts);
+    const long K = optCount(env, fn, argc, a, 14, "drafts", kMaxDrafts, 1);
     if (K < 1) throwRange(env, fn, "drafts must be 1 to " + std::to_string(kMaxDrafts));
     float* hin = typed<float>(env, fn, a[2], napi_float32_array, "hin", (size_t)((K + 1) * c.H));
     int32_t* next = typed<int32_t>(env, fn, a[3], napi_int32_array, "next", (size_t)(K + 1));
@@ -490,9 +493,7 @@ napi_value SpecLoop(napi_env env, napi_callback_info info) {
     if (argc > 16) napi_typeof(env, a[16], &et);
     if (et == napi_boolean) napi_get_value_bool(env, a[16], &exactHead);
     else if (et != napi_undefined) throwType(env, fn, "exactHead must be a boolean");
-    napi_valuetype wt = napi_undefined;
-    if (argc > 17) napi_typeof(env, a[17], &wt);
-    const long draftWindow = wt == napi_undefined ? 0 : countOf(env, fn, a[17], "draftWindow", 1L << 30);
+    const long draftWindow = optCount(env, fn, argc, a, 17, "draftWindow", 1L << 30, 0);
     const long count = e.runSpecLoop(dr, hin, next, st, mn.refs[0].caches, mt.refs[0].caches[0], cosT, sinT, reach, vocab, steps, budget,
                                      (const int32_t*)sv.p, (long)sv.len, out, K, draftsOut, exactHead, draftWindow);
     for (int i = 0; i < 6; i++) sd[i] = (double)st[i];

@@ -373,6 +373,18 @@ test('the engine rejects bad input with errors naming it', async (t) => {
   const other = makeConfig({ ...cfg, hiddenSize: 2 * cfg.hiddenSize });
   const o = engineArrays(initParams(other, { seed: 3 }), other, f32EngineWeights);
   assert.throws(() => spec(lib.decodeEngineCreate!(o.cfg, o.kinds, o.arrays), 2), /draft engine is for another model/);
+  // The loop: chain length, its arrays and options.
+  const lc = new KVCache(cfg, 1, 16, 'absorb', 1), lcaches = lc.layers.slice(0, cfg.numHiddenLayers).map((l) => l.a), half = cfg.qkRopeHeadDim / 2;
+  const loop = (K: unknown, hin: number, draftsOut: unknown = null, exact: unknown = false, win: unknown = 0): number =>
+    lib.decodeEngineSpecLoop!(eng, eng, new Float32Array(hin * cfg.hiddenSize), new Int32Array(5), Float64Array.of(1, 2, 1, 1, 0, 0), lcaches, lc.layers[3]!.a,
+      new Float32Array(16 * half), new Float32Array(16 * half), cfg.vocabSize, 2, 100, new Int32Array(0), new Int32Array(10), K as number, draftsOut as Int32Array, exact as boolean, win as number);
+  assert.ok(loop(4, 5) >= 2, 'a 4-draft loop runs');
+  assert.throws(() => loop(5, 6), /drafts/);
+  assert.throws(() => loop(0, 1), /drafts must be 1 to 4/);
+  assert.throws(() => loop(3, 2), /hin has \d+ elements, needs/);
+  assert.throws(() => loop(2, 3, new Int32Array(3)), /draftsOut/);
+  assert.throws(() => loop(1, 2, null, 'yes'), /exactHead must be a boolean/);
+  assert.throws(() => loop(1, 2, null, false, -1), /draftWindow/);
 });
 
 test('engineLinear (the engine product for one matrix): f32 / bf16 / Q8_0 against the reference linears, rows exact, bad input rejected', async (t) => {
