@@ -368,6 +368,23 @@ napi_value DraftHeadFn(napi_env env, napi_callback_info info) {
   });
 }
 
+// decodeSetTeams(on) → previous: whether engine passes may run as thread teams (setTeams).
+napi_value SetTeamsFn(napi_env env, napi_callback_info info) {
+  return guard([&]() -> napi_value {
+    size_t argc = 1;
+    napi_value a[1];
+    napi_get_cb_info(env, info, &argc, a, nullptr, nullptr);
+    bool on = false;
+    napi_valuetype t = napi_undefined;
+    if (argc >= 1) napi_typeof(env, a[0], &t);
+    if (t != napi_boolean) throwType(env, "decodeSetTeams", "expected a boolean");
+    napi_get_value_bool(env, a[0], &on);
+    napi_value r;
+    napi_get_boolean(env, setTeams(on), &r);
+    return r;
+  });
+}
+
 // The draft engine argument of the speculative steps: an engine for the same model, with an MTP layer.
 Engine& draftOf(napi_env env, const char* fn, const Engine& e, napi_value v) {
   Engine& dr = engineOf(env, fn, v);
@@ -517,6 +534,7 @@ void registerDecodeExports(napi_env env, napi_value exports) {
       {"decodeEngineSpecLoop", nullptr, SpecLoop, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"decodeMatRows", nullptr, MatRowsFn, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"decodeDraftHead", nullptr, DraftHeadFn, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"decodeSetTeams", nullptr, SetTeamsFn, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 }

@@ -140,10 +140,16 @@ void Engine::reserveTeam(long R) {
   s.get(S_TASK, (size_t)((R + R * k) * (2 * H + 2 * teamExpert + W + W / 32 + 1) + 16 * (1 + R * k)));
 }
 
+namespace {
+std::atomic<bool> g_teams{true};
+}  // namespace
+
+bool setTeams(bool on) { return g_teams.exchange(on); }
+
 template <class F>
 bool Engine::inTeam(long R, Engine* other, F f) {
   const int T = std::min(poolThreads(), kMaxTeam);
-  if (T < 2) return false;
+  if (T < 2 || !g_teams.load(std::memory_order_relaxed)) return false;
   reserveTeam(R);
   team.n = T;
   for (int t = 0; t < kMaxTeam; t++) { team.slot[t].v.store(0, std::memory_order_relaxed); team.slot[t].mine = 0; }
@@ -269,59 +275,53 @@ void Engine::mla(Work& w, const Layer& ly, const float* x, long R, const SegRef*
         maxL = std::max(maxL, L);
       }
   }
-  // Units (head h, query row r), head-major: a team member takes a contiguous share, so the rows
-  // of a head attend together (each latent row loaded once for up to 8 queries of one sequence).
+  // Units (head h, query row r): a team member takes a contiguous share. One sequence's rows go
+  // head-major, so the rows of a head attend together (each latent row loaded once for up to 8
+  // queries); rows of several sequences go row-major, so a row's heads share its cache's loads.
   const long U = nh * Rq;
+  const bool headMajor = S == 1;
   const long u0 = team ? U * w.tid / w.nt : 0, u1 = team ? U * (w.tid + 1) / w.nt : U;
+  auto headOf = [&](long u) { return headMajor ? u / Rq : u % nh; };
+  auto rowOf = [&](long u) { return headMajor ? u % Rq : u / nh; };
   // Attention queries [Rq, nh, D] = [q_nope·W_UK | rope(q_pe)], scaled as the attention kernel does.
   float* qa = w.sc.get(S_QATT, (size_t)(Rq * nh * D));
   float* oLat = w.sc.get(S_OLAT, (size_t)(Rq * nh * rkv));
   const long blk = (dn + dv) * rkv;
   for (long u = u0; u < u1; u++) {
-    const long h = u / Rq, r2 = u % Rq;
+    const long h = headOf(u), r2 = rowOf(u);
     const float* qh = q + (r2 * nh + h) * dq;
     float* dst = qa + (r2 * nh + h) * D;
     streamRow(qh, ly.kvB + h * blk, rkv, dn, dst, rkv);
     rotate(qh + dn, dst + rkv, cs + (from + r2) * half, sn + (from + r2) * half, half);
     for (long d = 0; d < D; d++) dst[d] *= c.scale;
   }
-  const int T = team ? 1 : w.par ? poolThreads() : 1;
-  if (T > 1 && work >= kTaskWork && (Rq > 1 || nh > 1)) {
-    // A one-thread pass with the pool: each head's rows as one task (scores in its own slice).
-    float* scores = w.sc.get(S_SCORE, (size_t)(U * maxL));
-    poolRunChunks(nh, [&](long h, int) {
-      AttnQuery qs[8];
-      for (long r0 = 0; r0 < Rq; r0 += 8) {
-        const long n = std::min<long>(8, Rq - r0);
-        // Rows of one cache attend together; a pass over several sequences goes row by row.
-        bool one = true;
-        for (long i = 1; i < n; i++) one = one && w.qrows[r0 + i].cache == w.qrows[r0].cache;
-        for (long i = 0; i < n; i++) qs[i] = {qa + ((r0 + i) * nh + h) * D, w.qrows[r0 + i].L, oLat + ((r0 + i) * nh + h) * rkv};
-        float* sc = scores + (h * Rq + r0) * maxL;
-        if (one) latentAttendQueries(qs, n, w.qrows[r0].cache, D, rkv, sc, maxL);
-        else for (long i = 0; i < n; i++) latentAttendQueries(qs + i, 1, w.qrows[r0 + i].cache, D, rkv, sc + i * maxL, maxL);
-      }
-    });
-  } else {
-    // This thread's units in groups of up to 8 consecutive units over the same cache.
-    float* scores = w.sc.get(S_SCORE, (size_t)(8 * maxL));
+  // Units [ua, ub) in groups of up to 8 consecutive units over the same cache rows.
+  auto attend = [&](long ua, long ub, float* scores) {
     AttnQuery qs[8];
     long n = 0;
     const float* gc = nullptr;
-    for (long u = u0; u <= u1; u++) {
-      const float* cu = u < u1 ? w.qrows[u % Rq].cache : nullptr;
-      if (n > 0 && (n == 8 || u == u1 || cu != gc)) { latentAttendQueries(qs, n, gc, D, rkv, scores, maxL); n = 0; }
-      if (u == u1) break;
-      const long h = u / Rq, r2 = u % Rq;
+    for (long u = ua; u <= ub; u++) {
+      const float* cu = u < ub ? w.qrows[rowOf(u)].cache : nullptr;
+      if (n > 0 && (n == 8 || u == ub || cu != gc)) { latentAttendQueries(qs, n, gc, D, rkv, scores, maxL); n = 0; }
+      if (u == ub) break;
+      const long h = headOf(u), r2 = rowOf(u);
       gc = cu;
       qs[n++] = {qa + (r2 * nh + h) * D, w.qrows[r2].L, oLat + (r2 * nh + h) * rkv};
     }
-  }
+  };
+  const int T = team ? 1 : w.par ? poolThreads() : 1;
+  if (T > 1 && work >= kTaskWork && U > 1) {
+    // A one-thread pass with the pool: a task per head (one sequence) or per row (several), each
+    // with its own scores.
+    const long tasks = headMajor ? nh : Rq, per = U / tasks;
+    float* scores = w.sc.get(S_SCORE, (size_t)(tasks * 8 * maxL));
+    poolRunChunks(tasks, [&](long i, int) { attend(i * per, (i + 1) * per, scores + i * 8 * maxL); });
+  } else attend(u0, u1, w.sc.get(S_SCORE, (size_t)(8 * maxL)));
   // o[h] = o_lat[h] · W_UV[h]ᵀ (W_UV[h] starts dn rows into block h), then o_proj.
   float* o = w.shared(S_O, (size_t)(Rq * nh * dv));
   for (long u = u0; u < u1;) {
-    // A run of rows of head h: one product for them.
-    const long h = u / Rq, r0 = u % Rq, rows = std::min(u1 - u, Rq - r0);
+    // A run of rows of head h (head-major: one product for them; row-major: one row).
+    const long h = headOf(u), r0 = rowOf(u), rows = headMajor ? std::min(u1 - u, Rq - r0) : 1;
     const Mat wuv{F32, ly.kvB + h * blk + dn * rkv, dv, rkv};
     matRows(wuv, Rows{oLat + r0 * nh * rkv + h * rkv, nh * rkv}, rows, o + r0 * nh * dv + h * dv, nh * dv, 0, dv);
     u += rows;

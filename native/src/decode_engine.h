@@ -126,6 +126,10 @@ struct Work {
   void cols(long n, long& j0, long& j1) const;
 };
 
+/** Whether passes may run as teams (default true; false: one-thread passes that split large products
+ *  over the pool, as when the pool is busy). Returns the previous setting. For tests and comparisons. */
+bool setTeams(bool on);
+
 struct Engine {
   Cfg c{};
   const float *embed = nullptr, *norm = nullptr;

@@ -86,6 +86,8 @@ export interface NativeAddon {
   decodeMatRows?(w: EngineArray, n: number, k: number, x: Float32Array, rows: number, y: Float32Array): void;
   /** The speculative loop's int8 draft head built from w [n, k] applied to x [k] into y [n]; false without AVX-512 VNNI (tests). */
   decodeDraftHead?(w: Float32Array, n: number, k: number, x: Float32Array, y: Float32Array): boolean;
+  /** Whether decode-engine passes may run as thread teams (default true); returns the previous setting (tests, comparisons). */
+  decodeSetTeams?(on: boolean): boolean;
   /** Bytes the C allocator has in use (glibc mallinfo2), -1 where unknown: native-side memory for tests. */
   mallocInUse?(): number;
 }

@@ -126,14 +126,22 @@ test('engine rows are exact: 2 rows = two 1-row passes, 3 sequences in one pass 
             if (i > 0) dec.main(toks.slice(0, i), [{ cache: c, start: 200, rows: i }]);
             return dec.main([tok], [{ cache: c, start: 200 + i, rows: 1 }]).logits.slice();
           });
-          for (const th of [1, 2, 3]) {
+          // Also without teams (a one-thread pass splitting large products over the pool, as when
+          // the pool is busy), and a 3-sequence pass (rows of several caches) each way.
+          const multi = (): Float32Array => dec.main([8, 9, 2, 6], [{ cache: copyCache(c1), start: 4, rows: 2 }, { cache: copyCache(c2), start: 7, rows: 1 }, { cache: copyCache(long), start: 200, rows: 1 }]).logits.slice();
+          native.setThreads(1);
+          const multiRef = multi();
+          for (const [th, teams] of [[1, true], [2, true], [3, true], [2, false]] as const) {
             native.setThreads(th);
+            native.addon.decodeSetTeams!(teams);
             // Q8_0 decode weights keep to decodeExactRows rows (longer passes take f32 weights).
             for (const R of [1, 2, 3, 4, 5].filter((r) => r <= (m.decodeExactRows ?? 5))) {
               const out = dec.main(toks.slice(0, R), [{ cache: copyCache(long), start: 200, rows: R }]).logits;
-              for (let r = 0; r < R; r++) assert.deepEqual(out.subarray(r * V, (r + 1) * V), ref[r], `${name} ${form}: row ${r} of ${R} at ${th} threads`);
+              for (let r = 0; r < R; r++) assert.deepEqual(out.subarray(r * V, (r + 1) * V), ref[r], `${name} ${form}: row ${r} of ${R} at ${th} threads${teams ? '' : ', no teams'}`);
             }
+            assert.deepEqual(multi(), multiRef, `${name} ${form}: 3 sequences at ${th} threads${teams ? '' : ', no teams'}`);
           }
+          native.addon.decodeSetTeams!(true);
           native.setThreads(1);
         });
       }
