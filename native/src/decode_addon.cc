@@ -442,8 +442,8 @@ napi_value Spec(napi_env env, napi_callback_info info) {
 // decodeEngineSpecLoop(main, draft, hin, next, state, mainCaches, mtpCache, cosT, sinT, vocab, steps, budget, stops, out[, drafts[, draftsOut[, exactHead[, draftWindow]]]]) → count
 // Up to `steps` greedy speculative steps in one call (Engine::runSpecLoop), each chaining K =
 // drafts (1…4, default 1) MTP drafts. state: Float64Array [token, n, mtpStart, m, proposed,
-// accepted] (in/out); hin [(K+1)·H] and next (Int32Array [K+1]) hold the m pending MTP rows
-// (in/out); cosT/sinT: rope tables of positions [0, len / (dr/2)); out (Int32Array of at least
+// accepted] (in/out); hin [max(K+1, m)·H] and next (Int32Array [max(K+1, m)]) hold the m ≤ 5
+// pending MTP rows (in/out); cosT/sinT: rope tables of positions [0, len / (dr/2)); out (Int32Array of at least
 // (K+1)·steps) receives the emitted tokens; draftsOut (Int32Array of K·steps, or null) each step's
 // drafts; exactHead (default false) drafts with the MTP head itself instead of its int8 copy;
 // draftWindow (default 0: all) caps the rows each draft attends over (its last ones).
@@ -460,8 +460,6 @@ napi_value SpecLoop(napi_env env, napi_callback_info info) {
     const long D = c.rkv + c.dr, half = c.dr / 2;
     const long K = optCount(env, fn, argc, a, 14, "drafts", kMaxDrafts, 1);
     if (K < 1) throwRange(env, fn, "drafts must be 1 to " + std::to_string(kMaxDrafts));
-    float* hin = typed<float>(env, fn, a[2], napi_float32_array, "hin", (size_t)((K + 1) * c.H));
-    int32_t* next = typed<int32_t>(env, fn, a[3], napi_int32_array, "next", (size_t)(K + 1));
     double* sd = typed<double>(env, fn, a[4], napi_float64_array, "state", 6);
     const long steps = countOf(env, fn, a[10], "steps", 1 << 20);
     const long budget = countOf(env, fn, a[11], "budget", 1L << 40);
@@ -476,7 +474,11 @@ napi_value SpecLoop(napi_env env, napi_callback_info info) {
       st[i] = (int64_t)sd[i];
     }
     if (st[0] >= c.V) throwRange(env, fn, "decode: token id " + std::to_string(st[0]) + " out of range [0, " + std::to_string(c.V) + ")");
-    if (st[3] < 1 || st[3] > K + 1 || st[2] + st[3] > st[1]) throwRange(env, fn, "state: 1 to drafts + 1 MTP rows ending before the main position");
+    if (st[3] < 1 || st[3] > kMaxDrafts + 1 || st[2] + st[3] > st[1]) throwRange(env, fn, "state: 1 to " + std::to_string(kMaxDrafts + 1) + " MTP rows ending before the main position");
+    // The pending rows in, and up to K + 1 out (a previous call may have had a longer chain).
+    const long rows = std::max<long>(K + 1, (long)st[3]);
+    float* hin = typed<float>(env, fn, a[2], napi_float32_array, "hin", (size_t)(rows * c.H));
+    int32_t* next = typed<int32_t>(env, fn, a[3], napi_int32_array, "next", (size_t)rows);
     for (long r = 0; r < st[3]; r++)
       if (next[r] < 0 || next[r] >= c.V) throwRange(env, fn, "decode: token id " + std::to_string(next[r]) + " out of range [0, " + std::to_string(c.V) + ")");
     // Positions the steps may write: main rows below n + (K + 1)·steps, within the tables and caches.

@@ -244,13 +244,15 @@ test('the chained speculative loop equals the same MTP and verify passes orchest
           const headNorm = m.params.mtp[0]!.headNorm.f32;
           const prompt = Array.from({ length: 40 }, (_, i) => (i * 13 + 5) % V), P = prompt.length, steps = 6;
           const start = prefilled(m, prompt, 96);
-          const first = dec.main([prompt[P - 1]!], [{ cache: start, start: P - 1, rows: 1 }]);
-          const x0 = argmax(first.logits, 0, vocab), h0 = first.hidden.slice(0, H);
+          // The last 3 prompt rows pending: more than a 1-draft chain writes (the state a longer
+          // chain leaves when `auto` shortens it).
+          const first = dec.main(prompt.slice(P - 3), [{ cache: start, start: P - 3, rows: 3 }]);
+          const x0 = argmax(first.logits, 2 * V, vocab), h0 = first.hidden.slice(0, 3 * H);
           for (const [K, window] of [[1, 0], [2, 0], [3, 0], [3, 16]] as const) {
             // TypeScript orchestration of the loop's steps (engine passes through RowDecoder).
             const ref = copyCache(start);
-            let x = x0, n = P, ms = P - 1, mm = 1, acc = 0;
-            let hin = h0.slice(), next = [x0];
+            let x = x0, n = P, ms = P - 3, mm = 3, acc = 0;
+            let hin = h0.slice(), next = [...prompt.slice(P - 2), x0];
             const tokens: number[] = [], drafts: number[] = [];
             for (let s = 0; s < steps; s++) {
               const d: number[] = [];
@@ -277,9 +279,9 @@ test('the chained speculative loop equals the same MTP and verify passes orchest
             for (const th of [1, 2]) {
               native.setThreads(th);
               const c = copyCache(start);
-              const hinE = new Float32Array((K + 1) * H), nextE = new Int32Array(K + 1), state = Float64Array.of(x0, P, P - 1, 1, 0, 0);
+              const hinE = new Float32Array(Math.max(K + 1, 3) * H), nextE = new Int32Array(Math.max(K + 1, 3)), state = Float64Array.of(x0, P, P - 3, 3, 0, 0);
               hinE.set(h0);
-              nextE[0] = x0;
+              nextE.set([...prompt.slice(P - 2), x0]);
               const out = new Int32Array((K + 1) * steps), tr = new Int32Array(K * steps);
               const count = dec.specLoop(drafter, hinE, nextE, state, c, steps, 1e9, new Int32Array(0), vocab, out, K, { trace: tr, exactHead: true, draftWindow: window });
               const tag = `${name} ${form}, ${K} drafts, window ${window}, ${th} threads`;

@@ -194,7 +194,7 @@ export class RowDecoder {
     vocab: number, out: Int32Array, drafts = 1, opts: { draftWindow?: number; trace?: Int32Array; exactHead?: boolean } = {}): number | null {
     const { cfg, params: p } = this;
     if (!hasKernel('DecodeEngineSpecLoop') || p.mtp.length === 0 || draft.params.mtp.length === 0) return null;
-    const eng = this.engineFor(drafts + 1), deng = draft.engineFor(drafts + 1);
+    const eng = this.engineFor(drafts + 1), deng = draft.engineFor(Math.max(drafts + 1, state[3]!));
     if (!eng || !deng) return null;
     const L = p.layers.length, reach = state[1]! + (drafts + 1) * steps;
     this.ropeTo(reach);
