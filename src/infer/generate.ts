@@ -485,7 +485,7 @@ export class Generation {
    * rejected draft's cache row at n+1 is dropped by setting the length (it is overwritten later).
    */
   private specStep(): void {
-    if (this.greedy && !this.opts.kv && this.specLoop()) return;
+    if (this.greedy && this.specLoop()) return;
     const { cfg } = this;
     this.ensureCache(this.cache.length + 2);
     const cache = this.cache;
@@ -532,17 +532,22 @@ export class Generation {
 
   /**
    * Greedy speculative steps on the engine, several per call (`SPEC_LOOP_STEPS`, fewer near the
-   * end of the budget or of the cache): the same steps as `specStep`'s, with the bookkeeping in
-   * the engine. Tokens are emitted here in order, so a stop (stop id, onToken, length) ends the
-   * generation at the same token; rows computed past it are never read. False when the engine
-   * cannot run it (then one step runs as usual). Not with a shared KV pool (`opts.kv`): the
-   * server's steps stay one at a time, interleaved with other sequences.
+   * end of the budget or of the cache; one with a shared KV pool, `opts.kv`: the server's steps
+   * stay one at a time, interleaved with other sequences), each chaining `draftTokens` drafts, with
+   * the bookkeeping in the engine. Tokens are emitted here in order, so a stop (stop id, onToken,
+   * length) ends the generation at the same token; rows computed past it are never read. False
+   * when the engine cannot run it (then one step runs as usual).
    */
   private specLoop(): boolean {
-    const cache = this.cache, n = cache.length, m = this.pendingRows;
+    const n = this.cache.length, m = this.pendingRows;
     const budget = this.maxNew - this.tokens.length;
-    const K = this.drafts;
-    const steps = Math.min(SPEC_LOOP_STEPS, Math.ceil(budget / (K + 1)), Math.floor((cache.capacity - n) / (K + 1)));
+    // No draft past the budget (the last token needs none): rows stay below prompt + max tokens.
+    const K = Math.max(1, Math.min(this.drafts, budget - 1));
+    // With a shared KV pool (the server) one step per call, interleaved with the other sequences,
+    // its rows reserved first; else up to SPEC_LOOP_STEPS in the cache sized at the start.
+    if (this.opts.kv) this.ensureCache(n + K + 1);
+    const cache = this.cache;
+    const steps = this.opts.kv ? (cache.capacity >= n + K + 1 ? 1 : 0) : Math.min(SPEC_LOOP_STEPS, Math.ceil(budget / (K + 1)), Math.floor((cache.capacity - n) / (K + 1)));
     if (steps < 1) return false;
     this.loopState ??= { state: new Float64Array(6), next: new Int32Array(MAX_DRAFT_TOKENS + 1), out: new Int32Array((MAX_DRAFT_TOKENS + 1) * SPEC_LOOP_STEPS), stops: Int32Array.from(this.stopIds) };
     const L = this.loopState;
@@ -552,7 +557,7 @@ export class Generation {
     if (count === null) return false;
     this.proposed += L.state[4]!;
     this.accepted += L.state[5]!;
-    if (this.adaptDrafts && L.state[4]! > 0) {
+    if (this.adaptDrafts && K === this.drafts && L.state[4]! > 0) {
       // Mean drafts kept per step: deepen while nearly all are kept, shorten while the deepest
       // ones are mostly rejected (each draft costs an MTP pass and a verify row).
       const kept = L.state[5]! / (L.state[4]! / K);

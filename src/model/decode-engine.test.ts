@@ -165,6 +165,18 @@ test('greedy speculative decoding on the engine gives the plain tokens (f32, bf1
             const b = generate(m, prompt, { greedy: true, maxTokens: 40, speculative: true });
             assert.deepEqual(b.tokens, a.tokens, `${name} ${form} prompt ${prompt.join(',')}, ${th} threads`);
             assert.ok((kernelCounts()['native:DecodeEngineSpecLoop'] ?? 0) > 0, `${name} ${form}: speculative steps ran in the engine's loop`);
+            // With a KV source that grows the cache on demand (the server's pool): one loop step
+            // per call, rows reserved first, the same tokens.
+            const grow = { ensure(c: KVCache | null, tokens: number, extra: number): KVCache {
+              if (c && c.capacity >= tokens) return c;
+              const g2 = new KVCache(m.cfg, 1, tokens + 1, 'absorb', extra);
+              if (c) { c.layers.forEach((l, i) => g2.layers[i]!.a.set(l.a)); g2.length = c.length; }
+              return g2;
+            } };
+            resetKernelCounts();
+            const kv = generate(m, prompt, { greedy: true, maxTokens: 40, speculative: true, kv: grow });
+            assert.deepEqual(kv.tokens, a.tokens, `${name} ${form} prompt ${prompt.join(',')}, ${th} threads, growing KV source`);
+            assert.ok((kernelCounts()['native:DecodeEngineSpecLoop'] ?? 0) > 0, `${name} ${form}: the server's steps ran in the engine's loop`);
             // Every chain length: 1 to 4 drafts per step (a (K+1)-row verify), the same tokens.
             for (let K = 1; K <= MAX_DRAFT_TOKENS; K++) {
               const c = generate(m, prompt, { greedy: true, maxTokens: 40, speculative: true, draftTokens: K });
