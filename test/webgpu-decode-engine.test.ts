@@ -20,12 +20,13 @@ import { Tensor } from '../src/autograd/tensor.js';
 import { maxAbsDiff } from '../src/ops/compare.js';
 import { loadModel } from '../src/model/load-node.js';
 import { makeConfig, presets, type DeepSeekConfig } from '../src/model/config.js';
-import { forward, initParams, KVCache } from '../src/model/deepseek.js';
+import { initParams, KVCache } from '../src/model/deepseek.js';
 import { f32RowsLinear, RowDecoder, type RowsLinear } from '../src/model/decode.js';
 import { decodeEngine, engineArrays, f32EngineWeights } from '../src/model/decode-engine.js';
 import { residentVersion } from '../src/backend/residency.js';
 import { generate, type Model } from '../src/infer/generate.js';
 import { argmax } from '../src/infer/sampling.js';
+import { copyCache, prefilled } from '../src/model/cache-testing.js';
 
 after(() => disposeBackends());
 
@@ -61,16 +62,6 @@ async function models(): Promise<Array<[string, Model]>> {
   return out;
 }
 
-function prefilled(m: Model, prompt: number[], cap = 32): KVCache {
-  const c = new KVCache(m.cfg, 1, cap, 'absorb', m.params.mtp.length);
-  forward(m.params, m.cfg, Tensor.ints(prompt, [1, prompt.length]), { cache: c });
-  return c;
-}
-function copyCache(c: KVCache): KVCache {
-  const d = new KVCache(c.cfg, 1, c.capacity, 'absorb', c.layers.length - c.cfg.numHiddenLayers);
-  c.layers.forEach((l, i) => d.layers[i]!.a.set(l.a));
-  return d;
-}
 type Stats = ReturnType<WebGPUBackend['stats']>;
 /** Bytes of the main model's engine arrays that are not declared resident (the gate biases): uploaded with every pass. */
 const undeclaredBytes = (m: Model): number => engineArrays({ ...m.params, mtp: [] }, m.cfg, f32EngineWeights).arrays

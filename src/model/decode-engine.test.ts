@@ -18,7 +18,7 @@ import { loadNativeBackend } from '../backend/native-node.js';
 import { maxAbsDiff } from '../ops/compare.js';
 import { loadModel } from './load-node.js';
 import { makeConfig, presets, type DeepSeekConfig } from './config.js';
-import { forward, initParams, KVCache, type ModelParams } from './deepseek.js';
+import { initParams, KVCache, type ModelParams } from './deepseek.js';
 import { RowDecoder, type RowsLinear } from './decode.js';
 import { engineArrays, engineLinear, f32EngineWeights } from './decode-engine.js';
 import * as op from '../ops/index.js';
@@ -26,6 +26,7 @@ import { bf16Linear } from '../infer/bf16-node.js';
 import { DEFAULT_DRAFT_TOKENS, generate, Generation, MAX_DRAFT_TOKENS, type Model } from '../infer/generate.js';
 import { withBf16Weights } from '../infer/bf16-node.js';
 import { q8Linear, withQ8Drafts, withQ8Weights } from '../infer/q8-node.js';
+import { copyCache, prefilled } from './cache-testing.js';
 
 const REF = path.resolve(process.cwd(), '../shared/reference');
 const REFS = ['tiny-dsv3', 'tiny-dsv3-noqlora', 'tiny-dsv3-yarn'].filter((d) => existsSync(path.join(REF, d, 'config.json')));
@@ -44,17 +45,6 @@ async function models(): Promise<Array<[string, Model]>> {
   return out;
 }
 
-/** A cache holding a prefilled prompt (main and MTP layers), and a copy of it. */
-function prefilled(m: Model, prompt: number[], cap = 32): KVCache {
-  const c = new KVCache(m.cfg, 1, cap, 'absorb', m.params.mtp.length);
-  forward(m.params, m.cfg, Tensor.ints(prompt, [1, prompt.length]), { cache: c });
-  return c;
-}
-function copyCache(c: KVCache): KVCache {
-  const d = new KVCache(c.cfg, 1, c.capacity, 'absorb', c.layers.length - c.cfg.numHiddenLayers);
-  c.layers.forEach((l, i) => d.layers[i]!.a.set(l.a));
-  return d;
-}
 const rel = (a: Float32Array, b: Float32Array): number => maxAbsDiff(a, b) / Math.max(1e-30, maxAbsDiff(b, new Float32Array(b.length)));
 
 test('engine passes match the TypeScript path: main, 2 rows, MTP with fill rows, cache rows (f32, bf16, Q8_0)', async (t) => {
@@ -167,12 +157,8 @@ test('greedy speculative decoding on the engine gives the plain tokens (f32, bf1
             assert.ok((kernelCounts()['native:DecodeEngineSpecLoop'] ?? 0) > 0, `${name} ${form}: speculative steps ran in the engine's loop`);
             // With a KV source that grows the cache on demand (the server's pool): one loop step
             // per call, rows reserved first, the same tokens.
-            const grow = { ensure(c: KVCache | null, tokens: number, extra: number): KVCache {
-              if (c && c.capacity >= tokens) return c;
-              const g2 = new KVCache(m.cfg, 1, tokens + 1, 'absorb', extra);
-              if (c) { c.layers.forEach((l, i) => g2.layers[i]!.a.set(l.a)); g2.length = c.length; }
-              return g2;
-            } };
+            const grow = { ensure: (c: KVCache | null, tokens: number, extra: number): KVCache =>
+              (!c ? new KVCache(m.cfg, 1, tokens + 1, 'absorb', extra) : c.capacity >= tokens ? c : copyCache(c, tokens + 1)) };
             resetKernelCounts();
             const kv = generate(m, prompt, { greedy: true, maxTokens: 40, speculative: true, kv: grow });
             assert.deepEqual(kv.tokens, a.tokens, `${name} ${form} prompt ${prompt.join(',')}, ${th} threads, growing KV source`);
